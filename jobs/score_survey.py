@@ -1,0 +1,42 @@
+"""Score a survey's cutouts with the ensemble and write scores, candidates and a manifest.
+
+Local Ray (a laptop)::
+
+    python jobs/score_survey.py --input lensscan-demo/survey --output lensscan-demo/run
+
+A running cluster::
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \
+        python jobs/score_survey.py --input s3://survey/cutouts/ --output s3://survey/lenses/run1/
+
+Takes the same options as ``lensscan score``. Rerun the same command after an interruption: the
+committed units are kept and the rest is scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lensscan.cli import add_score_args, main
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--input", required=True, help="URL of the cutout shards")
+    ap.add_argument("--output", required=True, help="URL of the output folder")
+    add_score_args(ap)
+    return ap.parse_args(argv)
+
+
+if __name__ == "__main__":
+    a = parse()
+    argv = ["score", a.input, a.output, "--model", a.model, "--batch-size", str(a.batch_size),
+            "--rows-per-unit", str(a.rows_per_unit)]
+    if a.threshold is not None:
+        argv += ["--threshold", str(a.threshold)]
+    if a.top is not None:
+        argv += ["--top", str(a.top)]
+    if a.actors is not None:
+        argv += ["--actors", str(a.actors)]
+    sys.exit(main(argv))

@@ -1,0 +1,233 @@
+"""``lensscan bench``: throughput and memory of scoring, as ratios measured in one run.
+
+(a) ``model_only``: the ensemble's forward pass on in-memory preprocessed tensors;
+(b) ``plain_loop``: the original project's way: load each ``.npy``, preprocess, one model call
+    per file;
+(c) ``pipeline_local``: the full Ray Data pipeline from Parquet on local disk;
+(d) ``pipeline_s3``: the same from an S3 server on 127.0.0.1 (moto, as in the tests).
+``--scaling`` also scores 10x more cutouts to show time growing linearly and memory staying flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+import numpy as np
+import psutil
+import torch
+
+from lensscan import modelcard, runtime
+from lensscan.config import ScoreConfig
+from lensscan.data.preprocess import Preprocessing, preprocess
+from lensscan.io.parquet import write_parquet
+from lensscan.score.pipeline import score_survey
+
+
+class PeakRSS:
+    """Sample the resident memory of this process and all its children (Ray workers)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def _tree_rss(self) -> int:
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._tree_rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._tree_rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mb(self) -> float:
+        return self.peak / 2**20
+
+
+def synthetic_batch(n: int, start: int, seed: int) -> dict[str, np.ndarray]:
+    """Sky noise plus a galaxy-like blob; throughput does not depend on the content."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    blob = np.exp(-((xx - 31.5) ** 2 + (yy - 31.5) ** 2) / 40.0).astype(np.float32)
+    images = rng.normal(0, 0.06, (n, 3, 64, 64)).astype(np.float32)
+    images += rng.uniform(2, 30, (n, 3, 1, 1)).astype(np.float32) * blob
+    return {"object_id": np.arange(start, start + n, dtype=np.int64),
+            "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-30, 30, n), "image": images}
+
+
+def write_survey(url: str, n: int, shard_size: int = 5000) -> None:
+    for k, s in enumerate(range(0, n, shard_size)):
+        m = min(shard_size, n - s)
+        write_parquet(f"{url.rstrip('/')}/part-{k:05d}.parquet", synthetic_batch(m, s, k),
+                      row_group_size=1024)
+
+
+def model_only(loaded, n: int, batch: int, threads: int) -> float:
+    torch.set_num_threads(threads)
+    pre = Preprocessing.from_dict(loaded.preprocessing)
+    x = torch.from_numpy(preprocess(synthetic_batch(min(n, 4096), 0, 1)["image"], pre))
+    model = loaded.module.eval().to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model(x[:batch])  # warm up
+        done, t0 = 0, time.perf_counter()
+        while done < n:
+            xb = x[: min(batch, n - done)]
+            model(xb)
+            done += len(xb)
+    return n / (time.perf_counter() - t0)
+
+
+def plain_loop(loaded, n: int, workdir: str) -> float:
+    """One .npy file per cutout, loaded, preprocessed and scored one by one."""
+    pre = Preprocessing.from_dict(loaded.preprocessing)
+    folder = os.path.join(workdir, "npy")
+    os.makedirs(folder, exist_ok=True)
+    imgs = synthetic_batch(n, 0, 2)["image"]
+    for i in range(n):
+        np.save(os.path.join(folder, f"{i:07d}.npy"), imgs[i])
+    model = loaded.module.eval()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for name in sorted(os.listdir(folder)):
+            img = np.load(os.path.join(folder, name))
+            x = torch.from_numpy(preprocess(img[None], pre))
+            model(x)
+    return n / (time.perf_counter() - t0)
+
+
+def pipeline(input_url: str, out_url: str, model: str, batch: int) -> tuple[float, float]:
+    """Rows/s of a full scoring run (Ray already up) and its wall time."""
+    t0 = time.perf_counter()
+    m = score_survey(ScoreConfig(input=input_url, output=out_url, model=model, batch_size=batch,
+                                 progress=False))
+    seconds = time.perf_counter() - t0
+    return m["counts"]["rows_scored"] / seconds, seconds
+
+
+def flops_per_cutout(loaded) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    side = loaded.preprocessing.get("crop", 48)
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        loaded.module(torch.zeros(1, 3, side, side))
+    return float(fc.get_total_flops())
+
+
+def matmul_gflops(threads: int, n: int = 2048, reps: int = 5) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def run_bench(n: int = 20000, model: str = "default", batch: int = 512, plain_n: int = 2000,
+              s3: bool = True, scaling: bool = False, workdir: str | None = None) -> dict:
+    """Measure everything in one process; returns the figures (see module docstring)."""
+    workdir = workdir or tempfile.mkdtemp(prefix="lensscan-bench-")
+    threads = os.cpu_count() or 1
+    loaded = modelcard.load_model(model)
+    res: dict = {"n": n, "batch_size": batch, "threads": threads}
+    res["flops_per_cutout"] = flops_per_cutout(loaded)
+    res["matmul_gflops"] = matmul_gflops(threads)
+    res["model_only"] = model_only(loaded, n, batch, threads)
+    res["model_gflops"] = res["model_only"] * res["flops_per_cutout"] / 1e9
+    res["plain_loop_n"] = min(plain_n, n)
+    res["plain_loop"] = plain_loop(loaded, res["plain_loop_n"], workdir)
+    local = os.path.join(workdir, "survey")
+    write_survey(local, n)
+    runtime.ensure_ray()
+    with PeakRSS() as mem:
+        res["pipeline_local"], _ = pipeline(local, os.path.join(workdir, "out"), model, batch)
+        if s3:
+            res["pipeline_s3"] = _s3_run(local, model, batch)
+    res["peak_rss_mb"] = mem.mb
+    for key in ("pipeline_local", "pipeline_s3", "plain_loop"):
+        if key in res:
+            res[f"{key}_over_model_only"] = res[key] / res["model_only"]
+    if "pipeline_local" in res:
+        res["pipeline_local_over_plain_loop"] = res["pipeline_local"] / res["plain_loop"]
+    if scaling:
+        res["scaling"] = []
+        for k in (1, 10):
+            src = os.path.join(workdir, f"scale{k}")
+            write_survey(src, n * k)
+            with PeakRSS() as mem:
+                _, seconds = pipeline(src, os.path.join(workdir, f"scale{k}-out"), model, batch)
+            res["scaling"].append({"n": n * k, "seconds": seconds, "peak_rss_mb": mem.mb})
+            shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return res
+
+
+def _s3_run(local: str, model: str, batch: int) -> float:
+    """Copy the survey to a moto S3 server on 127.0.0.1 and score it from there."""
+    import socket
+    import uuid
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from lensscan.io import storage
+
+    if not os.environ.get("AWS_ENDPOINT_URL"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+                          AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                          AWS_DEFAULT_REGION="us-east-1")
+        import ray
+
+        ray.shutdown()  # workers must see the endpoint
+        runtime.ensure_ray()
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
+    for name in sorted(os.listdir(local)):
+        with open(os.path.join(local, name), "rb") as fh:
+            storage.write_bytes_atomic(f"s3://{bucket}/survey/{name}", fh.read())
+    rate, _ = pipeline(f"s3://{bucket}/survey/", f"s3://{bucket}/out/", model, batch)
+    return rate
+
+
+def report(res: dict) -> str:
+    """Human-readable lines with the ratios."""
+    lines = [f"cutouts: {res['n']}, batch {res['batch_size']}, {res['threads']} threads"]
+    for key in ("model_only", "plain_loop", "pipeline_local", "pipeline_s3"):
+        if key in res:
+            lines.append(f"{key:>15}: {res[key]:9.1f} cutouts/s")
+    for key in ("pipeline_local_over_model_only", "pipeline_s3_over_model_only",
+                "pipeline_local_over_plain_loop"):
+        if key in res:
+            lines.append(f"{key}: {res[key]:.2f}")
+    lines.append(f"peak RSS (process tree): {res['peak_rss_mb']:.0f} MB")
+    lines.append(f"model: {res['flops_per_cutout'] / 1e6:.1f} MFLOP/cutout, "
+                 f"{res['model_gflops']:.1f} GFLOP/s achieved vs {res['matmul_gflops']:.1f} "
+                 "GFLOP/s float32 matmul")
+    for row in res.get("scaling", []):
+        lines.append(f"scaling: n={row['n']}: {row['seconds']:.1f}s, "
+                     f"peak {row['peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)

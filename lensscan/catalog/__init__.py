@@ -1,0 +1,1 @@
+"""After scoring: query the catalog (DuckDB over Parquet) and look at candidates (galleries)."""

@@ -1,0 +1,114 @@
+"""Query scoring output with DuckDB directly over its Parquet files, on any storage URL.
+
+Only the needed columns are read, and score cuts prune row groups by their statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from lensscan import duck
+from lensscan.io import storage
+from lensscan.score import commit
+
+#: Columns returned by default (member scores are added when present).
+DEFAULT_COLUMNS = ("object_id", "ra", "dec", "score", "shard", "row")
+
+
+@dataclass(frozen=True)
+class Cone:
+    """A cone on the sky: centre (degrees) and radius (arcseconds)."""
+
+    ra: float
+    dec: float
+    radius_arcsec: float
+
+
+def angular_distance_sql(ra: float, dec: float) -> str:
+    """SQL expression of the great-circle distance (arcsec) from (ra, dec) to each row (haversine,
+    exact across RA = 0/360 and at the poles)."""
+    return (
+        "2 * degrees(asin(least(1, sqrt("
+        f"pow(sin(radians(dec - {dec!r}) / 2), 2) + "
+        f"cos(radians(dec)) * cos(radians({dec!r})) * pow(sin(radians(ra - {ra!r}) / 2), 2)"
+        ")))) * 3600"
+    )
+
+
+def source_sql(out: str, candidates: bool = False) -> str:
+    """The FROM clause over the scores dataset (or the candidate file)."""
+    if candidates:
+        return f"read_parquet({duck.sql_path(storage.join(out, commit.CANDIDATES))})"
+    return (f"read_parquet({duck.sql_path(storage.join(out, commit.SCORES, '*.parquet'))}, "
+            "union_by_name=true)")
+
+
+def query(
+    out: str,
+    top: int | None = None,
+    min_score: float | None = None,
+    cone: Cone | None = None,
+    where: str | None = None,
+    columns: list[str] | None = None,
+    candidates: bool = False,
+) -> pa.Table:
+    """Select scored objects, best first.
+
+    Parameters
+    ----------
+    out : str
+        Output folder of ``lensscan score``.
+    top : int, optional
+        Keep the ``top`` highest scores (after the other cuts).
+    min_score : float, optional
+        Keep ``score >= min_score``.
+    cone : Cone, optional
+        Keep objects within the cone; adds ``distance_arcsec``.
+    where : str, optional
+        An extra SQL predicate over the output columns (e.g. ``"ra BETWEEN 150 AND 151"``).
+    columns : list of str, optional
+        Columns to return (default :data:`DEFAULT_COLUMNS` plus member scores).
+    candidates : bool
+        Query ``candidates.parquet`` instead of every scored row.
+
+    Returns
+    -------
+    pyarrow.Table
+        With ``rank`` (1 = highest score among all scored rows) first.
+    """
+    con = duck.connect(out)
+    src = source_sql(out, candidates)
+    available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+    cols = list(columns) if columns else [c for c in available
+                                          if c in DEFAULT_COLUMNS or c.startswith("score_")]
+    missing = [c for c in cols if c not in available]
+    if missing:
+        raise ValueError(f"unknown columns {missing}; available: {available}")
+    preds = ["status = 'ok'", "score IS NOT NULL"]
+    if min_score is not None:
+        preds.append(f"score >= {float(min_score)!r}")
+    select = [f'"{c}"' for c in cols]
+    if cone is not None:
+        r_deg = cone.radius_arcsec / 3600.0
+        preds.append(f"dec BETWEEN {cone.dec - r_deg!r} AND {cone.dec + r_deg!r}")
+        dist = angular_distance_sql(cone.ra, cone.dec)
+        preds.append(f"{dist} <= {float(cone.radius_arcsec)!r}")
+        select.append(f"{dist} AS distance_arcsec")
+    if where:
+        preds.append(f"({where})")
+    rank_sql = "row_number() OVER (ORDER BY score DESC, object_id)"
+    inner_cols = sorted(set(cols) | {"ra", "dec", "score", "object_id", "status"} & set(available))
+    sql = (
+        f"WITH ranked AS (SELECT {', '.join(chr(34) + c + chr(34) for c in inner_cols)}, "
+        f"{rank_sql} AS rank FROM {src} WHERE status = 'ok' AND score IS NOT NULL) "
+        f"SELECT rank, {', '.join(select)} FROM ranked WHERE {' AND '.join(preds)} "
+        f"ORDER BY score DESC, object_id"
+    )
+    if top is not None:
+        sql += f" LIMIT {int(top)}"
+    try:
+        return duck.fetch_arrow(con, sql)
+    except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
+        raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None

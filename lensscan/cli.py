@@ -1,0 +1,228 @@
+"""The ``lensscan`` command line: parse arguments, build a config, call one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lensscan import __version__
+from lensscan.errors import LensscanError
+
+
+def _demo(a) -> None:
+    from lensscan.demo import run_demo
+
+    run_demo(a.workdir, lenses=a.lenses, nonlenses=a.nonlenses, model=a.model,
+             gallery=not a.no_gallery)
+
+
+def _simulate(a) -> None:
+    from lensscan.simulate.survey import SurveySpec, simulate_survey
+
+    spec = SurveySpec(a.lenses, a.nonlenses, seed=a.seed, test_fraction=a.test_fraction)
+    print(json.dumps(simulate_survey(a.out, spec, a.format, a.shard_size, a.workers)))
+
+
+def _mosaic(a) -> None:
+    from lensscan.simulate.mosaic import kind_mosaic
+
+    print(kind_mosaic(a.out, per_kind=a.per_kind, seed=a.seed))
+
+
+def _import_npy(a) -> None:
+    from lensscan.io.npy import import_npy
+
+    def warn(err) -> None:
+        print(f"skipped {err}", file=sys.stderr)
+
+    print(json.dumps(import_npy(a.src, a.out, a.shard_size, on_error=warn if a.skip_bad else None)))
+
+
+def _train(a) -> None:
+    from lensscan.config import TrainConfig
+    from lensscan.train.trainer import train
+
+    cfg = TrainConfig(data=a.data, out=a.out, val=a.val, arch=a.arch, epochs=a.epochs,
+                      steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, lr=a.lr,
+                      loss=a.loss, seed=a.seed, workers=a.workers, gpu=a.gpu,
+                      storage=a.storage, max_rows=a.max_rows, name=a.name,
+                      patience=a.patience)
+    card = train(cfg)
+    print(json.dumps(card["metrics"]["validation"], indent=2))
+
+
+def _evaluate(a) -> None:
+    from lensscan.train.evaluate import evaluate
+
+    also = dict(item.split("=", 1) for item in a.also)
+    report = evaluate(a.model, a.data, a.out, also=also)
+    e = report["ensemble"]
+    print(json.dumps({k: e[k] for k in ("roc_auc", "average_precision", "recall_at_fpr_1e-3",
+                                        "precision", "recall", "f1")}, indent=2))
+
+
+def _score(a) -> None:
+    from lensscan.config import ScoreConfig
+    from lensscan.score.pipeline import score_survey
+
+    cfg = ScoreConfig(input=a.input, output=a.output, model=a.model, threshold=a.threshold,
+                      top=a.top, batch_size=a.batch_size, actors=a.actors,
+                      rows_per_unit=a.rows_per_unit)
+    m = score_survey(cfg)
+    c = m["counts"]
+    print(f"scored {c['rows_scored']} of {c['rows_read']} rows ({c['rows_quarantined']} "
+          f"quarantined, {c['shards_unreadable']} unreadable shards), {c['candidates']} "
+          f"candidates, {m['throughput_rows_per_s']} rows/s -> {a.output}")
+
+
+def _query(a) -> None:
+    from lensscan.catalog import formats
+    from lensscan.catalog.query import Cone, query
+
+    cone = Cone(*a.cone) if a.cone else None
+    table = query(a.out, top=a.top, min_score=a.min_score, cone=cone, where=a.where,
+                  candidates=a.candidates)
+    formats.write(table, a.format, a.output)
+
+
+def _gallery(a) -> None:
+    from lensscan.catalog.gallery import write_gallery
+
+    print(write_gallery(a.out_dir, a.out, top=a.top, min_score=a.min_score))
+
+
+def _bench(a) -> None:
+    from lensscan.bench import report, run_bench
+
+    res = run_bench(n=a.n, model=a.model, batch=a.batch_size, plain_n=a.plain_n, s3=not a.no_s3,
+                    scaling=a.scaling)
+    print(json.dumps(res) if a.json else report(res))
+
+
+def add_score_args(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``lensscan score`` and ``jobs/score_survey.py``."""
+    p.add_argument("--model", default="default", help="model folder URL or 'default'")
+    cut = p.add_mutually_exclusive_group()
+    cut.add_argument("--threshold", type=float, help="candidate score cut (default: model's)")
+    cut.add_argument("--top", type=int, help="keep the N best as candidates")
+    p.add_argument("--batch-size", type=int, default=512, help="cutouts per model call")
+    p.add_argument("--actors", type=int, help="scoring actors (default: one per GPU, else 1)")
+    p.add_argument("--rows-per-unit", type=int, default=2048,
+                   help="rows per work unit, the commit granularity")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lensscan", description="Find strong lenses in cutouts.")
+    ap.add_argument("--version", action="version", version=f"lensscan {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("demo", help="simulate a small survey, score it, query, gallery")
+    p.add_argument("--workdir", default="lensscan-demo")
+    p.add_argument("--lenses", type=int, default=30)
+    p.add_argument("--nonlenses", type=int, default=2970)
+    p.add_argument("--model", default="default")
+    p.add_argument("--no-gallery", action="store_true")
+    p.set_defaults(fn=_demo)
+
+    p = sub.add_parser("simulate", help="write a mock survey with known truth")
+    p.add_argument("out")
+    p.add_argument("--lenses", type=int, required=True)
+    p.add_argument("--nonlenses", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=["parquet", "fits", "npy"], default="parquet")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.set_defaults(fn=_simulate)
+
+    p = sub.add_parser("mosaic", help="PNG mosaic of every simulated object kind")
+    p.add_argument("out")
+    p.add_argument("--per-kind", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_mosaic)
+
+    p = sub.add_parser("import-npy", help="DeepLense .npy layout -> Parquet shards")
+    p.add_argument("src")
+    p.add_argument("out")
+    p.add_argument("--shard-size", type=int, default=4096)
+    p.add_argument("--skip-bad", action="store_true", help="report unreadable files and go on")
+    p.set_defaults(fn=_import_npy)
+
+    p = sub.add_parser("train", help="train one model with Ray Train")
+    p.add_argument("data")
+    p.add_argument("--out", required=True)
+    p.add_argument("--val")
+    p.add_argument("--arch", default="resnet")
+    p.add_argument("--name")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--loss", choices=["focal", "bce"], default="focal")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--storage", help="checkpoint root URL (default: OUT/_train)")
+    p.add_argument("--max-rows", type=int)
+    p.add_argument("--patience", type=int, default=4,
+                   help="stop after this many epochs without a better validation AUC")
+    p.set_defaults(fn=_train)
+
+    p = sub.add_parser("evaluate", help="metrics.json and plots of a model on labelled data")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--out", required=True, help="local folder for metrics.json and plots")
+    p.add_argument("--also", nargs="*", default=[], metavar="NAME=MODEL",
+                   help="other models to compare side by side")
+    p.set_defaults(fn=_evaluate)
+
+    p = sub.add_parser("score", help="score shards with an ensemble into OUT")
+    p.add_argument("input")
+    p.add_argument("output")
+    add_score_args(p)
+    p.set_defaults(fn=_score)
+
+    p = sub.add_parser("query", help="query scoring output")
+    p.add_argument("out")
+    p.add_argument("--top", type=int)
+    p.add_argument("--min-score", type=float)
+    p.add_argument("--cone", type=float, nargs=3, metavar=("RA", "DEC", "RADIUS_ARCSEC"))
+    p.add_argument("--where", help="extra SQL predicate")
+    p.add_argument("--candidates", action="store_true", help="query candidates.parquet only")
+    p.add_argument("--format", default="table",
+                   choices=["table", "csv", "json", "parquet", "fits", "votable"])
+    p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.set_defaults(fn=_query)
+
+    p = sub.add_parser("gallery", help="HTML gallery of the top candidates, with grading")
+    p.add_argument("out_dir", metavar="OUT")
+    p.add_argument("--out", required=True, help="the HTML page to write")
+    p.add_argument("--top", type=int, default=100)
+    p.add_argument("--min-score", type=float)
+    p.set_defaults(fn=_gallery)
+
+    p = sub.add_parser("bench", help="throughput and memory of scoring, printed as ratios")
+    p.add_argument("--n", type=int, default=20000, help="cutouts to score")
+    p.add_argument("--model", default="default")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--plain-n", type=int, default=2000, help="files for the plain loop")
+    p.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) pipeline run")
+    p.add_argument("--scaling", action="store_true", help="also score 10x more cutouts")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(fn=_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (LensscanError, FileNotFoundError, ValueError) as exc:
+        print(f"lensscan {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

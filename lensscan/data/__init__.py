@@ -1,0 +1,1 @@
+"""From raw cutouts to model inputs: preprocessing, augmentation and Ray Data streams."""

@@ -1,0 +1,1 @@
+"""Storage and file formats: URLs to filesystems, Parquet and FITS shards, .npy imports."""

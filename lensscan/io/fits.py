@@ -1,0 +1,207 @@
+"""FITS cutouts: N-object shards (``CUTOUTS`` image HDU + ``OBJECTS`` table) and single cubes.
+
+Remote files are opened through fsspec (``use_fsspec=True``) and row ranges are read with
+``.section[...]``, so only the bytes of the requested cutouts travel. FITS data is big-endian;
+everything returned is native float32.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+from lensscan.errors import ShardError
+from lensscan.io import storage
+from lensscan.io.checks import CUTOUT_SHAPE, row_status
+
+DEFAULT_BANDS = ("g", "r", "i")
+
+
+@dataclass(frozen=True)
+class FitsInfo:
+    """A FITS file's layout: a shard of ``num_rows`` objects or a single cube."""
+
+    url: str
+    num_rows: int
+    is_shard: bool
+    bands: tuple[str, ...]
+
+
+def _open(url: str) -> fits.HDUList:
+    fs, path = storage.filesystem(url)
+    try:
+        if storage.is_local(url):
+            return fits.open(path, memmap=not path.endswith(".gz"), lazy_load_hdus=True)
+        if path.endswith(".gz"):
+            return fits.open(io.BytesIO(fs.cat_file(path)))
+        return fits.open(storage.unstrip(fs, path), use_fsspec=True, lazy_load_hdus=True,
+                         fsspec_kwargs=_fsspec_kwargs(url))
+    except FileNotFoundError as exc:
+        raise ShardError(url, "file not found") from exc
+    except (OSError, ValueError, TypeError) as exc:
+        raise ShardError(url, f"not a readable FITS file ({str(exc)[:200]})") from exc
+
+
+def _fsspec_kwargs(url: str) -> dict:
+    fs, _ = storage.filesystem(url)
+    return dict(fs.storage_options)
+
+
+def _bands(header: fits.Header) -> tuple[str, ...]:
+    raw = header.get("BANDS", ",".join(DEFAULT_BANDS))
+    return tuple(str(raw).split(","))
+
+
+def fits_info(url: str) -> FitsInfo:
+    """Inspect a FITS file's headers (no pixel data is read)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        hdul = _open(url)
+        try:
+            names = [h.name for h in hdul]
+            if "CUTOUTS" in names:
+                hdr = hdul["CUTOUTS"].header
+                shape = tuple(hdr.get(f"NAXIS{k}", 0) for k in range(hdr.get("NAXIS", 0), 0, -1))
+                if len(shape) != 4 or shape[1:] != CUTOUT_SHAPE:
+                    raise ShardError(url, f"CUTOUTS HDU has shape {shape}, expected (N, 3, 64, 64)")
+                if "OBJECTS" not in names:
+                    raise ShardError(url, "FITS shard has a CUTOUTS HDU but no OBJECTS table")
+                nobj = hdul["OBJECTS"].header.get("NAXIS2", -1)
+                if nobj != shape[0]:
+                    raise ShardError(
+                        url, f"OBJECTS table has {nobj} rows but CUTOUTS holds {shape[0]} cutouts"
+                    )
+                return FitsInfo(url, shape[0], True, _bands(hdr))
+            hdu = _first_image(url, hdul)
+            return FitsInfo(url, 1, False, _bands(hdu.header))
+        except (OSError, ValueError, IndexError, KeyError) as exc:
+            raise ShardError(url, f"corrupt or truncated FITS file ({str(exc)[:200]})") from exc
+        finally:
+            hdul.close()
+
+
+def _first_image(url: str, hdul: fits.HDUList):
+    for hdu in hdul:
+        if hdu.is_image and hdu.header.get("NAXIS", 0) > 0:
+            shape = tuple(hdu.header[f"NAXIS{k}"] for k in range(hdu.header["NAXIS"], 0, -1))
+            if shape != CUTOUT_SHAPE:
+                raise ShardError(url, f"image HDU has shape {shape}, expected {CUTOUT_SHAPE}")
+            return hdu
+    raise ShardError(url, "no image HDU with data")
+
+
+def read_fits(url: str, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """Read rows ``[start, stop)`` of a FITS shard, or the one cutout of a cube file.
+
+    Returns the same batch layout as :func:`lensscan.io.parquet.read_parquet`.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        hdul = _open(url)
+        try:
+            if "CUTOUTS" in [h.name for h in hdul]:
+                return _read_shard(url, hdul, start, stop)
+            return _read_cube(url, hdul)
+        except ShardError:
+            raise
+        except (OSError, ValueError, IndexError, KeyError, TypeError, EOFError) as exc:
+            raise ShardError(url, f"corrupt or truncated FITS file ({str(exc)[:200]})") from exc
+        finally:
+            hdul.close()
+
+
+def _read_shard(url: str, hdul: fits.HDUList, start: int, stop: int | None) -> dict:
+    cut = hdul["CUTOUTS"]
+    n_all = cut.header["NAXIS4"]
+    stop = n_all if stop is None else min(stop, n_all)
+    images = np.asarray(cut.section[start:stop], dtype=np.float32)  # (N, 3, 64, 64), native
+    table = hdul["OBJECTS"].data[start:stop]
+    cols = {c.upper(): c for c in table.columns.names}
+    if "OBJECT_ID" not in cols:
+        raise ShardError(url, "OBJECTS table has no OBJECT_ID column")
+    raw_ids = np.asarray(table[cols["OBJECT_ID"]])
+    if raw_ids.dtype.kind in "iu":
+        ids = raw_ids.astype(np.int64)
+        id_null = np.zeros(len(ids), bool)
+    else:
+        ids = np.array([str(v).strip() for v in raw_ids], dtype=object)
+        id_null = ids == ""
+    n = len(ids)
+    batch = {"object_id": ids}
+    for name in ("ra", "dec"):
+        batch[name] = (np.asarray(table[cols[name.upper()]], dtype=np.float64)
+                       if name.upper() in cols else np.full(n, np.nan))
+    if "LABEL" in cols:
+        batch["label"] = np.asarray(table[cols["LABEL"]], dtype=np.int8)
+    batch["image"] = images
+    batch["row"] = np.arange(start, stop, dtype=np.int64)
+    batch["status"] = row_status(images, ids, None, id_null)
+    return batch
+
+
+def _read_cube(url: str, hdul: fits.HDUList) -> dict:
+    hdu = _first_image(url, hdul)
+    image = np.asarray(hdu.data, dtype=np.float32)[None]  # (1, 3, 64, 64)
+    hdr = hdu.header
+    stem = posixpath.basename(url.rstrip("/")).split(".")[0]
+    oid = hdr.get("OBJECT_ID", stem)
+    ids = np.array([oid], dtype=np.int64 if isinstance(oid, int) else object)
+    batch = {
+        "object_id": ids,
+        "ra": np.array([hdr.get("RA", np.nan)], dtype=np.float64),
+        "dec": np.array([hdr.get("DEC", np.nan)], dtype=np.float64),
+        "image": image,
+        "row": np.zeros(1, np.int64),
+    }
+    if "LABEL" in hdr:
+        batch["label"] = np.array([hdr["LABEL"]], dtype=np.int8)
+    batch["status"] = row_status(image, ids)
+    return batch
+
+
+def write_fits(url: str, batch: dict[str, np.ndarray],
+               bands: tuple[str, ...] = DEFAULT_BANDS) -> None:
+    """Write a batch as a FITS shard (``CUTOUTS`` + ``OBJECTS``), atomically."""
+    images = np.ascontiguousarray(batch["image"], dtype=np.float32)
+    if images.shape[1:] != CUTOUT_SHAPE:
+        raise ValueError(f"image batch must be (N, 3, 64, 64), got {images.shape}")
+    n = len(images)
+    cut = fits.ImageHDU(images, name="CUTOUTS")
+    cut.header["BANDS"] = ",".join(bands)
+    ids = np.asarray(batch["object_id"])
+    cols = [
+        fits.Column("OBJECT_ID", format="K" if ids.dtype.kind in "iu" else
+                    f"{max(1, max(len(str(v)) for v in ids))}A",
+                    array=ids if ids.dtype.kind in "iu" else np.array([str(v) for v in ids])),
+        fits.Column("RA", format="D", unit="deg",
+                    array=np.asarray(batch.get("ra", np.full(n, np.nan)))),
+        fits.Column("DEC", format="D", unit="deg",
+                    array=np.asarray(batch.get("dec", np.full(n, np.nan)))),
+    ]
+    if "label" in batch:
+        cols.append(fits.Column("LABEL", format="B", array=np.asarray(batch["label"], np.uint8)))
+    table = fits.BinTableHDU.from_columns(cols, name="OBJECTS")
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), cut, table]).writeto(buf)
+    storage.write_bytes_atomic(url, buf.getvalue())
+
+
+def write_fits_cube(url: str, image: np.ndarray, object_id: int | str, ra: float | None = None,
+                    dec: float | None = None, bands: tuple[str, ...] = DEFAULT_BANDS) -> None:
+    """Write one (3, 64, 64) cutout as a single-object FITS file, the way cutout services do."""
+    hdu = fits.PrimaryHDU(np.asarray(image, dtype=np.float32))
+    with warnings.catch_warnings():  # OBJECT_ID is longer than 8 characters: a HIERARCH card
+        warnings.simplefilter("ignore", AstropyWarning)
+        hdu.header["OBJECT_ID"] = object_id
+    hdu.header["BANDS"] = ",".join(bands)
+    if ra is not None and dec is not None:
+        hdu.header["RA"], hdu.header["DEC"] = float(ra), float(dec)
+    buf = io.BytesIO()
+    hdu.writeto(buf)
+    storage.write_bytes_atomic(url, buf.getvalue())

@@ -1,0 +1,137 @@
+"""Single-cutout ``.npy`` files and the DeepLense lens-finding layout.
+
+The layout is a folder with ``train_lenses/``, ``train_nonlenses/``, ``test_lenses/`` and
+``test_nonlenses/``, each holding one ``(3, 64, 64)`` array per ``.npy`` file.
+:func:`import_npy` streams it into Parquet shards with bounded memory.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from collections.abc import Callable
+
+import numpy as np
+
+from lensscan.errors import ShardError
+from lensscan.io import storage
+from lensscan.io.checks import CUTOUT_SHAPE, row_status
+from lensscan.io.parquet import write_parquet
+
+#: Sub-folder -> (split, label).
+DEEPLENSE_FOLDERS = {
+    "train_lenses": ("train", 1),
+    "train_nonlenses": ("train", 0),
+    "test_lenses": ("test", 1),
+    "test_nonlenses": ("test", 0),
+}
+
+
+def load_npy(url: str) -> np.ndarray:
+    """Load one cutout as float32 ``(3, 64, 64)``; never unpickles.
+
+    Raises
+    ------
+    ShardError
+        When the file is not a plain numeric ``.npy`` array of that shape.
+    """
+    try:
+        arr = np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise ShardError(url, "file not found") from exc
+    except (ValueError, OSError, EOFError) as exc:
+        raise ShardError(url, f"not a readable .npy array ({str(exc)[:200]})") from exc
+    if arr.shape != CUTOUT_SHAPE:
+        raise ShardError(url, f"array has shape {arr.shape}, expected {CUTOUT_SHAPE}")
+    if arr.dtype.kind not in "fiu":
+        raise ShardError(url, f"array has dtype {arr.dtype}, expected floating point")
+    return arr.astype(np.float32, copy=False)
+
+
+def object_id_for(url: str, depth: int = 1) -> str:
+    """``<parent folder>/<stem>`` for ``depth=1`` (the DeepLense id), ``<stem>`` for 0."""
+    parts = url.rstrip("/").replace("\\", "/").split("/")
+    stem = parts[-1][: -len(".npy")] if parts[-1].endswith(".npy") else parts[-1]
+    return "/".join([*parts[-1 - depth:-1], stem])
+
+
+def read_npy(url: str) -> dict[str, np.ndarray]:
+    """Read one ``.npy`` cutout as a one-row batch (id ``<folder>/<stem>``)."""
+    image = load_npy(url)[None]
+    ids = np.array([object_id_for(url)], dtype=object)
+    return {
+        "object_id": ids,
+        "ra": np.full(1, np.nan),
+        "dec": np.full(1, np.nan),
+        "image": image,
+        "row": np.zeros(1, np.int64),
+        "status": row_status(image, ids),
+    }
+
+
+def _flush(out: str, index: int, rows: list[tuple[str, int, str, np.ndarray]]) -> str:
+    ids = np.array([r[0] for r in rows], dtype=object)
+    batch = {
+        "object_id": ids,
+        "image": np.stack([r[3] for r in rows]),
+        "label": np.array([r[1] for r in rows], np.int8),
+        "split": np.array([r[2] for r in rows], dtype=object),
+    }
+    url = storage.join(out, f"part-{index:05d}.parquet")
+    write_parquet(url, batch)
+    return url
+
+
+def import_npy(
+    src: str,
+    out: str,
+    shard_size: int = 4096,
+    progress: bool = True,
+    on_error: Callable[[ShardError], None] | None = None,
+) -> dict[str, int]:
+    """Convert a DeepLense-style folder into Parquet shards under ``out``.
+
+    Memory is bounded by one shard (``shard_size`` cutouts, 48 KiB each) whatever the number of
+    files. A file that cannot be read raises :class:`ShardError` naming it, unless ``on_error`` is
+    given, in which case it is reported there and skipped (and counted as ``skipped``).
+
+    Returns
+    -------
+    dict
+        Counts per ``<split>_<lenses|nonlenses>``, ``files``, ``skipped`` and ``shards``.
+    """
+    from tqdm import tqdm
+
+    fs, root = storage.filesystem(src)
+    present = [name for name in DEEPLENSE_FOLDERS if fs.isdir(posixpath.join(root, name))]
+    if not present:
+        raise FileNotFoundError(
+            f"{src}: none of the DeepLense folders {sorted(DEEPLENSE_FOLDERS)} found"
+        )
+    files: list[tuple[str, str]] = []
+    for name in present:
+        found = sorted(p for p in fs.find(posixpath.join(root, name)) if p.endswith(".npy"))
+        files.extend((name, storage.unstrip(fs, p)) for p in found)
+    counts = {name: 0 for name in present} | {"files": 0, "skipped": 0, "shards": 0}
+    rows: list = []
+    for name, url in tqdm(files, desc="import-npy", unit="file", disable=not progress):
+        split, label = DEEPLENSE_FOLDERS[name]
+        try:
+            image = load_npy(url)
+        except ShardError as err:
+            if on_error is None:
+                raise
+            on_error(err)
+            counts["skipped"] += 1
+            continue
+        rows.append((object_id_for(url), label, split, image))
+        counts[name] += 1
+        counts["files"] += 1
+        if len(rows) >= shard_size:
+            _flush(out, counts["shards"], rows)
+            counts["shards"] += 1
+            rows = []
+    if rows:
+        _flush(out, counts["shards"], rows)
+        counts["shards"] += 1
+    return counts

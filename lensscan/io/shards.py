@@ -1,0 +1,116 @@
+"""One entry point for every shard format: plan work units and read them as batches.
+
+A *unit* is a contiguous row range of one shard (a Parquet row-group run, a FITS row range, or a
+whole single-cutout file). Units are what the scoring pipeline reads, scores and commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from lensscan.errors import ShardError
+from lensscan.io import fits as fits_io
+from lensscan.io import npy as npy_io
+from lensscan.io import parquet as pq_io
+from lensscan.io import storage
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Rows ``[start, stop)`` of shard ``url``; for Parquet, row groups ``[rg_start, rg_stop)``."""
+
+    url: str
+    fmt: str
+    start: int
+    stop: int
+    rg_start: int = 0
+    rg_stop: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def shard_format(url: str) -> str:
+    """``parquet``, ``fits`` or ``npy`` from the file name."""
+    suffix = storage.shard_suffix(url)
+    if suffix is None:
+        raise ShardError(url, "unknown file type (expected .parquet, .fits, .fits.gz or .npy)")
+    return {".parquet": "parquet", ".npy": "npy"}.get(suffix, "fits")
+
+
+def plan_units(url: str, rows_per_unit: int = 2048) -> list[Unit]:
+    """Split one shard into units of about ``rows_per_unit`` rows (reads headers only)."""
+    fmt = shard_format(url)
+    if fmt == "npy":
+        return [Unit(url, fmt, 0, 1)]
+    if fmt == "fits":
+        info = fits_io.fits_info(url)
+        return [
+            Unit(url, fmt, s, min(s + rows_per_unit, info.num_rows))
+            for s in range(0, max(info.num_rows, 1), rows_per_unit)
+        ] if info.num_rows else []
+    info = pq_io.parquet_info(url)
+    units: list[Unit] = []
+    start = rg0 = acc = 0
+    for rg, n in enumerate(info.row_group_rows):
+        acc += n
+        if acc >= rows_per_unit or rg == len(info.row_group_rows) - 1:
+            units.append(Unit(url, fmt, start, start + acc, rg0, rg + 1))
+            start, rg0, acc = start + acc, rg + 1, 0
+    return [u for u in units if u.rows > 0]
+
+
+def read_unit(unit: Unit) -> dict[str, np.ndarray]:
+    """Read one unit as a checked batch (see :func:`lensscan.io.parquet.read_parquet`)."""
+    if unit.fmt == "parquet":
+        return pq_io.read_parquet(unit.url, list(range(unit.rg_start, unit.rg_stop)))
+    if unit.fmt == "fits":
+        return fits_io.read_fits(unit.url, unit.start, unit.stop)
+    return npy_io.read_npy(unit.url)
+
+
+def read_shard(url: str) -> dict[str, np.ndarray]:
+    """Read a whole shard of any format as one checked batch."""
+    fmt = shard_format(url)
+    if fmt == "parquet":
+        return pq_io.read_parquet(url)
+    if fmt == "fits":
+        return fits_io.read_fits(url)
+    return npy_io.read_npy(url)
+
+
+def write_shard(url: str, batch: dict[str, np.ndarray], bands: tuple[str, ...] = ("g", "r", "i"),
+                row_group_size: int = 1024) -> None:
+    """Write a batch as a Parquet or FITS shard, chosen by the file name."""
+    if shard_format(url) == "parquet":
+        pq_io.write_parquet(url, batch, bands, row_group_size)
+    elif shard_format(url) == "fits":
+        fits_io.write_fits(url, batch, bands)
+    else:
+        raise ValueError(f"{url}: write .parquet or .fits shards")
+
+
+def read_rows(url: str, rows: list[int] | np.ndarray) -> np.ndarray:
+    """Images of some rows of a shard, (len(rows), 3, 64, 64) float32, reading only what holds
+    them (the Parquet row groups, FITS sections or the one ``.npy`` file)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    fmt = shard_format(url)
+    if fmt == "npy":
+        return npy_io.load_npy(url)[None].repeat(len(rows), axis=0)
+    if fmt == "fits":
+        return np.concatenate([fits_io.read_fits(url, int(r), int(r) + 1)["image"] for r in rows])
+    info = pq_io.parquet_info(url)
+    bounds = np.cumsum((0,) + info.row_group_rows)
+    groups = sorted({int(np.searchsorted(bounds, r, side="right") - 1) for r in rows})
+    out = np.empty((len(rows), 3, 64, 64), np.float32)
+    for g in groups:
+        sel = (rows >= bounds[g]) & (rows < bounds[g + 1])
+        batch = pq_io.read_parquet(url, [g], columns=["object_id", "image"])
+        out[sel] = batch["image"][rows[sel] - bounds[g]]
+    return out

@@ -1,0 +1,139 @@
+"""Turn a URL or path into an fsspec filesystem, list shards, and write files atomically.
+
+Every input and output of lensscan goes through :func:`filesystem`. S3 credentials come from the
+standard AWS chain; ``AWS_ENDPOINT_URL`` points S3 clients at any S3-compatible store.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+#: File name endings of cutout shards, in the order they are tried.
+SHARD_SUFFIXES = (".parquet", ".fits", ".fits.gz", ".fit", ".npy")
+
+
+def _storage_options(protocol: str) -> dict:
+    """Extra options for a protocol: only what the standard environment says."""
+    if protocol in ("s3", "s3a"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            return {"client_kwargs": {"endpoint_url": endpoint}}
+    return {}
+
+
+def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
+    """Return ``(fs, path)`` for a URL or local path.
+
+    Parameters
+    ----------
+    url : str
+        ``/local/path``, ``file://...``, ``s3://bucket/key``, ``gs://...`` or ``memory://...``.
+    """
+    protocol = fsspec.core.split_protocol(str(url))[0] or "file"
+    fs, path = fsspec.core.url_to_fs(str(url), **_storage_options(protocol))
+    return fs, path
+
+
+def is_local(url: str) -> bool:
+    """True when ``url`` is a path on this machine."""
+    protocol = fsspec.core.split_protocol(str(url))[0]
+    return protocol in (None, "file", "local")
+
+
+def unstrip(fs: AbstractFileSystem, path: str) -> str:
+    """Turn a filesystem path back into a full URL (``s3://b/k``, or an absolute local path)."""
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if proto in ("file", "local"):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def join(url: str, *parts: str) -> str:
+    """Join URL parts with ``/`` (works for local paths and object stores)."""
+    url = str(url)
+    if is_local(url):
+        return os.path.join(url.removeprefix("file://"), *parts)
+    return posixpath.join(url.rstrip("/"), *parts)
+
+
+def shard_suffix(path: str) -> str | None:
+    """The shard format suffix of ``path`` or None when it is not a shard."""
+    low = path.lower()
+    for suffix in SHARD_SUFFIXES:
+        if low.endswith(suffix):
+            return suffix
+    return None
+
+
+def list_shards(url: str, suffixes: Iterable[str] = SHARD_SUFFIXES) -> list[str]:
+    """List shard URLs under a prefix, a glob, or a single file, sorted.
+
+    Raises
+    ------
+    FileNotFoundError
+        When nothing matching is found, naming the URL.
+    """
+    fs, path = filesystem(url)
+    suffixes = tuple(suffixes)
+    if any(ch in path for ch in "*?["):
+        found = fs.glob(path)
+    elif fs.isfile(path):
+        found = [path]
+    elif fs.isdir(path):
+        found = fs.find(path)
+    else:
+        raise FileNotFoundError(f"{url}: no such file or folder")
+    shards = sorted(
+        p for p in found
+        if p.lower().endswith(suffixes) and not posixpath.basename(p).startswith(("_", "."))
+    )
+    if not shards:
+        raise FileNotFoundError(f"{url}: no cutout shards ({', '.join(suffixes)}) found")
+    return [unstrip(fs, p) for p in shards]
+
+
+def write_bytes_atomic(url: str, data: bytes) -> None:
+    """Write ``data`` so that readers see either nothing or the whole file.
+
+    Local files are written to a temporary name and renamed; an object store PUT of one object is
+    already atomic.
+    """
+    fs, path = filesystem(url)
+    if is_local(url):
+        fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def read_bytes(url: str) -> bytes:
+    """Read a whole file."""
+    fs, path = filesystem(url)
+    return fs.cat_file(path)
+
+
+def exists(url: str) -> bool:
+    """True when the file or folder exists."""
+    fs, path = filesystem(url)
+    return fs.exists(path)
+
+
+def pyarrow_filesystem(url: str):
+    """A ``pyarrow.fs.FileSystem`` and path for ``url`` (for Ray Data and Ray Train storage)."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(url)
+    if is_local(url):
+        return pafs.LocalFileSystem(), path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path

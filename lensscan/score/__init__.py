@@ -1,0 +1,1 @@
+"""Survey-scale scoring: Ray Data streams shards through ensemble actors into Parquet."""

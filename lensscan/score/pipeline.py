@@ -1,0 +1,141 @@
+"""Score a survey: plan units -> Ray Data read/preprocess tasks -> ensemble actors -> commits.
+
+Only scores travel back to the driver (never pixels); the driver groups rows by unit and commits
+each unit's Parquet part atomically once all its rows are in. A rerun with the same input and
+output skips committed units, so an interrupted run ends with every input row exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import numpy as np
+import ray
+import ray.data
+from ray.data import ActorPoolStrategy
+
+from lensscan import __version__, modelcard, runtime
+from lensscan.config import ScoreConfig
+from lensscan.data.stream import ReadUnits, plan, unit_key, units_to_items
+from lensscan.io import storage
+from lensscan.score import commit
+from lensscan.score.predictor import EnsemblePredictor
+
+READ_CPUS = 0.25  # CPUs reserved per read/preprocess task
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def resources(cfg: ScoreConfig) -> dict:
+    """Actor count and per-actor GPUs/CPUs/threads from the cluster's resources."""
+    cpus, gpus = runtime.cluster_cpus(), runtime.cluster_gpus()
+    gpa = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpus >= 1 else 0.0)
+    if gpa > 0:
+        actors = cfg.actors or max(1, int(gpus // gpa))
+        cpa = cfg.cpus_per_actor or 1.0
+        threads = cfg.torch_threads or 1
+    else:
+        actors = cfg.actors or 1
+        cpa = cfg.cpus_per_actor or max(0.5, (cpus - 2 * READ_CPUS) / actors)
+        threads = cfg.torch_threads or max(1, math.floor(cpus / actors))
+    return {"actors": actors, "gpus_per_actor": gpa, "cpus_per_actor": cpa, "threads": threads}
+
+
+def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, res: dict):
+    """The streaming Ray Data plan (nothing runs until it is iterated)."""
+    mean_rows = max(1, sum(u.rows for u in units) // max(1, len(units)))
+    units_per_task = max(1, cfg.rows_per_unit // mean_rows)
+    ds = ray.data.from_items(units_to_items(units),
+                             override_num_blocks=max(1, math.ceil(len(units) / units_per_task)))
+    ds = ds.map_batches(ReadUnits(preprocessing, "model"), batch_size=units_per_task,
+                        num_cpus=READ_CPUS, max_retries=3)
+    return ds.map_batches(
+        EnsemblePredictor,
+        fn_constructor_kwargs={"model_url": model_url, "threads": res["threads"]},
+        batch_size=cfg.batch_size,
+        num_gpus=res["gpus_per_actor"],
+        num_cpus=res["cpus_per_actor"],
+        compute=ActorPoolStrategy(size=res["actors"]),
+        max_restarts=-1,
+        max_task_retries=-1,
+    )
+
+
+def score_survey(cfg: ScoreConfig) -> dict:
+    """Score every row under ``cfg.input`` into ``cfg.output``; returns the manifest."""
+    started, t0 = _now(), time.time()
+    runtime.ensure_ray()
+    model_url = modelcard.resolve(cfg.model)
+    loaded = modelcard.load_model(model_url)
+    threshold = cfg.threshold if cfg.threshold is not None else loaded.threshold
+    manifest_url = storage.join(cfg.output, commit.MANIFEST)
+    if storage.exists(manifest_url):  # the output is about to change: it is no longer complete
+        fs, path = storage.filesystem(manifest_url)
+        fs.rm(path)
+    units, bad_shards = plan(cfg.input, cfg.rows_per_unit)
+    keys = {unit_key(u): u for u in units}
+    done = commit.committed_units(cfg.output) & set(keys)
+    todo = [u for k, u in keys.items() if k not in done]
+    total = sum(u.rows for u in todo)
+    _say(cfg, f"{len(units)} units, {len(done)} already committed, {total} rows to score")
+    res = resources(cfg)
+    order = ["object_id", "ra", "dec", "score",
+             *[f"score_{n}" for n in loaded.member_names], "shard", "row", "status", "unit"]
+    scored = 0
+    if todo:
+        ds = build_dataset(todo, cfg, loaded.preprocessing, model_url, res)
+        pending: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        counts: dict[str, int] = defaultdict(int)
+        last = time.time()
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for key in np.unique(batch["unit"]):
+                sel = batch["unit"] == key
+                for col in order:
+                    pending[key][col].append(batch[col][sel])
+                counts[key] += int(sel.sum())
+                if counts[key] == keys[key].rows:
+                    rows = {c: np.concatenate(v) for c, v in pending.pop(key).items()}
+                    scored += commit.write_unit(cfg.output, key, rows, order)
+            if time.time() - last > 5:
+                rate = scored / max(time.time() - t0, 1e-9)
+                _say(cfg, f"committed {scored}/{total} rows ({rate:.0f} rows/s)")
+                last = time.time()
+        if pending:
+            missing = ", ".join(sorted(pending)[:5])
+            raise RuntimeError(f"the stream ended with incomplete units ({missing}); rerun to "
+                               "finish them")
+    elapsed = time.time() - t0
+    if bad_shards:
+        commit.write_json(storage.join(cfg.output, commit.QUARANTINE),
+                          {"shards": [{"shard": e.url, "reason": e.reason} for e in bad_shards]})
+    counts_all = commit.finalize(cfg.output, sorted(keys), threshold, cfg.top)
+    manifest = {
+        "lensscan_version": __version__,
+        "input": cfg.input,
+        "output": cfg.output,
+        "model": {"url": cfg.model, "name": loaded.card.get("name"),
+                  "checksum": loaded.checksum, "members": loaded.member_names},
+        "threshold": None if cfg.top is not None else float(threshold),
+        "top": cfg.top,
+        "counts": {**counts_all, "shards_unreadable": len(bad_shards),
+                   "rows_scored_this_run": scored},
+        "unreadable_shards": [{"shard": e.url, "reason": e.reason} for e in bad_shards],
+        "started": started,
+        "finished": _now(),
+        "seconds": round(elapsed, 3),
+        "throughput_rows_per_s": round(scored / elapsed, 1) if elapsed > 0 else None,
+        "resources": res,
+    }
+    commit.write_json(manifest_url, manifest)
+    return manifest
+
+
+def _say(cfg: ScoreConfig, msg: str) -> None:
+    if cfg.progress:
+        print(f"[lensscan] {msg}", file=sys.stderr, flush=True)

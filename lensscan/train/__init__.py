@@ -1,0 +1,1 @@
+"""Training (Ray Train), ensembling and evaluation."""

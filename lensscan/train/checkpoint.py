@@ -1,0 +1,59 @@
+"""Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint folder holds ``model.safetensors`` (current weights), ``best.safetensors`` (weights
+with the best validation AUC so far), ``optimizer.safetensors`` (flattened optimizer tensors) and
+``state.json`` (epoch, history, optimizer hyper-parameters, scheduler state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _opt_flatten(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for pid, st in opt_state["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"{pid}.{key}"] = val.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = val
+    return tensors, {"param_groups": opt_state["param_groups"], "scalars": scalars}
+
+
+def _opt_unflatten(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, val in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = val
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save(path: str, model_state: dict, best_state: dict, opt_state: dict,
+         state: dict[str, Any], sched_state: dict) -> None:
+    """Write a checkpoint folder at ``path`` (local)."""
+    os.makedirs(path, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
+              os.path.join(path, "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in best_state.items()},
+              os.path.join(path, "best.safetensors"))
+    tensors, meta = _opt_flatten(opt_state)
+    save_file(tensors, os.path.join(path, "optimizer.safetensors"))
+    with open(os.path.join(path, "state.json"), "w") as fh:
+        json.dump({**state, "optimizer": meta, "scheduler": sched_state}, fh)
+
+
+def load(path: str) -> tuple[dict, dict, dict, dict, dict]:
+    """Read a checkpoint folder: (model, best, optimizer, state, scheduler)."""
+    with open(os.path.join(path, "state.json")) as fh:
+        state = json.load(fh)
+    opt = _opt_unflatten(load_file(os.path.join(path, "optimizer.safetensors")),
+                         state.pop("optimizer"))
+    sched = state.pop("scheduler")
+    return (load_file(os.path.join(path, "model.safetensors")),
+            load_file(os.path.join(path, "best.safetensors")), opt, state, sched)

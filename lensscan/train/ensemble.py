@@ -1,0 +1,99 @@
+"""Combine trained members into a validation-weighted ensemble folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lensscan import modelcard
+from lensscan.config import TrainConfig
+from lensscan.data.preprocess import Preprocessing
+from lensscan.io import storage
+from lensscan.models.ensemble import Ensemble
+from lensscan.train.metrics import choose_threshold, summary
+from lensscan.train.predict import member_scores
+from lensscan.train.trainer import dataset
+
+
+def fit_weights(logits: np.ndarray, y: np.ndarray, l2: float = 1e-3,
+                steps: int = 300) -> tuple[np.ndarray, float]:
+    """Non-negative member weights and a bias minimising the validation log-loss.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (N, M)
+        Member logits on validation rows.
+    y : ndarray, shape (N,)
+        1 for lens, 0 for non-lens.
+    """
+    x = torch.from_numpy(np.asarray(logits, np.float64))
+    t = torch.from_numpy(np.asarray(y, np.float64))
+    raw = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([raw, bias], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        w = torch.nn.functional.softplus(raw)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + bias, t)
+        loss = loss + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    w = torch.nn.functional.softplus(raw).detach().numpy()
+    return w, float(bias.detach())
+
+
+def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: float = 100.0) -> dict:
+    """Fit weights on ``val`` for the members (folders under ``out``); write the ensemble card."""
+    members, cards = [], []
+    for url in member_urls:
+        model, card = modelcard.load_member(url)
+        members.append(model)
+        cards.append(card)
+    pre = cards[0]["preprocessing"]
+    if any(c["preprocessing"] != pre for c in cards):
+        raise ValueError("all members of an ensemble must share one preprocessing")
+    ds = dataset(val, Preprocessing.from_dict(pre), "model")
+    probe = Ensemble(members, [1.0] * len(members))
+    y, s, _ = member_scores(probe.eval(), ds)
+    member_p = np.clip(s[:, 1:], 1e-7, 1 - 1e-7)
+    logits = np.log(member_p / (1 - member_p))
+    w, b = fit_weights(logits, y)
+    ens = Ensemble(members, w.tolist(), b).eval()
+    score = 1 / (1 + np.exp(-(logits @ w + b)))
+    threshold = choose_threshold(y, score, prior_ratio)
+    per_member = {c["name"]: summary(y, member_p[:, i], choose_threshold(y, member_p[:, i],
+                                                                          prior_ratio))
+                  for i, c in enumerate(cards)}
+    card = {
+        "name": storage.join(out).rstrip("/").split("/")[-1],
+        "bands": ["g", "r", "i"],
+        "input": cards[0]["input"],
+        "preprocessing": pre,
+        "members": [{"name": c["name"], "path": _rel(out, u), "weight": float(wi)}
+                    for c, u, wi in zip(cards, member_urls, w, strict=True)],
+        "bias": b,
+        "combine": "sigmoid(sum_i weight_i * logit_i + bias)",
+        "threshold": threshold,
+        "threshold_rule": f"max lens F1 on validation re-weighted to {prior_ratio:g} "
+                          "non-lenses per lens",
+        "metrics": {"validation": summary(y, score, threshold),
+                    "validation_members": per_member},
+        "training_data": {"validation": val},
+    }
+    del ens
+    return modelcard.save_ensemble(out, card)
+
+
+def _rel(root: str, url: str) -> str:
+    root = root.rstrip("/") + "/"
+    if not url.startswith(root):
+        raise ValueError(f"member {url} must live inside the ensemble folder {root}")
+    return url[len(root):]
+
+
+def member_config(name: str, data: str, val: str, out: str, **kw) -> TrainConfig:
+    """Training config of a member saved under ``out/name``."""
+    return TrainConfig(data=data, val=val, out=storage.join(out, name), name=name, **kw)

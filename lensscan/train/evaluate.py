@@ -1,0 +1,108 @@
+"""``lensscan evaluate MODEL DATA --out REPORT``: metrics.json and plots on a labelled set."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from lensscan import modelcard, runtime
+from lensscan.data.preprocess import Preprocessing
+from lensscan.io import storage
+from lensscan.simulate.mosaic import rgb_composite
+from lensscan.train import plots
+from lensscan.train.gradcam import grad_cam
+from lensscan.train.metrics import summary
+from lensscan.train.predict import member_scores
+from lensscan.train.trainer import dataset
+
+SNR_BINS = (0, 10, 20, 40, 80, 1e9)
+
+
+def _by_truth(y, s, thr, extra) -> dict:
+    out: dict = {}
+    if "kind" in extra:
+        kinds = extra["kind"].astype(str)
+        out["fpr_per_kind"] = {
+            k: {"n": int((kinds == k).sum()), "fpr": float((s[kinds == k] >= thr).mean())}
+            for k in sorted(set(kinds[y == 0]))}
+    if "arc_snr" in extra:
+        snr = extra["arc_snr"].astype(float)
+        bins = {}
+        for lo, hi in zip(SNR_BINS[:-1], SNR_BINS[1:], strict=True):
+            sel = (y == 1) & (snr >= lo) & (snr < hi)
+            label = f"{lo:g}-{hi:g}" if hi < 1e9 else f">={lo:g}"
+            bins[label] = {"n": int(sel.sum()),
+                           "recall": float((s[sel] >= thr).mean()) if sel.any() else None}
+        out["recall_per_arc_snr"] = bins
+    return out
+
+
+def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = None,
+             gradcam: int = 4) -> dict:
+    """Score ``data`` with the model (and ``also`` = {name: url} for comparison), write
+    ``metrics.json`` and plots to the local folder ``out``."""
+    runtime.ensure_ray()
+    os.makedirs(out, exist_ok=True)
+    loaded = modelcard.load_model(model_url)
+    pre = Preprocessing.from_dict(loaded.preprocessing)
+    keep = ("label", "kind", "arc_snr", "object_id")
+    ds = dataset(data, pre, "model", keep_extra=keep)
+    y, s_all, extra = member_scores(loaded.module, ds, extra=("kind", "arc_snr", "object_id"))
+    s = s_all[:, 0]
+    thr = loaded.threshold
+    report = {"model": model_url, "data": data, "ensemble": summary(y, s, thr)}
+    report["ensemble"].update(_by_truth(y, s, thr, extra))
+    curves = {"ensemble": (y, s)}
+    histories = {}
+    for j, m in enumerate(loaded.card.get("members", [])):
+        mcard = modelcard.read_card(storage.join(modelcard.resolve(model_url), m["path"]))
+        ms = s_all[:, 1 + j]
+        report[m["name"]] = summary(y, ms, float(mcard.get("threshold", 0.5)))
+        report[m["name"]].update(_by_truth(y, ms, float(mcard.get("threshold", 0.5)), extra))
+        curves[m["name"]] = (y, ms)
+        histories[m["name"]] = mcard.get("training", {}).get("history", [])
+    for name, url in (also or {}).items():
+        other = modelcard.load_model(url)
+        oy, os_, oex = member_scores(other.module, dataset(
+            data, Preprocessing.from_dict(other.preprocessing), "model", keep_extra=keep),
+            extra=("kind", "arc_snr"))
+        report[name] = summary(oy, os_[:, 0], other.threshold)
+        report[name].update(_by_truth(oy, os_[:, 0], other.threshold, oex))
+        curves[name] = (oy, os_[:, 0])
+    with open(os.path.join(out, "metrics.json"), "w") as fh:
+        json.dump(report, fh, indent=2)
+    plots.roc_plot(os.path.join(out, "roc.png"), curves)
+    plots.pr_plot(os.path.join(out, "pr.png"), curves)
+    plots.confusion_plot(os.path.join(out, "confusion.png"), report["ensemble"]["confusion"], thr)
+    plots.histogram_plot(os.path.join(out, "scores.png"), y, s, thr)
+    if any(histories.values()):
+        plots.history_plot(os.path.join(out, "history.png"), histories)
+    if gradcam:
+        _gradcam(loaded, ds, y, s, thr, extra, gradcam, os.path.join(out, "gradcam.png"))
+    return report
+
+
+def _gradcam(loaded, ds, y, s, thr, extra, n, path) -> None:
+    """Grad-CAM of the highest-weight member for the top true and false positives."""
+    ids = extra["object_id"]
+    order = np.argsort(-s)
+    tp = [i for i in order if y[i] == 1 and s[i] >= thr][:n]
+    fp = [i for i in order if y[i] == 0 and s[i] >= thr][:n]
+    pick = {ids[i]: ("TP" if y[i] else "FP") for i in tp + fp}
+    if not pick:
+        return
+    imgs, titles = [], []
+    for batch in ds.iter_batches(batch_size=1024, batch_format="numpy"):
+        for k, oid in enumerate(batch["object_id"]):
+            if oid in pick:
+                imgs.append(batch["image"][k])
+                titles.append(f"{pick[oid]} {oid}")
+    member = loaded.module.members[int(np.argmax(loaded.module.weights.numpy()))]
+    x = torch.from_numpy(np.stack(imgs).astype(np.float32))
+    cams = grad_cam(member, x)
+    # the model sees the stretched crop; show it back as a composite (its linear-ish inverse)
+    rgb = [rgb_composite(np.sinh(im) * 3.0, stretch=3.0, q=4.0) for im in x.numpy()]
+    plots.gradcam_plot(path, rgb, list(cams), titles)

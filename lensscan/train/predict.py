@@ -1,0 +1,32 @@
+"""Score labelled datasets with a model on the driver (validation, ensembling, evaluation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lensscan.data.stream import ok_mask
+
+EXTRA = ("object_id", "kind", "arc_snr", "theta_e")
+
+
+@torch.inference_mode()
+def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
+                  extra: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Labels, lens probabilities and extra columns of the ``ok`` rows of a model-stage dataset.
+
+    ``model`` maps (N, 3, H, W) to logits (N, 1) or, for an ensemble, returns (score, members).
+    """
+    ys, ss, ex = [], [], {k: [] for k in extra}
+    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        keep = ok_mask(batch["status"]) & (batch["label"] >= 0)
+        x = torch.from_numpy(np.ascontiguousarray(batch["image"][keep], dtype=np.float32))
+        out = model(x)
+        score = out[0] if isinstance(out, tuple) else torch.sigmoid(out.float().reshape(-1))
+        ss.append(score.numpy() if not isinstance(out, tuple) else
+                  np.concatenate([score.numpy()[:, None], out[1].numpy()], axis=1))
+        ys.append(batch["label"][keep])
+        for k in extra:
+            ex[k].append(batch[k][keep])
+    return (np.concatenate(ys), np.concatenate(ss),
+            {k: np.concatenate(v) for k, v in ex.items()})

@@ -1,0 +1,139 @@
+"""Driver of one member's training: Ray Data in, Ray Train ``TorchTrainer`` (DDP), model folder out.
+
+Launch::
+
+    lensscan train s3://bucket/train/ --val s3://bucket/val/ --out s3://bucket/models/resnet_s0 \
+        --arch resnet --workers 4 --gpu
+
+Checkpoints go to ``<out>/_train/<run name>`` (or ``--storage``); rerunning the same command after
+an interruption resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+import numpy as np
+import ray
+import ray.data
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from lensscan import modelcard, runtime
+from lensscan.config import TrainConfig
+from lensscan.data.augment import Augment
+from lensscan.data.preprocess import Preprocessing
+from lensscan.data.stream import ReadUnits, plan, units_to_items
+from lensscan.io import storage
+from lensscan.models import create_model
+from lensscan.train import checkpoint as ckpt_io
+from lensscan.train.loop import train_loop_per_worker
+from lensscan.train.metrics import choose_threshold, summary
+from lensscan.train.predict import member_scores
+
+
+def _hash_fold(ids: np.ndarray) -> np.ndarray:
+    if ids.dtype.kind in "iu":
+        return (ids.astype(np.int64) * 2654435761 % 2**32) % 10
+    return np.array([zlib.crc32(str(v).encode()) % 10 for v in ids])
+
+
+class HashSplit:
+    """Keep the validation fold (object_id hash % 10 == 0) or the rest."""
+
+    def __init__(self, val: bool) -> None:
+        self.val = val
+
+    def __call__(self, batch: dict) -> dict:
+        fold = _hash_fold(batch["object_id"]) == 0
+        keep = fold if self.val else ~fold
+        return {k: v[keep] for k, v in batch.items()}
+
+
+def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
+            max_rows: int | None = None, fold: bool | None = None,
+            keep_extra: tuple[str, ...] = ("label",)) -> ray.data.Dataset:
+    """A Ray Data stream of labelled, preprocessed rows from shards at ``url``."""
+    units, errors = plan(url)
+    if errors:
+        raise errors[0]
+    ds = ray.data.from_items(units_to_items(units), override_num_blocks=max(1, len(units)))
+    ds = ds.map_batches(ReadUnits(pre.to_dict(), stage, keep=keep_extra), batch_size=1,
+                        num_cpus=read_cpus)
+    if fold is not None:
+        ds = ds.map_batches(HashSplit(fold), batch_size=None, num_cpus=read_cpus)
+    if max_rows:
+        ds = ds.limit(max_rows)
+    return ds
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """Stable name of a training run: the same command resumes the same run."""
+    key = dict(cfg.to_dict(), workers=None, gpu=None, storage=None, cpus_per_worker=None,
+               torch_threads=None)
+    digest = hashlib.sha1(repr(sorted(key.items())).encode()).hexdigest()[:10]
+    return f"{cfg.member_name}-{digest}"
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Train one member and write its model folder to ``cfg.out``; returns the card."""
+    runtime.ensure_ray(quiet=not progress)
+    pre = Preprocessing.from_dict(cfg.preprocessing)
+    cfg.preprocessing = pre.to_dict()
+    cfg.augment = Augment(**cfg.augment).to_dict()
+    if not cfg.gpu:
+        free = runtime.cluster_cpus() - 0.5  # leave room for the Ray Data read tasks
+        cfg.cpus_per_worker = max(0.25, min(cfg.cpus_per_worker, free / cfg.workers))
+        cfg.torch_threads = cfg.torch_threads or max(1, round(runtime.cluster_cpus() / cfg.workers))
+    fold = None if cfg.val else False
+    ds_train = dataset(cfg.data, pre, "normalized", max_rows=cfg.max_rows, fold=fold)
+    ds_val = dataset(cfg.val or cfg.data, pre, "normalized", fold=None if cfg.val else True)
+
+    storage_url = cfg.storage or storage.join(cfg.out, "_train")
+    fs, root = storage.pyarrow_filesystem(storage_url)
+    if storage.is_local(storage_url):
+        import os
+        root = os.path.abspath(root)
+        os.makedirs(root, exist_ok=True)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg.to_dict(),
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpu,
+                                     resources_per_worker=None if cfg.gpu else
+                                     {"CPU": cfg.cpus_per_worker}),
+        run_config=RunConfig(name=run_name(cfg), storage_path=root, storage_filesystem=fs,
+                             failure_config=FailureConfig(max_failures=2),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets={"train": ds_train, "val": ds_val},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {cfg.member_name} ended without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        _, best, _, state, _ = ckpt_io.load(d)
+    model = create_model(cfg.arch, **cfg.arch_kwargs)
+    model.load_state_dict(best)
+    model.eval()
+
+    y_val, s_val, _ = member_scores(model, ds_val_for_scoring(cfg, pre))
+    threshold = choose_threshold(y_val, s_val, cfg.prior_ratio)
+    card = {
+        "name": cfg.member_name,
+        "arch": cfg.arch,
+        "arch_kwargs": cfg.arch_kwargs,
+        "bands": ["g", "r", "i"],
+        "input": {"shape": [3, 64, 64], "dtype": "float32", "units": "linear flux"},
+        "preprocessing": pre.to_dict(),
+        "training": {"config": cfg.to_dict(), "run": run_name(cfg), "history": state["history"],
+                     "best_epoch": state["best_epoch"] + 1},
+        "metrics": {"validation": summary(y_val, s_val, threshold)},
+        "threshold": threshold,
+    }
+    return modelcard.save_member(cfg.out, model, card)
+
+
+def ds_val_for_scoring(cfg: TrainConfig, pre: Preprocessing) -> ray.data.Dataset:
+    """Validation rows preprocessed exactly as scoring does."""
+    return dataset(cfg.val or cfg.data, pre, "model", fold=None if cfg.val else True)

@@ -1,0 +1,86 @@
+"""DeepLense .npy layout import: counts, ids, labels, splits, bounded memory, bad files."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from lensscan.errors import ShardError
+from lensscan.io.npy import import_npy
+from lensscan.io.parquet import read_parquet
+from lensscan.io.storage import list_shards
+
+COUNTS = {"train_lenses": 150, "train_nonlenses": 1450, "test_lenses": 40, "test_nonlenses": 360}
+
+
+def _layout(root, counts, seed=0):
+    rng = np.random.default_rng(seed)
+    for folder, n in counts.items():
+        (root / folder).mkdir(parents=True)
+        prefix = "L" if folder.endswith("_lenses") else "N"
+        for i in range(n):
+            np.save(root / folder / f"{prefix}{i:06d}.npy",
+                    rng.normal(1, 0.1, (3, 64, 64)).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def deeplense(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deeplense")
+    _layout(root, COUNTS)
+    return root
+
+
+def test_import_counts_ids_labels_splits(deeplense, tmp_path):
+    out = tmp_path / "out"
+    counts = import_npy(str(deeplense), str(out), shard_size=512, progress=False)
+    assert counts["files"] == 2000 and counts["shards"] == 4
+    assert {k: counts[k] for k in COUNTS} == COUNTS
+    rows = [read_parquet(u) for u in list_shards(str(out))]
+    ids = np.concatenate([r["object_id"] for r in rows])
+    labels = np.concatenate([r["label"] for r in rows])
+    splits = np.concatenate([r["split"] for r in rows])
+    assert len(set(ids)) == 2000
+    assert "test_lenses/L000039" in set(ids) and "train_nonlenses/N001449" in set(ids)
+    for folder, n in COUNTS.items():
+        mine = np.array([i.startswith(folder + "/") for i in ids])
+        assert mine.sum() == n
+        assert (labels[mine] == (1 if folder.endswith("_lenses") else 0)).all()
+        assert (splits[mine] == folder.split("_")[0]).all()
+    first = next(r for r in rows if "test_lenses/L000000" in set(r["object_id"]))
+    j = list(first["object_id"]).index("test_lenses/L000000")
+    expected = np.load(deeplense / "test_lenses" / "L000000.npy")
+    np.testing.assert_array_equal(first["image"][j], expected)
+
+
+def test_peak_memory_independent_of_file_count(tmp_path):
+    peaks = []
+    for n in (300, 1500):
+        root = tmp_path / f"d{n}"
+        _layout(root, {"train_lenses": n // 10, "train_nonlenses": n - n // 10}, seed=n)
+        tracemalloc.start()
+        import_npy(str(root), str(tmp_path / f"o{n}"), shard_size=100, progress=False)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    # one shard of 100 cutouts is ~5 MB; 5x more files must not raise the peak noticeably
+    assert peaks[1] < 1.3 * peaks[0], peaks
+    assert peaks[1] < 40e6, peaks
+
+
+def test_bad_file_named_or_skipped(tmp_path):
+    root = tmp_path / "d"
+    _layout(root, {"test_lenses": 3})
+    np.save(root / "test_lenses" / "L999999.npy", np.zeros((4, 64, 64), np.float32))
+    (root / "test_lenses" / "L888888.npy").write_bytes(b"garbage")
+    with pytest.raises(ShardError, match=r"L888888\.npy: not a readable \.npy array"):
+        import_npy(str(root), str(tmp_path / "o"), progress=False)
+    skipped = []
+    counts = import_npy(str(root), str(tmp_path / "o2"), progress=False, on_error=skipped.append)
+    assert counts["files"] == 3 and counts["skipped"] == 2
+    assert any("L999999.npy: array has shape (4, 64, 64)" in str(e) for e in skipped)
+
+
+def test_missing_layout_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="none of the DeepLense folders"):
+        import_npy(str(tmp_path), str(tmp_path / "o"), progress=False)

@@ -1,0 +1,151 @@
+"""Parquet shards: exact round trips, accepted variants and clear errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_batch
+
+from lensscan.errors import ShardError
+from lensscan.io import parquet as pio
+from lensscan.io.shards import plan_units, read_unit
+
+
+def _assert_same(batch, got):
+    np.testing.assert_array_equal(got["object_id"], batch["object_id"])
+    np.testing.assert_array_equal(got["ra"], batch["ra"])
+    np.testing.assert_array_equal(got["dec"], batch["dec"])
+    np.testing.assert_array_equal(got["label"], batch["label"])
+    assert got["image"].dtype == np.float32 and got["image"].shape == batch["image"].shape
+    np.testing.assert_array_equal(got["image"], batch["image"])
+    assert (got["status"] == "ok").all()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_round_trip_exact(tmp_path, s3_bucket, where):
+    batch = make_batch(300, seed=1)
+    url = str(tmp_path / "s.parquet") if where == "local" else f"{s3_bucket}/c/s.parquet"
+    pio.write_parquet(url, batch, row_group_size=128)
+    info = pio.parquet_info(url)
+    assert info.row_group_rows == (128, 128, 44) and info.bands == ("g", "r", "i")
+    _assert_same(batch, pio.read_parquet(url))
+    schema = pq.read_schema(str(tmp_path / "s.parquet")) if where == "local" else None
+    if schema is not None:
+        assert isinstance(schema.field("image").type, pa.FixedShapeTensorType)
+
+
+def test_units_cover_every_row_once(tmp_path):
+    batch = make_batch(300, seed=2)
+    url = str(tmp_path / "s.parquet")
+    pio.write_parquet(url, batch, row_group_size=64)
+    units = plan_units(url, rows_per_unit=100)
+    rows = np.concatenate([read_unit(u)["row"] for u in units])
+    np.testing.assert_array_equal(rows, np.arange(300))
+    ids = np.concatenate([read_unit(u)["object_id"] for u in units])
+    np.testing.assert_array_equal(ids, batch["object_id"])
+
+
+@pytest.mark.parametrize("dtype", [pa.float32(), pa.float16()])
+def test_fixed_size_list_and_float16_accepted(tmp_path, dtype):
+    batch = make_batch(10, seed=3)
+    values = batch["image"].astype(np.float16 if dtype == pa.float16() else np.float32)
+    flat = pa.array(values.reshape(-1), type=dtype)
+    table = pa.table({"object_id": batch["object_id"],
+                      "image": pa.FixedSizeListArray.from_arrays(flat, 3 * 64 * 64)})
+    url = str(tmp_path / "f.parquet")
+    pq.write_table(table, url)
+    got = pio.read_parquet(url)
+    assert got["image"].dtype == np.float32
+    np.testing.assert_array_equal(got["image"], values.astype(np.float32))
+    assert np.isnan(got["ra"]).all()
+
+
+def test_string_ids_and_null_coordinates(tmp_path):
+    batch = make_batch(4, seed=4)
+    batch["object_id"] = np.array(["a", "b", "c", "d"], dtype=object)
+    batch["ra"] = np.array([1.0, np.nan, 3.0, 4.0])
+    url = str(tmp_path / "s.parquet")
+    pio.write_parquet(url, batch)
+    got = pio.read_parquet(url)
+    assert list(got["object_id"]) == ["a", "b", "c", "d"]
+    assert np.isnan(got["ra"][1]) and got["ra"][2] == 3.0
+
+
+def test_bad_rows_are_flagged_not_dropped(tmp_path):
+    batch = make_batch(6, seed=5)
+    batch["image"][1, 0, 5, 5] = np.nan
+    batch["image"][2, 2, 0, 0] = np.inf
+    batch["image"][3] = 0.0
+    batch["object_id"][5] = batch["object_id"][0]
+    url = str(tmp_path / "bad.parquet")
+    pio.write_parquet(url, batch)
+    got = pio.read_parquet(url)
+    assert len(got["status"]) == 6
+    assert got["status"][0] == "ok" and got["status"][4] == "ok"
+    assert got["status"][1].startswith("non_finite_pixels: 1")
+    assert got["status"][2].startswith("non_finite_pixels: 1")
+    assert got["status"][3].startswith("all_zero")
+    assert got["status"][5].startswith("duplicate_object_id: 0")
+
+
+def test_null_image_and_missing_id_flagged(tmp_path):
+    images = make_batch(3)["image"]
+    arr = pa.FixedShapeTensorArray.from_numpy_ndarray(images)
+    storage_arr = arr.storage
+    masked = pa.FixedSizeListArray.from_arrays(storage_arr.values, 12288,
+                                               mask=pa.array([False, True, False]))
+    table = pa.table({"object_id": pa.array([1, 2, None], pa.int64()), "image": masked})
+    url = str(tmp_path / "n.parquet")
+    pq.write_table(table, url)
+    got = pio.read_parquet(url)
+    assert list(got["status"]) == ["ok", "null_image", "missing_object_id"]
+
+
+def test_wrong_shape_named(tmp_path):
+    flat = pa.array(np.zeros(2 * 4 * 64 * 64, np.float32))
+    table = pa.table({"object_id": [1, 2],
+                      "image": pa.FixedSizeListArray.from_arrays(flat, 4 * 64 * 64)})
+    url = str(tmp_path / "shape.parquet")
+    pq.write_table(table, url)
+    with pytest.raises(ShardError, match=r"shape\.parquet: column 'image' holds 16384 values"):
+        pio.read_parquet(url)
+
+
+def test_wrong_tensor_shape_named(tmp_path):
+    arr = pa.FixedShapeTensorArray.from_numpy_ndarray(np.zeros((2, 3, 32, 32), np.float32))
+    url = str(tmp_path / "t.parquet")
+    pq.write_table(pa.table({"object_id": [1, 2], "image": arr}), url)
+    with pytest.raises(ShardError, match=r"t\.parquet: .*tensor shape \(3, 32, 32\)"):
+        pio.parquet_info(url)
+
+
+def test_missing_column_named(tmp_path):
+    url = str(tmp_path / "noid.parquet")
+    pq.write_table(pa.table({"x": [1]}), url)
+    with pytest.raises(ShardError, match=r"noid\.parquet: missing required column 'object_id'"):
+        pio.parquet_info(url)
+
+
+def test_bad_band_metadata_named(tmp_path):
+    url = str(tmp_path / "bands.parquet")
+    pio.write_parquet(url, make_batch(2), bands=("g", "r"))
+    with pytest.raises(ShardError, match=r"bands\.parquet: metadata lensscan.bands names 2"):
+        pio.parquet_info(url)
+
+
+def test_truncated_and_garbage_files_named(tmp_path):
+    good = tmp_path / "good.parquet"
+    pio.write_parquet(str(good), make_batch(20))
+    data = good.read_bytes()
+    trunc = tmp_path / "trunc.parquet"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardError, match=r"trunc\.parquet: not a readable Parquet file"):
+        pio.read_parquet(str(trunc))
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"hello world, not parquet")
+    with pytest.raises(ShardError, match=r"junk\.parquet: not a readable Parquet file"):
+        pio.parquet_info(str(junk))
+    with pytest.raises(ShardError, match=r"absent\.parquet: file not found"):
+        pio.parquet_info(str(tmp_path / "absent.parquet"))

@@ -1,0 +1,154 @@
+"""Queries checked against independent numpy/astropy computations over the same files."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+
+from lensscan.catalog import formats
+from lensscan.catalog.query import Cone, query
+from lensscan.cli import main
+from lensscan.score import commit
+
+ORDER = ["object_id", "ra", "dec", "score", "score_a", "shard", "row", "status", "unit"]
+
+
+def _scores(out: str, n: int = 3000, seed: int = 0) -> dict:
+    """A scoring output with objects clustered around RA=0 and near the north pole."""
+    rng = np.random.default_rng(seed)
+    ra = np.concatenate([rng.uniform(359.9, 360.0, n // 3), rng.uniform(0.0, 0.1, n // 3),
+                         rng.uniform(0, 360, n - 2 * (n // 3))]) % 360
+    dec = np.concatenate([rng.uniform(-0.05, 0.05, 2 * (n // 3)),
+                          rng.uniform(89.9, 90.0, n - 2 * (n // 3))])
+    score = rng.random(n).astype(np.float32)
+    status = np.full(n, "ok", dtype=object)
+    status[::97] = "all_zero: every pixel is 0"
+    score[::97] = np.nan
+    rows = {"object_id": np.arange(n, dtype=np.int64), "ra": ra, "dec": dec, "score": score,
+            "score_a": score, "shard": np.full(n, "s.parquet", dtype=object),
+            "row": np.arange(n, dtype=np.int64), "status": status,
+            "unit": np.full(n, "u", dtype=object)}
+    for k in range(3):  # three parts, like three units
+        sel = slice(k * n // 3, (k + 1) * n // 3)
+        commit.write_unit(out, f"k{k}", {c: v[sel] for c, v in rows.items()}, ORDER)
+    commit.finalize(out, ["k0", "k1", "k2"], 0.9, None)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("q") / "run")
+    return path, _scores(path)
+
+
+def _ok(rows):
+    return rows["status"] == "ok"
+
+
+def test_top_n_and_min_score(out):
+    path, rows = out
+    ok = _ok(rows)
+    t = query(path, top=25)
+    expect = np.argsort(-np.where(ok, rows["score"], -np.inf), kind="stable")[:25]
+    np.testing.assert_array_equal(t.column("object_id").to_numpy(), rows["object_id"][expect])
+    assert t.column("rank").to_pylist() == list(range(1, 26))
+    t = query(path, min_score=0.95)
+    assert t.num_rows == int((ok & (rows["score"] >= 0.95)).sum())
+    assert (t.column("score").to_numpy() >= 0.95).all()
+
+
+@pytest.mark.parametrize("ra0,dec0,radius", [(0.0, 0.0, 150.0), (359.97, 0.01, 90.0),
+                                              (120.0, 89.97, 200.0), (0.0, 90.0, 300.0)])
+def test_cone_matches_astropy(out, ra0, dec0, radius):
+    path, rows = out
+    ok = _ok(rows)
+    sep = SkyCoord(rows["ra"] * u.deg, rows["dec"] * u.deg).separation(
+        SkyCoord(ra0 * u.deg, dec0 * u.deg)).arcsec
+    expect = set(rows["object_id"][ok & (sep <= radius)])
+    t = query(path, cone=Cone(ra0, dec0, radius))
+    got = dict(zip(t.column("object_id").to_pylist(), t.column("distance_arcsec").to_pylist(),
+                   strict=True))
+    assert set(got) == expect and len(expect) > 5
+    for oid, d in list(got.items())[:50]:
+        assert d == pytest.approx(sep[oid], abs=1e-6)
+
+
+def test_where_and_rank_among_all(out):
+    path, rows = out
+    t = query(path, where="row % 2 = 0", top=5)
+    assert all(r % 2 == 0 for r in t.column("row").to_pylist())
+    full = query(path)
+    ranks = dict(zip(full.column("object_id").to_pylist(), full.column("rank").to_pylist(),
+                     strict=True))
+    assert all(ranks[o] == r for o, r in zip(t.column("object_id").to_pylist(),
+                                             t.column("rank").to_pylist(), strict=True))
+
+
+def test_candidates_file(out):
+    path, rows = out
+    t = query(path, candidates=True)
+    expect = int((_ok(rows) & (rows["score"] >= 0.9)).sum())
+    assert t.num_rows == expect
+    cand = pq.read_table(f"{path}/candidates.parquet")
+    assert cand.column("rank").to_pylist() == list(range(1, expect + 1))
+
+
+def test_bad_where_is_clear(out):
+    with pytest.raises(ValueError, match="query failed"):
+        query(out[0], where="no_such_column > 1")
+
+
+def test_s3_query(s3_bucket):
+    path = f"{s3_bucket}/run"
+    rows = _scores(path, n=300, seed=3)
+    t = query(path, top=3)
+    ok = _ok(rows)
+    best = rows["object_id"][np.argsort(-np.where(ok, rows["score"], -np.inf))[:3]]
+    np.testing.assert_array_equal(t.column("object_id").to_numpy(), best)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "fits", "votable"])
+def test_output_formats_round_trip(out, tmp_path, fmt):
+    from astropy.table import Table
+
+    t = query(out[0], top=7)
+    dest = str(tmp_path / f"r.{fmt}")
+    formats.write(t, fmt, dest)
+    if fmt == "csv":
+        back = pacsv.read_csv(dest)
+        assert back.column("object_id").to_pylist() == t.column("object_id").to_pylist()
+    elif fmt == "json":
+        back = json.loads(pathlib.Path(dest).read_text())
+        assert [r["object_id"] for r in back] == t.column("object_id").to_pylist()
+    elif fmt == "parquet":
+        assert pq.read_table(dest).equals(t)
+    else:
+        back = Table.read(dest, format="fits" if fmt == "fits" else "votable")
+        assert list(back["object_id"]) == t.column("object_id").to_pylist()
+        np.testing.assert_allclose(back["score"], t.column("score").to_numpy())
+
+
+def test_cli_query_table_and_csv(out, capsys):
+    assert main(["query", out[0], "--top", "3", "--format", "csv"]) == 0
+    text = capsys.readouterr().out
+    lines = text.strip().splitlines()
+    assert lines[0].startswith('"rank","object_id"') or lines[0].startswith("rank,object_id")
+    assert len(lines) == 4
+    assert main(["query", out[0], "--cone", "0", "0", "100", "--top", "2"]) == 0
+    assert "distance_arcsec" in capsys.readouterr().out
+    assert main(["query", out[0], "--where", "nonsense >"]) == 2
+    assert "query failed" in capsys.readouterr().err
+
+
+def test_text_table_formatting():
+    t = pa.table({"a": [1, 2], "b": [0.123456789, None]})
+    text = formats.to_text_table(t)
+    assert "0.123457" in text and text.splitlines()[0].split() == ["a", "b"]

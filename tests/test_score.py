@@ -1,0 +1,233 @@
+"""The scoring pipeline for real: local Ray, Parquet/FITS/npy inputs, S3, quarantine, reruns."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import make_batch
+
+from lensscan import modelcard
+from lensscan.config import ScoreConfig
+from lensscan.data.preprocess import Preprocessing, preprocess
+from lensscan.io import fits as fio
+from lensscan.io.parquet import write_parquet
+from lensscan.io.storage import filesystem
+from lensscan.score.pipeline import score_survey
+
+CONTRACT = ["object_id", "ra", "dec", "score", "score_m0", "score_m1", "shard", "row", "status"]
+
+
+def _read_scores(out: str):
+    import pyarrow.dataset as pads
+
+    fs, path = filesystem(out + "/scores")
+    return pads.dataset(path, format="parquet", filesystem=fs).to_table().to_pandas()
+
+
+def _survey(root, n_shards=3, rows=150, bad=True):
+    batches = []
+    for k in range(n_shards):
+        b = make_batch(rows, seed=100 + k, start_id=k * 10_000)
+        if bad and k == 1:
+            b["image"][3, 1, 10, 10] = np.nan
+            b["image"][7] = 0.0
+        batches.append(b)
+        if k == 2:
+            fio.write_fits(f"{root}/s{k}.fits", b)
+        else:
+            write_parquet(f"{root}/s{k}.parquet", b, row_group_size=64)
+    return batches
+
+
+def _direct_scores(model_url, batch):
+    loaded = modelcard.load_model(model_url)
+    x = torch.from_numpy(preprocess(batch["image"],
+                                    Preprocessing.from_dict(loaded.preprocessing)))
+    with torch.inference_mode():
+        score, members = loaded.module(x)
+    return score.numpy(), members.numpy()
+
+
+def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_path):
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    src.mkdir()
+    batches = _survey(src)
+    m = score_survey(ScoreConfig(input=str(src), output=out, model=tiny_model, rows_per_unit=100,
+                                 batch_size=64, progress=False))
+    df = _read_scores(out)
+    assert list(df.columns[: len(CONTRACT)]) == CONTRACT
+    assert len(df) == 450 and not df.duplicated(["shard", "row"]).any()
+    assert set(df["object_id"]) == {int(i) for b in batches for i in b["object_id"]}
+    c = m["counts"]
+    assert (c["rows_read"], c["rows_scored"], c["rows_quarantined"]) == (450, 448, 2)
+    assert c["rows_scored"] + c["rows_quarantined"] == c["rows_read"]
+    bad = df[df["status"] != "ok"].sort_values("row")
+    assert list(bad["row"]) == [3, 7] and bad["score"].isna().all()
+    assert bad["status"].iloc[0].startswith("non_finite_pixels")
+    assert bad["status"].iloc[1].startswith("all_zero")
+    # every score equals the model called directly on the same cutouts
+    for b in batches:
+        got = df.set_index("object_id").loc[b["object_id"]]
+        ok = (got["status"] == "ok").to_numpy()
+        s, mem = _direct_scores(tiny_model, {"image": b["image"][ok]})
+        np.testing.assert_allclose(got["score"].to_numpy()[ok], s, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got["score_m1"].to_numpy()[ok], mem[:, 1], rtol=1e-4,
+                                   atol=1e-6)
+    # provenance: shard + row point back at the input row
+    row = df[df["object_id"] == 10_005].iloc[0]
+    assert row["shard"].endswith("s1.parquet") and row["row"] == 5
+    cand = pq.read_table(os.path.join(out, "candidates.parquet")).to_pandas()
+    assert (cand["score"] >= 0.5).all() and cand["rank"].tolist() == list(range(1, len(cand) + 1))
+    assert cand["score"].is_monotonic_decreasing
+    assert len(cand) == int((df["score"] >= 0.5).sum())
+    manifest = json.loads(pathlib.Path(os.path.join(out, "_manifest.json")).read_text())
+    assert manifest["counts"]["candidates"] == len(cand) and manifest["threshold"] == 0.5
+    assert manifest["model"]["checksum"] and manifest["lensscan_version"]
+
+
+def test_top_n_and_corrupt_shard_quarantined(ray_local, tiny_model, tmp_path):
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    src.mkdir()
+    _survey(src, n_shards=2, bad=False)
+    (src / "broken.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    m = score_survey(ScoreConfig(input=str(src), output=out, model=tiny_model, top=10,
+                                 progress=False))
+    assert m["counts"]["shards_unreadable"] == 1
+    assert m["unreadable_shards"][0]["shard"].endswith("broken.parquet")
+    assert "not a readable Parquet file" in m["unreadable_shards"][0]["reason"]
+    cand = pq.read_table(os.path.join(out, "candidates.parquet"))
+    assert cand.num_rows == 10 and m["counts"]["rows_read"] == 300
+
+
+def test_s3_in_and_out(ray_local, tiny_model, s3_bucket):
+    batches = [make_batch(80, seed=5, start_id=0), make_batch(60, seed=6, start_id=500)]
+    for k, b in enumerate(batches):
+        write_parquet(f"{s3_bucket}/cutouts/p{k}.parquet", b, row_group_size=32)
+    out = f"{s3_bucket}/runs/r1"
+    m = score_survey(ScoreConfig(input=f"{s3_bucket}/cutouts/", output=out, model=tiny_model,
+                                 progress=False))
+    assert m["counts"]["rows_scored"] == 140
+    df = _read_scores(out)
+    assert len(df) == 140 and set(df["object_id"]) == set(range(80)) | set(range(500, 560))
+    s, _ = _direct_scores(tiny_model, batches[1])
+    got = df.set_index("object_id").loc[batches[1]["object_id"], "score"].to_numpy()
+    np.testing.assert_allclose(got, s, rtol=1e-4, atol=1e-6)
+    fs, path = filesystem(out)
+    assert fs.exists(path + "/_manifest.json") and fs.exists(path + "/candidates.parquet")
+
+
+def test_single_cutout_files_npy_and_fits(ray_local, tiny_model, tmp_path):
+    b = make_batch(6, seed=9)
+    (tmp_path / "cut").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "cut" / f"obj{i}.npy", b["image"][i])
+        fio.write_fits_cube(str(tmp_path / "cut" / f"c{i}.fits"), b["image"][3 + i],
+                            object_id=f"C{i}")
+    m = score_survey(ScoreConfig(input=str(tmp_path / "cut"), output=str(tmp_path / "out"),
+                                 model=tiny_model, progress=False))
+    df = _read_scores(str(tmp_path / "out"))
+    assert m["counts"]["rows_scored"] == 6
+    assert set(df["object_id"]) == {"cut/obj0", "cut/obj1", "cut/obj2", "C0", "C1", "C2"}
+
+
+def test_rerun_skips_committed_units(ray_local, tiny_model, tmp_path):
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    src.mkdir()
+    _survey(src, bad=False)
+    cfg = ScoreConfig(input=str(src), output=out, model=tiny_model, rows_per_unit=64,
+                      progress=False)
+    first = score_survey(cfg)
+    parts = sorted(os.listdir(os.path.join(out, "scores")))
+    again = score_survey(cfg)
+    assert again["counts"]["rows_scored_this_run"] == 0
+    os.remove(os.path.join(out, "scores", parts[1]))
+    third = score_survey(cfg)
+    assert 0 < third["counts"]["rows_scored_this_run"] <= 64
+    assert third["counts"]["rows_read"] == first["counts"]["rows_read"] == 450
+    assert len(_read_scores(out)) == 450
+
+
+def _wait_for_parts(out, n, proc, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        d = os.path.join(out, "scores")
+        if os.path.isdir(d) and len([p for p in os.listdir(d) if p.endswith(".parquet")]) >= n:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_killed_driver_then_rerun_gives_every_row_once(tiny_model, tmp_path):
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    src.mkdir()
+    for k in range(6):
+        write_parquet(str(src / f"p{k}.parquet"), make_batch(400, seed=k, start_id=k * 1000),
+                      row_group_size=50)
+    cmd = [sys.executable, "-m", "lensscan.cli", "score", str(src), out, "--model", tiny_model,
+           "--batch-size", "25", "--rows-per-unit", "50"]
+    env = dict(os.environ)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for_parts(out, 3, proc), "the first run committed nothing"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not os.path.exists(os.path.join(out, "_manifest.json"))
+    committed = len(os.listdir(os.path.join(out, "scores")))
+    assert committed < 48, "the run finished before it was killed"
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    df = _read_scores(out)
+    assert len(df) == 2400 and not df.duplicated(["shard", "row"]).any()
+    assert not df.duplicated("object_id").any()
+    manifest = json.loads(pathlib.Path(os.path.join(out, "_manifest.json")).read_text())
+    assert manifest["counts"]["rows_read"] == 2400
+    assert manifest["counts"]["rows_scored_this_run"] == 2400 - 50 * committed
+
+
+@pytest.mark.slow
+def test_killed_actor_is_replaced_and_rows_stay_once(ray_local, tiny_model, tmp_path):
+    from ray._private import state
+
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    src.mkdir()
+    for k in range(4):
+        write_parquet(str(src / f"p{k}.parquet"), make_batch(300, seed=k, start_id=k * 1000),
+                      row_group_size=50)
+    killed = []
+
+    def killer():
+        t0 = time.time()
+        while time.time() - t0 < 120 and not killed:
+            for a in state.actors().values():
+                if "EnsemblePredictor" in a["ActorClassName"] and a["State"] == "ALIVE" and \
+                        a.get("Pid") and os.path.isdir(os.path.join(out, "scores")):
+                    os.kill(a["Pid"], signal.SIGKILL)
+                    killed.append(a["Pid"])
+                    return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    m = score_survey(ScoreConfig(input=str(src), output=out, model=tiny_model, rows_per_unit=50,
+                                 batch_size=25, progress=False))
+    t.join()
+    assert killed, "no scoring actor was found to kill"
+    df = _read_scores(out)
+    assert len(df) == 1200 and not df.duplicated(["shard", "row"]).any()
+    assert m["counts"]["rows_scored"] == 1200

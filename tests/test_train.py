@@ -1,0 +1,68 @@
+"""`lensscan train` with 2 DDP workers (gloo, CPU), checkpoints on the S3 test server, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import make_batch
+
+from lensscan.io.parquet import write_parquet
+from lensscan.io.storage import filesystem
+
+
+@pytest.fixture
+def train_data(tmp_path):
+    for k in range(2):
+        write_parquet(str(tmp_path / "train" / f"p{k}.parquet"),
+                      make_batch(96, seed=20 + k, start_id=k * 1000))
+    write_parquet(str(tmp_path / "val" / "v.parquet"), make_batch(64, seed=30, start_id=9000))
+    return tmp_path
+
+
+def _checkpoints(url):
+    fs, path = filesystem(url)
+    fs.invalidate_cache()  # s3fs caches listings
+    return fs.glob(path + "/*/checkpoint_*")
+
+
+@pytest.mark.slow
+def test_train_two_workers_s3_checkpoints_and_resume(train_data, s3_bucket):
+    out = str(train_data / "model")
+    ckpt = f"{s3_bucket}/checkpoints"
+    cmd = [sys.executable, "-m", "lensscan.cli", "train", str(train_data / "train"),
+           "--val", str(train_data / "val"), "--out", out, "--arch", "resnet", "--workers", "2",
+           "--epochs", "8", "--steps-per-epoch", "6", "--batch-size", "16", "--storage", ckpt,
+           "--patience", "100"]
+    env = dict(os.environ)
+    first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and len(_checkpoints(ckpt)) < 1:
+            assert first.poll() is None, "training ended before it could be interrupted"
+            time.sleep(0.5)
+        assert _checkpoints(ckpt), "no checkpoint reached the S3 server"
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not os.path.exists(os.path.join(out, "card.json"))
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = second.stdout + second.stderr
+    assert "resuming resnet_s0 after epoch" in log
+    card = json.loads(pathlib.Path(os.path.join(out, "card.json")).read_text())
+    history = card["training"]["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 9))
+    assert card["training"]["config"]["workers"] == 2
+    assert "roc_auc" in card["metrics"]["validation"] and 0 < card["threshold"] < 1
+    from lensscan.modelcard import load_model
+
+    assert load_model(out).member_names == ["resnet_s0"]
