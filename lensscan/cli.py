@@ -80,6 +80,14 @@ def _query(a) -> None:
     from lensscan.catalog import formats
     from lensscan.catalog.query import Cone, query
 
+    if a.truth:
+        from lensscan.catalog.truth import read_truth, recovery
+
+        table, summary = recovery(a.out, read_truth(a.truth), top=a.top,
+                                  radius_arcsec=a.match_radius)
+        formats.write(table, a.format, a.output)
+        print(json.dumps(summary), file=sys.stderr)
+        return
     cone = Cone(*a.cone) if a.cone else None
     table = query(a.out, top=a.top, min_score=a.min_score, cone=cone, where=a.where,
                   candidates=a.candidates)
@@ -93,8 +101,13 @@ def _gallery(a) -> None:
 
 
 def _bench(a) -> None:
-    from lensscan.bench import report, run_bench
+    from lensscan.bench import read_speed, report, run_bench
 
+    if a.read_only:
+        import tempfile
+
+        print(json.dumps(read_speed(a.n, tempfile.mkdtemp(prefix="lensscan-read-"), a.cold)))
+        return
     res = run_bench(n=a.n, model=a.model, batch=a.batch_size, plain_n=a.plain_n, s3=not a.no_s3,
                     scaling=a.scaling)
     print(json.dumps(res) if a.json else report(res))
@@ -190,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cone", type=float, nargs=3, metavar=("RA", "DEC", "RADIUS_ARCSEC"))
     p.add_argument("--where", help="extra SQL predicate")
     p.add_argument("--candidates", action="store_true", help="query candidates.parquet only")
+    p.add_argument("--truth", help="known lenses (CSV/Parquet/FITS/VOTable, or the gallery's "
+                   "grades CSV): report each one's rank and the recall/purity in --top")
+    p.add_argument("--match-radius", type=float, metavar="ARCSEC",
+                   help="with --truth: cross-match by position instead of object_id")
     p.add_argument("--format", default="table",
                    choices=["table", "csv", "json", "parquet", "fits", "votable"])
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
@@ -210,6 +227,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) pipeline run")
     p.add_argument("--scaling", action="store_true", help="also score 10x more cutouts")
     p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--read-only", action="store_true",
+                   help="only compare Parquet decoding with raw reads of the same bytes")
+    p.add_argument("--cold", action="store_true",
+                   help="with --read-only: empty the page cache before each pass (root)")
     p.set_defaults(fn=_bench)
     return ap
 

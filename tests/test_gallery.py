@@ -15,7 +15,7 @@ from lensscan.catalog.gallery import write_gallery
 from lensscan.io.parquet import write_parquet
 from lensscan.score import commit
 
-ORDER = ["object_id", "ra", "dec", "score", "score_m0", "shard", "row", "status", "unit"]
+ORDER = ["object_id", "ra", "dec", "score", "score_m0", "shard", "row", "status"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -29,8 +29,7 @@ def _run(tmp_path, n=130):
     score = (np.arange(n)[::-1] / n).astype(np.float32)  # id 0 is the best
     rows = {"object_id": batch["object_id"], "ra": batch["ra"], "dec": batch["dec"],
             "score": score, "score_m0": score, "shard": np.full(n, shard, dtype=object),
-            "row": np.arange(n), "status": np.full(n, "ok", dtype=object),
-            "unit": np.full(n, "u0", dtype=object)}
+            "row": np.arange(n), "status": np.full(n, "ok", dtype=object)}
     commit.write_unit(out, "u0", rows, ORDER)
     commit.finalize(out, ["u0"], 0.5, None)
     return out, batch

@@ -18,7 +18,7 @@ from lensscan.catalog.query import Cone, query
 from lensscan.cli import main
 from lensscan.score import commit
 
-ORDER = ["object_id", "ra", "dec", "score", "score_a", "shard", "row", "status", "unit"]
+ORDER = ["object_id", "ra", "dec", "score", "score_a", "shard", "row", "status"]
 
 
 def _scores(out: str, n: int = 3000, seed: int = 0) -> dict:
@@ -34,8 +34,7 @@ def _scores(out: str, n: int = 3000, seed: int = 0) -> dict:
     score[::97] = np.nan
     rows = {"object_id": np.arange(n, dtype=np.int64), "ra": ra, "dec": dec, "score": score,
             "score_a": score, "shard": np.full(n, "s.parquet", dtype=object),
-            "row": np.arange(n, dtype=np.int64), "status": status,
-            "unit": np.full(n, "u", dtype=object)}
+            "row": np.arange(n, dtype=np.int64), "status": status}
     for k in range(3):  # three parts, like three units
         sel = slice(k * n // 3, (k + 1) * n // 3)
         commit.write_unit(out, f"k{k}", {c: v[sel] for c, v in rows.items()}, ORDER)
@@ -152,3 +151,40 @@ def test_text_table_formatting():
     t = pa.table({"a": [1, 2], "b": [0.123456789, None]})
     text = formats.to_text_table(t)
     assert "0.123457" in text and text.splitlines()[0].split() == ["a", "b"]
+
+
+def test_truth_recovery_by_id_and_position(out, tmp_path):
+    from lensscan.catalog.truth import read_truth, recovery
+
+    path, rows = out
+    ok = _ok(rows)
+    order = np.argsort(-np.where(ok, rows["score"], -np.inf), kind="stable")
+    rank = np.empty(len(order), int)
+    rank[order] = np.arange(1, len(order) + 1)
+    known = [int(order[0]), int(order[10]), int(order[500]), 97]  # 97 was quarantined
+    pq.write_table(pa.table({"object_id": known}), tmp_path / "t.parquet")
+    table, summary = recovery(path, read_truth(str(tmp_path / "t.parquet")), top=100)
+    got = dict(zip(table.column("known_id").to_pylist(), table.column("rank").to_pylist(),
+                   strict=True))
+    assert got == {str(known[0]): 1, str(known[1]): 11, str(known[2]): 501, "97": None}
+    assert summary == {"known": 4, "matched": 3, "top": 100, "recovered": 2, "recall": 0.5,
+                       "purity": 0.02}
+    # by position, with a little astrometric offset
+    t = pa.table({"ra": rows["ra"][known[:3]] + 0.1 / 3600, "dec": rows["dec"][known[:3]]})
+    table, summary = recovery(path, t, top=100, radius_arcsec=0.5)
+    assert sorted(table.column("rank").to_pylist()) == [1, 11, 501]
+    assert max(table.column("separation_arcsec").to_pylist()) < 0.2
+
+
+def test_gallery_grades_csv_reads_back_as_truth(out, tmp_path, capsys):
+    path, rows = out
+    best = int(np.nanargmax(np.where(_ok(rows), rows["score"], np.nan)))
+    (tmp_path / "grades.csv").write_text(
+        f'object_id,grade\n"{best}","A"\n"5","not a lens"\n')
+    assert main(["query", path, "--truth", str(tmp_path / "grades.csv"), "--top", "10",
+                 "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    rows_out = json.loads(captured.out)
+    assert rows_out == [{"known_id": str(best), "rank": 1, "score": rows_out[0]["score"],
+                         "ra": rows_out[0]["ra"], "dec": rows_out[0]["dec"]}]
+    assert json.loads(captured.err.strip().splitlines()[-1])["recovered"] == 1

@@ -26,13 +26,17 @@ class Cone:
     radius_arcsec: float
 
 
-def angular_distance_sql(ra: float, dec: float) -> str:
-    """SQL expression of the great-circle distance (arcsec) from (ra, dec) to each row (haversine,
-    exact across RA = 0/360 and at the poles)."""
+def angular_distance_sql(ra: float | str, dec: float | str, ra_col: str = "ra",
+                         dec_col: str = "dec") -> str:
+    """SQL expression of the great-circle distance (arcsec) between (ra, dec) and the row's
+    (ra_col, dec_col), all in degrees; numbers or SQL expressions. Haversine: exact across
+    RA = 0/360 and at the poles."""
+    ra, dec = (repr(float(v)) if isinstance(v, (int, float)) else v for v in (ra, dec))
     return (
         "2 * degrees(asin(least(1, sqrt("
-        f"pow(sin(radians(dec - {dec!r}) / 2), 2) + "
-        f"cos(radians(dec)) * cos(radians({dec!r})) * pow(sin(radians(ra - {ra!r}) / 2), 2)"
+        f"pow(sin(radians({dec_col} - {dec}) / 2), 2) + "
+        f"cos(radians({dec_col})) * cos(radians({dec})) * "
+        f"pow(sin(radians({ra_col} - {ra}) / 2), 2)"
         ")))) * 3600"
     )
 

@@ -46,6 +46,8 @@ def image_type() -> pa.DataType:
 def _open(url: str) -> pq.ParquetFile:
     fs, path = storage.filesystem(url)
     try:
+        if storage.is_local(url):  # native reads (memory-mapped), no Python file object
+            return pq.ParquetFile(path, memory_map=True)
         return pq.ParquetFile(fs.open(path, "rb"))
     except FileNotFoundError as exc:
         raise ShardError(url, "file not found") from exc
@@ -93,7 +95,7 @@ def _image_storage_type(url: str, typ: pa.DataType) -> pa.DataType:
     return typ
 
 
-def parquet_info(url: str) -> ParquetInfo:
+def parquet_info(url: str, pf: pq.ParquetFile | None = None) -> ParquetInfo:
     """Read a shard's footer and check its schema.
 
     Raises
@@ -101,7 +103,7 @@ def parquet_info(url: str) -> ParquetInfo:
     ShardError
         When the file is missing, truncated/corrupt or lacks the required columns.
     """
-    pf = _open(url)
+    pf = pf or _open(url)
     schema = pf.schema_arrow
     _check_schema(url, schema)
     meta = schema.metadata or {}
@@ -176,8 +178,8 @@ def read_parquet(
         ``row`` (N,) index in the shard, ``status`` (N,) ``"ok"`` or the quarantine reason, plus
         any extra columns.
     """
-    info = parquet_info(url)
     pf = _open(url)
+    info = parquet_info(url, pf)
     offset = 0
     if row_groups:
         offset = sum(info.row_group_rows[: row_groups[0]])

@@ -87,7 +87,6 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
         con,
         f"SELECT row_number() OVER (ORDER BY score DESC, object_id) AS rank, * FROM {src} "
         f"WHERE {where} ORDER BY score DESC, object_id {limit}")
-    table = table.drop_columns([c for c in ("unit",) if c in table.column_names])
     table = table.set_column(0, "rank", table.column("rank").cast(pa.int64()))
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")

@@ -86,7 +86,7 @@ def score_survey(cfg: ScoreConfig) -> dict:
     _say(cfg, f"{len(units)} units, {len(done)} already committed, {total} rows to score")
     res = resources(cfg)
     order = ["object_id", "ra", "dec", "score",
-             *[f"score_{n}" for n in loaded.member_names], "shard", "row", "status", "unit"]
+             *[f"score_{n}" for n in loaded.member_names], "shard", "row", "status"]
     scored = 0
     if todo:
         ds = build_dataset(todo, cfg, loaded.preprocessing, model_url, res)

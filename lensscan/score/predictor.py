@@ -40,7 +40,11 @@ class EnsemblePredictor:
             x = x.to(self.device, non_blocking=True)
             if self.device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
-            s, m = self.model(x)  # (N,), (N, M)
+            if self.device.type == "cuda":  # half precision on the GPU: ~2x the throughput
+                with torch.autocast("cuda", dtype=torch.float16):
+                    s, m = self.model(x)  # (N,), (N, M)
+            else:
+                s, m = self.model(x)  # (N,), (N, M)
             score[ok] = s.float().cpu().numpy()
             members[ok] = m.float().cpu().numpy()
         out = {k: batch[k] for k in PASS if k in batch}
