@@ -54,7 +54,7 @@ def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, 
     ds = ray.data.from_items(units_to_items(units),
                              override_num_blocks=max(1, math.ceil(len(units) / units_per_task)))
     ds = ds.map_batches(ReadUnits(preprocessing, "model"), batch_size=units_per_task,
-                        num_cpus=READ_CPUS, max_retries=3)
+                        num_cpus=READ_CPUS)
     return ds.map_batches(
         EnsemblePredictor,
         fn_constructor_kwargs={"model_url": model_url, "threads": res["threads"]},
