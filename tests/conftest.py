@@ -76,6 +76,8 @@ def ray_local(s3_server):
 
     from lensscan import runtime
 
+    if ray.is_initialized():  # started earlier in the session without the S3 environment
+        ray.shutdown()
     runtime.ensure_ray(num_cpus=2)
     yield ray
     ray.shutdown()

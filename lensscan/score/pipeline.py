@@ -70,7 +70,6 @@ def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, 
 def score_survey(cfg: ScoreConfig) -> dict:
     """Score every row under ``cfg.input`` into ``cfg.output``; returns the manifest."""
     started, t0 = _now(), time.time()
-    runtime.ensure_ray()
     model_url = modelcard.resolve(cfg.model)
     loaded = modelcard.load_model(model_url)
     threshold = cfg.threshold if cfg.threshold is not None else loaded.threshold
@@ -84,6 +83,7 @@ def score_survey(cfg: ScoreConfig) -> dict:
     todo = [u for k, u in keys.items() if k not in done]
     total = sum(u.rows for u in todo)
     _say(cfg, f"{len(units)} units, {len(done)} already committed, {total} rows to score")
+    runtime.ensure_ray()  # after the input and model are known to be usable
     res = resources(cfg)
     order = ["object_id", "ra", "dec", "score",
              *[f"score_{n}" for n in loaded.member_names], "shard", "row", "status"]
@@ -91,16 +91,19 @@ def score_survey(cfg: ScoreConfig) -> dict:
     if todo:
         ds = build_dataset(todo, cfg, loaded.preprocessing, model_url, res)
         pending: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-        counts: dict[str, int] = defaultdict(int)
+        seen: dict[str, set[int]] = defaultdict(set)  # rows received per unit
         last = time.time()
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for key in np.unique(batch["unit"]):
-                sel = batch["unit"] == key
+                idx = np.flatnonzero(batch["unit"] == key)
+                # a retried task may deliver rows again: keep the first copy of each row
+                fresh = [i for i in idx if int(batch["row"][i]) not in seen[key]]
+                seen[key].update(int(batch["row"][i]) for i in fresh)
                 for col in order:
-                    pending[key][col].append(batch[col][sel])
-                counts[key] += int(sel.sum())
-                if counts[key] == keys[key].rows:
+                    pending[key][col].append(batch[col][fresh])
+                if len(seen[key]) == keys[key].rows:
                     rows = {c: np.concatenate(v) for c, v in pending.pop(key).items()}
+                    del seen[key]
                     scored += commit.write_unit(cfg.output, key, rows, order)
             if time.time() - last > 5:
                 rate = scored / max(time.time() - t0, 1e-9)

@@ -12,6 +12,7 @@ an interruption resumes from the latest checkpoint.
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 
 import numpy as np
@@ -93,7 +94,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     storage_url = cfg.storage or storage.join(cfg.out, "_train")
     fs, root = storage.pyarrow_filesystem(storage_url)
     if storage.is_local(storage_url):
-        import os
         root = os.path.abspath(root)
         os.makedirs(root, exist_ok=True)
     trainer = TorchTrainer(
