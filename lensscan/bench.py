@@ -241,6 +241,9 @@ def _s3_run(local: str, model: str, batch: int) -> float:
     from lensscan.io import storage
 
     if not os.environ.get("AWS_ENDPOINT_URL"):
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -16,6 +16,13 @@ def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1)
     )
 
 
+def shortcut(cin: int, cout: int, stride: int) -> nn.Module:
+    """Identity, or a 1x1 projection when the block changes width or resolution."""
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 convs with an identity (or 1x1 projection) shortcut."""
 
@@ -26,10 +33,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.act = nn.ReLU(inplace=True)
-        self.short = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                       nn.BatchNorm2d(cout))
+        self.short = shortcut(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(self.conv1(x)))
@@ -49,10 +53,7 @@ class MultiScaleBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.act = nn.ReLU(inplace=True)
-        self.short = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                       nn.BatchNorm2d(cout))
+        self.short = shortcut(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.cat([self.near(x), self.far(x)], dim=1)

@@ -137,6 +137,12 @@ def _polar(cv: Canvas, cx, cy, q, phi) -> tuple[np.ndarray, np.ndarray]:
     return np.hypot(u, v), np.arctan2(v, u)
 
 
+def _on_ellipse(cx, cy, rad, ang, q, phi) -> tuple[float, float]:
+    """Sky position of angle ``ang`` at semi-major radius ``rad`` on an ellipse (q, phi)."""
+    u, v = rad * np.cos(ang), rad * np.sin(ang) * q
+    return cx + np.cos(phi) * u - np.sin(phi) * v, cy + np.sin(phi) * u + np.cos(phi) * v
+
+
 def _draw_spiral(rng, pop, cv, bands) -> Truth:
     cx, cy = _centre(rng, pop, cv)
     mag_r = rng.uniform(*pop.spiral_mag_r)
@@ -158,9 +164,7 @@ def _draw_spiral(rng, pop, cv, bands) -> Truth:
     for _ in range(rng.integers(2, 9)):  # blue star-forming knots along the arms
         rad = h * rng.uniform(0.8, 3.0)
         ang = (np.log(rad / h) / np.tan(pitch) - phase + 2 * np.pi * rng.integers(m)) / m
-        u, v = rad * np.cos(ang), rad * np.sin(ang) * q
-        kx = cx + np.cos(phi) * u - np.sin(phi) * v
-        ky = cy + np.sin(phi) * u + np.cos(phi) * v
+        kx, ky = _on_ellipse(cx, cy, rad, ang, q, phi)
         _sersic_galaxy(rng, pop, cv, kx, ky, mag_r + rng.uniform(2.5, 4.5), True,
                        reff=(0.03, 0.1), q=(0.7, 1.0))
     return dict(central_mag_r=mag_r)
@@ -181,9 +185,7 @@ def _draw_ring(rng, pop, cv, bands) -> Truth:
     cv.custom(ring, _blue(rng, pop, mag_r))
     for _ in range(rng.integers(0, 6)):  # knots on the ring
         ang = rng.uniform(0, 2 * np.pi)
-        u, v = radius * np.cos(ang), radius * np.sin(ang) * q
-        kx = cx + np.cos(phi) * u - np.sin(phi) * v
-        ky = cy + np.sin(phi) * u + np.cos(phi) * v
+        kx, ky = _on_ellipse(cx, cy, radius, ang, q, phi)
         _sersic_galaxy(rng, pop, cv, kx, ky, mag_r + rng.uniform(1.0, 2.5), True,
                        reff=(0.03, 0.1), q=(0.6, 1.0))
     return dict(central_mag_r=core_mag)
