@@ -214,7 +214,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gallery", help="HTML gallery of the top candidates, with grading")
     p.add_argument("out_dir", metavar="OUT")
-    p.add_argument("--out", required=True, help="the HTML page to write")
+    p.add_argument("--out", required=True,
+                   help="the HTML page to write (a PNG mosaic if it ends in .png)")
     p.add_argument("--top", type=int, default=100)
     p.add_argument("--min-score", type=float)
     p.set_defaults(fn=_gallery)

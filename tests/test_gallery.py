@@ -45,6 +45,15 @@ def test_gallery_pixels_come_from_provenance(tmp_path):
     np.testing.assert_array_equal(imgs, batch["image"][t.column("row").to_numpy()])
 
 
+def test_png_mosaic_option(tmp_path):
+    import matplotlib.image as mpimg
+
+    out, _ = _run(tmp_path)
+    png = write_gallery(out, str(tmp_path / "top.png"), top=25)
+    img = mpimg.imread(png)
+    assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 800  # 3 rows of 10
+
+
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium not installed")
 def test_gallery_in_headless_chromium(tmp_path):
     from selenium import webdriver

@@ -68,12 +68,39 @@ def build_gallery(table: pa.Table, images: np.ndarray, title: str, per_page: int
         "__GRADES__", json.dumps(GRADES))
 
 
+def mosaic_png(table: pa.Table, images: np.ndarray, columns: int = 10) -> bytes:
+    """A PNG grid of the candidates' composites, each labelled with rank, id and score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, table.num_rows)
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.45), squeeze=False)
+    recs = table.to_pylist()
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if k < len(recs):
+            ax.imshow(rgb_composite(images[k]), origin="lower")
+            ax.set_title(f"#{recs[k]['rank']} {recs[k]['object_id']}\n{recs[k]['score']:.3f}",
+                         fontsize=6)
+    fig.subplots_adjust(wspace=0.05, hspace=0.35, left=0.01, right=0.99, top=0.97, bottom=0.01)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def write_gallery(out: str, page: str, top: int = 100, min_score: float | None = None,
                   per_page: int = 100) -> str:
-    """Write the gallery of the ``top`` candidates of scoring output ``out`` to ``page``."""
-    table = query(out, top=top, min_score=min_score,
-                  columns=None)
+    """Write the gallery of the ``top`` candidates of scoring output ``out`` to ``page``:
+    an HTML page, or a PNG mosaic when ``page`` ends in ``.png``."""
+    table = query(out, top=top, min_score=min_score)
     images = cutouts_for(table)
+    if page.lower().endswith(".png"):
+        storage.write_bytes_atomic(page, mosaic_png(table, images))
+        return page
     doc = build_gallery(table, images, f"lensscan candidates: {out}", per_page)
     storage.write_bytes_atomic(page, doc.encode())
     return page
