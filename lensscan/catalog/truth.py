@@ -81,8 +81,8 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
         dist = angular_distance_sql("t.ra", "t.dec", "r.ra", "r.dec")
         known = ("CAST(t.object_id AS VARCHAR)" if "object_id" in truth.column_names
                  else "printf('%.6f %+.6f', t.ra, t.dec)")
-        sql = (f"WITH r AS ({ranked}), m AS (SELECT {known} AS known_id, t.ra AS t_ra, "
-               f"t.dec AS t_dec, r.rank, r.score, r.ra, r.dec, {dist} AS sep FROM truth_in t "
+        sql = (f"WITH r AS ({ranked}), m AS (SELECT {known} AS known_id, r.rank, r.score, "
+               f"r.ra, r.dec, {dist} AS sep FROM truth_in t "
                f"LEFT JOIN r ON r.dec BETWEEN t.dec - {rad / 3600!r} AND t.dec + "
                f"{rad / 3600!r} AND {dist} <= {rad!r}) "
                "SELECT known_id, arg_min(rank, sep) AS rank, arg_min(score, sep) AS score, "

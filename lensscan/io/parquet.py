@@ -178,6 +178,8 @@ def read_parquet(
         ``row`` (N,) index in the shard, ``status`` (N,) ``"ok"`` or the quarantine reason, plus
         any extra columns.
     """
+    if row_groups and list(row_groups) != list(range(row_groups[0], row_groups[-1] + 1)):
+        raise ValueError("row_groups must be consecutive")
     pf = _open(url)
     info = parquet_info(url, pf)
     offset = 0
@@ -190,8 +192,6 @@ def read_parquet(
             table = pf.read_row_groups(row_groups, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ShardError(url, f"corrupt data ({_short(exc)})") from exc
-    if row_groups and list(row_groups) != list(range(row_groups[0], row_groups[-1] + 1)):
-        raise ValueError("row_groups must be consecutive")
     return table_to_batch(url, table, offset)
 
 

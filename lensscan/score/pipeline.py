@@ -91,17 +91,20 @@ def score_survey(cfg: ScoreConfig) -> dict:
     if todo:
         ds = build_dataset(todo, cfg, loaded.preprocessing, model_url, res)
         pending: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-        seen: dict[str, set[int]] = defaultdict(set)  # rows received per unit
+        seen: dict[str, np.ndarray] = {}  # per unit: which of its rows have arrived
         last = time.time()
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for key in np.unique(batch["unit"]):
+                unit = keys[key]
+                got = seen.setdefault(key, np.zeros(unit.rows, bool))
                 idx = np.flatnonzero(batch["unit"] == key)
                 # a retried task may deliver rows again: keep the first copy of each row
-                fresh = [i for i in idx if int(batch["row"][i]) not in seen[key]]
-                seen[key].update(int(batch["row"][i]) for i in fresh)
+                local, first = np.unique(batch["row"][idx] - unit.start, return_index=True)
+                fresh = idx[first][~got[local]]
+                got[local] = True
                 for col in order:
                     pending[key][col].append(batch[col][fresh])
-                if len(seen[key]) == keys[key].rows:
+                if got.all():
                     rows = {c: np.concatenate(v) for c, v in pending.pop(key).items()}
                     del seen[key]
                     scored += commit.write_unit(cfg.output, key, rows, order)
