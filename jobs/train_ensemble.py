@@ -30,13 +30,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--steps-per-epoch", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    ap.add_argument("--init-from", metavar="ENSEMBLE",
+                    help="start each member from its namesake in this ensemble (fine-tuning)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--baseline", action="store_true",
                     help="train the original project's CNN recipe instead of the ensemble")
     a = ap.parse_args(argv)
     members = BASELINE_MEMBER if a.baseline else DEFAULT_MEMBERS
-    card = train_ensemble(a.train, a.val, a.out, members, epochs=a.epochs,
+    card = train_ensemble(a.train, a.val, a.out, members, init_from=a.init_from, lr=a.lr,
+                          epochs=a.epochs,
                           steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size,
                           workers=a.workers, gpu=a.gpu)
     print(json.dumps(card["metrics"]["validation"], indent=2))

@@ -47,7 +47,7 @@ def _train(a) -> None:
                       steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, lr=a.lr,
                       loss=a.loss, seed=a.seed, workers=a.workers, gpu=a.gpu,
                       storage=a.storage, max_rows=a.max_rows, name=a.name,
-                      patience=a.patience)
+                      patience=a.patience, init=a.init)
     card = train(cfg)
     print(json.dumps(card["metrics"]["validation"], indent=2))
 
@@ -180,6 +180,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int)
     p.add_argument("--patience", type=int, default=4,
                    help="stop after this many epochs without a better validation AUC")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from this trained member's weights (fine-tuning, fresh schedule)")
     p.set_defaults(fn=_train)
 
     p = sub.add_parser("evaluate", help="metrics.json and plots of a model on labelled data")

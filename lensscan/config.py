@@ -44,6 +44,7 @@ class TrainConfig:
     prior_ratio: float = 100.0  # non-lenses per lens where the model will run
     augment: dict[str, Any] = field(default_factory=dict)  # lensscan.data.augment.Augment
     preprocessing: dict[str, Any] = field(default_factory=dict)  # data.preprocess.Preprocessing
+    init: str | None = None  # URL of a trained member whose weights start this run (fine-tuning)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -149,3 +149,52 @@ def test_truncated_and_garbage_files_named(tmp_path):
         pio.parquet_info(str(junk))
     with pytest.raises(ShardError, match=r"absent\.parquet: file not found"):
         pio.parquet_info(str(tmp_path / "absent.parquet"))
+
+
+def _pyarrow_images(url):
+    images, _ = pio.decode_images(url, pq.read_table(url).column("image"))
+    return images
+
+
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_plain_page_fast_path_matches_pyarrow(tmp_path, version):
+    from lensscan.io import plainpages
+
+    batch = make_batch(200, seed=11)
+    table = pio.batch_to_table(batch)
+    url = str(tmp_path / f"v{version}.parquet")
+    # several pages per row group (64 KiB pages, 4 cutouts each) and a short last row group
+    pq.write_table(table, url, row_group_size=64, compression="none", use_dictionary=False,
+                   data_page_version=version, data_page_size=1 << 16)
+    pf = pq.ParquetFile(url)
+    assert plainpages.plan(pf, [0, 1, 2, 3]) is not None  # the fast path is taken
+    got = pio.read_parquet(url)
+    np.testing.assert_array_equal(got["image"], _pyarrow_images(url))
+    _assert_same(batch, got)
+    part = pio.read_parquet(url, [1, 2])
+    np.testing.assert_array_equal(part["image"], batch["image"][64:192])
+    np.testing.assert_array_equal(part["row"], np.arange(64, 192))
+
+
+def test_compressed_image_column_takes_the_pyarrow_path(tmp_path):
+    from lensscan.io import plainpages
+
+    batch = make_batch(40, seed=12)
+    url = str(tmp_path / "z.parquet")
+    pq.write_table(pio.batch_to_table(batch), url, compression="zstd", row_group_size=16)
+    assert plainpages.plan(pq.ParquetFile(url), [0, 1, 2]) is None
+    _assert_same(batch, pio.read_parquet(url))
+
+
+def test_corrupt_image_page_named(tmp_path):
+    url = tmp_path / "bad.parquet"
+    pio.write_parquet(str(url), make_batch(20), row_group_size=10)
+    pf = pq.ParquetFile(str(url))
+    leaf = [pf.schema.column(i).path for i in range(len(pf.schema))].index("image.list.element")
+    offset = pf.metadata.row_group(1).column(leaf).data_page_offset
+    data = bytearray(url.read_bytes())
+    data[offset:offset + 8] = b"\x15\x04\x15\xfe\xff\xff\xff\x0f"  # header: page size 2**31
+    url.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=r"bad\.parquet: corrupt image data \(row group 1"):
+        pio.read_parquet(str(url))
+    np.testing.assert_array_equal(pio.read_parquet(str(url), [0])["row"], np.arange(10))

@@ -66,3 +66,44 @@ def test_train_two_workers_s3_checkpoints_and_resume(train_data, s3_bucket):
     from lensscan.modelcard import load_model
 
     assert load_model(out).member_names == ["resnet_s0"]
+
+
+def _member_params(url):
+    from lensscan.modelcard import load_member
+
+    model, _ = load_member(url)
+    return {k: v for k, v in model.named_parameters()}
+
+
+@pytest.mark.slow
+def test_train_init_starts_from_a_trained_member(train_data):
+    from lensscan.io.storage import join
+    from lensscan.modelcard import default_model_url, resolve
+
+    init = join(resolve(default_model_url()), "resnet_s0")
+    out = str(train_data / "ft")
+    cmd = [sys.executable, "-m", "lensscan.cli", "train", str(train_data / "train"),
+           "--val", str(train_data / "val"), "--out", out, "--arch", "resnet", "--epochs", "1",
+           "--steps-per-epoch", "1", "--batch-size", "8", "--lr", "1e-9", "--init", init]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    before, after = _member_params(init), _member_params(out)
+    assert before.keys() == after.keys()
+    for name, w in before.items():
+        assert (after[name] - w).abs().max() <= 2e-3 * max(1.0, float(w.abs().max())), name
+    card = json.loads(pathlib.Path(out, "card.json").read_text())
+    assert card["training"]["config"]["init"] == init
+
+
+def test_train_init_with_another_architecture_is_refused(train_data):
+    from lensscan.io.storage import join
+    from lensscan.modelcard import default_model_url, resolve
+
+    init = join(resolve(default_model_url()), "msresnet_s1")
+    cmd = [sys.executable, "-m", "lensscan.cli", "train", str(train_data / "train"),
+           "--out", str(train_data / "x"), "--arch", "resnet", "--init", init]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    err = run.stderr.strip().splitlines()[-1]
+    assert "msresnet_s1" in err and "multiscale_resnet" in err and "Traceback" not in run.stderr
+    assert not os.path.exists(train_data / "x" / "card.json")

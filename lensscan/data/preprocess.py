@@ -46,15 +46,21 @@ def _border(images: np.ndarray, width: int) -> np.ndarray:
     return np.concatenate([top, bottom, left, right], axis=2)
 
 
-def normalize(images: np.ndarray, p: Preprocessing) -> np.ndarray:
-    """Sky-subtract per band and divide by the common noise: (N, 3, 64, 64) float32."""
-    images = np.asarray(images, dtype=np.float32)
+def _sky_noise(images: np.ndarray, p: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band sky (N, 3) and common noise (N,) from the border frame, float32."""
     border = _border(images, p.border)  # (N, 3, K)
     sky = np.median(border, axis=2)  # (N, 3)
     ref = border[:, p.noise_band, :] - sky[:, p.noise_band, None]  # (N, K)
     sigma = 1.4826 * np.median(np.abs(ref), axis=1)  # (N,)
     sigma = np.maximum(sigma, p.min_noise).astype(np.float32)
-    out = images - sky[:, :, None, None].astype(np.float32)
+    return sky.astype(np.float32), sigma
+
+
+def normalize(images: np.ndarray, p: Preprocessing) -> np.ndarray:
+    """Sky-subtract per band and divide by the common noise: (N, 3, 64, 64) float32."""
+    images = np.asarray(images, dtype=np.float32)
+    sky, sigma = _sky_noise(images, p)
+    out = images - sky[:, :, None, None]
     out /= sigma[:, None, None, None]
     return out
 
@@ -75,9 +81,18 @@ def stretch(x, p: Preprocessing):
 
 
 def preprocess(images: np.ndarray, p: Preprocessing) -> np.ndarray:
-    """Raw (N, 3, 64, 64) fluxes -> model input (N, 3, crop, crop) float32."""
+    """Raw (N, 3, 64, 64) fluxes -> model input (N, 3, crop, crop) float32.
+
+    The same arithmetic as ``stretch(normalize(images))``, bit for bit, done on the crop only
+    and in place: one output array, no full-size temporaries.
+    """
     images = np.asarray(images, dtype=np.float32)
-    bad = ~np.isfinite(images)
-    if bad.any():  # quarantined rows still flow through; keep their values finite
-        images = np.where(bad, 0.0, images).astype(np.float32)
-    return np.ascontiguousarray(stretch(normalize(images, p), p))
+    if not np.isfinite(images.sum()):  # quarantined rows still flow through; keep them finite
+        images = np.where(np.isfinite(images), images, np.float32(0.0))
+    sky, sigma = _sky_noise(images, p)
+    out = np.empty((len(images), images.shape[1], p.crop, p.crop), np.float32)
+    np.subtract(crop(images, p.crop), sky[:, :, None, None], out=out)
+    out /= sigma[:, None, None, None]
+    out /= np.float32(p.softening)
+    np.arcsinh(out, out=out)
+    return out

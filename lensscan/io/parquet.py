@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lensscan.errors import ShardError
-from lensscan.io import storage
+from lensscan.io import plainpages, storage
 from lensscan.io.checks import CUTOUT_SHAPE, row_status
 
 NPIX = int(np.prod(CUTOUT_SHAPE))
@@ -138,9 +138,14 @@ def decode_images(url: str, column: pa.ChunkedArray | pa.Array) -> tuple[np.ndar
     return images, null
 
 
-def table_to_batch(url: str, table: pa.Table, row_offset: int = 0) -> dict[str, np.ndarray]:
-    """Turn a shard table into a checked batch (see :func:`read_parquet`)."""
-    images, image_null = decode_images(url, table.column("image"))
+def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
+                   images: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Turn a shard table into a checked batch (see :func:`read_parquet`); ``images`` are the
+    already decoded image column when the table lacks it."""
+    if images is None:
+        images, image_null = decode_images(url, table.column("image"))
+    else:
+        image_null = np.zeros(len(images), bool)
     ids_col = table.column("object_id")
     id_null = np.asarray(ids_col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     if pa.types.is_integer(ids_col.type):
@@ -185,6 +190,12 @@ def read_parquet(
     offset = 0
     if row_groups:
         offset = sum(info.row_group_rows[: row_groups[0]])
+    groups = list(range(len(info.row_group_rows))) if row_groups is None else list(row_groups)
+    images = None
+    if columns is None or "image" in columns:
+        images = _plain_images(url, pf, groups)
+        if images is not None:
+            columns = [c for c in (columns or info.columns) if c != "image"]
     try:
         if row_groups is None:
             table = pf.read(columns=columns)
@@ -192,7 +203,24 @@ def read_parquet(
             table = pf.read_row_groups(row_groups, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ShardError(url, f"corrupt data ({_short(exc)})") from exc
-    return table_to_batch(url, table, offset)
+    if images is not None and len(images) != table.num_rows:
+        raise ShardError(url, f"image column has {len(images)} rows, the others {table.num_rows}")
+    return table_to_batch(url, table, offset, images)
+
+
+def _plain_images(url: str, pf: pq.ParquetFile, groups: list[int]) -> np.ndarray | None:
+    """The image column by the PLAIN-page fast path (:mod:`plainpages`), or None."""
+    if not plainpages.plan(pf, groups):
+        return None
+    fs, path = storage.filesystem(url)
+    try:
+        if storage.is_local(url):
+            with open(path, "rb", buffering=0) as fh:
+                return plainpages.read_images(fh, pf, groups)
+        with fs.open(path, "rb", cache_type="none") as fh:
+            return plainpages.read_images(fh, pf, groups)
+    except (ValueError, IndexError, OSError) as exc:
+        raise ShardError(url, f"corrupt image data ({_short(exc)})") from exc
 
 
 def batch_to_table(batch: dict[str, np.ndarray],

@@ -19,9 +19,11 @@ import ray.train.torch
 import torch
 import torch.nn.functional as F
 
+from lensscan import modelcard
 from lensscan.config import TrainConfig
 from lensscan.data.augment import Augment, augment
 from lensscan.data.preprocess import Preprocessing, stretch
+from lensscan.errors import ModelError
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
 from lensscan.train.metrics import average_precision, recall_at_fpr, roc_auc
@@ -75,6 +77,21 @@ def _balanced_indices(pos: np.ndarray, neg: np.ndarray, steps: int, batch: int, 
     return np.concatenate([p, q], axis=1)
 
 
+def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """Weights of the trained member ``cfg.init`` (checked like any model load), which must have
+    the same architecture as ``cfg``; the run starts from them with a fresh schedule."""
+    member, card = modelcard.load_member(cfg.init)
+    if card["arch"] != cfg.arch or card.get("arch_kwargs", {}) != cfg.arch_kwargs:
+        raise ModelError(f"{cfg.init}: cannot start {cfg.member_name} from it: it is a "
+                         f"{card['arch']!r} {card.get('arch_kwargs', {})}, the run trains "
+                         f"{cfg.arch!r} {cfg.arch_kwargs}")
+    if card.get("preprocessing") != cfg.preprocessing:
+        raise ModelError(f"{cfg.init}: cannot start {cfg.member_name} from it: it was trained "
+                         f"with preprocessing {card.get('preprocessing')}, the run uses "
+                         f"{cfg.preprocessing}")
+    return member.state_dict()
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config`` is a :class:`TrainConfig` as a dict."""
     cfg = TrainConfig.from_dict(config)
@@ -96,6 +113,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, **cfg.arch_kwargs)
+    if cfg.init:
+        model.load_state_dict(initial_weights(cfg))
     ema = copy.deepcopy(model).to(device)
     model = ray.train.torch.prepare_model(model)
     raw = model.module if hasattr(model, "module") else model

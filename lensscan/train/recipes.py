@@ -27,9 +27,13 @@ BASELINE_MEMBER: dict[str, dict[str, Any]] = {
 
 
 def train_ensemble(train_url: str, val_url: str, out: str,
-                   members: dict[str, dict[str, Any]] | None = None, **common: Any) -> dict:
+                   members: dict[str, dict[str, Any]] | None = None,
+                   init_from: str | None = None, **common: Any) -> dict:
     """Train every member into ``out/<name>`` (members already finished are kept) and fit the
-    ensemble on ``val_url``. ``common`` goes to every member's :class:`TrainConfig`."""
+    ensemble on ``val_url``. ``common`` goes to every member's :class:`TrainConfig`.
+
+    ``init_from``: an ensemble folder; each member starts from the weights of its namesake there
+    (fine-tuning with a fresh schedule) when it has one."""
     members = members or DEFAULT_MEMBERS
     urls = []
     for name, spec in members.items():
@@ -39,6 +43,9 @@ def train_ensemble(train_url: str, val_url: str, out: str,
             print(f"[lensscan] {name}: already trained, kept", flush=True)
             continue
         t0 = time.time()
+        spec = dict(spec)
+        if init_from and storage.exists(storage.join(init_from, name, "card.json")):
+            spec["init"] = storage.join(init_from, name)
         train(member_config(name, train_url, val_url, out, **{**common, **spec}),
               progress=False)
         print(f"[lensscan] {name}: trained in {time.time() - t0:.0f}s", flush=True)

@@ -29,7 +29,7 @@ from lensscan.data.stream import ReadUnits, plan, units_to_items
 from lensscan.io import storage
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
-from lensscan.train.loop import train_loop_per_worker
+from lensscan.train.loop import initial_weights, train_loop_per_worker
 from lensscan.train.metrics import choose_threshold, summary
 from lensscan.train.predict import member_scores
 
@@ -79,10 +79,12 @@ def run_name(cfg: TrainConfig) -> str:
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train one member and write its model folder to ``cfg.out``; returns the card."""
-    runtime.ensure_ray(quiet=not progress)
     pre = Preprocessing.from_dict(cfg.preprocessing)
     cfg.preprocessing = pre.to_dict()
     cfg.augment = Augment(**cfg.augment).to_dict()
+    if cfg.init:
+        initial_weights(cfg)  # fail here, before any worker starts, if it does not fit
+    runtime.ensure_ray(quiet=not progress)
     if not cfg.gpu:
         free = runtime.cluster_cpus() - 0.5  # leave room for the Ray Data read tasks
         cfg.cpus_per_worker = max(0.25, min(cfg.cpus_per_worker, free / cfg.workers))
