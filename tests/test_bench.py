@@ -8,7 +8,7 @@ import pytest
 
 from lensscan.cli import main
 
-KEYS = {"model_only", "plain_loop", "pipeline_local", "pipeline_s3", "peak_rss_mb",
+KEYS = {"model_only", "plain_loop", "pipeline_local", "pipeline_s3", "peak_pss_mb", "peak_rss_mb",
         "flops_per_cutout", "model_gflops", "matmul_gflops", "scaling"}
 
 
@@ -20,6 +20,7 @@ def test_bench_json_keys(ray_local, tiny_model, capsys):
     assert set(res) >= KEYS
     assert all(res[k] > 0 for k in KEYS - {"scaling"})
     assert [row["n"] for row in res["scaling"]] == [300, 3000]
+    assert all(row["peak_pss_mb"] > 0 and row["cutouts_s"] > 0 for row in res["scaling"])
     assert res["pipeline_local_over_model_only"] == pytest.approx(
         res["pipeline_local"] / res["model_only"])
 

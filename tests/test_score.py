@@ -94,6 +94,7 @@ def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_pa
     manifest = json.loads(pathlib.Path(os.path.join(out, "_manifest.json")).read_text())
     assert manifest["counts"]["candidates"] == len(cand) and manifest["threshold"] == 0.5
     assert manifest["model"]["checksum"] and manifest["lensscan_version"]
+    assert 0 < manifest["seconds_to_first_commit"] <= manifest["seconds"]
 
 
 def test_top_n_and_corrupt_shard_quarantined(ray_local, tiny_model, tmp_path):

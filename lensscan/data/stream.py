@@ -8,6 +8,7 @@ provenance (``shard``, ``row``), a ``status`` and the preprocessed image.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -76,10 +77,10 @@ class ReadUnits:
         self.stage = stage
         self.keep = keep
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        parts = [self._one(Unit(**{k: _scalar(batch[k][i]) for k in batch}))
-                 for i in range(len(batch["url"]))]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        # one output block per unit: a task holds one unit's pixels at a time
+        for i in range(len(batch["url"])):
+            yield self._one(Unit(**{k: _scalar(batch[k][i]) for k in batch}))
 
     def _one(self, unit: Unit) -> dict[str, np.ndarray]:
         try:

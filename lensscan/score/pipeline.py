@@ -62,9 +62,7 @@ def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, 
         num_gpus=res["gpus_per_actor"],
         num_cpus=res["cpus_per_actor"],
         compute=ActorPoolStrategy(size=res["actors"]),
-        max_restarts=-1,
-        max_task_retries=-1,
-    )
+    )  # Ray Data restarts dead actors and retries their batches by default
 
 
 def score_survey(cfg: ScoreConfig) -> dict:
@@ -87,7 +85,7 @@ def score_survey(cfg: ScoreConfig) -> dict:
     res = resources(cfg)
     order = ["object_id", "ra", "dec", "score",
              *[f"score_{n}" for n in loaded.member_names], "shard", "row", "status"]
-    scored = 0
+    scored, first_commit = 0, None
     if todo:
         ds = build_dataset(todo, cfg, loaded.preprocessing, model_url, res)
         pending: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -108,6 +106,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
                     rows = {c: np.concatenate(v) for c, v in pending.pop(key).items()}
                     del seen[key]
                     scored += commit.write_unit(cfg.output, key, rows, order)
+                    if first_commit is None:
+                        first_commit = (time.time() - t0, scored)
             if time.time() - last > 5:
                 rate = scored / max(time.time() - t0, 1e-9)
                 _say(cfg, f"committed {scored}/{total} rows ({rate:.0f} rows/s)")
@@ -136,10 +136,20 @@ def score_survey(cfg: ScoreConfig) -> dict:
         "finished": _now(),
         "seconds": round(elapsed, 3),
         "throughput_rows_per_s": round(scored / elapsed, 1) if elapsed > 0 else None,
+        # start-up (model load, planning, actor start) and the rate once rows flow
+        "seconds_to_first_commit": round(first_commit[0], 3) if first_commit else None,
+        "steady_rows_per_s": _steady(first_commit, scored, elapsed),
         "resources": res,
     }
     commit.write_json(manifest_url, manifest)
     return manifest
+
+
+def _steady(first: tuple[float, int] | None, scored: int, elapsed: float) -> float | None:
+    """Rows/s after the first committed unit (None when too few units to tell)."""
+    if first is None or scored <= first[1] or elapsed <= first[0]:
+        return None
+    return round((scored - first[1]) / (elapsed - first[0]), 1)
 
 
 def _say(cfg: ScoreConfig, msg: str) -> None:
