@@ -31,6 +31,10 @@ def test_round_trip_exact(tmp_path, s3_bucket, where):
     info = pio.parquet_info(url)
     assert info.row_group_rows == (128, 128, 44) and info.bands == ("g", "r", "i")
     _assert_same(batch, pio.read_parquet(url))
+    part = pio.read_parquet(url, [1, 2])  # one prefetched byte span on S3
+    np.testing.assert_array_equal(part["image"], batch["image"][128:])
+    np.testing.assert_array_equal(part["object_id"], batch["object_id"][128:])
+    np.testing.assert_array_equal(part["row"], np.arange(128, 300))
     schema = pq.read_schema(str(tmp_path / "s.parquet")) if where == "local" else None
     if schema is not None:
         assert isinstance(schema.field("image").type, pa.FixedShapeTensorType)

@@ -48,9 +48,17 @@ def _open(url: str) -> pq.ParquetFile:
     try:
         if storage.is_local(url):  # native reads (memory-mapped), no Python file object
             return pq.ParquetFile(path, memory_map=True)
-        return pq.ParquetFile(fs.open(path, "rb"))
+        # no read-ahead cache: Arrow asks for exactly the byte ranges it needs
+        return _open_file(url, fs.open(path, "rb", cache_type="none"))
     except FileNotFoundError as exc:
         raise ShardError(url, "file not found") from exc
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ShardError(url, f"not a readable Parquet file ({_short(exc)})") from exc
+
+
+def _open_file(url: str, fh) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(fh)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ShardError(url, f"not a readable Parquet file ({_short(exc)})") from exc
 
@@ -185,15 +193,29 @@ def read_parquet(
     """
     if row_groups and list(row_groups) != list(range(row_groups[0], row_groups[-1] + 1)):
         raise ValueError("row_groups must be consecutive")
-    pf = _open(url)
+    span = None
+    if storage.is_local(url):
+        pf = _open(url)
+    else:  # one GET for the footer, one for the rows asked for
+        fs, path = storage.filesystem(url)
+        try:
+            span = storage.SpanFile(fs.open(path, "rb", cache_type="none"))
+        except FileNotFoundError as exc:
+            raise ShardError(url, "file not found") from exc
+        pf = _open_file(url, span)
     info = parquet_info(url, pf)
     offset = 0
     if row_groups:
         offset = sum(info.row_group_rows[: row_groups[0]])
     groups = list(range(len(info.row_group_rows))) if row_groups is None else list(row_groups)
+    if span is not None and groups:
+        try:
+            span.prefetch(*_byte_span(pf, groups))
+        except OSError as exc:
+            raise ShardError(url, f"cannot read row groups {groups} ({_short(exc)})") from exc
     images = None
     if columns is None or "image" in columns:
-        images = _plain_images(url, pf, groups)
+        images = _plain_images(url, pf, groups, span)
         if images is not None:
             columns = [c for c in (columns or info.columns) if c != "image"]
     try:
@@ -208,16 +230,28 @@ def read_parquet(
     return table_to_batch(url, table, offset, images)
 
 
-def _plain_images(url: str, pf: pq.ParquetFile, groups: list[int]) -> np.ndarray | None:
+def _byte_span(pf: pq.ParquetFile, groups: list[int]) -> tuple[int, int]:
+    """[first, last) byte of the column chunks of ``groups`` (consecutive row groups)."""
+    lo, hi = None, 0
+    for g in groups:
+        md = pf.metadata.row_group(g)
+        for c in range(md.num_columns):
+            cc = md.column(c)
+            start = cc.dictionary_page_offset if cc.has_dictionary_page else cc.data_page_offset
+            lo = start if lo is None else min(lo, start)
+            hi = max(hi, start + cc.total_compressed_size)
+    return lo or 0, hi
+
+
+def _plain_images(url: str, pf: pq.ParquetFile, groups: list[int],
+                  span: storage.SpanFile | None = None) -> np.ndarray | None:
     """The image column by the PLAIN-page fast path (:mod:`plainpages`), or None."""
     if not plainpages.plan(pf, groups):
         return None
-    fs, path = storage.filesystem(url)
     try:
-        if storage.is_local(url):
-            with open(path, "rb", buffering=0) as fh:
-                return plainpages.read_images(fh, pf, groups)
-        with fs.open(path, "rb", cache_type="none") as fh:
+        if span is not None:
+            return plainpages.read_images(span, pf, groups)
+        with open(storage.filesystem(url)[1], "rb", buffering=0) as fh:
             return plainpages.read_images(fh, pf, groups)
     except (ValueError, IndexError, OSError) as exc:
         raise ShardError(url, f"corrupt image data ({_short(exc)})") from exc

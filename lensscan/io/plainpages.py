@@ -194,14 +194,17 @@ def read_images(fh, pf: pq.ParquetFile, row_groups: list[int]) -> np.ndarray | N
     rows = sum(r for _, _, r in chunks)
     out = np.empty((rows, 3, 64, 64), np.float32)
     flat = out.reshape(-1)
-    scratch = bytearray(max(size for _, size, _ in chunks))
+    scratch = None
     done = 0
     for (offset, size, n), g in zip(chunks, row_groups, strict=True):
-        view = memoryview(scratch)[:size]
-        fh.seek(offset)
-        got = fh.readinto(view)
-        if got != size:
-            raise ValueError(f"row group {g} is truncated ({got} of {size} bytes)")
+        view = fh.view(offset, size) if hasattr(fh, "view") else None  # prefetched: no copy
+        if view is None:
+            scratch = scratch or bytearray(max(size for _, size, _ in chunks))
+            view = memoryview(scratch)[:size]
+            fh.seek(offset)
+            got = fh.readinto(view)
+            if got != size:
+                raise ValueError(f"row group {g} is truncated ({got} of {size} bytes)")
         copy_pages(view, flat[done * NPIX:(done + n) * NPIX], f"row group {g}")
         done += n
     return out
