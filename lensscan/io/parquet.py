@@ -203,6 +203,15 @@ def read_parquet(
         except FileNotFoundError as exc:
             raise ShardError(url, "file not found") from exc
         pf = _open_file(url, span)
+    try:
+        return _read(url, pf, span, row_groups, columns)
+    finally:
+        if span is not None:
+            span.close()
+
+
+def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
+          row_groups: list[int] | None, columns: list[str] | None) -> dict[str, np.ndarray]:
     info = parquet_info(url, pf)
     offset = 0
     if row_groups:
