@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     ap.add_argument("--init-from", metavar="ENSEMBLE",
                     help="start each member from its namesake in this ensemble (fine-tuning)")
+    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                    help="bf16: bfloat16 autocast (CPU and GPU); fp32: full precision")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--baseline", action="store_true",
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     card = train_ensemble(a.train, a.val, a.out, members, init_from=a.init_from, lr=a.lr,
                           epochs=a.epochs,
                           steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size,
-                          workers=a.workers, gpu=a.gpu)
+                          workers=a.workers, gpu=a.gpu, precision=a.precision)
     print(json.dumps(card["metrics"]["validation"], indent=2))
 
 

@@ -47,7 +47,7 @@ def _train(a) -> None:
                       steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, lr=a.lr,
                       loss=a.loss, seed=a.seed, workers=a.workers, gpu=a.gpu,
                       storage=a.storage, max_rows=a.max_rows, name=a.name,
-                      patience=a.patience, init=a.init)
+                      patience=a.patience, init=a.init, precision=a.precision)
     card = train(cfg)
     print(json.dumps(card["metrics"]["validation"], indent=2))
 
@@ -182,6 +182,8 @@ def parser() -> argparse.ArgumentParser:
                    help="stop after this many epochs without a better validation AUC")
     p.add_argument("--init", metavar="MODEL",
                    help="start from this trained member's weights (fine-tuning, fresh schedule)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="bf16: bfloat16 autocast (default, CPU and GPU); fp32: full precision")
     p.set_defaults(fn=_train)
 
     p = sub.add_parser("evaluate", help="metrics.json and plots of a model on labelled data")

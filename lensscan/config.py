@@ -45,6 +45,7 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=dict)  # lensscan.data.augment.Augment
     preprocessing: dict[str, Any] = field(default_factory=dict)  # data.preprocess.Preprocessing
     init: str | None = None  # URL of a trained member whose weights start this run (fine-tuning)
+    precision: str = "bf16"  # "bf16": bfloat16 autocast (CPU and GPU), "fp32": full precision
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -55,6 +55,15 @@ def unstrip(fs: AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
+def absolute(url: str) -> str:
+    """Local paths made absolute (Ray workers do not share the driver's working directory);
+    object-store URLs unchanged."""
+    url = str(url)
+    if is_local(url):
+        return os.path.abspath(url.removeprefix("file://"))
+    return url
+
+
 def join(url: str, *parts: str) -> str:
     """Join URL parts with ``/`` (works for local paths and object stores)."""
     url = str(url)

@@ -60,13 +60,22 @@ def weighted_bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: np.ndarray, p: Preprocessing, device,
                    batch: int = 512) -> np.ndarray:
-    """Logits of normalised images (N, 3, 64, 64) (stretched and cropped here)."""
+    """Logits of normalised images (N, 3, 64, 64) (stretched and cropped here), float32."""
     model.eval()
     out = []
     for i in range(0, len(x), batch):
         xb = torch.from_numpy(x[i:i + batch].astype(np.float32)).to(device)
-        out.append(model(stretch(xb, p)).float().reshape(-1).cpu().numpy())
+        xb = stretch(xb, p).contiguous(memory_format=torch.channels_last)
+        out.append(model(xb).float().reshape(-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def autocast(device: torch.device, precision: str):
+    """bfloat16 autocast for ``precision == "bf16"`` (about 1.5x the fp32 speed on CPUs with
+    AVX-512 BF16 or AMX, and on GPUs); a no-op for ``"fp32"``."""
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be 'bf16' or 'fp32', not {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _balanced_indices(pos: np.ndarray, neg: np.ndarray, steps: int, batch: int, frac: float,
@@ -115,6 +124,8 @@ def train_loop_per_worker(config: dict) -> None:
     model = create_model(cfg.arch, **cfg.arch_kwargs)
     if cfg.init:
         model.load_state_dict(initial_weights(cfg))
+    # channels-last: oneDNN's (CPU) and cuDNN's fast convolution layout, ~3x faster here on CPU
+    model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).to(device)
     model = ray.train.torch.prepare_model(model)
     raw = model.module if hasattr(model, "module") else model
@@ -147,7 +158,9 @@ def train_loop_per_worker(config: dict) -> None:
             xb = torch.from_numpy(x[idx[step]].astype(np.float32))
             yb = torch.from_numpy(y[idx[step]].astype(np.float32)).to(device)
             xb = stretch(augment(xb, aug, gen), pre).to(device)
-            logits = model(xb).reshape(-1)
+            xb = xb.contiguous(memory_format=torch.channels_last)  # (B, 3, crop, crop)
+            with autocast(device, cfg.precision):
+                logits = model(xb).reshape(-1).float()
             loss = focal_loss(logits, yb, cfg.focal_gamma) if cfg.loss == "focal" \
                 else weighted_bce(logits, yb)
             opt.zero_grad(set_to_none=True)

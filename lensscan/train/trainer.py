@@ -81,7 +81,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train one member and write its model folder to ``cfg.out``; returns the card."""
     pre = Preprocessing.from_dict(cfg.preprocessing)
     cfg.preprocessing = pre.to_dict()
+    for key in ("data", "val", "out", "init", "storage"):  # workers run in other folders
+        if getattr(cfg, key):
+            setattr(cfg, key, storage.absolute(getattr(cfg, key)))
     cfg.augment = Augment(**cfg.augment).to_dict()
+    if cfg.precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be 'bf16' or 'fp32', not {cfg.precision!r}")
     if cfg.init:
         initial_weights(cfg)  # fail here, before any worker starts, if it does not fit
     runtime.ensure_ray(quiet=not progress)
