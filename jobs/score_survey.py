@@ -39,4 +39,6 @@ if __name__ == "__main__":
         argv += ["--top", str(a.top)]
     if a.actors is not None:
         argv += ["--actors", str(a.actors)]
+    if a.read_tasks is not None:
+        argv += ["--read-tasks", str(a.read_tasks)]
     sys.exit(main(argv))

@@ -10,12 +10,17 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import psutil
@@ -234,8 +239,7 @@ def run_bench(n: int = 20000, model: str = "default", batch: int = 512, plain_n:
     res["plain_loop"] = plain_loop(loaded, res["plain_loop_n"], workdir)
     local = os.path.join(workdir, "survey")
     write_survey(local, n)
-    if s3:
-        _s3_endpoint()
+    server = _s3_endpoint() if s3 else None
     runtime.ensure_ray()
     _warm_up(workdir, model, batch)
     with PeakMemory() as mem:
@@ -249,6 +253,14 @@ def run_bench(n: int = 20000, model: str = "default", batch: int = 512, plain_n:
             res["pipeline_s3_startup_s"] = run["startup_s"]
             res["pipeline_s3_steady"] = run["steady"]
     res["peak_pss_mb"], res["peak_rss_mb"] = mem.mb, mem.rss_mb
+    if server is not None:  # what follows reads local files: the S3 server's heap is not its own
+        server.terminate()
+        server.wait(timeout=30)
+        for key, value in server.saved_env.items():  # the caller's own settings, if any
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     for key in ("pipeline_local", "pipeline_s3", "plain_loop", "pipeline_local_steady",
                 "pipeline_s3_steady"):
         if res.get(key):
@@ -280,26 +292,37 @@ def _warm_up(workdir: str, model: str, batch: int) -> None:
     shutil.rmtree(src, ignore_errors=True)
 
 
-def _s3_endpoint() -> None:
-    """Start a moto S3 server on 127.0.0.1 in this process (unless ``AWS_ENDPOINT_URL`` already
-    names one) and point the standard AWS variables at it; call before Ray starts, so that its
-    workers inherit them."""
+def _s3_endpoint() -> subprocess.Popen | None:
+    """Start a moto S3 server on 127.0.0.1 in a child process (unless ``AWS_ENDPOINT_URL``
+    already names one; then None) and point the standard AWS variables at it; call before Ray
+    starts, so that its workers inherit them. A process of its own, as a real store would be:
+    its CPU use still shows (it shares the cores), but it does not hold the driver's GIL, and
+    its memory is part of the measured process tree."""
     if os.environ.get("AWS_ENDPOINT_URL"):
-        return
-    import logging
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
+        return None
     if ray_is_up():
         raise RuntimeError("start the S3 test server before Ray (workers must see the endpoint)")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
-    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
-                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(proc.terminate)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            break
+        except OSError as exc:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the moto S3 server did not start on {url}") from exc
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "bench",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    proc.saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    return proc
 
 
 def ray_is_up() -> bool:
@@ -321,7 +344,12 @@ def _s3_run(local: str, model: str, batch: int) -> dict:
     for name in sorted(os.listdir(local)):
         with open(os.path.join(local, name), "rb") as fh:
             storage.write_bytes_atomic(f"s3://{bucket}/survey/{name}", fh.read())
-    return pipeline(f"s3://{bucket}/survey/", f"s3://{bucket}/out/", model, batch)
+    try:
+        return pipeline(f"s3://{bucket}/survey/", f"s3://{bucket}/out/", model, batch)
+    finally:  # the in-process test server keeps objects in memory: free them for what follows
+        fs, _ = storage.filesystem(f"s3://{bucket}/")
+        fs.rm(f"{bucket}/", recursive=True)
+        fs.invalidate_cache()
 
 
 def report(res: dict) -> str:

@@ -68,7 +68,7 @@ def _score(a) -> None:
 
     cfg = ScoreConfig(input=a.input, output=a.output, model=a.model, threshold=a.threshold,
                       top=a.top, batch_size=a.batch_size, actors=a.actors,
-                      rows_per_unit=a.rows_per_unit)
+                      rows_per_unit=a.rows_per_unit, read_tasks=a.read_tasks)
     m = score_survey(cfg)
     c = m["counts"]
     print(f"scored {c['rows_scored']} of {c['rows_read']} rows ({c['rows_quarantined']} "
@@ -120,9 +120,12 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     cut.add_argument("--threshold", type=float, help="candidate score cut (default: model's)")
     cut.add_argument("--top", type=int, help="keep the N best as candidates")
     p.add_argument("--batch-size", type=int, default=512, help="cutouts per model call")
-    p.add_argument("--actors", type=int, help="scoring actors (default: one per GPU, else 1)")
+    p.add_argument("--actors", type=int,
+                   help="scoring actors (default: one per GPU, else one per CPU, at most 8)")
     p.add_argument("--rows-per-unit", type=int, default=2048,
                    help="rows per work unit, the commit granularity")
+    p.add_argument("--read-tasks", type=int,
+                   help="concurrent read/preprocess tasks (default: 4 per CPU the actors leave)")
 
 
 def parser() -> argparse.ArgumentParser:

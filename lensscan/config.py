@@ -73,10 +73,11 @@ class ScoreConfig:
     top: int | None = None  # keep the N best as candidates instead of a threshold
     batch_size: int = 512  # cutouts per model call
     rows_per_unit: int = 2048  # rows per work unit (commit granularity)
-    actors: int | None = None  # scoring actors; default: one per GPU, else 1
+    actors: int | None = None  # scoring actors; default: one per GPU, else one per CPU (<= 8)
     gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
     cpus_per_actor: float | None = None  # default: sized from the cluster
     torch_threads: int | None = None  # intra-op threads per CPU actor; default: its CPUs
+    read_tasks: int | None = None  # concurrent read/preprocess tasks; default: 4 per free CPU
     progress: bool = True  # print progress while running
 
     def to_dict(self) -> dict[str, Any]:

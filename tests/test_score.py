@@ -95,6 +95,9 @@ def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_pa
     assert manifest["counts"]["candidates"] == len(cand) and manifest["threshold"] == 0.5
     assert manifest["model"]["checksum"] and manifest["lensscan_version"]
     assert 0 < manifest["seconds_to_first_commit"] <= manifest["seconds"]
+    # 2 CPUs: two single-threaded CPU actors; reads capped at what the actors leave
+    assert manifest["resources"] == {"actors": 2, "gpus_per_actor": 0.0, "cpus_per_actor": 0.75,
+                                     "threads": 1, "read_tasks": 2}
 
 
 def test_top_n_and_corrupt_shard_quarantined(ray_local, tiny_model, tmp_path):

@@ -26,6 +26,7 @@ from lensscan.score import commit
 from lensscan.score.predictor import EnsemblePredictor
 
 READ_CPUS = 0.25  # CPUs reserved per read/preprocess task
+MAX_CPU_ACTORS = 8  # CPU-only clusters: at most this many scoring actors by default
 
 
 def _now() -> str:
@@ -41,10 +42,19 @@ def resources(cfg: ScoreConfig) -> dict:
         cpa = cfg.cpus_per_actor or 1.0
         threads = cfg.torch_threads or 1
     else:
-        actors = cfg.actors or 1
+        # one single-threaded actor per core (up to MAX_CPU_ACTORS): batch-level parallelism
+        # keeps the cores busy when a read task takes one of them, where one multi-threaded
+        # actor stalls at every intra-op barrier (measured here, 60,000 cutouts on 2 cores:
+        # 659 vs 589 cutouts/s end to end)
+        actors = cfg.actors or max(1, min(MAX_CPU_ACTORS, math.floor(cpus)))
         cpa = cfg.cpus_per_actor or max(0.5, (cpus - 2 * READ_CPUS) / actors)
         threads = cfg.torch_threads or max(1, math.floor(cpus / actors))
-    return {"actors": actors, "gpus_per_actor": gpa, "cpus_per_actor": cpa, "threads": threads}
+    # An explicit cap on concurrent read tasks: without it, the reads that start before the
+    # actors are placed take every CPU slot, and each needs a fresh Ray worker process (seconds
+    # of start-up CPU apiece, on the cores the model needs).
+    reads = cfg.read_tasks or max(1, math.floor((cpus - actors * cpa) / READ_CPUS))
+    return {"actors": actors, "gpus_per_actor": gpa, "cpus_per_actor": cpa, "threads": threads,
+            "read_tasks": reads}
 
 
 def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, res: dict):
@@ -54,7 +64,7 @@ def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, 
     ds = ray.data.from_items(units_to_items(units),
                              override_num_blocks=max(1, math.ceil(len(units) / units_per_task)))
     ds = ds.map_batches(ReadUnits(preprocessing, "model"), batch_size=units_per_task,
-                        num_cpus=READ_CPUS)
+                        num_cpus=READ_CPUS, concurrency=res["read_tasks"])
     return ds.map_batches(
         EnsemblePredictor,
         fn_constructor_kwargs={"model_url": model_url, "threads": res["threads"]},
