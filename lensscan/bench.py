@@ -346,7 +346,7 @@ def _s3_run(local: str, model: str, batch: int) -> dict:
             storage.write_bytes_atomic(f"s3://{bucket}/survey/{name}", fh.read())
     try:
         return pipeline(f"s3://{bucket}/survey/", f"s3://{bucket}/out/", model, batch)
-    finally:  # the in-process test server keeps objects in memory: free them for what follows
+    finally:  # the test server keeps objects in memory: free them for what follows
         fs, _ = storage.filesystem(f"s3://{bucket}/")
         fs.rm(f"{bucket}/", recursive=True)
         fs.invalidate_cache()

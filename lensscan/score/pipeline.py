@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 import ray
 import ray.data
-from ray.data import ActorPoolStrategy
+from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from lensscan import __version__, modelcard, runtime
 from lensscan.config import ScoreConfig
@@ -64,7 +64,7 @@ def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, 
     ds = ray.data.from_items(units_to_items(units),
                              override_num_blocks=max(1, math.ceil(len(units) / units_per_task)))
     ds = ds.map_batches(ReadUnits(preprocessing, "model"), batch_size=units_per_task,
-                        num_cpus=READ_CPUS, concurrency=res["read_tasks"])
+                        num_cpus=READ_CPUS, compute=TaskPoolStrategy(size=res["read_tasks"]))
     return ds.map_batches(
         EnsemblePredictor,
         fn_constructor_kwargs={"model_url": model_url, "threads": res["threads"]},

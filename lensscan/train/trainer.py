@@ -29,7 +29,7 @@ from lensscan.data.stream import ReadUnits, plan, units_to_items
 from lensscan.io import storage
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
-from lensscan.train.loop import initial_weights, train_loop_per_worker
+from lensscan.train.loop import check_precision, initial_weights, train_loop_per_worker
 from lensscan.train.metrics import choose_threshold, summary
 from lensscan.train.predict import member_scores
 
@@ -85,8 +85,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if getattr(cfg, key):
             setattr(cfg, key, storage.absolute(getattr(cfg, key)))
     cfg.augment = Augment(**cfg.augment).to_dict()
-    if cfg.precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be 'bf16' or 'fp32', not {cfg.precision!r}")
+    check_precision(cfg.precision)  # before any worker starts
     if cfg.init:
         initial_weights(cfg)  # fail here, before any worker starts, if it does not fit
     runtime.ensure_ray(quiet=not progress)
