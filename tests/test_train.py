@@ -45,7 +45,9 @@ def test_train_two_workers_s3_checkpoints_and_resume(train_data, s3_bucket):
                              stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 400
-        while time.time() < deadline and len(_checkpoints(ckpt)) < 1:
+        # wait for a second checkpoint: by then the first is fully uploaded and recorded by
+        # Ray Train (a kill as the first folder appears can leave nothing to resume from)
+        while time.time() < deadline and len(_checkpoints(ckpt)) < 2:
             assert first.poll() is None, "training ended before it could be interrupted"
             time.sleep(0.5)
         assert _checkpoints(ckpt), "no checkpoint reached the S3 server"
