@@ -75,6 +75,37 @@ def _centre(rng, pop: Population, cv: Canvas) -> tuple[float, float]:
     return float(rng.uniform(-j, j)), float(rng.uniform(-j, j))
 
 
+def _bright_images(kw_lens, sx: float, sy: float, theta_e: float) -> int:
+    """Images of the point (sx, sy) brighter than |mu| = 0.1 (the demagnified core image is not
+    counted)."""
+    xs, ys = LensEquationSolver(lens_model()).image_position_from_source(
+        sx, sy, kw_lens, min_distance=theta_e / 15, search_window=4 * theta_e,
+        precision_limit=1e-8, num_iter_max=50)
+    mu = lens_model().magnification(xs, ys, kw_lens) if len(xs) else np.zeros(0)
+    return int((np.abs(mu) >= 0.1).sum())
+
+
+def _multiply_imaged_source(rng, pop: Population, kw_lens, theta_e: float, cx: float,
+                            cy: float) -> tuple[float, float, int]:
+    """A source centre that the lens images at least twice: a lens by definition. Most sources
+    sit well inside the caustics (favouring high magnification); ``near_caustic_frac`` of them
+    are drawn near the caustics and redrawn until multiply imaged (one bright arc and a faint
+    counter-image: the hard cases). A source outside the caustics is a singly imaged blue
+    companion, which the simulator makes as the ``companions`` non-lens kind."""
+    near = rng.random() < pop.near_caustic_frac
+    for _ in range(pop.source_draws):
+        lo, hi = pop.near_caustic_beta if near else (0.0, pop.inner_beta)
+        beta = theta_e * rng.uniform(lo, hi)
+        ang = rng.uniform(0, 2 * np.pi)
+        sx, sy = cx + beta * np.cos(ang), cy + beta * np.sin(ang)
+        n = _bright_images(kw_lens, sx, sy, theta_e)
+        if n >= 2:
+            return sx, sy, n
+        near = False  # rare misses inside: fall back towards the centre
+    sx, sy = cx + 0.05 * theta_e, cy
+    return sx, sy, _bright_images(kw_lens, sx, sy, theta_e)
+
+
 def _draw_lens(rng, pop: Population, cv: Canvas, bands: list[Band]) -> Truth:
     cx, cy = _centre(rng, pop, cv)
     theta_e = _draw_theta_e(rng, pop)
@@ -88,12 +119,7 @@ def _draw_lens(rng, pop: Population, cv: Canvas, bands: list[Band]) -> Truth:
              s_scale=pop.core_radius, center_x=cx, center_y=cy),
         dict(gamma1=gamma * np.cos(2 * phi_g), gamma2=gamma * np.sin(2 * phi_g), ra_0=cx, dec_0=cy),
     ]
-    if rng.random() < pop.multiply_imaged_frac:
-        beta = theta_e * 0.7 * rng.random()  # favours high magnification
-    else:
-        beta = theta_e * rng.uniform(0.9, 1.3)
-    ang = rng.uniform(0, 2 * np.pi)
-    sx, sy = cx + beta * np.cos(ang), cy + beta * np.sin(ang)
+    sx, sy, n_images = _multiply_imaged_source(rng, pop, kw_lens, theta_e, cx, cy)
     bx, by = cv.ray_shoot(kw_lens)
     mag_r = rng.uniform(*pop.source_mag_r)
     g_r, r_i = rng.uniform(*pop.blue_g_r), rng.uniform(*pop.blue_r_i)
@@ -112,13 +138,8 @@ def _draw_lens(rng, pop: Population, cv: Canvas, bands: list[Band]) -> Truth:
     source = cv.components[first:]
     lensed_r = sum(unit.sum() * flux[1] for unit, flux in source)
     unlensed_r = mag_to_flux(mag_r)
-    solver = LensEquationSolver(lens_model())
-    xs, ys = solver.image_position_from_source(sx, sy, kw_lens, min_distance=theta_e / 15,
-                                               search_window=4 * theta_e, precision_limit=1e-8,
-                                               num_iter_max=50)
-    mu = lens_model().magnification(xs, ys, kw_lens) if len(xs) else np.zeros(0)
     return dict(theta_e=theta_e, source_mag_r=mag_r, magnification=float(lensed_r / unlensed_r),
-                n_images=float((np.abs(mu) >= 0.1).sum()), central_mag_r=d["mag_r"],
+                n_images=float(n_images), central_mag_r=d["mag_r"],
                 source_first=float(first),
                 source_end=float(len(cv.components)))
 

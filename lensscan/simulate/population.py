@@ -69,7 +69,12 @@ class Population:
     clumps: tuple[int, int] = (0, 5)  # star-forming clumps per source (inclusive range)
     clump_flux_frac: tuple[float, float] = (0.1, 0.4)  # of the source's flux, all clumps
     clump_reff: tuple[float, float] = (0.02, 0.08)
-    multiply_imaged_frac: float = 0.9  # sources inside 0.9 theta_E; the rest at 0.9-1.3 theta_E
+    # every lens images its source centre at least twice (the definition of a strong lens);
+    # a source outside the caustics is a singly imaged blue companion, a non-lens kind
+    inner_beta: float = 0.7  # most source offsets: uniform in 0-0.7 theta_E
+    near_caustic_frac: float = 0.15  # the rest: 0.7-1.15 theta_E, redrawn until multiply imaged
+    near_caustic_beta: tuple[float, float] = (0.7, 1.15)
+    source_draws: int = 30  # redraws before falling back to a central source
     # --- contaminants
     spiral_reff: tuple[float, float] = (0.6, 2.2)
     spiral_mag_r: tuple[float, float] = (18.5, 22.0)
