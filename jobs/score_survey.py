@@ -41,4 +41,6 @@ if __name__ == "__main__":
         argv += ["--actors", str(a.actors)]
     if a.read_tasks is not None:
         argv += ["--read-tasks", str(a.read_tasks)]
+    if a.object_store_mb is not None:
+        argv += ["--object-store-mb", str(a.object_store_mb)]
     sys.exit(main(argv))

@@ -68,7 +68,8 @@ def _score(a) -> None:
 
     cfg = ScoreConfig(input=a.input, output=a.output, model=a.model, threshold=a.threshold,
                       top=a.top, batch_size=a.batch_size, actors=a.actors,
-                      rows_per_unit=a.rows_per_unit, read_tasks=a.read_tasks)
+                      rows_per_unit=a.rows_per_unit, read_tasks=a.read_tasks,
+                      object_store_mb=a.object_store_mb)
     m = score_survey(cfg)
     c = m["counts"]
     print(f"scored {c['rows_scored']} of {c['rows_read']} rows ({c['rows_quarantined']} "
@@ -126,6 +127,9 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
                    help="rows per work unit, the commit granularity")
     p.add_argument("--read-tasks", type=int,
                    help="concurrent read/preprocess tasks (default: 4 per CPU the actors leave)")
+    p.add_argument("--object-store-mb", type=float,
+                   help="object-store memory for blocks in flight (default: sized from the "
+                        "read tasks, actors and block size)")
 
 
 def parser() -> argparse.ArgumentParser:

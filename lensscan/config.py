@@ -78,6 +78,7 @@ class ScoreConfig:
     cpus_per_actor: float | None = None  # default: sized from the cluster
     torch_threads: int | None = None  # intra-op threads per CPU actor; default: its CPUs
     read_tasks: int | None = None  # concurrent read/preprocess tasks; default: 4 per free CPU
+    object_store_mb: float | None = None  # object store for blocks in flight; default: sized
     progress: bool = True  # print progress while running
 
     def to_dict(self) -> dict[str, Any]:

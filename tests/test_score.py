@@ -22,8 +22,9 @@ from lensscan.config import ScoreConfig
 from lensscan.data.preprocess import Preprocessing, preprocess
 from lensscan.io import fits as fio
 from lensscan.io.parquet import write_parquet
+from lensscan.io.shards import Unit
 from lensscan.io.storage import filesystem
-from lensscan.score.pipeline import score_survey
+from lensscan.score.pipeline import MIN_STORE_MB, build_dataset, score_survey, store_budget
 
 CONTRACT = ["object_id", "ra", "dec", "score", "score_m0", "score_m1", "shard", "row", "status"]
 
@@ -96,8 +97,27 @@ def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_pa
     assert manifest["model"]["checksum"] and manifest["lensscan_version"]
     assert 0 < manifest["seconds_to_first_commit"] <= manifest["seconds"]
     # 2 CPUs: two single-threaded CPU actors; reads capped at what the actors leave
+    # and the blocks in flight get a bounded share of the object store (tiny blocks: the floor)
     assert manifest["resources"] == {"actors": 2, "gpus_per_actor": 0.0, "cpus_per_actor": 0.75,
-                                     "threads": 1, "read_tasks": 2}
+                                     "threads": 1, "read_tasks": 2,
+                                     "object_store_bytes": MIN_STORE_MB * 2**20}
+
+
+def test_object_store_budget_sized_from_blocks_and_applied(ray_local):
+    res = {"actors": 2, "read_tasks": 2}
+    pre = {"crop": 48}
+    block = 2048 * 3 * 48 * 48 * 4  # a read task's float32 output
+    cfg = ScoreConfig(input="x", output="y")
+    # one block per read task, two per actor, two spare
+    assert store_budget(cfg, res, 2048, pre) == 8 * block
+    assert store_budget(cfg, res, 16, pre) == MIN_STORE_MB * 2**20
+    assert store_budget(ScoreConfig(input="x", output="y", object_store_mb=300), res, 2048,
+                        pre) == 300 * 2**20
+    units = [Unit(url="a.parquet", fmt="parquet", start=0, stop=2048)]
+    res = {**res, "gpus_per_actor": 0.0, "cpus_per_actor": 0.75, "threads": 1,
+           "object_store_bytes": 123 * 2**20}
+    ds = build_dataset(units, cfg, Preprocessing().to_dict(), "unused", res)
+    assert ds.context.execution_options.resource_limits.object_store_memory == 123 * 2**20
 
 
 def test_top_n_and_corrupt_shard_quarantined(ray_local, tiny_model, tmp_path):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 import ray
 import ray.data
-from ray.data import ActorPoolStrategy, TaskPoolStrategy
+from ray.data import ActorPoolStrategy, ExecutionResources, TaskPoolStrategy
 
 from lensscan import __version__, modelcard, runtime
 from lensscan.config import ScoreConfig
@@ -27,6 +27,7 @@ from lensscan.score.predictor import EnsemblePredictor
 
 READ_CPUS = 0.25  # CPUs reserved per read/preprocess task
 MAX_CPU_ACTORS = 8  # CPU-only clusters: at most this many scoring actors by default
+MIN_STORE_MB = 256  # smallest default object-store budget of a scoring run
 
 
 def _now() -> str:
@@ -57,15 +58,37 @@ def resources(cfg: ScoreConfig) -> dict:
             "read_tasks": reads}
 
 
+def store_budget(cfg: ScoreConfig, res: dict, block_rows: int, preprocessing: dict) -> int:
+    """Bytes of Ray's object store the run may fill with blocks in flight.
+
+    Ray Data's default is a share of the whole object store (gigabytes), which a long run fills
+    and whose touched shared-memory pages then stay resident: memory grew with the survey size.
+    The blocks the stages need at once are one per read task, two per actor (the batch being
+    scored and the next) and their outputs, so that many blocks plus slack is enough to keep
+    every actor fed."""
+    if cfg.object_store_mb:
+        return int(cfg.object_store_mb * 2**20)
+    crop = int(preprocessing.get("crop", 64))
+    block = block_rows * 3 * crop * crop * 4  # float32 model input
+    blocks = res["read_tasks"] + 2 * res["actors"] + 2
+    return max(MIN_STORE_MB * 2**20, blocks * block)
+
+
+def _units_per_task(units, rows_per_unit: int) -> tuple[int, int]:
+    """Units each read task takes (about ``rows_per_unit`` rows), and its rows."""
+    mean_rows = max(1, sum(u.rows for u in units) // max(1, len(units)))
+    per_task = max(1, rows_per_unit // mean_rows)
+    return per_task, per_task * mean_rows
+
+
 def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, res: dict):
     """The streaming Ray Data plan (nothing runs until it is iterated)."""
-    mean_rows = max(1, sum(u.rows for u in units) // max(1, len(units)))
-    units_per_task = max(1, cfg.rows_per_unit // mean_rows)
+    units_per_task, _ = _units_per_task(units, cfg.rows_per_unit)
     ds = ray.data.from_items(units_to_items(units),
                              override_num_blocks=max(1, math.ceil(len(units) / units_per_task)))
     ds = ds.map_batches(ReadUnits(preprocessing, "model"), batch_size=units_per_task,
                         num_cpus=READ_CPUS, compute=TaskPoolStrategy(size=res["read_tasks"]))
-    return ds.map_batches(
+    ds = ds.map_batches(
         EnsemblePredictor,
         fn_constructor_kwargs={"model_url": model_url, "threads": res["threads"]},
         batch_size=cfg.batch_size,
@@ -73,6 +96,10 @@ def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, 
         num_cpus=res["cpus_per_actor"],
         compute=ActorPoolStrategy(size=res["actors"]),
     )  # Ray Data restarts dead actors and retries their batches by default
+    # per dataset, not Ray-wide: the cap holds for this run only
+    ds.context.execution_options.resource_limits = ExecutionResources.for_limits(
+        object_store_memory=res["object_store_bytes"])
+    return ds
 
 
 def score_survey(cfg: ScoreConfig) -> dict:
@@ -93,6 +120,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
     _say(cfg, f"{len(units)} units, {len(done)} already committed, {total} rows to score")
     runtime.ensure_ray()  # after the input and model are known to be usable
     res = resources(cfg)
+    res["object_store_bytes"] = store_budget(
+        cfg, res, _units_per_task(todo, cfg.rows_per_unit)[1], loaded.preprocessing)
     order = ["object_id", "ra", "dec", "score",
              *[f"score_{n}" for n in loaded.member_names], "shard", "row", "status"]
     scored, first_commit = 0, None
