@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import tempfile
 import time
 
@@ -148,7 +149,7 @@ def train_loop_per_worker(config: dict) -> None:
         ema.load_state_dict({k[4:]: v for k, v in m_state.items() if k.startswith("ema.")})
         opt.load_state_dict(o_state)
         sched.load_state_dict(s_state)
-        print(f"[lensscan] resuming {cfg.member_name} after epoch {state['epoch']}", flush=True)
+        _say(f"resuming {cfg.member_name} after epoch {state['epoch']}")
 
     for epoch in range(state["epoch"], cfg.epochs):
         if epoch - state["best_epoch"] > cfg.patience and state["best_epoch"] >= 0:
@@ -197,9 +198,8 @@ def train_loop_per_worker(config: dict) -> None:
         state["epoch"] = epoch + 1
         state["history"].append(metrics)
         if rank == 0:
-            print(f"[lensscan] {cfg.member_name} epoch {epoch + 1}/{cfg.epochs} "
-                  f"loss {metrics['train_loss']:.4f} val_auc {auc:.4f} "
-                  f"({metrics['seconds']:.0f}s)", flush=True)
+            _say(f"{cfg.member_name} epoch {epoch + 1}/{cfg.epochs} "
+                 f"loss {metrics['train_loss']:.4f} val_auc {auc:.4f} ({metrics['seconds']:.0f}s)")
             with tempfile.TemporaryDirectory() as d:
                 m_state = dict(raw.state_dict())
                 m_state.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
@@ -207,3 +207,10 @@ def train_loop_per_worker(config: dict) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
+
+
+def _say(msg: str) -> None:
+    """One progress line. Not ``print``: Ray Train patches it in its workers to log *and* print
+    when stdout is redirected (as Ray's workers' is), which showed every line twice."""
+    sys.stdout.write(f"[lensscan] {msg}\n")
+    sys.stdout.flush()
