@@ -186,7 +186,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="checkpoint root URL (default: OUT/_train)")
     p.add_argument("--max-rows", type=int)
     p.add_argument("--patience", type=int, default=4,
-                   help="stop after this many epochs without a better validation AUC")
+                   help="stop after this many epochs without a better validation AUC "
+                        "(counted from the schedule's second half)")
     p.add_argument("--init", metavar="MODEL",
                    help="start from this trained member's weights (fine-tuning, fresh schedule)")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",

@@ -33,7 +33,7 @@ class TrainConfig:
     loss: str = "focal"  # "focal" or "bce" (class-weighted)
     focal_gamma: float = 2.0  # focusing parameter of the focal loss
     lens_fraction: float = 0.3  # share of lenses in every batch (balanced sampling)
-    patience: int = 4  # early stopping: epochs without a better validation AUC
+    patience: int = 4  # early stopping: epochs without a better val AUC, from mid-schedule
     seed: int = 0  # seeds weights, sampling and augmentation
     workers: int = 1  # Ray Train workers (DDP)
     gpu: bool = False  # one GPU per worker

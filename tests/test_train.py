@@ -153,3 +153,13 @@ def test_bf16_training_matches_fp32_loss_and_learns():
         loss.backward()
         opt.step()
     assert float(loss_of("bf16")) < 0.3 * start
+
+
+def test_early_stopping_waits_for_the_schedule_second_half():
+    from lensscan.train.loop import should_stop
+
+    # best at epoch 1 of 16 (the one-cycle peak follows): no stop in the high-LR first half
+    assert not any(should_stop(e, 1, 16, 4) for e in range(0, 12))
+    assert should_stop(12, 1, 16, 4)  # 5 epochs without improvement after the midpoint (7)
+    assert not should_stop(12, 9, 16, 4) and should_stop(14, 9, 16, 4)
+    assert not should_stop(3, -1, 4, 0)  # nothing measured yet
