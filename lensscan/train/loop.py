@@ -149,7 +149,8 @@ def train_loop_per_worker(config: dict) -> None:
         ema.load_state_dict({k[4:]: v for k, v in m_state.items() if k.startswith("ema.")})
         opt.load_state_dict(o_state)
         sched.load_state_dict(s_state)
-        _say(f"resuming {cfg.member_name} after epoch {state['epoch']}")
+        if rank == 0:  # every worker resumes; one says so
+            _say(f"resuming {cfg.member_name} after epoch {state['epoch']}")
 
     for epoch in range(state["epoch"], cfg.epochs):
         if should_stop(epoch, state["best_epoch"], cfg.epochs, cfg.patience):
