@@ -63,9 +63,8 @@ def store_budget(cfg: ScoreConfig, res: dict, block_rows: int, preprocessing: di
 
     Ray Data's default is a share of the whole object store (gigabytes), which a long run fills
     and whose touched shared-memory pages then stay resident: memory grew with the survey size.
-    The blocks the stages need at once are one per read task, two per actor (the batch being
-    scored and the next) and their outputs, so that many blocks plus slack is enough to keep
-    every actor fed."""
+    The blocks the stages need at once are one per read task and two per actor (the batch being
+    scored and the next); that many plus two spare keeps every actor fed."""
     if cfg.object_store_mb:
         return int(cfg.object_store_mb * 2**20)
     crop = int(preprocessing.get("crop", 64))

@@ -72,7 +72,7 @@ class Population:
     # every lens images its source centre at least twice (the definition of a strong lens);
     # a source outside the caustics is a singly imaged blue companion, a non-lens kind
     inner_beta: float = 0.7  # most source offsets: uniform in 0-0.7 theta_E
-    near_caustic_frac: float = 0.15  # the rest: 0.7-1.15 theta_E, redrawn until multiply imaged
+    near_caustic_frac: float = 0.15  # first try at 0.7-1.15 theta_E; a miss falls back inside
     near_caustic_beta: tuple[float, float] = (0.7, 1.15)
     source_draws: int = 30  # redraws before falling back to a central source
     # --- contaminants
