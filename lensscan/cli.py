@@ -18,9 +18,12 @@ def _demo(a) -> None:
 
 
 def _simulate(a) -> None:
+    from lensscan.simulate.population import preset
     from lensscan.simulate.survey import SurveySpec, simulate_survey
 
-    spec = SurveySpec(a.lenses, a.nonlenses, seed=a.seed, test_fraction=a.test_fraction)
+    conditions, population = preset(a.preset)
+    spec = SurveySpec(a.lenses, a.nonlenses, seed=a.seed, test_fraction=a.test_fraction,
+                      population=population, conditions=conditions)
     print(json.dumps(simulate_survey(a.out, spec, a.format, a.shard_size, a.workers)))
 
 
@@ -153,6 +156,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["parquet", "fits", "npy"], default="parquet")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--preset", choices=["hsc", "broad"], default="hsc",
+                   help="survey conditions and population: HSC Wide (default) or the broader "
+                        "training prior")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.set_defaults(fn=_simulate)
 

@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from conftest import make_batch
 
@@ -23,6 +25,20 @@ def test_simulate_npy_then_import(tmp_path, capsys):
     assert main(["import-npy", str(tmp_path / "npy"), str(tmp_path / "pq")]) == 0
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert counts["files"] == 8
+
+
+def test_simulate_presets(tmp_path, capsys):
+    """`--preset broad` (the training prior) widens HSC Wide's seeing; the default is HSC Wide."""
+    seeing = {}
+    for name in ("hsc", "broad"):
+        assert main(["simulate", str(tmp_path / name), "--lenses", "2", "--nonlenses", "28",
+                     "--seed", "5", "--workers", "1", "--preset", name]) == 0
+        seeing[name] = pq.read_table(str(tmp_path / name), columns=["seeing_i"]).column(0)
+    capsys.readouterr()
+    hsc, broad = (np.asarray(seeing[k]) for k in ("hsc", "broad"))
+    assert len(hsc) == len(broad) == 30
+    assert hsc.min() >= 0.5 and hsc.max() <= 0.95
+    assert broad.min() >= 0.45 and broad.max() <= 1.15 and broad.max() > 0.95
 
 
 def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):

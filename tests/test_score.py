@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -24,7 +25,13 @@ from lensscan.io import fits as fio
 from lensscan.io.parquet import write_parquet
 from lensscan.io.shards import Unit
 from lensscan.io.storage import filesystem
-from lensscan.score.pipeline import MIN_STORE_MB, build_dataset, score_survey, store_budget
+from lensscan.score.pipeline import (
+    MIN_STORE_MB,
+    build_dataset,
+    resources,
+    score_survey,
+    store_budget,
+)
 
 CONTRACT = ["object_id", "ra", "dec", "score", "score_m0", "score_m1", "shard", "row", "status"]
 
@@ -118,6 +125,34 @@ def test_object_store_budget_sized_from_blocks_and_applied(ray_local):
            "object_store_bytes": 123 * 2**20}
     ds = build_dataset(units, cfg, Preprocessing().to_dict(), "unused", res)
     assert ds.context.execution_options.resource_limits.object_store_memory == 123 * 2**20
+
+
+def test_small_survey_gets_no_more_actors_than_read_tasks(ray_local):
+    """Actors and reads beyond what the run's read tasks can feed would sit idle (and Ray Data
+    warns about each); on CPU the one actor left takes the threads."""
+    cfg = ScoreConfig(input="x", output="y")
+    assert resources(cfg)["actors"] == 2
+    assert resources(cfg, blocks=1) == {"actors": 1, "gpus_per_actor": 0.0,
+                                        "cpus_per_actor": 1.5, "threads": 2, "read_tasks": 1}
+    assert resources(cfg, blocks=3)["actors"] == 2
+
+
+def test_every_read_task_feeds_the_actors(ray_local, tiny_model, tmp_path):
+    """Six units, four per read task: two tasks (blocks of three units each), each feeding an
+    actor. A read batch larger than a block made Ray Data merge the blocks into one task, one
+    actor input, and an idle actor."""
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    src.mkdir()
+    for k in range(6):
+        write_parquet(str(src / f"p{k}.parquet"), make_batch(100, seed=k, start_id=k * 1000))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = score_survey(ScoreConfig(input=str(src), output=out, model=tiny_model,
+                                     rows_per_unit=400, batch_size=64, progress=False))
+    assert (m["resources"]["read_tasks"], m["resources"]["actors"]) == (2, 2)
+    assert m["counts"]["rows_scored"] == 600
+    assert not [w for w in caught if "only received" in str(w.message)], \
+        [str(w.message) for w in caught]
 
 
 def test_top_n_and_corrupt_shard_quarantined(ray_local, tiny_model, tmp_path):

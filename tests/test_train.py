@@ -78,7 +78,7 @@ def _member_params(url):
     from lensscan.modelcard import load_member
 
     model, _ = load_member(url)
-    return {k: v for k, v in model.named_parameters()}
+    return {k: v.detach() for k, v in model.named_parameters()}
 
 
 @pytest.mark.slow

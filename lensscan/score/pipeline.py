@@ -34,12 +34,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def resources(cfg: ScoreConfig) -> dict:
-    """Actor count and per-actor GPUs/CPUs/threads from the cluster's resources."""
+def resources(cfg: ScoreConfig, blocks: int | None = None) -> dict:
+    """Actor count and per-actor GPUs/CPUs/threads from the cluster's resources.
+
+    ``blocks`` is the number of read tasks the run has: a small survey gets no more actors and
+    concurrent reads than it can feed (and on CPU, more threads per actor)."""
     cpus, gpus = runtime.cluster_cpus(), runtime.cluster_gpus()
     gpa = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpus >= 1 else 0.0)
+    most = blocks or 2**31
     if gpa > 0:
-        actors = cfg.actors or max(1, int(gpus // gpa))
+        actors = min(most, cfg.actors or max(1, int(gpus // gpa)))
         cpa = cfg.cpus_per_actor or 1.0
         threads = cfg.torch_threads or 1
     else:
@@ -47,13 +51,13 @@ def resources(cfg: ScoreConfig) -> dict:
         # keeps the cores busy when a read task takes one of them, where one multi-threaded
         # actor stalls at every intra-op barrier (measured here, 60,000 cutouts on 2 cores:
         # 659 vs 589 cutouts/s end to end)
-        actors = cfg.actors or max(1, min(MAX_CPU_ACTORS, math.floor(cpus)))
+        actors = min(most, cfg.actors or max(1, min(MAX_CPU_ACTORS, math.floor(cpus))))
         cpa = cfg.cpus_per_actor or max(0.5, (cpus - 2 * READ_CPUS) / actors)
         threads = cfg.torch_threads or max(1, math.floor(cpus / actors))
     # An explicit cap on concurrent read tasks: without it, the reads that start before the
     # actors are placed take every CPU slot, and each needs a fresh Ray worker process (seconds
     # of start-up CPU apiece, on the cores the model needs).
-    reads = cfg.read_tasks or max(1, math.floor((cpus - actors * cpa) / READ_CPUS))
+    reads = min(most, cfg.read_tasks or max(1, math.floor((cpus - actors * cpa) / READ_CPUS)))
     return {"actors": actors, "gpus_per_actor": gpa, "cpus_per_actor": cpa, "threads": threads,
             "read_tasks": reads}
 
@@ -83,9 +87,11 @@ def _units_per_task(units, rows_per_unit: int) -> tuple[int, int]:
 def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, res: dict):
     """The streaming Ray Data plan (nothing runs until it is iterated)."""
     units_per_task, _ = _units_per_task(units, cfg.rows_per_unit)
-    ds = ray.data.from_items(units_to_items(units),
-                             override_num_blocks=max(1, math.ceil(len(units) / units_per_task)))
-    ds = ds.map_batches(ReadUnits(preprocessing, "model"), batch_size=units_per_task,
+    blocks = max(1, math.ceil(len(units) / units_per_task))
+    ds = ray.data.from_items(units_to_items(units), override_num_blocks=blocks)
+    # from_items splits the units evenly, so a block may hold fewer than units_per_task; a
+    # batch_size above a block's size would make Ray Data bundle blocks into fewer, larger tasks
+    ds = ds.map_batches(ReadUnits(preprocessing, "model"), batch_size=len(units) // blocks,
                         num_cpus=READ_CPUS, compute=TaskPoolStrategy(size=res["read_tasks"]))
     ds = ds.map_batches(
         EnsemblePredictor,
@@ -118,9 +124,9 @@ def score_survey(cfg: ScoreConfig) -> dict:
     total = sum(u.rows for u in todo)
     _say(cfg, f"{len(units)} units, {len(done)} already committed, {total} rows to score")
     runtime.ensure_ray()  # after the input and model are known to be usable
-    res = resources(cfg)
-    res["object_store_bytes"] = store_budget(
-        cfg, res, _units_per_task(todo, cfg.rows_per_unit)[1], loaded.preprocessing)
+    per_task, task_rows = _units_per_task(todo, cfg.rows_per_unit)
+    res = resources(cfg, blocks=max(1, math.ceil(len(todo) / per_task)))
+    res["object_store_bytes"] = store_budget(cfg, res, task_rows, loaded.preprocessing)
     order = ["object_id", "ra", "dec", "score",
              *[f"score_{n}" for n in loaded.member_names], "shard", "row", "status"]
     scored, first_commit = 0, None

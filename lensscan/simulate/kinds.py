@@ -87,23 +87,21 @@ def _bright_images(kw_lens, sx: float, sy: float, theta_e: float) -> int:
 
 def _multiply_imaged_source(rng, pop: Population, kw_lens, theta_e: float, cx: float,
                             cy: float) -> tuple[float, float, int]:
-    """A source centre that the lens images at least twice: a lens by definition. Sources are
-    drawn well inside the caustics (favouring high magnification). ``near_caustic_frac`` of the
-    lenses first try a position near the caustics (one bright arc and a faint counter-image: the
-    hard cases), but a miss there falls back to the inner range, and most such tries miss: with
-    the default population under 1% of lenses end up beyond 0.7 theta_E. A source outside the
-    caustics is a singly imaged blue companion, which the simulator makes as the ``companions``
-    non-lens kind."""
+    """A source centre that the lens images at least twice: a lens by definition. Most sources
+    are drawn well inside the caustics (favouring high magnification); ``near_caustic_frac`` of
+    the lenses are drawn near the caustics instead (one bright arc and a faint counter-image: the
+    hard cases), redrawing in that range until the source is multiply imaged. A source outside
+    the caustics is a singly imaged blue companion, which the simulator makes as the
+    ``companions`` non-lens kind."""
     near = rng.random() < pop.near_caustic_frac
+    lo, hi = pop.near_caustic_beta if near else (0.0, pop.inner_beta)
     for _ in range(pop.source_draws):
-        lo, hi = pop.near_caustic_beta if near else (0.0, pop.inner_beta)
         beta = theta_e * rng.uniform(lo, hi)
         ang = rng.uniform(0, 2 * np.pi)
         sx, sy = cx + beta * np.cos(ang), cy + beta * np.sin(ang)
         n = _bright_images(kw_lens, sx, sy, theta_e)
         if n >= 2:
             return sx, sy, n
-        near = False  # after a miss, draw from the inner range
     sx, sy = cx + 0.05 * theta_e, cy
     return sx, sy, _bright_images(kw_lens, sx, sy, theta_e)
 

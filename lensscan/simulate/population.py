@@ -3,6 +3,11 @@
 Magnitudes are AB; fluxes are linear in units where ``m = ZP - 2.5 log10(flux)`` with the HSC
 coadd zero-point ``ZP = 27``. Angles are arcseconds.
 
+Two presets (:func:`preset`): ``hsc``, the defaults below, models HSC Wide and is what test sets
+are drawn from; ``broad`` widens the seeing, depth, source size, magnitude, colour and clump ranges
+beyond HSC Wide's own, the training prior of the bundled model, so that it does not depend on one
+survey's conditions.
+
 References for the ranges
 -------------------------
 - HSC-SSP Wide depth and seeing: Aihara et al. 2018, PASJ 70, S4 (Table 2; 5-sigma point-source
@@ -17,7 +22,7 @@ References for the ranges
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 #: Zero-point of the linear flux unit (HSC coadds).
 ZP = 27.0
@@ -72,8 +77,8 @@ class Population:
     # every lens images its source centre at least twice (the definition of a strong lens);
     # a source outside the caustics is a singly imaged blue companion, a non-lens kind
     inner_beta: float = 0.7  # most source offsets: uniform in 0-0.7 theta_E
-    near_caustic_frac: float = 0.15  # first try at 0.7-1.15 theta_E; a miss falls back inside
-    near_caustic_beta: tuple[float, float] = (0.7, 1.15)
+    near_caustic_frac: float = 0.15  # drawn at 0.55-0.9 theta_E (redrawn there until multiple)
+    near_caustic_beta: tuple[float, float] = (0.55, 0.9)
     source_draws: int = 30  # redraws before falling back to a central source
     # --- contaminants
     spiral_reff: tuple[float, float] = (0.6, 2.2)
@@ -104,3 +109,17 @@ class Population:
             "blank": 0.07,
         }
     )
+
+
+PRESETS = ("hsc", "broad")
+
+
+def preset(name: str) -> tuple[SurveyConditions, Population]:
+    """Survey conditions and population of a named preset (see the module docstring)."""
+    if name == "hsc":
+        return SurveyConditions(), Population()
+    if name == "broad":
+        return (replace(SurveyConditions(), seeing_i=(0.45, 1.15), depth_scatter=0.5),
+                replace(Population(), source_mag_r=(21.5, 25.8), source_reff=(0.08, 0.7),
+                        blue_g_r=(-0.2, 0.7), blue_r_i=(-0.25, 0.35), clumps=(0, 7)))
+    raise ValueError(f"unknown simulator preset {name!r}: choose one of {', '.join(PRESETS)}")
