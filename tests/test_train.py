@@ -148,13 +148,13 @@ def test_bf16_training_matches_fp32_loss_and_learns():
     with torch.no_grad():
         assert float(loss_of("bf16")) == pytest.approx(float(loss_of("fp32")), rel=0.03)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    start = float(loss_of("bf16"))
+    start = loss_of("bf16").item()
     for _ in range(15):
         opt.zero_grad()
         loss = loss_of("bf16")
         loss.backward()
         opt.step()
-    assert float(loss_of("bf16")) < 0.3 * start
+    assert loss_of("bf16").item() < 0.3 * start
 
 
 def test_early_stopping_waits_for_the_schedule_second_half():
