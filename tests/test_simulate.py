@@ -89,7 +89,7 @@ def test_noise_matches_configured_depth():
     resid = (noisy - clean)[1]
     faint = clean[1] < 0.1 * truth["sky_sigma_r"]
     assert resid[faint].std() == pytest.approx(truth["sky_sigma_r"], rel=0.05)
-    # expected HSC Wide r-band sky noise for ~0.5-1.4" seeing at depth 26.1 +- 0.5
+    # expected HSC Wide r-band sky noise for ~0.6-1.1" seeing at depth 26.1 +- 0.3
     assert 0.03 < truth["sky_sigma_r"] < 0.12
 
 

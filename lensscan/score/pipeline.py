@@ -77,19 +77,18 @@ def store_budget(cfg: ScoreConfig, res: dict, block_rows: int, preprocessing: di
     return max(MIN_STORE_MB * 2**20, blocks * block)
 
 
-def _units_per_task(units, rows_per_unit: int) -> tuple[int, int]:
-    """Units each read task takes (about ``rows_per_unit`` rows), and its rows."""
+def _read_plan(units, rows_per_unit: int) -> tuple[int, int]:
+    """Read tasks for ``units`` (about ``rows_per_unit`` rows each), and one task's rows."""
     mean_rows = max(1, sum(u.rows for u in units) // max(1, len(units)))
     per_task = max(1, rows_per_unit // mean_rows)
-    return per_task, per_task * mean_rows
+    return max(1, math.ceil(len(units) / per_task)), per_task * mean_rows
 
 
 def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, res: dict):
     """The streaming Ray Data plan (nothing runs until it is iterated)."""
-    units_per_task, _ = _units_per_task(units, cfg.rows_per_unit)
-    blocks = max(1, math.ceil(len(units) / units_per_task))
+    blocks, _ = _read_plan(units, cfg.rows_per_unit)
     ds = ray.data.from_items(units_to_items(units), override_num_blocks=blocks)
-    # from_items splits the units evenly, so a block may hold fewer than units_per_task; a
+    # from_items splits the units evenly, so a block may hold fewer than planned per task; a
     # batch_size above a block's size would make Ray Data bundle blocks into fewer, larger tasks
     ds = ds.map_batches(ReadUnits(preprocessing, "model"), batch_size=len(units) // blocks,
                         num_cpus=READ_CPUS, compute=TaskPoolStrategy(size=res["read_tasks"]))
@@ -124,8 +123,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
     total = sum(u.rows for u in todo)
     _say(cfg, f"{len(units)} units, {len(done)} already committed, {total} rows to score")
     runtime.ensure_ray()  # after the input and model are known to be usable
-    per_task, task_rows = _units_per_task(todo, cfg.rows_per_unit)
-    res = resources(cfg, blocks=max(1, math.ceil(len(todo) / per_task)))
+    blocks, task_rows = _read_plan(todo, cfg.rows_per_unit)
+    res = resources(cfg, blocks=blocks)
     res["object_store_bytes"] = store_budget(cfg, res, task_rows, loaded.preprocessing)
     order = ["object_id", "ra", "dec", "score",
              *[f"score_{n}" for n in loaded.member_names], "shard", "row", "status"]
