@@ -50,7 +50,8 @@ def _train(a) -> None:
                       steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, lr=a.lr,
                       loss=a.loss, seed=a.seed, workers=a.workers, gpu=a.gpu,
                       storage=a.storage, max_rows=a.max_rows, name=a.name,
-                      patience=a.patience, init=a.init, precision=a.precision)
+                      patience=a.patience, init=a.init, precision=a.precision,
+                      exclude=a.exclude or [])
     card = train(cfg)
     print(json.dumps(card["metrics"]["validation"], indent=2))
 
@@ -59,7 +60,7 @@ def _evaluate(a) -> None:
     from lensscan.train.evaluate import evaluate
 
     also = dict(item.split("=", 1) for item in a.also)
-    report = evaluate(a.model, a.data, a.out, also=also)
+    report = evaluate(a.model, a.data, a.out, also=also, tta=a.tta)
     e = report["ensemble"]
     print(json.dumps({k: e[k] for k in ("roc_auc", "average_precision", "recall_at_fpr_1e-3",
                                         "precision", "recall", "f1")}, indent=2))
@@ -198,6 +199,9 @@ def parser() -> argparse.ArgumentParser:
                    help="start from this trained member's weights (fine-tuning, fresh schedule)")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16: bfloat16 autocast (default, CPU and GPU); fp32: full precision")
+    p.add_argument("--exclude", action="append", metavar="COLUMN=VALUE",
+                   help="leave rows with this column value out of training and validation "
+                        "(e.g. psf_family=gaussian to hold a rendering family out); repeatable")
     p.set_defaults(fn=_train)
 
     p = sub.add_parser("evaluate", help="metrics.json and plots of a model on labelled data")
@@ -206,6 +210,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="local folder for metrics.json and plots")
     p.add_argument("--also", nargs="*", default=[], metavar="NAME=MODEL",
                    help="other models to compare side by side")
+    p.add_argument("--tta", action="store_true",
+                   help="average every model over the 8 flips and rotations of each cutout")
     p.set_defaults(fn=_evaluate)
 
     p = sub.add_parser("score", help="score shards with an ensemble into OUT")

@@ -46,6 +46,8 @@ class TrainConfig:
     preprocessing: dict[str, Any] = field(default_factory=dict)  # data.preprocess.Preprocessing
     init: str | None = None  # URL of a trained member whose weights start this run (fine-tuning)
     precision: str = "bf16"  # "bf16": bfloat16 autocast (CPU and GPU), "fp32": full precision
+    exclude: list[str] = field(default_factory=list)  # "COLUMN=VALUE": rows left out of training
+    #   and validation (a rendering family held out, e.g. "psf_family=gaussian")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -134,3 +134,38 @@ def test_bundled_default_model_loads():
                 [modelcard.read_card(modelcard.default_model_url() + "/" + m["path"])
                  for m in loaded.card["members"]])
     assert total <= 20 * 2**20
+
+
+def test_d4_views_are_the_eight_symmetries():
+    from lensscan.models.ensemble import d4_views
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    views = d4_views(x).reshape(8, 2, 3, 4, 4)
+    # all eight differ, and each is a rotation or a mirror of the input
+    flat = {tuple(v[0].flatten().tolist()) for v in views}
+    assert len(flat) == 8
+    assert torch.equal(views[0], x) and torch.equal(views[4], x.flip(-1))
+    assert torch.equal(views[1], torch.rot90(x, 1, dims=(-2, -1)))
+
+
+def test_tta_averages_member_logits_over_the_views():
+    from lensscan.models.ensemble import d4_views
+
+    torch.manual_seed(0)
+    members = [create_model("resnet", widths=[8, 8, 16, 16]).eval() for _ in range(2)]
+    ens = Ensemble(members, [0.7, 0.4], 0.2).eval()
+    x = torch.randn(5, 3, 48, 48)
+    with torch.inference_mode():
+        plain, _ = ens(x)
+        ens.tta = True
+        score, member = ens(x)
+        views = d4_views(x)
+        expect = torch.stack([m(views).reshape(8, 5).mean(0) for m in members], dim=1)
+        np.testing.assert_allclose(member.numpy(), torch.sigmoid(expect).numpy(), rtol=1e-5)
+        combined = torch.sigmoid(expect @ torch.tensor([0.7, 0.4]) + 0.2)
+        np.testing.assert_allclose(score.numpy(), combined.numpy(), rtol=1e-5)
+        # the same rotated input gives the same TTA score; the plain score changes
+        rotated, _ = ens(torch.rot90(x, 1, dims=(-2, -1)))
+        np.testing.assert_allclose(rotated.numpy(), score.numpy(), rtol=1e-4)
+        ens.tta = False
+        assert not torch.allclose(ens(torch.rot90(x, 1, dims=(-2, -1)))[0], plain)

@@ -1,4 +1,4 @@
-"""Training augmentations on normalised images (torch): D4, noise and PSF jitter."""
+"""Training augmentations on normalised images (torch): D4, noise, PSF, flux and colour jitter."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ class Augment:
     noise_jitter: float = 0.5  # extra Gaussian noise up to this many sky sigma
     psf_jitter: float = 0.6  # extra Gaussian blur up to this sigma, pixels
     flux_jitter: float = 0.15  # overall brightness scale 1 +- this
+    colour_jitter: float = 0.08  # per-band calibration offset, +- mag (colours of everything)
+    band_psf_jitter: float = 0.3  # extra per-band blur up to this sigma, pixels (chromatic PSF)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,15 +40,16 @@ def d4(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Per-sample separable Gaussian blur; sigma: (N,) pixels."""
+    """Separable Gaussian blur per sample, sigma (N,), or per sample and band, (N, C); pixels."""
     radius = 3
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t[None, :] / sigma.clamp_min(1e-3)[:, None]) ** 2)  # (N, 7)
-    k = k / k.sum(dim=1, keepdim=True)
     n, c, h, w = x.shape
+    sigma = sigma[:, None].expand(n, c) if sigma.dim() == 1 else sigma
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t[None, :] / sigma.reshape(-1).clamp_min(1e-3)[:, None]) ** 2)
+    k = k / k.sum(dim=1, keepdim=True)  # (N*C, 7)
     y = x.reshape(1, n * c, h, w)
-    kx = k.repeat_interleave(c, 0)[:, None, None, :]  # (N*C, 1, 1, 7)
-    ky = k.repeat_interleave(c, 0)[:, None, :, None]  # (N*C, 1, 7, 1)
+    kx = k[:, None, None, :]  # (N*C, 1, 1, 7)
+    ky = k[:, None, :, None]  # (N*C, 1, 7, 1)
     y = torch.nn.functional.conv2d(y, kx, padding=(0, radius), groups=n * c)
     y = torch.nn.functional.conv2d(y, ky, padding=(radius, 0), groups=n * c)
     return y.reshape(n, c, h, w)
@@ -58,9 +61,13 @@ def augment(x: torch.Tensor, a: Augment, gen: torch.Generator | None = None) -> 
     if a.flux_jitter > 0:
         scale = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * a.flux_jitter
         x = x * scale
-    if a.psf_jitter > 0:
-        sigma = torch.rand(n, generator=gen) * a.psf_jitter
-        x = _blur(x, sigma)
+    if a.colour_jitter > 0:
+        mag = (torch.rand(n, x.shape[1], 1, 1, generator=gen) * 2 - 1) * a.colour_jitter
+        x = x * 10 ** (-0.4 * mag)
+    if a.psf_jitter > 0 or a.band_psf_jitter > 0:
+        common = torch.rand(n, 1, generator=gen) * a.psf_jitter
+        band = torch.rand(n, x.shape[1], generator=gen) * a.band_psf_jitter
+        x = _blur(x, torch.sqrt(common**2 + band**2))
     if a.noise_jitter > 0:
         amp = torch.rand(n, 1, 1, 1, generator=gen) * a.noise_jitter
         x = x + amp * torch.randn(x.shape, generator=gen)

@@ -21,22 +21,38 @@ class Ensemble(nn.Module):
         One non-negative weight per member.
     bias : float
         Added to the weighted sum of logits.
+    tta : bool
+        Test-time augmentation: every member's logit is its mean over the 8 dihedral views
+        (flips and 90-degree rotations) of the input, at 8 times the cost.
     """
 
-    def __init__(self, members: list[nn.Module], weights: list[float], bias: float = 0.0) -> None:
+    def __init__(self, members: list[nn.Module], weights: list[float], bias: float = 0.0,
+                 tta: bool = False) -> None:
         super().__init__()
         if len(members) != len(weights):
             raise ValueError("one weight per member")
         self.members = nn.ModuleList(members)
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
         self.register_buffer("bias", torch.tensor(float(bias)))
+        self.tta = tta
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, M) logits of every member."""
-        return torch.cat([m(x).float().reshape(-1, 1) for m in self.members], dim=1)
+        """(N, 3, H, W) -> (N, M) logits of every member (averaged over views with ``tta``)."""
+        n = x.shape[0]
+        if self.tta:
+            x = d4_views(x)  # (8N, 3, H, W)
+        logits = torch.cat([m(x).float().reshape(-1, 1) for m in self.members], dim=1)
+        return logits.reshape(8, n, -1).mean(dim=0) if self.tta else logits
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(score, member_scores)``: (N,) and (N, M) probabilities."""
         logits = self.member_logits(x)  # (N, M)
         combined = logits @ self.weights + self.bias  # (N,)
         return torch.sigmoid(combined), torch.sigmoid(logits)
+
+
+def d4_views(x: torch.Tensor) -> torch.Tensor:
+    """The 8 dihedral views of a batch, stacked view-major: (N, C, H, W) -> (8N, C, H, W)."""
+    views = [torch.rot90(v, k, dims=(-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
+    return torch.cat(views).contiguous(memory_format=torch.channels_last) \
+        if x.is_contiguous(memory_format=torch.channels_last) else torch.cat(views)

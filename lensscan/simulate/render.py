@@ -1,9 +1,10 @@
-"""Draw light on the pixel grid: lenstronomy light and mass profiles, Moffat PSFs and noise.
+"""Draw light on the pixel grid: lenstronomy light and mass profiles, the PSF of every band.
 
 A :class:`Canvas` holds unit-flux component images (each integrated over sub-pixels) with their
-g, r, i fluxes; :meth:`Canvas.observe` sums them per band, convolves with each band's PSF, adds
-point sources and noise. Surface brightness is conserved by lensing, so a lensed component is the
-source profile evaluated at ray-traced sub-pixel positions.
+g, r, i fluxes; :meth:`Canvas.noiseless` sums them per band, convolves with each band's PSF and
+adds point sources (noise and sky residuals are :mod:`lensscan.simulate.noise`). Surface
+brightness is conserved by lensing, so a lensed component is the source profile evaluated at
+ray-traced sub-pixel positions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from lenstronomy.LensModel.lens_model import LensModel
 from lenstronomy.LightModel.light_model import LightModel
 from scipy.signal import fftconvolve
 
-from lensscan.simulate.population import ZP, SurveyConditions
+from lensscan.simulate.population import ZP, Rendering, SurveyConditions
+from lensscan.simulate.psf import PSF, draw_psf, moffat_alpha, psf_kernel, psf_shape
 
 
 def mag_to_flux(mag: float | np.ndarray) -> np.ndarray:
@@ -35,22 +37,26 @@ def _sersic() -> LightModel:
     return LightModel(["SERSIC_ELLIPSE"])
 
 
+#: lenstronomy profiles of every mass family (see :class:`Rendering`).
+MASS_PROFILES: dict[str, tuple[str, ...]] = {
+    "sie": ("NIE", "SHEAR"),
+    "epl": ("EPL", "SHEAR"),
+    "perturbed_sie": ("NIE", "SHEAR", "MULTIPOLE", "MULTIPOLE", "SIS"),
+    "perturbed_epl": ("EPL", "SHEAR", "MULTIPOLE", "MULTIPOLE", "SIS"),
+}
+
+
 @cache
-def lens_model() -> LensModel:
-    """Isothermal ellipsoid mass (with a tiny core, so no pixel samples the singular centre)
-    plus external shear."""
-    return LensModel(["NIE", "SHEAR"])
+def lens_model(profiles: str = "sie") -> LensModel:
+    """The lens model of a key of :data:`MASS_PROFILES`; ``sie`` is an isothermal ellipsoid
+    (with a tiny core, so no pixel samples the singular centre) plus external shear."""
+    return LensModel(list(MASS_PROFILES[profiles]))
 
 
 def sersic_total_flux(r_eff: float, n: float, e1: float, e2: float) -> float:
     """Total flux of a lenstronomy Sersic with ``amp = 1``."""
     kw = dict(amp=1.0, R_sersic=r_eff, n_sersic=n, e1=e1, e2=e2, center_x=0.0, center_y=0.0)
     return float(_sersic().total_flux([kw], norm=True)[0])
-
-
-def moffat_alpha(fwhm: float, beta: float) -> float:
-    """Moffat core width from FWHM."""
-    return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
 
 @dataclass
@@ -61,6 +67,11 @@ class Band:
     beta: float  # Moffat slope
     sky_sigma: float  # flux units per pixel, 1 sigma
     gain: float  # electrons per flux unit (source Poisson noise)
+    psf: PSF | None = None  # default: a Moffat of this FWHM and slope
+
+    def __post_init__(self) -> None:
+        if self.psf is None:
+            self.psf = PSF("moffat", self.fwhm, self.beta)
 
 
 @dataclass
@@ -89,7 +100,7 @@ class Canvas:
         img = sb.reshape(c.size, s, c.size, s).sum(axis=(1, 3))
         return img * self.sub_area
 
-    def ray_shoot(self, kwargs_lens: list[dict], min_mu: float = 0.1
+    def ray_shoot(self, kwargs_lens: list[dict], min_mu: float = 0.1, profiles: str = "sie"
                   ) -> tuple[np.ndarray, np.ndarray]:
         """Source-plane positions of every sub-pixel.
 
@@ -98,8 +109,9 @@ class Canvas:
         the source into the core, so they are sent far from any source. Such central images are
         never seen in survey data.
         """
-        bx, by = lens_model().ray_shooting(self.x, self.y, kwargs_lens)
-        mu = lens_model().magnification(self.x, self.y, kwargs_lens)
+        model = lens_model(profiles)
+        bx, by = model.ray_shooting(self.x, self.y, kwargs_lens)
+        mu = model.magnification(self.x, self.y, kwargs_lens)
         far = np.abs(mu) < min_mu
         return np.where(far, 1e4, bx), np.where(far, 1e4, by)
 
@@ -126,6 +138,22 @@ class Canvas:
         self.components.append((unit, np.asarray(flux, dtype=float)))
         return unit
 
+    def gaussians(self, coords: tuple[np.ndarray, np.ndarray], xk: np.ndarray, yk: np.ndarray,
+                  sigma: np.ndarray, weight: np.ndarray, flux: np.ndarray) -> np.ndarray:
+        """Add a sum of round Gaussians (positions, widths in arcsec; weights summing to one)
+        evaluated at ``coords`` (ray-traced or not), of total unlensed ``flux``."""
+        x, y = coords
+        sb = np.zeros_like(x)
+        for x0, y0, s, w in zip(xk, yk, sigma, weight, strict=True):
+            sb += w / (2 * np.pi * s * s) * np.exp(-0.5 * ((x - x0) ** 2 + (y - y0) ** 2) / (s * s))
+        unit = self.downsample(sb)
+        self.components.append((unit, np.asarray(flux, dtype=float)))
+        return unit
+
+    def image(self, unit: np.ndarray, flux: np.ndarray) -> None:
+        """Add a pixel image as it is (``flux`` times ``unit``, not renormalised)."""
+        self.components.append((unit, np.asarray(flux, dtype=float)))
+
     def point(self, x: float, y: float, flux: np.ndarray) -> None:
         """Add a point source (a star) at (x, y) arcsec."""
         self.points.append((x, y, np.asarray(flux, dtype=float)))
@@ -140,39 +168,28 @@ class Canvas:
             for unit, flux in self.components:
                 if flux[b] != 0:
                     img += flux[b] * unit
-            kernel = psf_kernel(band.fwhm, band.beta, c)
-            img = fftconvolve(img, kernel, mode="same")
+            img = fftconvolve(img, psf_kernel(band.psf, c), mode="same")
             for x, y, flux in self.points:
-                img += flux[b] * self.moffat(x, y, band.fwhm, band.beta)
+                img += flux[b] * self.star(x, y, band.psf)
             out[b] = img
         return out
 
-    def moffat(self, x0: float, y0: float, fwhm: float, beta: float) -> np.ndarray:
-        """Unit-flux Moffat profile centred at (x0, y0) arcsec, integrated over pixels."""
-        alpha = moffat_alpha(fwhm, beta)
-        r2 = (self.x - x0) ** 2 + (self.y - y0) ** 2
-        sb = (beta - 1.0) / (np.pi * alpha**2) * (1.0 + r2 / alpha**2) ** (-beta)
-        return self.downsample(sb)
+    def star(self, x0: float, y0: float, psf: PSF) -> np.ndarray:
+        """Unit-flux point source centred at (x0, y0) arcsec, integrated over pixels."""
+        if psf.family == "moffat":  # as the hsc preset always drew it, bit for bit
+            alpha = moffat_alpha(psf.fwhm, psf.beta)
+            r2 = (self.x - x0) ** 2 + (self.y - y0) ** 2
+            sb = (psf.beta - 1.0) / (np.pi * alpha**2) * (1.0 + r2 / alpha**2) ** (-psf.beta)
+            return self.downsample(sb)
+        return self.downsample(psf.surface_brightness(self.x - x0, self.y - y0))
 
 
-def psf_kernel(fwhm: float, beta: float, cond: SurveyConditions) -> np.ndarray:
-    """Normalised Moffat PSF kernel, (psf_size, psf_size) pixels."""
-    k = cond.psf_size
-    s = cond.supersample
-    step = cond.pixel_scale / s
-    axis = (np.arange(k * s) - (k * s - 1) / 2.0) * step
-    xx, yy = np.meshgrid(axis, axis)
-    alpha = moffat_alpha(fwhm, beta)
-    sb = (1.0 + (xx**2 + yy**2) / alpha**2) ** (-beta)
-    kern = sb.reshape(k, s, k, s).sum(axis=(1, 3))
-    return kern / kern.sum()
-
-
-def draw_bands(rng: np.random.Generator, cond: SurveyConditions) -> list[Band]:
-    """Draw one cutout's seeing and depth in g, r, i."""
+def draw_bands(rng: np.random.Generator, cond: SurveyConditions, psf_family: str = "moffat",
+               rend: Rendering | None = None) -> list[Band]:
+    """Draw one cutout's seeing, PSF shape and depth in g, r, i."""
     fwhm_i = rng.uniform(*cond.seeing_i)
     fwhm = [
-        min(fwhm_i * rng.uniform(*cond.seeing_g_over_i), 1.3),
+        min(fwhm_i * rng.uniform(*cond.seeing_g_over_i), cond.max_seeing_g),
         fwhm_i * rng.uniform(*cond.seeing_r_over_i),
         fwhm_i,
     ]
@@ -182,6 +199,11 @@ def draw_bands(rng: np.random.Generator, cond: SurveyConditions) -> list[Band]:
         depth = cond.depth[b] + rng.uniform(-cond.depth_scatter, cond.depth_scatter)
         bands.append(Band(fwhm[b], beta, sky_sigma(depth, fwhm[b], cond.pixel_scale),
                           cond.gain[b]))
+    if psf_family != "moffat":
+        rend = rend or Rendering()
+        shape = psf_shape(rng, psf_family, rend)
+        for band in bands:
+            band.psf = draw_psf(rng, psf_family, band.fwhm, band.beta, rend, shape)
     return bands
 
 
@@ -192,12 +214,3 @@ def sky_sigma(depth_5sigma: float, fwhm: float, pixel_scale: float) -> float:
     """
     nea = 2.266 * (fwhm / pixel_scale) ** 2
     return float(mag_to_flux(depth_5sigma) / (5.0 * np.sqrt(nea)))
-
-
-def add_noise(rng: np.random.Generator, image: np.ndarray, bands: list[Band]) -> np.ndarray:
-    """Sky (Gaussian) plus source Poisson noise (Gaussian approximation), float32."""
-    out = np.empty_like(image, dtype=np.float32)
-    for b, band in enumerate(bands):
-        var = band.sky_sigma**2 + np.clip(image[b], 0, None) / band.gain
-        out[b] = image[b] + rng.standard_normal(image[b].shape) * np.sqrt(var)
-    return out

@@ -17,7 +17,7 @@ import numpy as np
 from lensscan.io import storage
 from lensscan.io.shards import write_shard
 from lensscan.simulate.kinds import NONLENS_KINDS, TRUTH_COLUMNS, render_object
-from lensscan.simulate.population import Population, SurveyConditions
+from lensscan.simulate.population import FAMILY_COLUMNS, Population, SurveyConditions
 
 #: Centre and side of the simulated sky patch, degrees.
 FIELD_RA, FIELD_DEC, FIELD_SIDE = 150.1, 2.2, 1.0
@@ -42,30 +42,51 @@ class SurveySpec:
 def object_kinds(spec: SurveySpec) -> np.ndarray:
     """The kind of every object, lenses shuffled among non-lenses (deterministic)."""
     rng = np.random.default_rng([spec.seed, 2**32 - 1])
-    mix = spec.population.nonlens_mix
-    names = list(NONLENS_KINDS)
+    mix = dict(spec.population.nonlens_mix)
+    if spec.lenses == 0:  # a paired non-lens is a lens of the survey without its source
+        mix.pop("paired", None)
+    names = [k for k in NONLENS_KINDS if k != "paired" or k in mix]
     weights = np.array([mix.get(k, 0.0) for k in names])
     nonlens = rng.choice(names, size=spec.nonlenses, p=weights / weights.sum())
     kinds = np.concatenate([np.full(spec.lenses, "lens", dtype=object), nonlens.astype(object)])
     return kinds[rng.permutation(spec.total)]
 
 
+def partners(kinds: np.ndarray) -> np.ndarray:
+    """For every ``paired`` object, the index of the lens it pairs with (the lenses in order,
+    cycling); -1 for every other object."""
+    out = np.full(len(kinds), -1, dtype=np.int64)
+    lenses = np.flatnonzero(kinds == "lens")
+    paired = np.flatnonzero(kinds == "paired")
+    if len(paired):
+        out[paired] = lenses[np.arange(len(paired)) % len(lenses)]
+    return out
+
+
 def render_range(spec: SurveySpec, kinds: np.ndarray, start: int, stop: int) -> dict:
-    """Render objects ``[start, stop)`` as a batch with truth columns."""
+    """Render objects ``[start, stop)`` as a batch with truth columns. A ``paired`` object
+    replays its lens's generator, so it is that very scene without the lensed source."""
     n = stop - start
     images = np.empty((n, 3, 64, 64), np.float32)
     truth = {k: np.empty(n) for k in TRUTH_COLUMNS}
+    families = {k: np.empty(n, dtype=object) for k in FAMILY_COLUMNS}
     ra, dec = np.empty(n), np.empty(n)
     split = np.empty(n, dtype=object)
+    partner = partners(kinds)
     for j, i in enumerate(range(start, stop)):
         rng = np.random.default_rng([spec.seed, i])
         u = rng.random(3)
         ra[j] = FIELD_RA + (u[0] - 0.5) * FIELD_SIDE / np.cos(np.deg2rad(FIELD_DEC))
         dec[j] = FIELD_DEC + (u[1] - 0.5) * FIELD_SIDE
         split[j] = "test" if u[2] < spec.test_fraction else "train"
+        if partner[i] >= 0:
+            rng = np.random.default_rng([spec.seed, partner[i]])
+            rng.random(3)  # where the lens's own draws start
         images[j], t = render_object(kinds[i], rng, spec.population, spec.conditions)
         for k in TRUTH_COLUMNS:
             truth[k][j] = t[k]
+        for k in FAMILY_COLUMNS:
+            families[k][j] = t[k]
     return {
         "object_id": np.arange(start, stop, dtype=np.int64),
         "ra": ra,
@@ -74,7 +95,9 @@ def render_range(spec: SurveySpec, kinds: np.ndarray, start: int, stop: int) -> 
         "label": (kinds[start:stop] == "lens").astype(np.int8),
         "kind": kinds[start:stop].astype(object),
         "split": split,
+        "paired_with": partner[start:stop],
         **{k: v.astype(np.float32) for k, v in truth.items()},
+        **families,
     }
 
 

@@ -41,19 +41,21 @@ def _by_truth(y, s, thr, extra) -> dict:
 
 
 def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = None,
-             gradcam: int = 4) -> dict:
+             gradcam: int = 4, tta: bool = False) -> dict:
     """Score ``data`` with the model (and ``also`` = {name: url} for comparison), write
-    ``metrics.json`` and plots to the local folder ``out``."""
+    ``metrics.json`` and plots to the local folder ``out``. ``tta`` averages every model over
+    the 8 dihedral views of each cutout."""
     runtime.ensure_ray()
     os.makedirs(out, exist_ok=True)
     loaded = modelcard.load_model(model_url)
+    loaded.module.tta = tta
     pre = Preprocessing.from_dict(loaded.preprocessing)
     keep = ("label", "kind", "arc_snr", "object_id")
     ds = dataset(data, pre, "model", keep_extra=keep)
     y, s_all, extra = member_scores(loaded.module, ds, extra=("kind", "arc_snr", "object_id"))
     s = s_all[:, 0]
     thr = loaded.threshold
-    report = {"model": model_url, "data": data, "ensemble": summary(y, s, thr)}
+    report = {"model": model_url, "data": data, "tta": tta, "ensemble": summary(y, s, thr)}
     report["ensemble"].update(_by_truth(y, s, thr, extra))
     curves = {"ensemble": (y, s)}
     histories = {}
@@ -66,6 +68,7 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
         histories[m["name"]] = mcard.get("training", {}).get("history", [])
     for name, url in (also or {}).items():
         other = modelcard.load_model(url)
+        other.module.tta = tta
         oy, os_, oex = member_scores(other.module, dataset(
             data, Preprocessing.from_dict(other.preprocessing), "model", keep_extra=keep),
             extra=("kind", "arc_snr"))

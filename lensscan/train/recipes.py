@@ -22,7 +22,8 @@ DEFAULT_MEMBERS: dict[str, dict[str, Any]] = {
 BASELINE_MEMBER: dict[str, dict[str, Any]] = {
     "baseline_cnn": {"arch": "baseline_cnn", "seed": 0, "loss": "bce", "lens_fraction": 0.25,
                      "augment": {"d4": False, "noise_jitter": 0.0, "psf_jitter": 0.0,
-                                 "flux_jitter": 0.0}},
+                                 "flux_jitter": 0.0, "colour_jitter": 0.0,
+                                 "band_psf_jitter": 0.0}},
 }
 
 

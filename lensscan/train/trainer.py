@@ -40,6 +40,44 @@ def _hash_fold(ids: np.ndarray) -> np.ndarray:
     return np.array([zlib.crc32(str(v).encode()) % 10 for v in ids])
 
 
+def parse_exclude(pairs: list[str]) -> list[tuple[str, str]]:
+    """``["COLUMN=VALUE", ...]`` -> ``[(column, value), ...]``; a malformed pair raises."""
+    out = []
+    for pair in pairs:
+        col, sep, value = pair.partition("=")
+        if not sep or not col.strip() or not value.strip():
+            raise ValueError(f"--exclude wants COLUMN=VALUE, not {pair!r}")
+        out.append((col.strip(), value.strip()))
+    return out
+
+
+def check_columns(url: str, columns: list[str]) -> None:
+    """Raise ``ValueError`` unless the first shard at ``url`` is Parquet with ``columns``."""
+    from lensscan.io.parquet import parquet_info
+
+    if not columns:
+        return
+    shards = storage.list_shards(url)
+    if not shards or not shards[0].endswith(".parquet"):
+        raise ValueError(f"{url}: --exclude needs Parquet shards with the columns {columns}")
+    missing = [c for c in columns if c not in parquet_info(shards[0]).columns]
+    if missing:
+        raise ValueError(f"{shards[0]}: no column {missing[0]!r} to exclude rows by")
+
+
+class Exclude:
+    """Drop the rows whose ``column`` equals ``value`` for any of the pairs."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
+
+    def __call__(self, batch: dict) -> dict:
+        drop = np.zeros(len(batch["status"]), bool)
+        for col, value in self.pairs:
+            drop |= np.asarray(batch[col], dtype=object).astype(str) == value
+        return {k: v[~drop] for k, v in batch.items()}
+
+
 class HashSplit:
     """Keep the validation fold (object_id hash % 10 == 0) or the rest."""
 
@@ -54,14 +92,20 @@ class HashSplit:
 
 def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
             max_rows: int | None = None, fold: bool | None = None,
-            keep_extra: tuple[str, ...] = ("label",)) -> ray.data.Dataset:
-    """A Ray Data stream of labelled, preprocessed rows from shards at ``url``."""
+            keep_extra: tuple[str, ...] = ("label",),
+            exclude: list[str] | None = None) -> ray.data.Dataset:
+    """A Ray Data stream of labelled, preprocessed rows from shards at ``url``, without the rows
+    that ``exclude`` (``COLUMN=VALUE`` pairs) names."""
     units, errors = plan(url)
     if errors:
         raise errors[0]
+    pairs = parse_exclude(exclude or [])
+    keep = tuple(dict.fromkeys(keep_extra + tuple(c for c, _ in pairs)))
     ds = ray.data.from_items(units_to_items(units), override_num_blocks=max(1, len(units)))
-    ds = ds.map_batches(ReadUnits(pre.to_dict(), stage, keep=keep_extra), batch_size=1,
+    ds = ds.map_batches(ReadUnits(pre.to_dict(), stage, keep=keep), batch_size=1,
                         num_cpus=read_cpus)
+    if pairs:
+        ds = ds.map_batches(Exclude(pairs), batch_size=None, num_cpus=read_cpus)
     if fold is not None:
         ds = ds.map_batches(HashSplit(fold), batch_size=None, num_cpus=read_cpus)
     if max_rows:
@@ -86,6 +130,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             setattr(cfg, key, storage.absolute(getattr(cfg, key)))
     cfg.augment = Augment(**cfg.augment).to_dict()
     check_precision(cfg.precision)  # before any worker starts
+    pairs = [c for c, _ in parse_exclude(cfg.exclude)]
+    check_columns(cfg.data, pairs)
+    if cfg.val:
+        check_columns(cfg.val, pairs)
     if cfg.init:
         initial_weights(cfg)  # fail here, before any worker starts, if it does not fit
     runtime.ensure_ray(quiet=not progress)
@@ -94,8 +142,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         cfg.cpus_per_worker = max(0.25, min(cfg.cpus_per_worker, free / cfg.workers))
         cfg.torch_threads = cfg.torch_threads or max(1, round(runtime.cluster_cpus() / cfg.workers))
     fold = None if cfg.val else False
-    ds_train = dataset(cfg.data, pre, "normalized", max_rows=cfg.max_rows, fold=fold)
-    ds_val = dataset(cfg.val or cfg.data, pre, "normalized", fold=None if cfg.val else True)
+    ds_train = dataset(cfg.data, pre, "normalized", max_rows=cfg.max_rows, fold=fold,
+                       exclude=cfg.exclude)
+    ds_val = dataset(cfg.val or cfg.data, pre, "normalized", fold=None if cfg.val else True,
+                     exclude=cfg.exclude)
 
     storage_url = cfg.storage or storage.join(cfg.out, "_train")
     fs, root = storage.pyarrow_filesystem(storage_url)
@@ -142,4 +192,5 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
 def ds_val_for_scoring(cfg: TrainConfig, pre: Preprocessing) -> ray.data.Dataset:
     """Validation rows preprocessed exactly as scoring does."""
-    return dataset(cfg.val or cfg.data, pre, "model", fold=None if cfg.val else True)
+    return dataset(cfg.val or cfg.data, pre, "model", fold=None if cfg.val else True,
+                   exclude=cfg.exclude)

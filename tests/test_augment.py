@@ -1,0 +1,48 @@
+"""Training augmentations: the dihedral group, flux-conserving blurs, bounded jitters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lensscan.data.augment import Augment, _blur, augment, d4
+
+OFF = dict(d4=False, noise_jitter=0.0, psf_jitter=0.0, flux_jitter=0.0, colour_jitter=0.0,
+           band_psf_jitter=0.0)
+
+
+def test_d4_is_the_dihedral_group_action():
+    x = torch.arange(3 * 5 * 5, dtype=torch.float32).reshape(1, 3, 5, 5).repeat(400, 1, 1, 1)
+    out = d4(x, torch.Generator().manual_seed(0))
+    seen = {tuple(o.flatten().tolist()) for o in out}
+    assert len(seen) == 8  # every one of the eight symmetries is drawn, and no other image
+    for o in out[:16]:  # each output is a permutation of the pixels of its input, per band
+        assert torch.equal(o.flatten(1).sort().values, x[0].flatten(1).sort().values)
+
+
+def test_blur_keeps_flux_per_band():
+    x = torch.zeros(2, 3, 15, 15)
+    x[:, :, 7, 7] = 1.0
+    y = _blur(x, torch.tensor([[0.5, 1.0, 1.5], [0.0, 0.8, 0.3]]))
+    np.testing.assert_allclose(y.sum(dim=(2, 3)).numpy(), 1.0, rtol=1e-5)
+    assert y[0, 2, 7, 7] < y[0, 1, 7, 7] < y[0, 0, 7, 7]  # wider blur, lower peak
+
+
+def test_colour_jitter_scales_each_band_within_its_range():
+    a = Augment(**dict(OFF, colour_jitter=0.1))
+    x = torch.ones(500, 3, 4, 4)
+    y = augment(x, a, torch.Generator().manual_seed(1))
+    scale = y[:, :, 0, 0]
+    mag = -2.5 * torch.log10(scale)
+    assert mag.abs().max() <= 0.1 + 1e-5 and mag.abs().max() > 0.09
+    assert (y == scale[:, :, None, None]).all()  # one factor per band and sample
+    assert abs(float(np.corrcoef(mag[:, 0], mag[:, 1])[0, 1])) < 0.2  # bands independent
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_all_augmentations_keep_shape_and_mean_flux(seed):
+    x = torch.rand(256, 3, 48, 48) + 1.0
+    y = augment(x, Augment(), torch.Generator().manual_seed(seed))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert float(y.mean()) == pytest.approx(float(x.mean()), rel=0.03)

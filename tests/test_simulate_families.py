@@ -1,0 +1,178 @@
+"""Rendering families, paired non-lenses and the guard that the classes differ only by lensing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+
+from lensscan.simulate import kinds as K
+from lensscan.simulate import noise as N
+from lensscan.simulate.population import (
+    ALL_FAMILIES,
+    FAMILY_COLUMNS,
+    Population,
+    Rendering,
+    SurveyConditions,
+    preset,
+)
+from lensscan.simulate.psf import PSF, psf_kernel
+from lensscan.simulate.render import Band, Canvas, mag_to_flux
+from lensscan.simulate.survey import SurveySpec, object_kinds, partners, render_range
+
+BROAD_COND, BROAD = preset("broad")
+
+
+def _only(choice: str, family: str) -> Population:
+    """The broad population with one family of ``choice`` and the hsc family of the others."""
+    return replace(BROAD, rendering=replace(Rendering(), **{choice: {family: 1.0}}))
+
+
+@pytest.mark.parametrize(("choice", "family"),
+                         [(c, f) for c, names in ALL_FAMILIES.items() for f in names])
+def test_every_family_renders_and_is_recorded(choice, family):
+    kind = "lens" if choice in ("source", "mass", "deflector") else "elliptical"
+    img, truth = K.render_object(kind, np.random.default_rng(1), _only(choice, family),
+                                 BROAD_COND)
+    assert img.shape == (3, 64, 64) and img.dtype == np.float32 and np.isfinite(img).all()
+    assert truth[f"{choice}_family"] == family
+    assert set(FAMILY_COLUMNS) <= set(truth)
+    if kind == "lens":
+        assert truth["n_images"] >= 2 and truth["magnification"] > 1
+
+
+def _fwhm(kernel: np.ndarray, pixel: float) -> float:
+    """FWHM from the area above half maximum (pixels -> arcsec)."""
+    return 2 * np.sqrt((kernel >= kernel.max() / 2).sum() / np.pi) * pixel
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES["psf"])
+def test_psf_kernels_are_normalised_with_the_asked_fwhm(family):
+    cond = SurveyConditions(size=128, supersample=4, psf_size=41, pixel_scale=0.05)
+    psf = PSF(family, 0.8, beta=3.0, q=0.9, phi=0.3, wing_ratio=2.5, wing_frac=0.15)
+    kern = psf_kernel(psf, cond)
+    assert kern.sum() == pytest.approx(1.0)
+    assert _fwhm(kern, cond.pixel_scale) == pytest.approx(0.8, rel=0.12)
+    # a point source drawn anywhere carries the kernel's light
+    cv = Canvas(cond)
+    assert cv.star(0.1, -0.2, psf).sum() == pytest.approx(1.0, rel=0.02)
+
+
+def test_double_gaussian_has_wider_wings_than_a_gaussian():
+    cond = SurveyConditions(psf_size=41)
+    gauss = psf_kernel(PSF("gaussian", 0.7), cond)
+    double = psf_kernel(PSF("double_gaussian", 0.7, wing_ratio=3.0, wing_frac=0.2), cond)
+    r = np.hypot(*np.mgrid[-20:21, -20:21])
+    assert double[r > 8].sum() > 10 * gauss[r > 8].sum()
+
+
+def _bands(sigma: float = 0.05) -> list[Band]:
+    return [Band(0.7, 3.0, sigma, 800.0) for _ in range(3)]
+
+
+def _corr(x: np.ndarray) -> float:
+    return float(np.corrcoef(x[:, :-1].ravel(), x[:, 1:].ravel())[0, 1])
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES["noise"])
+def test_noise_families_keep_the_sky_noise(family):
+    rend = replace(Rendering(), corr_pixel_sigma=(1.0, 1.0))
+    clean = np.zeros((3, 128, 128))
+    noisy = N.observe(np.random.default_rng(0), clean, _bands(), rend, noise=family)
+    assert noisy[1].std() == pytest.approx(0.05, rel=0.05)
+    if family == "correlated":
+        assert _corr(noisy[1]) > 0.2  # neighbouring pixels share noise
+    else:
+        assert abs(_corr(noisy[1])) < 0.05
+
+
+def test_backgrounds_leave_halos_and_planes():
+    rend = replace(Rendering(), oversub_frac=(0.5, 0.5), gradient_sigma=(3.0, 3.0),
+                   pedestal_sigma=0.0)
+    yy, xx = np.mgrid[:64, :64]
+    galaxy = 50.0 * np.exp(-((xx - 31.5) ** 2 + (yy - 31.5) ** 2) / 20.0)
+    clean = np.stack([galaxy] * 3)
+    rng = np.random.default_rng(0)
+    halo = N.observe(rng, clean, _bands(1e-6), rend, background="oversub")
+    ring = (np.hypot(xx - 31.5, yy - 31.5) > 10) & (np.hypot(xx - 31.5, yy - 31.5) < 18)
+    assert halo[1][ring].mean() < -0.05  # a dark halo around the bright galaxy
+    flat = N.observe(rng, np.zeros((3, 64, 64)), _bands(1.0), rend, background="gradient")
+    rows = flat[1].mean(axis=1)
+    cols = flat[1].mean(axis=0)
+    assert max(np.ptp(rows), np.ptp(cols)) > 1.5  # a plane of ~3 sigma across the cutout
+
+
+def test_paired_nonlens_is_its_lens_without_the_source():
+    pop = replace(BROAD, nonlens_mix={"paired": 1.0},
+                  rendering=replace(BROAD.rendering, noise={"white": 1.0},
+                                    background={"flat": 1.0}))
+    spec = SurveySpec(2, 2, seed=4, population=pop, conditions=BROAD_COND)
+    kinds = object_kinds(spec)
+    batch = render_range(spec, kinds, 0, 4)
+    pair = partners(kinds)
+    for j in np.flatnonzero(kinds == "paired"):
+        i = pair[j]
+        assert kinds[i] == "lens" and batch["paired_with"][j] == batch["object_id"][i]
+        assert batch["label"][j] == 0 and np.isnan(batch["theta_e"][j])
+        for col in ("central_mag_r", "deflector_reff", "deflector_n", "deflector_g_r",
+                    "seeing_i", "sky_sigma_r"):
+            assert batch[col][j] == batch[col][i], col
+        for col in ("psf_family", "noise_family", "background_family", "neighbours_family",
+                    "deflector_family"):
+            assert batch[col][j] == batch[col][i], col
+        # the same noise stream: the lens minus its twin is the lensed source's light, and
+        # almost nothing elsewhere
+        diff = (batch["image"][i] - batch["image"][j]).astype(np.float64)
+        lensed = mag_to_flux(batch["source_mag_r"][i]) * batch["magnification"][i]
+        assert diff[1].sum() == pytest.approx(lensed, rel=0.1)
+        assert np.median(np.abs(diff[1])) < 0.05 * batch["sky_sigma_r"][i]
+
+
+def _deflectors(kind: str, n: int) -> dict[str, np.ndarray]:
+    """Deflector truth of ``n`` objects of ``kind`` drawn by the real renderer on a small
+    canvas (the truth does not depend on the canvas)."""
+    cond = replace(BROAD_COND, size=24, supersample=1, psf_size=9)
+    cols = ("central_mag_r", "deflector_reff", "deflector_n", "deflector_g_r")
+    out = {c: np.empty(n) for c in cols}
+    for i in range(n):
+        _, truth = K.render_object(kind, np.random.default_rng([77, hash(kind) % 1000, i]),
+                                   BROAD, cond, noiseless=True)
+        for c in cols:
+            out[c][i] = truth[c]
+    return out
+
+
+@pytest.mark.slow
+def test_lenses_and_nonlens_ellipticals_share_one_deflector_population():
+    """Two-sample tests on the deflector's magnitude, size, Sersic index and colour: lenses,
+    isolated ellipticals and paired non-lenses must be indistinguishable by the deflector."""
+    lens, ell, paired = (_deflectors(k, 300) for k in ("lens", "elliptical", "paired"))
+    for col in lens:
+        for other in (ell, paired):
+            assert ks_2samp(lens[col], other[col]).pvalue > 1e-3, col
+    # the test has power: a deflector population 0.7 mag brighter or 30% larger would fail it
+    assert ks_2samp(lens["central_mag_r"] - 0.7, ell["central_mag_r"]).pvalue < 1e-3
+    assert ks_2samp(lens["deflector_reff"] * 1.3, ell["deflector_reff"]).pvalue < 1e-3
+    # and the population is broad: faint, compact and large deflectors included
+    mag, reff = np.concatenate([lens["central_mag_r"], ell["central_mag_r"]]), lens[
+        "deflector_reff"]
+    assert mag.min() < 18.0 and mag.max() > 23.0
+    assert reff.min() < 0.4 and reff.max() > 2.5
+
+
+def test_hsc_preset_renders_as_before_the_families():
+    """The hsc preset (test sets) draws one family per choice and consumes its random streams as
+    the simulator did before families existed: the flux of the first objects of a survey made
+    with that code (commit a6800ab), same seed."""
+    spec = SurveySpec(15, 45, seed=11)
+    kinds = object_kinds(spec)
+    batch = render_range(spec, kinds, 0, 8)
+    assert list(kinds[:8]) == ["companions", "lens", "lens", "edge_on", "ring", "elliptical",
+                               "elliptical", "lens"]
+    before = [1830.68, 347.026, 2962.03, 1094.09, 1693.0, 314.97, 1438.89, 2726.1]
+    np.testing.assert_allclose(batch["image"].sum(axis=(1, 2, 3)), before, rtol=1e-4)
+    hsc = Rendering()
+    for col in FAMILY_COLUMNS:
+        assert set(batch[col]) <= {*getattr(hsc, col[: -len("_family")]), "none"}, col
