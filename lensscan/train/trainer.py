@@ -121,21 +121,27 @@ def run_name(cfg: TrainConfig) -> str:
     return f"{cfg.member_name}-{digest}"
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Train one member and write its model folder to ``cfg.out``; returns the card."""
-    pre = Preprocessing.from_dict(cfg.preprocessing)
-    cfg.preprocessing = pre.to_dict()
+def check(cfg: TrainConfig) -> None:
+    """Complete ``cfg`` (absolute paths, full preprocessing and augmentation) and refuse what
+    cannot train, before any worker starts."""
+    cfg.preprocessing = Preprocessing.from_dict(cfg.preprocessing).to_dict()
     for key in ("data", "val", "out", "init", "storage"):  # workers run in other folders
         if getattr(cfg, key):
             setattr(cfg, key, storage.absolute(getattr(cfg, key)))
     cfg.augment = Augment(**cfg.augment).to_dict()
-    check_precision(cfg.precision)  # before any worker starts
+    check_precision(cfg.precision)
     pairs = [c for c, _ in parse_exclude(cfg.exclude)]
     check_columns(cfg.data, pairs)
     if cfg.val:
         check_columns(cfg.val, pairs)
     if cfg.init:
-        initial_weights(cfg)  # fail here, before any worker starts, if it does not fit
+        initial_weights(cfg)
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Train one member and write its model folder to ``cfg.out``; returns the card."""
+    check(cfg)
+    pre = Preprocessing.from_dict(cfg.preprocessing)
     runtime.ensure_ray(quiet=not progress)
     if not cfg.gpu:
         free = runtime.cluster_cpus() - 0.5  # leave room for the Ray Data read tasks
