@@ -107,7 +107,7 @@ def _query(a) -> None:
     if a.truth:
         from lensscan.catalog.truth import read_truth, recovery
 
-        table, summary = recovery(a.out, read_truth(a.truth), top=a.top,
+        table, summary = recovery(a.out, read_truth(a.truth, a.truth_cols), top=a.top,
                                   radius_arcsec=a.match_radius)
         formats.write(table, a.format, a.output)
         print(json.dumps(summary), file=sys.stderr)
@@ -244,12 +244,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int)
     p.add_argument("--min-score", type=float)
     p.add_argument("--cone", type=float, nargs=3, metavar=("RA", "DEC", "RADIUS_ARCSEC"))
-    p.add_argument("--where", help="extra SQL predicate")
+    p.add_argument("--where", help="one boolean SQL expression over the output's columns, e.g. "
+                   "\"ra BETWEEN 150 AND 151 AND score_m0 > 0.5\" (no statements or subqueries)")
     p.add_argument("--candidates", action="store_true", help="query candidates.parquet only")
     p.add_argument("--truth", help="known lenses (CSV/Parquet/FITS/VOTable, or the gallery's "
                    "grades CSV): report each one's rank and the recall/purity in --top")
     p.add_argument("--match-radius", type=float, metavar="ARCSEC",
                    help="with --truth: cross-match by position instead of object_id")
+    p.add_argument("--truth-cols", metavar="ID,RA,DEC",
+                   help="with --truth: the table's id, RA and Dec columns (default: common "
+                        "names such as object_id/objid, RA/RAJ2000, DEC/DEJ2000)")
     p.add_argument("--format", default="table",
                    choices=["table", "csv", "json", "parquet", "fits", "votable"])
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
