@@ -96,20 +96,8 @@ def query(
     missing = [c for c in cols if c not in available]
     if missing:
         raise ValueError(f"unknown columns {missing}; available: {available}")
-    preds = ["status = 'ok'", "score IS NOT NULL"]
-    if min_score is not None:
-        preds.append(f"score >= {float(min_score)!r}")
-    select = [_quote(c) for c in cols]
-    if cone is not None:
-        r_deg = cone.radius_arcsec / 3600.0
-        preds.append(f"dec BETWEEN {cone.dec - r_deg!r} AND {cone.dec + r_deg!r}")
-        dist = angular_distance_sql(cone.ra, cone.dec)
-        preds.append(f"{dist} <= {float(cone.radius_arcsec)!r}")
-        select.append(f"{dist} AS distance_arcsec")
-    used: set[str] = set()
-    if where:
-        preds.append(where_sql(where, [*available, "rank"]))
-        used = referenced_columns(where) - {"rank"}
+    preds, select, used = _filters(min_score, cone, where, available)
+    select = [_quote(c) for c in cols] + select
     rank_sql = "row_number() OVER (ORDER BY score DESC, object_id)"
     inner = sorted((set(cols) | used | {"ra", "dec", "score", "object_id", "status"})
                    & set(available))
@@ -125,6 +113,26 @@ def query(
         return duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
         raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def _filters(min_score: float | None, cone: Cone | None, where: str | None,
+             available: list[str]) -> tuple[list[str], list[str], set[str]]:
+    """SQL predicates of the cuts, extra select expressions, and the columns ``where`` uses."""
+    preds = ["status = 'ok'", "score IS NOT NULL"]
+    select: list[str] = []
+    if min_score is not None:
+        preds.append(f"score >= {float(min_score)!r}")
+    if cone is not None:
+        r_deg = cone.radius_arcsec / 3600.0
+        preds.append(f"dec BETWEEN {cone.dec - r_deg!r} AND {cone.dec + r_deg!r}")
+        dist = angular_distance_sql(cone.ra, cone.dec)
+        preds.append(f"{dist} <= {float(cone.radius_arcsec)!r}")
+        select.append(f"{dist} AS distance_arcsec")
+    used: set[str] = set()
+    if where:
+        preds.append(where_sql(where, [*available, "rank"]))
+        used = referenced_columns(where) - {"rank"}
+    return preds, select, used
 
 
 def _quote(column: str) -> str:

@@ -2,7 +2,8 @@
 
 A run is keyed on its *fingerprint*: the model checksum, the input listing (every shard's URL,
 size and ETag or mtime), the candidate cut (threshold or top N), the preprocessing and the unit
-size. The record is written before the first part is committed:
+size. The input URL as typed is recorded but not part of it: ``in/`` and ``/abs/in/`` list the
+same shards. The record is written before the first part is committed:
 
     _run.json         the settings and the fingerprint
     _shards.parquet   one row per input shard: shard, size, version (ETag or mtime), the
@@ -46,9 +47,9 @@ class RunRecord:
     shards: dict[str, Stamp] = field(default_factory=dict)  # URL -> (size, ETag/mtime)
 
     def settings(self) -> dict:
-        """Every field but the shard listing, JSON-ready."""
+        """The fingerprinted fields but the shard listing, JSON-ready."""
         d = asdict(self)
-        d.pop("shards")
+        del d["shards"], d["input"]
         return d
 
     @property
@@ -66,7 +67,8 @@ def write(out: str, rec: RunRecord) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     storage.write_bytes_atomic(storage.join(out, SHARDS), buf.getvalue())
-    doc = {**rec.settings(), "fingerprint": rec.fingerprint, "shard_count": len(urls)}
+    doc = {"input": rec.input, **rec.settings(), "fingerprint": rec.fingerprint,
+           "shard_count": len(urls)}
     storage.write_bytes_atomic(storage.join(out, RUN), json.dumps(doc, indent=2).encode())
 
 

@@ -140,7 +140,7 @@ def score_survey(cfg: ScoreConfig) -> dict:
             _say(cfg, f"--overwrite: cleared the earlier output in {cfg.output}")
         # the output is about to change: it is no longer complete
         storage.remove(storage.join(cfg.output, commit.MANIFEST))
-        manifest = _score(cfg, loaded, model_url, survey, t0)
+        manifest = _score(cfg, loaded, model_url, survey, float(threshold), t0)
         manifest.update(started=started, fingerprint=rec.fingerprint,
                         threshold=rec.threshold, top=cfg.top)
         commit.write_json(storage.join(cfg.output, commit.MANIFEST), manifest)
@@ -157,7 +157,8 @@ def _rejected_units(survey: SurveyPlan) -> dict[str, tuple[Unit, str]]:
     return out
 
 
-def _score(cfg: ScoreConfig, loaded, model_url: str, survey: SurveyPlan, t0: float) -> dict:
+def _score(cfg: ScoreConfig, loaded, model_url: str, survey: SurveyPlan, threshold: float,
+           t0: float) -> dict:
     """Commit what is not committed yet, then finalize; returns the manifest (less its
     start, fingerprint and cut)."""
     order = ["object_id", "ra", "dec", "score",
@@ -187,8 +188,7 @@ def _score(cfg: ScoreConfig, loaded, model_url: str, survey: SurveyPlan, t0: flo
     unreadable = [{"shard": e.url, "reason": e.reason, "rows": e.rows} for e in survey.rejected]
     if unreadable:
         commit.write_json(storage.join(cfg.output, commit.QUARANTINE), {"shards": unreadable})
-    counts = commit.finalize(cfg.output, sorted(set(keys) | set(rejected)),
-                             _cut(cfg, loaded), cfg.top)
+    counts = commit.finalize(cfg.output, sorted(set(keys) | set(rejected)), threshold, cfg.top)
     if counts["rows_read"] - counts["rows_unreadable"] == 0:
         raise NothingReadableError(_nothing_read(cfg, survey, counts))
     elapsed, scored = time.time() - t0, collector.scored
@@ -211,10 +211,6 @@ def _score(cfg: ScoreConfig, loaded, model_url: str, survey: SurveyPlan, t0: flo
         "steady_rows_per_s": _steady(first, scored, elapsed),
         "resources": res,
     }
-
-
-def _cut(cfg: ScoreConfig, loaded) -> float:
-    return cfg.threshold if cfg.threshold is not None else loaded.threshold
 
 
 def _nothing_read(cfg: ScoreConfig, survey: SurveyPlan, counts: dict) -> str:
