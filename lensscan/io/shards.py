@@ -100,7 +100,12 @@ def write_shard(url: str, batch: dict[str, np.ndarray], bands: tuple[str, ...] =
 
 def read_rows(url: str, rows: list[int] | np.ndarray) -> np.ndarray:
     """Images of some rows of a shard, (len(rows), 3, 64, 64) float32, reading only what holds
-    them (the Parquet row groups, FITS sections or the one ``.npy`` file)."""
+    them (the Parquet row groups, FITS sections or the one ``.npy`` file).
+
+    Raises
+    ------
+    ShardError
+        When a row lies past the shard's end (the shard is not the one that was scored)."""
     rows = np.asarray(rows, dtype=np.int64)
     fmt = shard_format(url)
     n = 1 if fmt == "npy" else (fits_io.fits_info(url).num_rows if fmt == "fits"
