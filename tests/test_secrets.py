@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,15 +52,18 @@ def test_secret_key_in_no_log_output_or_console(s3_bucket, tiny_model, tmp_path)
     env = dict(os.environ, AWS_SECRET_ACCESS_KEY=secret, RAY_TMPDIR=ray_tmp)
     env.pop("RAY_ADDRESS", None)
     out = f"{s3_bucket}/run"
-    r = subprocess.run([sys.executable, "-m", "lensscan.cli", "score", f"{s3_bucket}/cut/", out,
-                        "--model", tiny_model], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "scored 40 of 40 rows" in r.stdout
-    assert secret not in r.stdout + r.stderr
-    logs = _files_with(ray_tmp, secret.encode())
-    assert not logs, f"the secret key is in {logs}"
-    assert any(f.endswith("runtime_env_agent.log") for f in _all_files(ray_tmp))  # Ray logged
+    try:
+        r = subprocess.run([sys.executable, "-m", "lensscan.cli", "score", f"{s3_bucket}/cut/",
+                            out, "--model", tiny_model], env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "scored 40 of 40 rows" in r.stdout
+        assert secret not in r.stdout + r.stderr
+        logs = _files_with(ray_tmp, secret.encode())
+        assert not logs, f"the secret key is in {logs}"
+        assert any(f.endswith("runtime_env_agent.log") for f in _all_files(ray_tmp))  # logged
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     fs, path = storage.filesystem(out)
     for key in fs.find(path):
         assert secret.encode() not in fs.cat_file(key), key
