@@ -10,7 +10,11 @@ A running cluster::
         python jobs/score_survey.py --input s3://survey/cutouts/ --output s3://survey/lenses/run1/
 
 Takes the same options as ``lensscan score``. Rerun the same command after an interruption: the
-committed units are kept and the rest is scored.
+committed units are kept and the rest is scored. Exit status 0 when done, 2 when refused (bad
+input, another run in the output without ``--overwrite``, a live writer), 3 when storage failed
+(rerun to resume); the reason is one line on stderr. Under ``ray job submit`` credentials reach
+the job through the cluster's own chain or ``--runtime-env-json '{"env_vars": {...}}'``; the
+driver adds no environment of its own.
 """
 
 from __future__ import annotations
@@ -43,4 +47,6 @@ if __name__ == "__main__":
         argv += ["--read-tasks", str(a.read_tasks)]
     if a.object_store_mb is not None:
         argv += ["--object-store-mb", str(a.object_store_mb)]
+    if a.overwrite:
+        argv += ["--overwrite"]
     sys.exit(main(argv))

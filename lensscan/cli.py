@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from lensscan import __version__
-from lensscan.errors import LensscanError
+from lensscan.errors import LensscanError, StorageError
+
+#: Exit statuses (README, "Exit status").
+EXIT_OK, EXIT_REFUSED, EXIT_STORAGE = 0, 2, 3
 
 
 def _demo(a) -> None:
@@ -18,9 +22,14 @@ def _demo(a) -> None:
 
 
 def _simulate(a) -> None:
+    from lensscan.io.shards import claim_survey_folder
     from lensscan.simulate.population import preset
     from lensscan.simulate.survey import SurveySpec, simulate_survey
 
+    removed = claim_survey_folder(a.out, a.overwrite)
+    if removed:
+        print(f"--overwrite: removed {removed} shards of the earlier survey in {a.out}",
+              file=sys.stderr)
     conditions, population = preset(a.preset)
     spec = SurveySpec(a.lenses, a.nonlenses, seed=a.seed, test_fraction=a.test_fraction,
                       population=population, conditions=conditions)
@@ -44,7 +53,12 @@ def _import_npy(a) -> None:
 
 def _train(a) -> None:
     from lensscan.config import TrainConfig
+    from lensscan.models import list_models
     from lensscan.train.trainer import train
+
+    if a.arch not in list_models():  # before Ray starts: a typo costs nothing
+        raise ValueError(f"--arch {a.arch!r}: unknown architecture; choose one of "
+                         f"{', '.join(list_models())}")
 
     cfg = TrainConfig(data=a.data, out=a.out, val=a.val, arch=a.arch, epochs=a.epochs,
                       steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, lr=a.lr,
@@ -73,8 +87,14 @@ def _score(a) -> None:
     cfg = ScoreConfig(input=a.input, output=a.output, model=a.model, threshold=a.threshold,
                       top=a.top, batch_size=a.batch_size, actors=a.actors,
                       rows_per_unit=a.rows_per_unit, read_tasks=a.read_tasks,
-                      object_store_mb=a.object_store_mb)
+                      object_store_mb=a.object_store_mb, overwrite=a.overwrite)
     m = score_survey(cfg)
+    bad = m["unreadable_shards"]
+    for e in bad[:5]:
+        print(f"lensscan score: unreadable shard {e['shard']}: {e['reason']}", file=sys.stderr)
+    if len(bad) > 5:
+        print(f"lensscan score: ... and {len(bad) - 5} more unreadable shards, see "
+              f"{a.output}/_quarantine.json", file=sys.stderr)
     c = m["counts"]
     print(f"scored {c['rows_scored']} of {c['rows_read']} rows ({c['rows_quarantined']} "
           f"quarantined, {c['shards_unreadable']} unreadable shards), {c['candidates']} "
@@ -88,7 +108,7 @@ def _query(a) -> None:
     if a.truth:
         from lensscan.catalog.truth import read_truth, recovery
 
-        table, summary = recovery(a.out, read_truth(a.truth), top=a.top,
+        table, summary = recovery(a.out, read_truth(a.truth, a.truth_cols), top=a.top,
                                   radius_arcsec=a.match_radius)
         formats.write(table, a.format, a.output)
         print(json.dumps(summary), file=sys.stderr)
@@ -134,6 +154,9 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--object-store-mb", type=float,
                    help="object-store memory for blocks in flight (default: sized from the "
                         "read tasks, actors and block size)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="the output holds another run (other input, model or cut): clear it and "
+                        "score anew instead of refusing")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -161,6 +184,8 @@ def parser() -> argparse.ArgumentParser:
                    help="survey conditions and population: HSC Wide (default) or the broader "
                         "training prior")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT already holds shards: remove them first instead of refusing")
     p.set_defaults(fn=_simulate)
 
     p = sub.add_parser("mosaic", help="PNG mosaic of every simulated object kind")
@@ -225,12 +250,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int)
     p.add_argument("--min-score", type=float)
     p.add_argument("--cone", type=float, nargs=3, metavar=("RA", "DEC", "RADIUS_ARCSEC"))
-    p.add_argument("--where", help="extra SQL predicate")
+    p.add_argument("--where", help="one boolean SQL expression over the output's columns, e.g. "
+                   "\"ra BETWEEN 150 AND 151 AND score_m0 > 0.5\" (no statements or subqueries)")
     p.add_argument("--candidates", action="store_true", help="query candidates.parquet only")
     p.add_argument("--truth", help="known lenses (CSV/Parquet/FITS/VOTable, or the gallery's "
                    "grades CSV): report each one's rank and the recall/purity in --top")
     p.add_argument("--match-radius", type=float, metavar="ARCSEC",
                    help="with --truth: cross-match by position instead of object_id")
+    p.add_argument("--truth-cols", metavar="ID,RA,DEC",
+                   help="with --truth: the table's id, RA and Dec columns (default: common "
+                        "names such as object_id/objid, RA/RAJ2000, DEC/DEJ2000)")
     p.add_argument("--format", default="table",
                    choices=["table", "csv", "json", "parquet", "fits", "votable"])
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
@@ -261,13 +290,26 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status: 0 done, 2 refused or bad input (one line
+    naming the file or URL), 3 storage failed under the run (rerun the same command)."""
     args = parser().parse_args(argv)
-    try:
-        args.fn(args)
-    except (LensscanError, FileNotFoundError, ValueError) as exc:
-        print(f"lensscan {args.cmd}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            args.fn(args)
+            status = EXIT_OK
+        except StorageError as exc:
+            print(f"lensscan {args.cmd}: error: {exc}", file=sys.stderr)
+            status = EXIT_STORAGE
+        except (LensscanError, FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
+            print(f"lensscan {args.cmd}: error: {exc}", file=sys.stderr)
+            status = EXIT_REFUSED
+    for w in caught:
+        if type(w.message).__name__ == "IncompleteOutputWarning":
+            print(f"lensscan {args.cmd}: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return status
 
 
 if __name__ == "__main__":

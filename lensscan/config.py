@@ -81,6 +81,7 @@ class ScoreConfig:
     torch_threads: int | None = None  # intra-op threads per CPU actor; default: its CPUs
     read_tasks: int | None = None  # concurrent read/preprocess tasks; default: 4 per free CPU
     object_store_mb: float | None = None  # object store for blocks in flight; default: sized
+    overwrite: bool = False  # clear an output that holds another run instead of refusing
     progress: bool = True  # print progress while running
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def run_demo(workdir: str = "lensscan-demo", lenses: int = DEMO_LENSES,
         simulate_survey(survey, SurveySpec(lenses, nonlenses, seed=seed, test_fraction=0.0),
                         shard_size=500)
     print(f"[demo] scoring {survey} with the {model} model -> {out}")
-    manifest = score_survey(ScoreConfig(input=survey, output=out, model=model))
+    # the demo's own folder: an earlier demo with another model is cleared, the same one resumed
+    manifest = score_survey(ScoreConfig(input=survey, output=out, model=model, overwrite=True))
     c = manifest["counts"]
     top = query(out, top=10)
     print(f"\n[demo] {c['rows_read']} rows read, {c['rows_scored']} scored, "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: Appended to every error after which rerunning the same command picks up where it stopped.
+RESUME_HINT = "rerun the same command to resume"
+
 
 class LensscanError(Exception):
     """Base class for errors with a message meant for the user, not a traceback."""
@@ -16,13 +19,50 @@ class ShardError(LensscanError):
         The file's URL or path.
     reason : str
         What is wrong with it, in words.
+    rows : int, optional
+        Rows the file holds, when its footer or header says so (the rows are then counted as
+        read and quarantined).
+    """
+
+    def __init__(self, url: str, reason: str, rows: int | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        self.rows = rows
+        super().__init__(f"{url}: {reason}")
+
+    def __reduce__(self):  # Ray pickles errors raised in tasks
+        return (type(self), (self.url, self.reason, self.rows))
+
+
+class StorageError(LensscanError):
+    """Storage failed under a run (endpoint unreachable, credentials refused, disk full): not the
+    data's fault, so nothing is quarantined; the run stops and a rerun resumes it.
+
+    Parameters
+    ----------
+    url : str
+        The file or URL that could not be read or written.
+    reason : str
+        What went wrong, in words.
     """
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         self.reason = reason
-        super().__init__(f"{url}: {reason}")
+        super().__init__(f"{url}: {reason}; {RESUME_HINT}")
+
+    def __reduce__(self):
+        return (type(self), (self.url, self.reason))
 
 
 class ModelError(LensscanError):
     """A model folder is missing, tampered with or does not match its card."""
+
+
+class OutputError(LensscanError):
+    """An output folder cannot be used as asked: it holds another run, another writer holds it,
+    or it is missing or incomplete."""
+
+
+class NothingReadableError(LensscanError):
+    """No input row could be read: every shard was rejected or unreadable."""

@@ -47,6 +47,10 @@ def read_card(url: str) -> dict[str, Any]:
         card = json.loads(storage.read_bytes(card_url))
     except FileNotFoundError:
         raise ModelError(f"{url}: not a lensscan model folder (no {CARD})") from None
+    except (NotADirectoryError, IsADirectoryError):
+        hint = " (give the folder that holds it)" if str(url).endswith(CARD) else ""
+        raise ModelError(f"{url}: is a file, not a model folder with {CARD} and "
+                         f"{WEIGHTS}{hint}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{card_url}: card is not valid JSON ({exc})") from None
     if card.get("format") != FORMAT:

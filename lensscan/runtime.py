@@ -1,30 +1,44 @@
 """Connect to Ray: a running cluster when there is one (``ray job submit``, ``RAY_ADDRESS``),
-else a local instance sized to this machine."""
+else a local instance sized to this machine.
+
+No credential or environment value is ever put in a runtime env: Ray logs runtime envs (the
+runtime-env agent's log, on every node), so a secret there leaks. Workers of a local instance
+inherit the driver's environment as it was when Ray started (so ``AWS_*`` and
+``AWS_ENDPOINT_URL`` reach them); on a cluster, nodes use their own credential chain (instance
+role, service account) or the job's ``--runtime-env-json``, which the driver leaves as it is.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 import ray
 
-#: Environment variables forwarded to every Ray worker (credential *chains*, never values in code).
-FORWARD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
-               "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
-               "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS")
+#: Set by Ray's job manager in a submitted job's driver: the job's config (its runtime env too).
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def driver_runtime_env(local: bool) -> dict:
+    """The runtime env this driver adds: a worker start-up hook only, never environment
+    variables, and no field that the submitted job's own runtime env already sets (Ray refuses
+    to merge two runtime envs that set the same field)."""
+    env: dict = {}
+    if os.environ.get("LENSSCAN_WARM_WORKERS") == "1":  # opt-in, see warm_worker
+        env["worker_process_setup_hook"] = "lensscan.runtime.warm_worker"
+    elif local:
+        env["worker_process_setup_hook"] = "lensscan.runtime.local_worker"
+    job = json.loads(os.environ.get(JOB_CONFIG_ENV) or "{}").get("runtime_env") or {}
+    return {k: v for k, v in env.items() if k not in job}
 
 
 def ensure_ray(num_cpus: int | None = None, quiet: bool = True) -> None:
     """Start or join Ray once per process."""
     if ray.is_initialized():
         return
-    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
-    runtime_env: dict = {"env_vars": env} if env else {}
     local = not os.environ.get("RAY_ADDRESS")
-    if os.environ.get("LENSSCAN_WARM_WORKERS") == "1":  # opt-in, see warm_worker
-        runtime_env["worker_process_setup_hook"] = "lensscan.runtime.warm_worker"
-    elif local:
-        runtime_env["worker_process_setup_hook"] = "lensscan.runtime.local_worker"
+    runtime_env = driver_runtime_env(local)
     kwargs: dict = {"runtime_env": runtime_env} if runtime_env else {}
     if quiet:
         kwargs.update(logging_level=logging.WARNING, log_to_driver=True)

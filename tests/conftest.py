@@ -118,3 +118,16 @@ def sim_survey(tmp_path_factory) -> str:
     simulate_survey(str(out), SurveySpec(12, 48, seed=7), shard_size=25, workers=1,
                     progress=False)
     return str(out)
+
+
+def finish_output(out: str, shards: list[str] = ()) -> None:
+    """Make a hand-built scoring output complete, as a run leaves it: the input listing of
+    ``shards`` (their current size and ETag/mtime) and a manifest."""
+    from lensscan.io import storage
+    from lensscan.score import commit, fingerprint
+
+    rec = fingerprint.RunRecord(input="test", model_checksum="test", threshold=0.5, top=None,
+                                preprocessing={}, rows_per_unit=2048,
+                                shards={s: storage.stamp(s) for s in shards})
+    fingerprint.write(out, rec)
+    commit.write_json(storage.join(out, commit.MANIFEST), {"fingerprint": rec.fingerprint})

@@ -41,6 +41,23 @@ def test_simulate_presets(tmp_path, capsys):
     assert broad.min() >= 0.45 and broad.max() <= 1.15 and broad.max() > 0.95
 
 
+def test_simulate_refuses_a_folder_holding_a_survey(tmp_path, capsys):
+    """A new survey written over an old one left the old one's extra shards behind: refused,
+    or the old shards removed first with --overwrite."""
+    out = str(tmp_path / "s")
+    base = ["simulate", out, "--lenses", "1", "--seed", "1", "--workers", "1",
+            "--shard-size", "2"]
+    assert main([*base, "--nonlenses", "3"]) == 0  # 2 shards
+    capsys.readouterr()
+    assert main([*base, "--nonlenses", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds 2 shards" in err[0] and "--overwrite" in err[0]
+    assert len(list((tmp_path / "s").glob("*.parquet"))) == 2  # untouched
+    assert main([*base, "--nonlenses", "1", "--overwrite"]) == 0
+    assert [p.name for p in (tmp_path / "s").glob("*.parquet")] == ["part-00000.parquet"]
+    assert pq.read_table(out).num_rows == 2
+
+
 def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     (tmp_path / "bad.parquet").write_bytes(b"nope")
     assert main(["import-npy", str(tmp_path / "nothing"), str(tmp_path / "o")]) == 2

@@ -105,6 +105,7 @@ def test_null_image_and_missing_id_flagged(tmp_path):
     pq.write_table(table, url)
     got = pio.read_parquet(url)
     assert list(got["status"]) == ["ok", "null_image", "missing_object_id"]
+    assert list(got["object_id"]) == [1, 2, None]  # a null id stays null, never 0
 
 
 def test_wrong_shape_named(tmp_path):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -12,10 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
+from conftest import finish_output
 
 from lensscan.catalog import formats
-from lensscan.catalog.query import Cone, query
+from lensscan.catalog.query import Cone, query, source_sql
 from lensscan.cli import main
+from lensscan.io import storage
 from lensscan.score import commit
 
 ORDER = ["object_id", "ra", "dec", "score", "score_a", "shard", "row", "status"]
@@ -39,6 +43,7 @@ def _scores(out: str, n: int = 3000, seed: int = 0) -> dict:
         sel = slice(k * n // 3, (k + 1) * n // 3)
         commit.write_unit(out, f"k{k}", {c: v[sel] for c, v in rows.items()}, ORDER)
     commit.finalize(out, ["k0", "k1", "k2"], 0.9, None)
+    finish_output(out)
     return rows
 
 
@@ -101,7 +106,7 @@ def test_candidates_file(out):
 
 
 def test_bad_where_is_clear(out):
-    with pytest.raises(ValueError, match="query failed"):
+    with pytest.raises(ValueError, match="unknown column 'no_such_column'"):
         query(out[0], where="no_such_column > 1")
 
 
@@ -144,7 +149,7 @@ def test_cli_query_table_and_csv(out, capsys):
     assert main(["query", out[0], "--cone", "0", "0", "100", "--top", "2"]) == 0
     assert "distance_arcsec" in capsys.readouterr().out
     assert main(["query", out[0], "--where", "nonsense >"]) == 2
-    assert "query failed" in capsys.readouterr().err
+    assert "not one SQL expression" in capsys.readouterr().err
 
 
 def test_text_table_formatting():
@@ -188,3 +193,63 @@ def test_gallery_grades_csv_reads_back_as_truth(out, tmp_path, capsys):
     assert rows_out == [{"known_id": str(best), "rank": 1, "score": rows_out[0]["score"],
                          "ra": rows_out[0]["ra"], "dec": rows_out[0]["dec"]}]
     assert json.loads(captured.err.strip().splitlines()[-1])["recovered"] == 1
+
+
+ATTACKS = {
+    "1=1); COPY (SELECT 42) TO 'x.csv'; SELECT (1": "not one SQL expression",
+    "row >= 0) UNION ALL SELECT 42, * FROM read_csv('/etc/passwd') --": "not a statement",
+    "(SELECT count(*) FROM read_csv('/etc/passwd')) > 0": "subqueries are not allowed",
+    "score > 0 AND length(read_text('/etc/passwd')) > 0": "function 'read_text' is not allowed",
+    "getenv('AWS_SECRET_ACCESS_KEY') IS NOT NULL": "function 'getenv' is not allowed",
+    "score > 0 ORDER BY ra": "not one SQL expression",
+    "count(*) > 1": "function 'count_star' is not allowed",
+    "t.score > 0": "unknown column 't.score'",
+}
+
+
+def test_where_is_one_expression_over_the_output(out, tmp_path, monkeypatch, capsys):
+    """--where accepts one boolean expression over the output's columns: no statements,
+    subqueries, table functions or file access, through the CLI and the Python API."""
+    path, rows = out
+    monkeypatch.chdir(tmp_path)
+    for text, why in ATTACKS.items():
+        with pytest.raises(ValueError, match=re.escape(why)):
+            query(path, where=text)
+    assert not (tmp_path / "x.csv").exists()
+    assert main(["query", path, "--where", next(iter(ATTACKS))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not one SQL expression" in err[0]
+    assert not (tmp_path / "x.csv").exists()
+    # what a filter is for still works: columns, arithmetic, functions, IN, LIKE, casts
+    t = query(path, where="(row % 3 = 0 OR object_id IN (1, 2)) AND shard LIKE 's.%' "
+                          "AND CAST(row AS VARCHAR) <> '' AND abs(dec) < 90 AND rank <= 50")
+    got = t.column("row").to_pylist()
+    assert got and all(r % 3 == 0 or r in (1, 2) for r in got)
+    assert max(t.column("rank").to_pylist()) <= 50
+
+
+def test_queries_reach_nothing_but_the_output(out, s3_bucket):
+    """The connection a query runs on reads its output and nothing else: no local file, no
+    other bucket, no writes outside it."""
+    import boto3
+
+    from lensscan import duck
+
+    path, _ = out
+    con = duck.connect(path)
+    duck.confine(con, path)
+    assert con.execute(f"SELECT count(*) FROM {source_sql(path)}").fetchone()[0] == 3000
+    for sql in ("SELECT * FROM read_csv('/etc/passwd')", "COPY (SELECT 1) TO '/tmp/x.csv'",
+                "SET enable_external_access = true"):
+        with pytest.raises(duckdb.Error):
+            con.execute(sql)
+    other = f"{s3_bucket}-other"
+    boto3.client("s3").create_bucket(Bucket=other.removeprefix("s3://"))
+    storage.write_bytes_atomic(f"{other}/t.csv", b"a,b\n1,2\n")
+    run = f"{s3_bucket}/run"
+    _scores(run, n=30, seed=1)
+    con = duck.connect(run)
+    duck.confine(con, run)
+    assert con.execute(f"SELECT count(*) FROM {source_sql(run)}").fetchone()[0] == 30
+    with pytest.raises(duckdb.Error, match="disabled by configuration"):
+        con.execute(f"SELECT * FROM read_csv('{other}/t.csv')")

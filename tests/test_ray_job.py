@@ -1,4 +1,8 @@
-"""`ray start --head` with a declared GPU, then `ray job submit` of jobs/score_survey.py."""
+"""`ray start --head` with a declared GPU, then `ray job submit` of jobs/score_survey.py: on the
+(fake) GPU actor, and with S3 credentials passed the way Ray documents (`--runtime-env-json`).
+
+Ray 2.60's `ray start --head` turns token authentication on: the client runs with
+RAY_AUTH_MODE=token and finds the token the head wrote (~/.ray/auth_token)."""
 
 from __future__ import annotations
 
@@ -14,13 +18,14 @@ import time
 import pytest
 from conftest import free_port, make_batch
 
+from lensscan.io import storage
 from lensscan.io.parquet import write_parquet
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RAY = str(pathlib.Path(sys.executable).parent / "ray")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
     """A Ray head with 2 CPUs and 1 (fake) GPU in its own process group; only it is stopped."""
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: socket paths max 107 chars
@@ -35,7 +40,9 @@ def ray_head():
            f"--node-manager-port={ports['node']}", f"--object-manager-port={ports['object']}",
            f"--metrics-export-port={ports['metrics']}",
            f"--runtime-env-agent-port={ports['runtime_env']}", "--disable-usage-stats"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # no AWS_* in the cluster's own environment: a job gets credentials from its runtime env
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"
+           and not k.startswith("AWS_")}
     proc = subprocess.Popen(cmd, start_new_session=True, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{ports['dashboard']}"
@@ -76,3 +83,25 @@ def test_ray_job_submit_scores_on_gpu_actor(ray_head, tiny_model, tmp_path):
     assert manifest["counts"]["rows_scored"] == 240 and manifest["counts"]["rows_read"] == 240
     assert manifest["resources"]["gpus_per_actor"] == 1.0  # scheduled on the (fake) GPU
     assert "scored 240 of 240 rows" in r.stdout
+
+
+@pytest.mark.slow
+def test_ray_job_submit_with_env_vars_in_runtime_env(ray_head, tiny_model, s3_server,
+                                                     s3_bucket):
+    """The job's runtime env sets the S3 variables; the driver adds none of its own, so Ray
+    has nothing to merge ("Failed to merge the Job's runtime env ... conflict" before)."""
+    address, env = ray_head
+    batch = make_batch(60, seed=8)
+    write_parquet(f"{s3_bucket}/cut/p.parquet", batch)
+    out = f"{s3_bucket}/runs/job"
+    job_env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                          "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT),
+           "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
+           "python", "jobs/score_survey.py", "--input", f"{s3_bucket}/cut/", "--output", out,
+           "--model", tiny_model]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "scored 60 of 60 rows" in r.stdout
+    manifest = json.loads(storage.read_bytes(f"{out}/_manifest.json"))
+    assert manifest["counts"]["rows_scored"] == 60

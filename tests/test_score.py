@@ -19,6 +19,7 @@ import torch
 from conftest import make_batch
 
 from lensscan import modelcard
+from lensscan.cli import main
 from lensscan.config import ScoreConfig
 from lensscan.data.preprocess import Preprocessing, preprocess
 from lensscan.io import fits as fio
@@ -230,7 +231,10 @@ def _wait_for_parts(out, n, proc, timeout=240):
 
 
 @pytest.mark.slow
-def test_killed_driver_then_rerun_gives_every_row_once(tiny_model, tmp_path):
+def test_second_writer_refused_killed_driver_rerun_gives_every_row_once(tiny_model, tmp_path,
+                                                                          capsys):
+    """Two runs into one output at once: the second is refused (the first holds the lease);
+    the first is killed, and a rerun takes its dead lease over and finishes the work."""
     src, out = tmp_path / "in", str(tmp_path / "out")
     src.mkdir()
     for k in range(6):
@@ -243,6 +247,9 @@ def test_killed_driver_then_rerun_gives_every_row_once(tiny_model, tmp_path):
                             stderr=subprocess.DEVNULL)
     try:
         assert _wait_for_parts(out, 3, proc), "the first run committed nothing"
+        assert main(cmd[3:]) == 2  # a second writer, while the first runs
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "is being written by another run" in line and f"pid {proc.pid}" in line
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

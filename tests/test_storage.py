@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
 import pytest
 
+from lensscan.errors import RESUME_HINT
 from lensscan.io import storage
+from lensscan.score import commit
 
 
 def test_local_and_file_urls_resolve_to_same_file(tmp_path):
@@ -48,3 +59,78 @@ def test_s3_uses_aws_endpoint_url(s3_bucket):
     assert storage.read_bytes(url) == b"abc"
     assert storage.list_shards(f"{s3_bucket}/prefix/") == [url]
     assert storage.join(s3_bucket, "a", "b") == f"{s3_bucket}/a/b"
+
+
+ORDER = ["object_id", "ra", "dec", "score", "shard", "row", "status"]
+
+
+def _rows(n: int = 20) -> dict:
+    return {"object_id": np.arange(n), "ra": np.zeros(n), "dec": np.zeros(n),
+            "score": np.full(n, 0.5, np.float32), "shard": np.full(n, "s", dtype=object),
+            "row": np.arange(n), "status": np.full(n, "ok", dtype=object)}
+
+
+def _readable(scores) -> int:
+    """Rows of the scores folder as pyarrow's dataset reader and pandas see it."""
+    n = pads.dataset(str(scores), format="parquet").to_table().num_rows
+    assert len(pd.read_parquet(str(scores))) == n
+    return n
+
+
+def test_failed_atomic_write_removes_its_temporary_file(tmp_path):
+    """A commit that fails after its temporary file exists (here the rename: a folder holds the
+    part's name) leaves nothing behind, and the scores folder stays readable."""
+    out = str(tmp_path / "out")
+    commit.write_unit(out, "a", _rows(), ORDER)
+    blocker = tmp_path / "out" / "scores" / "part-b.parquet"
+    blocker.mkdir()
+    (blocker / "keep").write_text("x")
+    with pytest.raises(OSError):
+        commit.write_unit(out, "b", _rows(), ORDER)
+    shutil.rmtree(blocker)
+    assert sorted(os.listdir(tmp_path / "out" / "scores")) == ["part-a.parquet"]
+    assert _readable(tmp_path / "out" / "scores") == 20
+
+
+def test_writer_killed_mid_write_leaves_readers_working(tmp_path):
+    """A writer killed mid-write (SIGXFSZ: file size limit) cannot clean up; its partial
+    temporary file is hidden (dot name), so dataset readers skip it."""
+    out = str(tmp_path / "out")
+    commit.write_unit(out, "a", _rows(), ORDER)
+    target = str(tmp_path / "out" / "scores" / "part-b.parquet")
+    code = ("import resource, signal\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it by default\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))\n"
+            "from lensscan.io import storage\n"
+            f"storage.write_bytes_atomic({target!r}, b'x' * 1_000_000)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert r.returncode == -signal.SIGXFSZ
+    left = [p for p in os.listdir(tmp_path / "out" / "scores") if p != "part-a.parquet"]
+    assert len(left) == 1 and left[0].startswith(".part-b.parquet.tmp-")  # the partial file
+    assert _readable(tmp_path / "out" / "scores") == 20
+
+
+def test_disk_full_names_the_file_and_cleans_up(tmp_path):
+    """A write to a full filesystem (a 64 KiB tmpfs in a private mount namespace) raises one
+    StorageError naming the file and removes its temporary file."""
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare for a small full filesystem")
+    full = tmp_path / "full"
+    full.mkdir()
+    code = ("import os, sys\n"
+            "from lensscan.errors import StorageError\n"
+            "from lensscan.io import storage\n"
+            "try:\n"
+            f"    storage.write_bytes_atomic({str(full / 'part-x.parquet')!r}, b'x' * 200_000)\n"
+            "except StorageError as e:\n"
+            f"    print(e); print(os.listdir({str(full)!r}))\n")
+    prefix = ["unshare", "--mount"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
+    if subprocess.run([*prefix, "true"], capture_output=True).returncode:
+        pytest.skip("no mount namespace here")
+    r = subprocess.run([*prefix, "sh", "-c", f'mount -t tmpfs -o size=64k tmpfs "{full}" && '
+                        f'exec "{sys.executable}" -c "$0"', code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    message, listing = r.stdout.strip().splitlines()
+    assert message.startswith(str(full / "part-x.parquet") + ": cannot write (")
+    assert "No space left on device" in message and message.endswith(RESUME_HINT)
+    assert listing == "[]"

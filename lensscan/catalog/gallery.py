@@ -1,9 +1,11 @@
 """A self-contained HTML gallery of the top candidates, with keyboard grading and CSV export.
 
 Pixels are read back from the input shards through each score's provenance (``shard``, ``row``),
-only for the rows shown. Thumbnails are asinh RGB composites (i -> red, r -> green, g -> blue)
-embedded as PNG data URIs, so the page works offline and can be mailed around; it shows one page
-of cards at a time, so 500+ candidates stay responsive.
+only for the rows shown, after checking that each shard is unchanged since it was scored (size
+and ETag/mtime recorded in the output). Ids and every other value from the data reach the page
+as text (``textContent``), never as HTML. Thumbnails are asinh RGB composites (i -> red,
+r -> green, g -> blue) embedded as PNG data URIs, so the page works offline and can be mailed
+around; it shows one page of cards at a time, so 500+ candidates stay responsive.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import defaultdict
 import numpy as np
 import pyarrow as pa
 
+from lensscan.catalog.output import check_shards
 from lensscan.catalog.query import query
 from lensscan.io import storage
 from lensscan.io.shards import read_rows
@@ -38,13 +41,18 @@ def png_data_uri(rgb: np.ndarray, scale: int = 2) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def cutouts_for(table: pa.Table) -> np.ndarray:
-    """Read the images of a result table's rows from their shards: (N, 3, 64, 64)."""
+def cutouts_for(table: pa.Table, out_dir: str | None = None) -> np.ndarray:
+    """Read the images of a result table's rows from their shards: (N, 3, 64, 64).
+
+    With ``out_dir`` (the scoring output the table came from), shards that changed since they
+    were scored are refused by name (:func:`lensscan.catalog.output.check_shards`)."""
     shards = table.column("shard").to_pylist()
     rows = table.column("row").to_numpy()
     by_shard: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(shards):
         by_shard[s].append(i)
+    if out_dir is not None:
+        check_shards(out_dir, by_shard)
     out = np.zeros((table.num_rows, 3, 64, 64), np.float32)
     for shard, idx in by_shard.items():
         out[idx] = read_rows(shard, rows[idx])
@@ -62,7 +70,7 @@ def build_gallery(table: pa.Table, images: np.ndarray, title: str, per_page: int
             "members": {m[len("score_"):]: rec[m] for m in members},
             "img": png_data_uri(rgb_composite(images[i])),
         })
-    data = json.dumps(items).replace("</", "<\\/")
+    data = json.dumps(items).replace("<", "\\u003c")  # no "</script>" or "<!--" in the script
     return _TEMPLATE.replace("__TITLE__", html.escape(title)).replace(
         "__DATA__", data).replace("__PER_PAGE__", str(int(per_page))).replace(
         "__GRADES__", json.dumps(GRADES))
@@ -97,7 +105,7 @@ def write_gallery(out: str, page: str, top: int = 100, min_score: float | None =
     """Write the gallery of the ``top`` candidates of scoring output ``out`` to ``page``:
     an HTML page, or a PNG mosaic when ``page`` ends in ``.png``."""
     table = query(out, top=top, min_score=min_score)
-    images = cutouts_for(table)
+    images = cutouts_for(table, out)
     if page.lower().endswith(".png"):
         storage.write_bytes_atomic(page, mosaic_png(table, images))
         return page
@@ -120,6 +128,7 @@ header h1{font-size:15px;margin:0;font-weight:600}
 .card.focus{border-color:#4af}
 .card .grade{float:right;font-weight:700;color:#fc4}
 .meta{line-height:1.35;margin-top:3px;word-break:break-all}
+.members{color:#888}
 button{background:#345;color:#eee;border:0;padding:5px 10px;border-radius:4px;cursor:pointer}
 .help{color:#999;font-size:12px}
 </style></head><body>
@@ -140,21 +149,35 @@ try { grades = JSON.parse(localStorage.getItem(STORE) || "{}"); } catch (e) { gr
 let page = 0, focus = 0;
 const pages = Math.max(1, Math.ceil(ITEMS.length / PER_PAGE));
 function fmt(v, d) { return (v === null || v === undefined) ? "" : Number(v).toFixed(d); }
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;  // data from files is text, never HTML
+  return e;
+}
 function render() {
   const grid = document.getElementById("grid");
-  grid.innerHTML = "";
+  grid.replaceChildren();
   const start = page * PER_PAGE;
   ITEMS.slice(start, start + PER_PAGE).forEach((it, k) => {
-    const c = document.createElement("div");
-    c.className = "card" + (start + k === focus ? " focus" : "");
+    const c = el("div", "card" + (start + k === focus ? " focus" : ""));
     c.dataset.index = start + k;
     c.dataset.objectId = it.id;
-    const mem = Object.entries(it.members).map(([n, s]) => n + " " + fmt(s, 3)).join("<br>");
-    c.innerHTML = '<img loading="lazy" alt="' + it.id + '" src="' + it.img + '">' +
-      '<div class="meta"><span class="grade">' + (grades[it.id] || "") + '</span>' +
-      '#' + it.rank + ' <b class="oid">' + it.id + '</b><br>score ' + fmt(it.score, 4) +
-      '<br>' + fmt(it.ra, 5) + ' ' + fmt(it.dec, 5) + '<br><span style="color:#888">' + mem +
-      '</span></div>';
+    const img = el("img");
+    img.loading = "lazy";
+    img.alt = it.id;
+    img.src = it.img;
+    const meta = el("div", "meta");
+    meta.append(el("span", "grade", grades[it.id] || ""), "#" + it.rank + " ",
+                el("b", "oid", it.id), el("br"), "score " + fmt(it.score, 4), el("br"),
+                fmt(it.ra, 5) + " " + fmt(it.dec, 5), el("br"));
+    const mem = el("span", "members");
+    Object.entries(it.members).forEach(([n, s], j) => {
+      if (j) mem.append(el("br"));
+      mem.append(n + " " + fmt(s, 3));
+    });
+    meta.append(mem);
+    c.append(img, meta);
     c.onclick = () => { focus = start + k; render(); };
     grid.appendChild(c);
   });

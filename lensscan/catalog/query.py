@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from lensscan import duck
+from lensscan.catalog.output import check_output
+from lensscan.catalog.where import referenced_columns, where_sql
 from lensscan.io import storage
 from lensscan.score import commit
 
@@ -71,7 +73,9 @@ def query(
     cone : Cone, optional
         Keep objects within the cone; adds ``distance_arcsec``.
     where : str, optional
-        An extra SQL predicate over the output columns (e.g. ``"ra BETWEEN 150 AND 151"``).
+        One boolean expression over the output columns (e.g. ``"ra BETWEEN 150 AND 151"``),
+        checked by :func:`lensscan.catalog.where.where_sql`: no statements, subqueries or
+        table functions; safe with untrusted text.
     columns : list of str, optional
         Columns to return (default :data:`DEFAULT_COLUMNS` plus member scores).
     candidates : bool
@@ -82,7 +86,9 @@ def query(
     pyarrow.Table
         With ``rank`` (1 = highest score among all scored rows) first.
     """
+    check_output(out)
     con = duck.connect(out)
+    duck.confine(con, out)  # this output only: no other file, bucket or URL from here on
     src = source_sql(out, candidates)
     available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
     cols = list(columns) if columns else [c for c in available
@@ -90,22 +96,13 @@ def query(
     missing = [c for c in cols if c not in available]
     if missing:
         raise ValueError(f"unknown columns {missing}; available: {available}")
-    preds = ["status = 'ok'", "score IS NOT NULL"]
-    if min_score is not None:
-        preds.append(f"score >= {float(min_score)!r}")
-    select = [f'"{c}"' for c in cols]
-    if cone is not None:
-        r_deg = cone.radius_arcsec / 3600.0
-        preds.append(f"dec BETWEEN {cone.dec - r_deg!r} AND {cone.dec + r_deg!r}")
-        dist = angular_distance_sql(cone.ra, cone.dec)
-        preds.append(f"{dist} <= {float(cone.radius_arcsec)!r}")
-        select.append(f"{dist} AS distance_arcsec")
-    if where:
-        preds.append(f"({where})")
+    preds, select, used = _filters(min_score, cone, where, available)
+    select = [_quote(c) for c in cols] + select
     rank_sql = "row_number() OVER (ORDER BY score DESC, object_id)"
-    inner_cols = sorted(set(cols) | {"ra", "dec", "score", "object_id", "status"} & set(available))
+    inner = sorted((set(cols) | used | {"ra", "dec", "score", "object_id", "status"})
+                   & set(available))
     sql = (
-        f"WITH ranked AS (SELECT {', '.join(chr(34) + c + chr(34) for c in inner_cols)}, "
+        f"WITH ranked AS (SELECT {', '.join(_quote(c) for c in inner)}, "
         f"{rank_sql} AS rank FROM {src} WHERE status = 'ok' AND score IS NOT NULL) "
         f"SELECT rank, {', '.join(select)} FROM ranked WHERE {' AND '.join(preds)} "
         f"ORDER BY score DESC, object_id"
@@ -116,3 +113,28 @@ def query(
         return duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
         raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def _filters(min_score: float | None, cone: Cone | None, where: str | None,
+             available: list[str]) -> tuple[list[str], list[str], set[str]]:
+    """SQL predicates of the cuts, extra select expressions, and the columns ``where`` uses."""
+    preds = ["status = 'ok'", "score IS NOT NULL"]
+    select: list[str] = []
+    if min_score is not None:
+        preds.append(f"score >= {float(min_score)!r}")
+    if cone is not None:
+        r_deg = cone.radius_arcsec / 3600.0
+        preds.append(f"dec BETWEEN {cone.dec - r_deg!r} AND {cone.dec + r_deg!r}")
+        dist = angular_distance_sql(cone.ra, cone.dec)
+        preds.append(f"{dist} <= {float(cone.radius_arcsec)!r}")
+        select.append(f"{dist} AS distance_arcsec")
+    used: set[str] = set()
+    if where:
+        preds.append(where_sql(where, [*available, "rank"]))
+        used = referenced_columns(where) - {"rank"}
+    return preds, select, used
+
+
+def _quote(column: str) -> str:
+    """A column name as a quoted SQL identifier."""
+    return '"' + column.replace('"', '""') + '"'

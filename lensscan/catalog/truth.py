@@ -8,50 +8,114 @@ import numpy as np
 import pyarrow as pa
 
 from lensscan import duck
+from lensscan.catalog.output import check_output
 from lensscan.catalog.query import angular_distance_sql, source_sql
 from lensscan.io import storage
 
 #: Grades (from the gallery's CSV export) that do not count as a known lens.
 NOT_A_LENS = {"not a lens", "n", "no", "0"}
+#: Column names recognised (case-insensitive) for each role, first match wins.
+ALIASES = {
+    "object_id": ("object_id", "objid", "obj_id", "objectid", "id", "source_id", "name"),
+    "ra": ("ra", "raj2000", "ra_j2000", "ra_deg", "radeg", "alpha_j2000", "ra_icrs", "_raj2000"),
+    "dec": ("dec", "dej2000", "decj2000", "dec_j2000", "dec_deg", "decdeg", "delta_j2000",
+            "de_icrs", "dec_icrs", "_dej2000"),
+}
 
 
-def read_truth(url: str) -> pa.Table:
-    """Read a truth table (CSV, Parquet, FITS or VOTable) of known lenses.
-
-    It needs ``object_id`` or ``ra``/``dec`` columns. A ``grade`` column (the gallery's export)
-    keeps only rows not graded "not a lens"; a ``label`` column keeps only ``label == 1``.
-    """
+def _read_table(url: str) -> pa.Table:
+    """A table file as Arrow, columns as named in the file (FITS big-endian made native)."""
     ext = os.path.splitext(url.lower().removesuffix(".gz"))[1]
     data = storage.read_bytes(url)
     if ext == ".csv":
         import pyarrow.csv as pacsv
 
-        table = pacsv.read_csv(pa.BufferReader(data),
-                               convert_options=pacsv.ConvertOptions(
-                                   column_types={"object_id": pa.string()}))
-    elif ext == ".parquet":
+        head = data.split(b"\n", 1)[0].decode(errors="replace").split(",")
+        names = [h.strip().strip('"') for h in head]
+        ids = {n: pa.string() for n in names if n.lower() in ALIASES["object_id"]}
+        return pacsv.read_csv(pa.BufferReader(data),
+                              convert_options=pacsv.ConvertOptions(column_types=ids))
+    if ext == ".parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(pa.BufferReader(data))
-    elif ext in (".fits", ".fit", ".xml", ".vot"):
+        return pq.read_table(pa.BufferReader(data))
+    if ext in (".fits", ".fit", ".xml", ".vot"):
         import io
 
         from astropy.table import Table
 
         t = Table.read(io.BytesIO(data), format="fits" if ext.startswith(".fit") else "votable")
-        table = pa.table({c.lower(): np.asarray(t[c]) for c in t.colnames})
-    else:
-        raise ValueError(f"{url}: truth table must be .csv, .parquet, .fits or VOTable")
-    names = [c.lower() for c in table.column_names]
-    table = table.rename_columns(names)
+        return pa.table({c: _native(np.asarray(t[c])) for c in t.colnames})
+    raise ValueError(f"{url}: truth table must be .csv, .parquet, .fits or VOTable")
+
+
+def _native(a: np.ndarray) -> np.ndarray | list:
+    """FITS columns are big-endian and strings may be bytes: native values Arrow accepts."""
+    if a.dtype.kind == "S":
+        return [v.decode().strip() for v in a.tolist()]
+    if a.dtype.kind == "U":
+        return [v.strip() for v in a.tolist()]
+    return a.astype(a.dtype.newbyteorder("=")) if a.dtype.byteorder not in ("=", "|") else a
+
+
+def _pick(url: str, names: list[str], role: str, given: str | None) -> str | None:
+    """The column playing ``role``: the one named in ``given`` or the first known alias."""
+    lower = {n.lower(): n for n in names}
+    if given:
+        if given.lower() not in lower:
+            raise ValueError(f"{url}: no column {given!r} for {role} (columns: {names})")
+        return lower[given.lower()]
+    return next((lower[a] for a in ALIASES[role] if a in lower), None)
+
+
+def read_truth(url: str, columns: str | None = None) -> pa.Table:
+    """Read a truth table (CSV, Parquet, FITS or VOTable) of known lenses.
+
+    Parameters
+    ----------
+    url : str
+        The table file.
+    columns : str, optional
+        ``"ID,RA,DEC"``: the file's columns for ``object_id``, ``ra`` and ``dec`` (an empty
+        part keeps the default). By default common names are recognised (see :data:`ALIASES`:
+        ``RA``, ``RAJ2000``, ``ALPHA_J2000``, ``objid``, ...).
+
+    It needs an id or ra/dec columns (degrees, RA in [0, 360), Dec in [-90, 90]). A ``grade``
+    column (the gallery's export) keeps only rows not graded "not a lens"; a ``label`` column
+    keeps only ``label == 1``.
+    """
+    table = _read_table(url)
+    names = table.column_names
+    given = (columns.split(",") + ["", "", ""])[:3] if columns else ["", "", ""]
+    picked = {role: _pick(url, names, role, g.strip() or None)
+              for role, g in zip(("object_id", "ra", "dec"), given, strict=True)}
+    rest = {n.lower(): table.column(n) for n in names if n not in picked.values()}
+    table = pa.table({**{r: table.column(c) for r, c in picked.items() if c}, **rest})
+    names = table.column_names
     if "object_id" not in names and not {"ra", "dec"} <= set(names):
-        raise ValueError(f"{url}: truth table needs object_id or ra and dec (has {names})")
+        raise ValueError(f"{url}: truth table needs an id column or ra and dec columns "
+                         f"(has {names}); name them with --truth-cols ID,RA,DEC")
+    if {"ra", "dec"} <= set(names):
+        _check_positions(url, table)
     if "grade" in names:
         grades = [str(g).strip().lower() for g in table.column("grade").to_pylist()]
         table = table.filter(pa.array([g not in NOT_A_LENS for g in grades]))
     if "label" in names:
         table = table.filter(pa.compute.equal(table.column("label"), 1))
     return table
+
+
+def _check_positions(url: str, table: pa.Table) -> None:
+    """Refuse positions off the sky, naming the first bad row."""
+    from lensscan.io.checks import coordinate_problems
+
+    ra = np.asarray(table.column("ra").to_numpy(zero_copy_only=False), np.float64)
+    dec = np.asarray(table.column("dec").to_numpy(zero_copy_only=False), np.float64)
+    bad = np.flatnonzero(coordinate_problems(ra, dec) != "")
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"{url}: row {i + 1}: ra {ra[i]:g}, dec {dec[i]:g} are not degrees on "
+                         f"the sky (RA in [0, 360), Dec in [-90, 90]; {len(bad)} such rows)")
 
 
 def recovery(out: str, truth: pa.Table, top: int | None = None,
@@ -61,8 +125,10 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
     Matching is by ``object_id`` (compared as text) unless ``radius_arcsec`` is given, in which
     case each known lens takes the nearest scored object within that radius.
     """
+    check_output(out)
     con = duck.connect(out)
     con.register("truth_in", truth)
+    duck.confine(con, out)
     src = source_sql(out)
     ranked = (f"SELECT object_id, ra, dec, score, row_number() OVER "
               f"(ORDER BY score DESC, object_id) AS rank FROM {src} "

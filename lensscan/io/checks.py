@@ -11,6 +11,31 @@ import numpy as np
 #: Shape of one cutout: (band, y, x).
 CUTOUT_SHAPE = (3, 64, 64)
 OK = "ok"
+MISSING_ID = "missing_object_id"
+UNREADABLE = "unreadable"
+DUPLICATE_ID = "duplicate_object_id"
+#: Statuses whose rows have no usable object id: the output holds a null id for them.
+NULL_ID_STATUSES = (MISSING_ID, UNREADABLE)
+
+
+def id_is_null(status: np.ndarray) -> np.ndarray:
+    """Rows whose status says their object id is missing or could not be read."""
+    s = np.asarray(status, dtype=object).astype(str)
+    return np.char.startswith(s, MISSING_ID) | np.char.startswith(s, UNREADABLE + ":")
+
+
+def coordinate_problems(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Per row, ``""`` or why (ra, dec) is not a sky position: RA outside [0, 360) or Dec
+    outside [-90, 90] degrees (null coordinates, NaN, are allowed)."""
+    ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = (ra < 0) | (ra >= 360) | ~(np.isnan(ra) | np.isfinite(ra))
+        bad |= (dec < -90) | (dec > 90) | ~(np.isnan(dec) | np.isfinite(dec))
+    out = np.full(len(ra), "", dtype=object)
+    for i in np.flatnonzero(bad):
+        out[i] = (f"invalid_coordinates: ra {ra[i]:g}, dec {dec[i]:g} outside "
+                  "[0, 360) x [-90, 90] degrees")
+    return out
 
 
 def row_status(
@@ -18,6 +43,8 @@ def row_status(
     object_ids: np.ndarray,
     image_null: np.ndarray | None = None,
     id_null: np.ndarray | None = None,
+    ra: np.ndarray | None = None,
+    dec: np.ndarray | None = None,
 ) -> np.ndarray:
     """Status of every row of a decoded batch.
 
@@ -29,6 +56,8 @@ def row_status(
         Object ids (int64 or str).
     image_null, id_null : ndarray of bool, shape (N,), optional
         Rows whose image or id was null in the file.
+    ra, dec : ndarray of float, shape (N,), optional
+        Coordinates in degrees (NaN when null); positions off the sky are quarantined.
 
     Returns
     -------
@@ -51,8 +80,11 @@ def row_status(
     status[zero & (bad_count == 0)] = "all_zero: every pixel is 0"
     if image_null is not None:
         status[image_null] = "null_image"
+    if ra is not None and dec is not None:
+        coords = coordinate_problems(ra, dec)
+        status[coords != ""] = coords[coords != ""]
     if id_null is not None:
-        status[id_null] = "missing_object_id"
+        status[id_null] = MISSING_ID
     ids = np.asarray(object_ids)
     valid = np.ones(n, bool) if id_null is None else ~id_null
     if valid.any():
@@ -63,6 +95,6 @@ def row_status(
                 key = ids[i]
                 if key in seen:
                     plain = key.item() if isinstance(key, np.generic) else key
-                    status[i] = f"duplicate_object_id: {plain!r} appears earlier in this shard"
+                    status[i] = f"{DUPLICATE_ID}: {plain!r} appears earlier in this shard"
                 seen.add(key)
     return status

@@ -16,7 +16,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
-from lensscan.errors import ShardError
+from lensscan.errors import ShardError, StorageError
 from lensscan.io import storage
 from lensscan.io.checks import CUTOUT_SHAPE, row_status
 
@@ -31,21 +31,25 @@ class FitsInfo:
     num_rows: int
     is_shard: bool
     bands: tuple[str, ...]
+    id_kind: str = "int"  # "int" or "string": the type of the object ids
 
 
 def _open(url: str) -> fits.HDUList:
     fs, path = storage.filesystem(url)
-    try:
-        if storage.is_local(url):
-            return fits.open(path, memmap=not path.endswith(".gz"), lazy_load_hdus=True)
-        if path.endswith(".gz"):
-            return fits.open(io.BytesIO(fs.cat_file(path)))
-        return fits.open(storage.unstrip(fs, path), use_fsspec=True, lazy_load_hdus=True,
-                         fsspec_kwargs=_fsspec_kwargs(url))
-    except FileNotFoundError as exc:
-        raise ShardError(url, "file not found") from exc
-    except (OSError, ValueError, TypeError) as exc:
-        raise ShardError(url, f"not a readable FITS file ({str(exc)[:200]})") from exc
+    with storage.failures_named(url, "read"):
+        try:
+            if storage.is_local(url):
+                return fits.open(path, memmap=not path.endswith(".gz"), lazy_load_hdus=True)
+            if path.endswith(".gz"):
+                return fits.open(io.BytesIO(fs.cat_file(path)))
+            return fits.open(storage.unstrip(fs, path), use_fsspec=True, lazy_load_hdus=True,
+                             fsspec_kwargs=_fsspec_kwargs(url))
+        except FileNotFoundError as exc:
+            raise ShardError(url, "file not found") from exc
+        except (OSError, ValueError, TypeError) as exc:
+            if storage.is_storage_failure(exc):
+                raise
+            raise ShardError(url, f"not a readable FITS file ({str(exc)[:200]})") from exc
 
 
 def _fsspec_kwargs(url: str) -> dict:
@@ -59,39 +63,89 @@ def _bands(header: fits.Header) -> tuple[str, ...]:
 
 
 def fits_info(url: str) -> FitsInfo:
-    """Inspect a FITS file's headers (no pixel data is read)."""
+    """Inspect a FITS file's headers (no pixel data is read).
+
+    Raises
+    ------
+    ShardError
+        When the file is truncated or is neither a shard (``CUTOUTS`` + ``OBJECTS``) nor a
+        single (3, 64, 64) cube; ``rows`` is set when the headers say how many cutouts it holds.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         hdul = _open(url)
         try:
             names = [h.name for h in hdul]
+            _check_complete(url, hdul)
             if "CUTOUTS" in names:
-                hdr = hdul["CUTOUTS"].header
-                shape = tuple(hdr.get(f"NAXIS{k}", 0) for k in range(hdr.get("NAXIS", 0), 0, -1))
-                if len(shape) != 4 or shape[1:] != CUTOUT_SHAPE:
-                    raise ShardError(url, f"CUTOUTS HDU has shape {shape}, expected (N, 3, 64, 64)")
-                if "OBJECTS" not in names:
-                    raise ShardError(url, "FITS shard has a CUTOUTS HDU but no OBJECTS table")
-                nobj = hdul["OBJECTS"].header.get("NAXIS2", -1)
-                if nobj != shape[0]:
-                    raise ShardError(
-                        url, f"OBJECTS table has {nobj} rows but CUTOUTS holds {shape[0]} cutouts"
-                    )
-                return FitsInfo(url, shape[0], True, _bands(hdr))
+                return _shard_info(url, hdul, names)
             hdu = _first_image(url, hdul)
-            return FitsInfo(url, 1, False, _bands(hdu.header))
+            oid = hdu.header.get("OBJECT_ID")
+            kind = "int" if isinstance(oid, int) and not isinstance(oid, bool) else "string"
+            return FitsInfo(url, 1, False, _bands(hdu.header), kind)
         except (OSError, ValueError, IndexError, KeyError) as exc:
+            if storage.is_storage_failure(exc):
+                raise StorageError(url, f"cannot read ({storage.short(exc)})") from exc
             raise ShardError(url, f"corrupt or truncated FITS file ({str(exc)[:200]})") from exc
         finally:
             hdul.close()
 
 
+def _shape(header: fits.Header) -> tuple[int, ...]:
+    """Array shape from NAXISn cards, slowest axis first (numpy order)."""
+    return tuple(header.get(f"NAXIS{k}", 0) for k in range(header.get("NAXIS", 0), 0, -1))
+
+
+def _check_complete(url: str, hdul: fits.HDUList) -> None:
+    """Refuse a file shorter than its last header says (a cut-off download or copy)."""
+    last = len(hdul) - 1
+    info = hdul.fileinfo(last)
+    size = getattr(info["file"], "size", None) if info else None
+    if not size:
+        return
+    need = info["datLoc"] + hdul[last].size
+    if need > size:
+        shape = _shape(hdul["CUTOUTS"].header) if "CUTOUTS" in [h.name for h in hdul] else ()
+        rows = shape[0] if len(shape) == 4 else None
+        raise ShardError(url, f"truncated FITS file: {size} bytes, but HDU {hdul[last].name!r} "
+                              f"ends at byte {need}", rows=rows)
+
+
+def _shard_info(url: str, hdul: fits.HDUList, names: list[str]) -> FitsInfo:
+    hdr = hdul["CUTOUTS"].header
+    shape = _shape(hdr)
+    rows = shape[0] if len(shape) == 4 else None
+    if len(shape) != 4 or shape[1:] != CUTOUT_SHAPE:
+        raise ShardError(url, f"CUTOUTS HDU has shape {shape}, expected (N, 3, 64, 64)", rows)
+    if "OBJECTS" not in names:
+        raise ShardError(url, f"FITS shard has a CUTOUTS HDU but no OBJECTS table (HDUs: "
+                              f"{', '.join(names)})", rows)
+    nobj = hdul["OBJECTS"].header.get("NAXIS2", -1)
+    if nobj != shape[0]:
+        raise ShardError(
+            url, f"OBJECTS table has {nobj} rows but CUTOUTS holds {shape[0]} cutouts"
+        )
+    formats = {c.name.upper(): str(c.format) for c in hdul["OBJECTS"].columns}
+    if "OBJECT_ID" not in formats:
+        raise ShardError(url, f"OBJECTS table has no OBJECT_ID column (columns: "
+                              f"{', '.join(formats)})", rows)
+    kind = "int" if formats["OBJECT_ID"].lstrip("0123456789")[:1] in "BIJK" else "string"
+    return FitsInfo(url, shape[0], True, _bands(hdr), kind)
+
+
 def _first_image(url: str, hdul: fits.HDUList):
     for hdu in hdul:
         if hdu.is_image and hdu.header.get("NAXIS", 0) > 0:
-            shape = tuple(hdu.header[f"NAXIS{k}"] for k in range(hdu.header["NAXIS"], 0, -1))
+            shape = _shape(hdu.header)
+            if len(shape) == 4 and shape[1:] == CUTOUT_SHAPE:
+                raise ShardError(url, f"image HDU {hdu.name!r} holds {shape[0]} cutouts "
+                                      f"{shape}: a FITS shard needs them in an image HDU named "
+                                      "CUTOUTS and their ids in a table named OBJECTS (HDUs "
+                                      f"here: {', '.join(h.name for h in hdul)})", shape[0])
             if shape != CUTOUT_SHAPE:
-                raise ShardError(url, f"image HDU has shape {shape}, expected {CUTOUT_SHAPE}")
+                raise ShardError(url, f"image HDU has shape {shape}, expected {CUTOUT_SHAPE} "
+                                      f"(HDU {hdu.name!r}; an N-cutout shard needs HDUs "
+                                      "CUTOUTS and OBJECTS)")
             return hdu
     raise ShardError(url, "no image HDU with data")
 
@@ -111,6 +165,8 @@ def read_fits(url: str, start: int = 0, stop: int | None = None) -> dict[str, np
         except ShardError:
             raise
         except (OSError, ValueError, IndexError, KeyError, TypeError, EOFError) as exc:
+            if storage.is_storage_failure(exc):
+                raise StorageError(url, f"cannot read ({storage.short(exc)})") from exc
             raise ShardError(url, f"corrupt or truncated FITS file ({str(exc)[:200]})") from exc
         finally:
             hdul.close()
@@ -141,7 +197,7 @@ def _read_shard(url: str, hdul: fits.HDUList, start: int, stop: int | None) -> d
         batch["label"] = np.asarray(table[cols["LABEL"]], dtype=np.int8)
     batch["image"] = images
     batch["row"] = np.arange(start, stop, dtype=np.int64)
-    batch["status"] = row_status(images, ids, None, id_null)
+    batch["status"] = row_status(images, ids, None, id_null, batch["ra"], batch["dec"])
     return batch
 
 
@@ -161,7 +217,7 @@ def _read_cube(url: str, hdul: fits.HDUList) -> dict:
     }
     if "LABEL" in hdr:
         batch["label"] = np.array([hdr["LABEL"]], dtype=np.int8)
-    batch["status"] = row_status(image, ids)
+    batch["status"] = row_status(image, ids, ra=batch["ra"], dec=batch["dec"])
     return batch
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lensscan.errors import ShardError
+from lensscan.errors import LensscanError, ShardError, StorageError
 from lensscan.io import plainpages, storage
 from lensscan.io.checks import CUTOUT_SHAPE, row_status
 
@@ -32,6 +32,7 @@ class ParquetInfo:
     row_group_rows: tuple[int, ...]
     bands: tuple[str, ...]
     columns: tuple[str, ...]
+    id_kind: str = "int"  # "int" or "string": the type of the object_id column
 
     @property
     def num_rows(self) -> int:
@@ -45,27 +46,31 @@ def image_type() -> pa.DataType:
 
 def _open(url: str) -> pq.ParquetFile:
     fs, path = storage.filesystem(url)
-    try:
-        if storage.is_local(url):  # native reads (memory-mapped), no Python file object
-            return pq.ParquetFile(path, memory_map=True)
-        # no read-ahead cache: Arrow asks for exactly the byte ranges it needs
-        return _open_file(url, fs.open(path, "rb", cache_type="none"))
-    except FileNotFoundError as exc:
-        raise ShardError(url, "file not found") from exc
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ShardError(url, f"not a readable Parquet file ({_short(exc)})") from exc
+    with storage.failures_named(url, "read"):
+        try:
+            if storage.is_local(url):  # native reads (memory-mapped), no Python file object
+                return pq.ParquetFile(path, memory_map=True)
+            # no read-ahead cache: Arrow asks for exactly the byte ranges it needs
+            return _open_file(url, fs.open(path, "rb", cache_type="none"))
+        except FileNotFoundError as exc:
+            raise ShardError(url, "file not found") from exc
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _failure(url, "not a readable Parquet file", exc) from exc
 
 
 def _open_file(url: str, fh) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(fh)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ShardError(url, f"not a readable Parquet file ({_short(exc)})") from exc
+        raise _failure(url, "not a readable Parquet file", exc) from exc
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
+def _failure(url: str, what: str, exc: BaseException) -> LensscanError:
+    """A :class:`StorageError` when storage failed under the read (the run stops and resumes
+    later), else a :class:`ShardError` (the file itself is bad and is quarantined)."""
+    if storage.is_storage_failure(exc):
+        return StorageError(url, f"cannot read ({storage.short(exc)})")
+    return ShardError(url, f"{what} ({storage.short(exc)})")
 
 
 def _check_schema(url: str, schema: pa.Schema) -> None:
@@ -113,14 +118,18 @@ def parquet_info(url: str, pf: pq.ParquetFile | None = None) -> ParquetInfo:
     """
     pf = pf or _open(url)
     schema = pf.schema_arrow
-    _check_schema(url, schema)
-    meta = schema.metadata or {}
-    bands = tuple(meta.get(BANDS_KEY, b"g,r,i").decode().split(","))
-    if len(bands) != CUTOUT_SHAPE[0]:
-        raise ShardError(url, f"metadata lensscan.bands names {len(bands)} bands, expected 3")
     md = pf.metadata
+    try:
+        _check_schema(url, schema)
+        meta = schema.metadata or {}
+        bands = tuple(meta.get(BANDS_KEY, b"g,r,i").decode().split(","))
+        if len(bands) != CUTOUT_SHAPE[0]:
+            raise ShardError(url, f"metadata lensscan.bands names {len(bands)} bands, expected 3")
+    except ShardError as err:  # the footer is readable: its rows are counted as quarantined
+        raise ShardError(url, err.reason, rows=md.num_rows) from None
     rows = tuple(md.row_group(i).num_rows for i in range(md.num_row_groups))
-    return ParquetInfo(url, rows, bands, tuple(schema.names))
+    id_kind = "int" if pa.types.is_integer(schema.field("object_id").type) else "string"
+    return ParquetInfo(url, rows, bands, tuple(schema.names), id_kind)
 
 
 def decode_images(url: str, column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -156,10 +165,10 @@ def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
         image_null = np.zeros(len(images), bool)
     ids_col = table.column("object_id")
     id_null = np.asarray(ids_col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    if pa.types.is_integer(ids_col.type):
-        ids = ids_col.fill_null(0).to_numpy().astype(np.int64)
-    else:
-        ids = np.asarray(ids_col.to_numpy(zero_copy_only=False), dtype=object)
+    if pa.types.is_integer(ids_col.type) and not id_null.any():
+        ids = ids_col.to_numpy().astype(np.int64)
+    else:  # strings, or integers with nulls: Python objects, None where null (never 0)
+        ids = np.asarray(ids_col.to_pylist(), dtype=object)
     n = table.num_rows
     batch: dict[str, np.ndarray] = {"object_id": ids}
     for col in ("ra", "dec"):
@@ -171,7 +180,7 @@ def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
         batch["label"] = table.column("label").cast(pa.int8()).fill_null(-1).to_numpy()
     batch["image"] = images
     batch["row"] = np.arange(row_offset, row_offset + n, dtype=np.int64)
-    batch["status"] = row_status(images, ids, image_null, id_null)
+    batch["status"] = row_status(images, ids, image_null, id_null, batch["ra"], batch["dec"])
     for col in table.column_names:
         if col not in batch and col not in CORE_COLUMNS:
             batch[col] = table.column(col).to_numpy(zero_copy_only=False)
@@ -186,7 +195,8 @@ def read_parquet(
     Returns
     -------
     dict
-        ``object_id`` (N,), ``ra``/``dec`` (N,) float64 degrees (NaN when null), ``image`` float32
+        ``object_id`` (N,) int64 or str (object: int or str, None where null, when some ids
+        are null), ``ra``/``dec`` (N,) float64 degrees (NaN when null), ``image`` float32
         (N, 3, 64, 64), ``label`` (N,) int8 (-1 when unknown; only when the file has labels),
         ``row`` (N,) index in the shard, ``status`` (N,) ``"ok"`` or the quarantine reason, plus
         any extra columns.
@@ -194,20 +204,21 @@ def read_parquet(
     if row_groups and list(row_groups) != list(range(row_groups[0], row_groups[-1] + 1)):
         raise ValueError("row_groups must be consecutive")
     span = None
-    if storage.is_local(url):
-        pf = _open(url)
-    else:  # one GET for the footer, one for the rows asked for
-        fs, path = storage.filesystem(url)
+    with storage.failures_named(url, "read"):
+        if storage.is_local(url):
+            pf = _open(url)
+        else:  # one GET for the footer, one for the rows asked for
+            fs, path = storage.filesystem(url)
+            try:
+                span = storage.SpanFile(fs.open(path, "rb", cache_type="none"))
+            except FileNotFoundError as exc:
+                raise ShardError(url, "file not found") from exc
+            pf = _open_file(url, span)
         try:
-            span = storage.SpanFile(fs.open(path, "rb", cache_type="none"))
-        except FileNotFoundError as exc:
-            raise ShardError(url, "file not found") from exc
-        pf = _open_file(url, span)
-    try:
-        return _read(url, pf, span, row_groups, columns)
-    finally:
-        if span is not None:
-            span.close()
+            return _read(url, pf, span, row_groups, columns)
+        finally:
+            if span is not None:
+                span.close()
 
 
 def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
@@ -221,7 +232,7 @@ def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
         try:
             span.prefetch(*_byte_span(pf, groups))
         except OSError as exc:
-            raise ShardError(url, f"cannot read row groups {groups} ({_short(exc)})") from exc
+            raise _failure(url, f"cannot read row groups {groups}", exc) from exc
     images = None
     if columns is None or "image" in columns:
         images = _plain_images(url, pf, groups, span)
@@ -233,7 +244,7 @@ def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
         else:
             table = pf.read_row_groups(row_groups, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ShardError(url, f"corrupt data ({_short(exc)})") from exc
+        raise _failure(url, "corrupt data", exc) from exc
     if images is not None and len(images) != table.num_rows:
         raise ShardError(url, f"image column has {len(images)} rows, the others {table.num_rows}")
     return table_to_batch(url, table, offset, images)
@@ -263,7 +274,7 @@ def _plain_images(url: str, pf: pq.ParquetFile, groups: list[int],
         with open(storage.filesystem(url)[1], "rb", buffering=0) as fh:
             return plainpages.read_images(fh, pf, groups)
     except (ValueError, IndexError, OSError) as exc:
-        raise ShardError(url, f"corrupt image data ({_short(exc)})") from exc
+        raise _failure(url, "corrupt image data", exc) from exc
 
 
 def batch_to_table(batch: dict[str, np.ndarray],

@@ -19,7 +19,8 @@ from lensscan.io import storage
 
 @dataclass(frozen=True)
 class Unit:
-    """Rows ``[start, stop)`` of shard ``url``; for Parquet, row groups ``[rg_start, rg_stop)``."""
+    """Rows ``[start, stop)`` of shard ``url``; for Parquet, row groups ``[rg_start, rg_stop)``;
+    ``id_kind`` is the type of the shard's object ids (``"int"`` or ``"string"``)."""
 
     url: str
     fmt: str
@@ -27,6 +28,7 @@ class Unit:
     stop: int
     rg_start: int = 0
     rg_stop: int = 0
+    id_kind: str = "int"
 
     @property
     def rows(self) -> int:
@@ -48,11 +50,11 @@ def plan_units(url: str, rows_per_unit: int = 2048) -> list[Unit]:
     """Split one shard into units of about ``rows_per_unit`` rows (reads headers only)."""
     fmt = shard_format(url)
     if fmt == "npy":
-        return [Unit(url, fmt, 0, 1)]
+        return [Unit(url, fmt, 0, 1, id_kind="string")]
     if fmt == "fits":
         info = fits_io.fits_info(url)
         return [
-            Unit(url, fmt, s, min(s + rows_per_unit, info.num_rows))
+            Unit(url, fmt, s, min(s + rows_per_unit, info.num_rows), id_kind=info.id_kind)
             for s in range(0, max(info.num_rows, 1), rows_per_unit)
         ] if info.num_rows else []
     info = pq_io.parquet_info(url)
@@ -61,7 +63,7 @@ def plan_units(url: str, rows_per_unit: int = 2048) -> list[Unit]:
     for rg, n in enumerate(info.row_group_rows):
         acc += n
         if acc >= rows_per_unit or rg == len(info.row_group_rows) - 1:
-            units.append(Unit(url, fmt, start, start + acc, rg0, rg + 1))
+            units.append(Unit(url, fmt, start, start + acc, rg0, rg + 1, info.id_kind))
             start, rg0, acc = start + acc, rg + 1, 0
     return [u for u in units if u.rows > 0]
 
@@ -98,9 +100,19 @@ def write_shard(url: str, batch: dict[str, np.ndarray], bands: tuple[str, ...] =
 
 def read_rows(url: str, rows: list[int] | np.ndarray) -> np.ndarray:
     """Images of some rows of a shard, (len(rows), 3, 64, 64) float32, reading only what holds
-    them (the Parquet row groups, FITS sections or the one ``.npy`` file)."""
+    them (the Parquet row groups, FITS sections or the one ``.npy`` file).
+
+    Raises
+    ------
+    ShardError
+        When a row lies past the shard's end (the shard is not the one that was scored)."""
     rows = np.asarray(rows, dtype=np.int64)
     fmt = shard_format(url)
+    n = 1 if fmt == "npy" else (fits_io.fits_info(url).num_rows if fmt == "fits"
+                                else pq_io.parquet_info(url).num_rows)
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise ShardError(url, f"has {n} rows, row {int(rows.max())} was asked for: the shard "
+                              "is not the one that was scored")
     if fmt == "npy":
         return npy_io.load_npy(url)[None].repeat(len(rows), axis=0)
     if fmt == "fits":
@@ -114,3 +126,25 @@ def read_rows(url: str, rows: list[int] | np.ndarray) -> np.ndarray:
         batch = pq_io.read_parquet(url, [g], columns=["object_id", "image"])
         out[sel] = batch["image"][rows[sel] - bounds[g]]
     return out
+
+
+def claim_survey_folder(url: str, overwrite: bool = False) -> int:
+    """Make ``url`` ready for a new survey: refuse a folder that already holds shards (a new
+    survey written over them would leave the old one's extra shards behind), or with
+    ``overwrite`` remove those shards first; returns how many were removed.
+
+    Raises
+    ------
+    FileExistsError
+        When shards are there and ``overwrite`` is not set.
+    """
+    try:
+        old = storage.list_shards(url)
+    except FileNotFoundError:
+        return 0
+    if not overwrite:
+        raise FileExistsError(f"{url} already holds {len(old)} shards of another survey; "
+                              "rerun with --overwrite to replace them, or pick an empty folder")
+    for shard in old:
+        storage.remove(shard)
+    return len(old)

@@ -6,17 +6,26 @@ standard AWS chain; ``AWS_ENDPOINT_URL`` points S3 clients at any S3-compatible 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
 import posixpath
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import fsspec
 from fsspec import AbstractFileSystem
 
+from lensscan.errors import LensscanError, StorageError
+
 #: File name endings of cutout shards, in the order they are tried.
 SHARD_SUFFIXES = (".parquet", ".fits", ".fits.gz", ".fit", ".npy")
+#: Packages whose exceptions are failures of the storage system, never of a file's content.
+_STORAGE_PACKAGES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "google")
+#: OS errors of a disk or network filesystem (full, read-only, quota, I/O, file too large).
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
 
 
 def _storage_options(protocol: str) -> dict:
@@ -89,54 +98,146 @@ def list_shards(url: str, suffixes: Iterable[str] = SHARD_SUFFIXES) -> list[str]
     FileNotFoundError
         When nothing matching is found, naming the URL.
     """
+    return list(shard_stamps(url, suffixes))
+
+
+def shard_stamps(url: str, suffixes: Iterable[str] = SHARD_SUFFIXES) -> dict[str, Stamp]:
+    """Like :func:`list_shards`, with each shard's :class:`Stamp` from the same listing (one
+    LIST request per 1,000 objects on object stores, no request per file)."""
     fs, path = filesystem(url)
     suffixes = tuple(suffixes)
-    if any(ch in path for ch in "*?["):
-        found = fs.glob(path)
-    elif fs.isfile(path):
-        found = [path]
-    elif fs.isdir(path):
-        found = fs.find(path)
-    else:
-        raise FileNotFoundError(f"{url}: no such file or folder")
+    with failures_named(url, "list"):
+        if any(ch in path for ch in "*?["):
+            found = fs.glob(path, detail=True)
+        elif fs.isfile(path):
+            found = {path: fs.info(path)}
+        elif fs.isdir(path):
+            found = fs.find(path, detail=True)
+        else:
+            raise FileNotFoundError(f"{url}: no such file or folder")
     shards = sorted(
-        p for p in found
+        p for p, info in found.items()
         if p.lower().endswith(suffixes) and not posixpath.basename(p).startswith(("_", "."))
+        and info.get("type", "file") != "directory"
     )
     if not shards:
         raise FileNotFoundError(f"{url}: no cutout shards ({', '.join(suffixes)}) found")
-    return [unstrip(fs, p) for p in shards]
+    return {unstrip(fs, p): Stamp.of(found[p]) for p in shards}
+
+
+class Stamp(NamedTuple):
+    """A file's version as a listing reports it."""
+
+    size: int  # bytes
+    version: str  # "etag <ETag>" on object stores, "mtime <seconds>" on local disks
+
+    @classmethod
+    def of(cls, info: dict) -> Stamp:
+        """From an fsspec ``info`` dict (s3fs ``ETag``, gcsfs ``etag``, local ``mtime``)."""
+        etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+        if etag:
+            return cls(int(info.get("size") or 0), f"etag {str(etag).strip(chr(34))}")
+        mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
+        if hasattr(mtime, "timestamp"):
+            mtime = mtime.timestamp()
+        return cls(int(info.get("size") or 0), f"mtime {float(mtime or 0):.6f}")
+
+
+def stamp(url: str) -> Stamp:
+    """The current :class:`Stamp` of one file (FileNotFoundError when it is gone)."""
+    fs, path = filesystem(url)
+    with failures_named(url, "read"):
+        return Stamp.of(fs.info(path))
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """True for a failure of the storage system (network, endpoint, credentials, full disk),
+    False for a problem of a file's content or a missing file."""
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+        return False
+    if isinstance(exc, ConnectionError | TimeoutError | PermissionError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        return True
+    return type(exc).__module__.split(".")[0] in _STORAGE_PACKAGES
+
+
+def short(exc: BaseException) -> str:
+    """An exception's first line, at most 200 characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+@contextlib.contextmanager
+def failures_named(url: str, action: str = "read") -> Iterator[None]:
+    """Turn a storage failure inside the block into a :class:`StorageError` naming ``url``
+    (one line, with the hint to rerun); other errors pass unchanged."""
+    try:
+        yield
+    except LensscanError:
+        raise
+    except Exception as exc:
+        if is_storage_failure(exc):
+            raise StorageError(url, f"cannot {action} ({short(exc)})") from exc
+        raise
 
 
 def write_bytes_atomic(url: str, data: bytes) -> None:
     """Write ``data`` so that readers see either nothing or the whole file.
 
-    Local files are written to a temporary name and renamed; an object store PUT of one object is
-    already atomic.
+    Local files are written to a hidden temporary name beside the target (``.<name>.tmp-<hex>``:
+    dataset readers skip names starting with a dot) and renamed; the temporary file is removed
+    on any error. An object store PUT of one object is already atomic.
+
+    Raises
+    ------
+    StorageError
+        When storage fails (disk full, endpoint unreachable), naming ``url``.
     """
     fs, path = filesystem(url)
-    if is_local(url):
-        fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with failures_named(url, "write"):
+        if is_local(url):
+            _write_local(path, data)
+        else:
+            fs.pipe_file(path, data)
+
+
+def _write_local(path: str, data: bytes) -> None:
+    folder, name = os.path.split(path)
+    os.makedirs(folder or ".", exist_ok=True)
+    tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")
+    try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    else:
-        fs.pipe_file(path, data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def remove(url: str) -> None:
+    """Remove a file or a folder with everything under it (nothing when it does not exist)."""
+    fs, path = filesystem(url)
+    with failures_named(url, "remove"):
+        if fs.exists(path):
+            fs.rm(path, recursive=fs.isdir(path))
 
 
 def read_bytes(url: str) -> bytes:
     """Read a whole file."""
     fs, path = filesystem(url)
-    return fs.cat_file(path)
+    with failures_named(url, "read"):
+        return fs.cat_file(path)
 
 
 def exists(url: str) -> bool:
     """True when the file or folder exists."""
     fs, path = filesystem(url)
-    return fs.exists(path)
+    with failures_named(url, "read"):
+        return fs.exists(path)
 
 
 def pyarrow_filesystem(url: str):

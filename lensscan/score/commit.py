@@ -4,8 +4,13 @@ Layout of ``OUT``::
 
     scores/part-<unit key>.parquet   one per work unit, written atomically when all its rows are in
     candidates.parquet              ranked candidates, written after every unit is committed
+    _run.json, _shards.parquet      the run's fingerprint and input listing (score.fingerprint)
+    _lease.json                     held by the run writing the folder (score.lease)
     _quarantine.json                shards that could not be opened at all, with reasons
     _manifest.json                  written last: its presence means the output is complete
+
+Every committed row has a finite ``score`` and status ``ok``, or a null score and a status
+that says why it was quarantined; rows whose id is missing or unreadable have a null id.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ import pyarrow.parquet as pq
 
 from lensscan import duck
 from lensscan.io import storage
+from lensscan.io.checks import DUPLICATE_ID, OK, UNREADABLE, id_is_null
+from lensscan.score.duplicates import flag_duplicates
 
 SCORES = "scores"
 CANDIDATES = "candidates.parquet"
 MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.json"
+NON_FINITE_SCORE = "non_finite_score: the model returned NaN or infinity"
 
 
 def part_url(out: str, key: str) -> str:
@@ -34,52 +42,95 @@ def part_url(out: str, key: str) -> str:
 def committed_units(out: str) -> set[str]:
     """Keys of the units whose part file exists."""
     fs, path = storage.filesystem(storage.join(out, SCORES))
-    if not fs.exists(path):
-        return set()
-    names = [posixpath.basename(p) for p in fs.ls(path, detail=False)]
+    with storage.failures_named(storage.join(out, SCORES), "list"):
+        if not fs.exists(path):
+            return set()
+        names = [posixpath.basename(p) for p in fs.ls(path, detail=False)]
     return {n[len("part-"):-len(".parquet")] for n in names
             if n.startswith("part-") and n.endswith(".parquet")}
 
 
-def _column(values: np.ndarray, name: str) -> pa.Array:
-    if name in ("score",) or name.startswith("score_"):
+def _column(values: np.ndarray, name: str, null: np.ndarray) -> pa.Array:
+    if name == "score" or name.startswith("score_"):
         v = np.asarray(values, np.float32)
-        return pa.array(v, mask=np.isnan(v))
+        return pa.array(v, mask=null | np.isnan(v))
     if name in ("ra", "dec"):
         v = np.asarray(values, np.float64)
         return pa.array(v, mask=np.isnan(v))
+    if name == "object_id":
+        if values.dtype.kind in "iu":
+            return pa.array(values.astype(np.int64), mask=null)
+        arr = pa.array([None if z else v for v, z in zip(values.tolist(), null, strict=True)])
+        return arr.cast(pa.string()) if pa.types.is_null(arr.type) else arr
     if values.dtype.kind == "O":
         return pa.array(values.tolist())
     return pa.array(values)
 
 
+def settle_status(status: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Statuses with every ``ok`` row that has no finite score quarantined as
+    ``non_finite_score``: a row is scored with a finite score or quarantined with a reason."""
+    status = np.asarray(status, dtype=object).copy()
+    bad = (status == OK) & ~np.isfinite(np.asarray(score, np.float32))
+    status[bad] = NON_FINITE_SCORE
+    return status
+
+
 def write_unit(out: str, key: str, rows: dict[str, np.ndarray], order: list[str]) -> int:
-    """Write one unit's scored rows (sorted by row) atomically; returns the row count."""
+    """Write one unit's scored rows (sorted by row) atomically; returns the row count.
+
+    Rows not ``ok`` get null scores; rows whose status says the id is missing get a null id.
+    """
     idx = np.argsort(rows["row"], kind="stable")
-    table = pa.table({c: _column(np.asarray(rows[c])[idx], c) for c in order})
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf, compression="zstd")
-    storage.write_bytes_atomic(part_url(out, key), buf.getvalue().to_pybytes())
+    rows = {c: np.asarray(rows[c])[idx] for c in order}
+    rows["status"] = settle_status(rows["status"], rows["score"])
+    quarantined = rows["status"] != OK
+    null_id = id_is_null(rows["status"])
+    table = pa.table({c: _column(rows[c], c, null_id if c == "object_id" else quarantined)
+                      for c in order})
+    _write_table(part_url(out, key), table)
     return table.num_rows
 
 
+def write_rejected(out: str, key: str, shard: str, rows: int, reason: str,
+                   order: list[str], ids_as_strings: bool) -> int:
+    """Commit the rows of a shard rejected at planning (its footer said how many): every row
+    quarantined as ``unreadable`` with the reason, so that the rows are counted."""
+    n = int(rows)
+    ids = np.full(n, None, dtype=object) if ids_as_strings else np.zeros(n, np.int64)
+    batch = {c: np.full(n, np.nan, np.float32) for c in order if c.startswith("score")}
+    batch.update({"object_id": ids, "ra": np.full(n, np.nan), "dec": np.full(n, np.nan),
+                  "shard": np.full(n, shard, dtype=object), "row": np.arange(n),
+                  "status": np.full(n, f"{UNREADABLE}: {reason}", dtype=object)})
+    return write_unit(out, key, batch, order)
+
+
+def _write_table(url: str, table: pa.Table) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    storage.write_bytes_atomic(url, buf.getvalue())
+
+
 def finalize(out: str, keys: list[str], threshold: float | None, top: int | None) -> dict:
-    """Count the committed parts of this run and write ``candidates.parquet``.
+    """Flag duplicate ids across the committed parts of this run, count them and write
+    ``candidates.parquet``.
 
     Only the parts named in ``keys`` (the units of the current input) are read, so a stale part
     of another input in the same folder is never counted.
     """
     files = [part_url(out, k) for k in keys]
-    con = duck.connect(out)
     if not files:
-        return {"rows_read": 0, "rows_scored": 0, "rows_quarantined": 0, "candidates": 0}
+        return {"rows_read": 0, "rows_scored": 0, "rows_quarantined": 0, "candidates": 0,
+                "rows_unreadable": 0, "duplicate_object_ids": 0, "quarantine_reasons": {}}
+    con = duck.connect(out)
+    flag_duplicates(con, files)
     src = f"read_parquet([{', '.join(duck.sql_path(f) for f in files)}], union_by_name=true)"
     n_all, n_ok = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE status = 'ok') FROM {src}").fetchone()
+        f"SELECT count(*), count(*) FILTER (WHERE status = '{OK}') FROM {src}").fetchone()
     reasons = dict(con.execute(
-        f"SELECT split_part(status, ':', 1) AS r, count(*) FROM {src} WHERE status <> 'ok' "
+        f"SELECT split_part(status, ':', 1) AS r, count(*) FROM {src} WHERE status <> '{OK}' "
         "GROUP BY r ORDER BY r").fetchall())
-    where = "status = 'ok' AND score IS NOT NULL"
+    where = f"status = '{OK}' AND score IS NOT NULL"
     if top is None:
         where += f" AND score >= {float(threshold)!r}"
     limit = f"LIMIT {int(top)}" if top is not None else ""
@@ -88,11 +139,11 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
         f"SELECT row_number() OVER (ORDER BY score DESC, object_id) AS rank, * FROM {src} "
         f"WHERE {where} ORDER BY score DESC, object_id {limit}")
     table = table.set_column(0, "rank", table.column("rank").cast(pa.int64()))
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    storage.write_bytes_atomic(storage.join(out, CANDIDATES), buf.getvalue())
+    _write_table(storage.join(out, CANDIDATES), table)
     return {"rows_read": int(n_all), "rows_scored": int(n_ok),
             "rows_quarantined": int(n_all - n_ok), "candidates": table.num_rows,
+            "rows_unreadable": int(reasons.get(UNREADABLE, 0)),
+            "duplicate_object_ids": int(reasons.get(DUPLICATE_ID, 0)),
             "quarantine_reasons": reasons}
 
 

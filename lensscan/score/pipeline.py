@@ -1,8 +1,10 @@
 """Score a survey: plan units -> Ray Data read/preprocess tasks -> ensemble actors -> commits.
 
 Only scores travel back to the driver (never pixels); the driver groups rows by unit and commits
-each unit's Parquet part atomically once all its rows are in. A rerun with the same input and
-output skips committed units, so an interrupted run ends with every input row exactly once.
+each unit's Parquet part atomically once all its rows are in. The run holds the output's lease
+(one writer at a time) and records its fingerprint there; a rerun of the same run skips
+committed units, so an interrupted run ends with every input row exactly once, and a different
+run into the same output is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -10,19 +12,21 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections import defaultdict
 from datetime import UTC, datetime
 
-import numpy as np
 import ray
 import ray.data
 from ray.data import ActorPoolStrategy, ExecutionResources, TaskPoolStrategy
 
 from lensscan import __version__, modelcard, runtime
 from lensscan.config import ScoreConfig
-from lensscan.data.stream import ReadUnits, plan, unit_key, units_to_items
+from lensscan.data.stream import ReadUnits, SurveyPlan, plan_survey, unit_key, units_to_items
+from lensscan.errors import NothingReadableError
 from lensscan.io import storage
-from lensscan.score import commit
+from lensscan.io.shards import Unit
+from lensscan.score import commit, fingerprint
+from lensscan.score.collect import Collector
+from lensscan.score.lease import Lease
 from lensscan.score.predictor import EnsemblePredictor
 
 READ_CPUS = 0.25  # CPUs reserved per read/preprocess task
@@ -84,14 +88,16 @@ def _read_plan(units, rows_per_unit: int) -> tuple[int, int]:
     return max(1, math.ceil(len(units) / per_task)), per_task * mean_rows
 
 
-def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, res: dict):
+def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, res: dict,
+                  ids_as_strings: bool = False):
     """The streaming Ray Data plan (nothing runs until it is iterated)."""
     blocks, _ = _read_plan(units, cfg.rows_per_unit)
     ds = ray.data.from_items(units_to_items(units), override_num_blocks=blocks)
     # from_items splits the units evenly, so a block may hold fewer than planned per task; a
     # batch_size above a block's size would make Ray Data bundle blocks into fewer, larger tasks
-    ds = ds.map_batches(ReadUnits(preprocessing, "model"), batch_size=len(units) // blocks,
-                        num_cpus=READ_CPUS, compute=TaskPoolStrategy(size=res["read_tasks"]))
+    ds = ds.map_batches(ReadUnits(preprocessing, "model", ids_as_strings=ids_as_strings),
+                        batch_size=len(units) // blocks, num_cpus=READ_CPUS,
+                        compute=TaskPoolStrategy(size=res["read_tasks"]))
     ds = ds.map_batches(
         EnsemblePredictor,
         fn_constructor_kwargs={"model_url": model_url, "threads": res["threads"]},
@@ -107,85 +113,116 @@ def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, 
 
 
 def score_survey(cfg: ScoreConfig) -> dict:
-    """Score every row under ``cfg.input`` into ``cfg.output``; returns the manifest."""
+    """Score every row under ``cfg.input`` into ``cfg.output``; returns the manifest.
+
+    Raises
+    ------
+    OutputError
+        When another run holds the output's lease, or the output holds another run and
+        ``cfg.overwrite`` is not set.
+    NothingReadableError
+        When no input row could be read (every shard unreadable); no manifest is written.
+    StorageError
+        When storage fails under the run (a rerun resumes it).
+    """
     started, t0 = _now(), time.time()
     model_url = modelcard.resolve(cfg.model)
     loaded = modelcard.load_model(model_url)
     threshold = cfg.threshold if cfg.threshold is not None else loaded.threshold
-    manifest_url = storage.join(cfg.output, commit.MANIFEST)
-    if storage.exists(manifest_url):  # the output is about to change: it is no longer complete
-        fs, path = storage.filesystem(manifest_url)
-        fs.rm(path)
-    units, bad_shards = plan(cfg.input, cfg.rows_per_unit)
-    keys = {unit_key(u): u for u in units}
-    done = commit.committed_units(cfg.output) & set(keys)
-    todo = [u for k, u in keys.items() if k not in done]
-    total = sum(u.rows for u in todo)
-    _say(cfg, f"{len(units)} units, {len(done)} already committed, {total} rows to score")
-    runtime.ensure_ray()  # after the input and model are known to be usable
-    blocks, task_rows = _read_plan(todo, cfg.rows_per_unit)
-    res = resources(cfg, blocks=blocks)
-    res["object_store_bytes"] = store_budget(cfg, res, task_rows, loaded.preprocessing)
+    with Lease(cfg.output):
+        survey = plan_survey(cfg.input, cfg.rows_per_unit)
+        rec = fingerprint.RunRecord(
+            input=cfg.input, model_checksum=loaded.checksum,
+            threshold=None if cfg.top is not None else float(threshold), top=cfg.top,
+            preprocessing=loaded.preprocessing, rows_per_unit=cfg.rows_per_unit,
+            shards=survey.stamps)
+        if fingerprint.claim(cfg.output, rec, cfg.overwrite):
+            _say(cfg, f"--overwrite: cleared the earlier output in {cfg.output}")
+        # the output is about to change: it is no longer complete
+        storage.remove(storage.join(cfg.output, commit.MANIFEST))
+        manifest = _score(cfg, loaded, model_url, survey, float(threshold), t0)
+        manifest.update(started=started, fingerprint=rec.fingerprint,
+                        threshold=rec.threshold, top=cfg.top)
+        commit.write_json(storage.join(cfg.output, commit.MANIFEST), manifest)
+    return manifest
+
+
+def _rejected_units(survey: SurveyPlan) -> dict[str, tuple[Unit, str]]:
+    """Shards rejected at planning whose footer gave a row count, as whole-shard units."""
+    out = {}
+    for err in survey.rejected:
+        if err.rows:
+            unit = Unit(err.url, "rejected", 0, int(err.rows))
+            out[unit_key(unit)] = (unit, err.reason)
+    return out
+
+
+def _score(cfg: ScoreConfig, loaded, model_url: str, survey: SurveyPlan, threshold: float,
+           t0: float) -> dict:
+    """Commit what is not committed yet, then finalize; returns the manifest (less its
+    start, fingerprint and cut)."""
     order = ["object_id", "ra", "dec", "score",
              *[f"score_{n}" for n in loaded.member_names], "shard", "row", "status"]
-    scored, first_commit = 0, None
+    keys = {unit_key(u): u for u in survey.units}
+    rejected = _rejected_units(survey)
+    done = commit.committed_units(cfg.output) & (set(keys) | set(rejected))
+    for key, (unit, reason) in rejected.items():
+        if key not in done:
+            commit.write_rejected(cfg.output, key, unit.url, unit.rows, reason, order,
+                                  survey.ids_as_strings)
+    todo = [u for k, u in keys.items() if k not in done]
+    total = sum(u.rows for u in todo)
+    _say(cfg, f"{len(keys)} units, {len(done & set(keys))} already committed, {total} rows to "
+              "score" + (" (ids as strings: the shards mix integer and string ids)"
+                         if survey.ids_as_strings else ""))
+    res, collector = None, Collector(cfg.output, keys, order)
     if todo:
-        ds = build_dataset(todo, cfg, loaded.preprocessing, model_url, res)
-        pending: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-        seen: dict[str, np.ndarray] = {}  # per unit: which of its rows have arrived
-        last = time.time()
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for key in np.unique(batch["unit"]):
-                unit = keys[key]
-                got = seen.setdefault(key, np.zeros(unit.rows, bool))
-                idx = np.flatnonzero(batch["unit"] == key)
-                # a retried task may deliver rows again: keep the first copy of each row
-                local, first = np.unique(batch["row"][idx] - unit.start, return_index=True)
-                fresh = idx[first][~got[local]]
-                got[local] = True
-                for col in order:
-                    pending[key][col].append(batch[col][fresh])
-                if got.all():
-                    rows = {c: np.concatenate(v) for c, v in pending.pop(key).items()}
-                    del seen[key]
-                    scored += commit.write_unit(cfg.output, key, rows, order)
-                    if first_commit is None:
-                        first_commit = (time.time() - t0, scored)
-            if time.time() - last > 5:
-                rate = scored / max(time.time() - t0, 1e-9)
-                _say(cfg, f"committed {scored}/{total} rows ({rate:.0f} rows/s)")
-                last = time.time()
-        if pending:
-            missing = ", ".join(sorted(pending)[:5])
-            raise RuntimeError(f"the stream ended with incomplete units ({missing}); rerun to "
-                               "finish them")
-    elapsed = time.time() - t0
-    if bad_shards:
-        commit.write_json(storage.join(cfg.output, commit.QUARANTINE),
-                          {"shards": [{"shard": e.url, "reason": e.reason} for e in bad_shards]})
-    counts_all = commit.finalize(cfg.output, sorted(keys), threshold, cfg.top)
-    manifest = {
+        runtime.ensure_ray()  # after the input and model are known to be usable
+        blocks, task_rows = _read_plan(todo, cfg.rows_per_unit)
+        res = resources(cfg, blocks=blocks)
+        res["object_store_bytes"] = store_budget(cfg, res, task_rows, loaded.preprocessing)
+        ds = build_dataset(todo, cfg, loaded.preprocessing, model_url, res,
+                           survey.ids_as_strings)
+        collector.run(ds.iter_batches(batch_size=None, batch_format="numpy"), t0, total,
+                      lambda msg: _say(cfg, msg))
+    unreadable = [{"shard": e.url, "reason": e.reason, "rows": e.rows} for e in survey.rejected]
+    if unreadable:
+        commit.write_json(storage.join(cfg.output, commit.QUARANTINE), {"shards": unreadable})
+    counts = commit.finalize(cfg.output, sorted(set(keys) | set(rejected)), threshold, cfg.top)
+    if counts["rows_read"] - counts["rows_unreadable"] == 0:
+        raise NothingReadableError(_nothing_read(cfg, survey, counts))
+    elapsed, scored = time.time() - t0, collector.scored
+    first = collector.first_commit
+    return {
         "lensscan_version": __version__,
         "input": cfg.input,
         "output": cfg.output,
         "model": {"url": cfg.model, "name": loaded.card.get("name"),
                   "checksum": loaded.checksum, "members": loaded.member_names},
-        "threshold": None if cfg.top is not None else float(threshold),
-        "top": cfg.top,
-        "counts": {**counts_all, "shards_unreadable": len(bad_shards),
+        "ids_as_strings": survey.ids_as_strings,
+        "counts": {**counts, "shards_unreadable": len(survey.rejected),
                    "rows_scored_this_run": scored},
-        "unreadable_shards": [{"shard": e.url, "reason": e.reason} for e in bad_shards],
-        "started": started,
+        "unreadable_shards": unreadable,
         "finished": _now(),
         "seconds": round(elapsed, 3),
         "throughput_rows_per_s": round(scored / elapsed, 1) if elapsed > 0 else None,
         # start-up (model load, planning, actor start) and the rate once rows flow
-        "seconds_to_first_commit": round(first_commit[0], 3) if first_commit else None,
-        "steady_rows_per_s": _steady(first_commit, scored, elapsed),
+        "seconds_to_first_commit": round(first[0], 3) if first else None,
+        "steady_rows_per_s": _steady(first, scored, elapsed),
         "resources": res,
     }
-    commit.write_json(manifest_url, manifest)
-    return manifest
+
+
+def _nothing_read(cfg: ScoreConfig, survey: SurveyPlan, counts: dict) -> str:
+    """The one-line reason of a run that could read no row."""
+    if not survey.rejected and not counts["rows_read"]:
+        return f"{cfg.input}: the shards hold no rows"
+    first = "; ".join(f"{e.url}: {e.reason}" for e in survey.rejected[:3])
+    more = f" (first reasons: {first})" if first else ""
+    return (f"{cfg.input}: no row could be read: {len(survey.rejected)} of "
+            f"{len(survey.stamps)} shards unreadable, {counts['rows_unreadable']} rows "
+            f"quarantined{more}; see {storage.join(cfg.output, commit.QUARANTINE)} and "
+            f"{storage.join(cfg.output, commit.SCORES)}")
 
 
 def _steady(first: tuple[float, int] | None, scored: int, elapsed: float) -> float | None:

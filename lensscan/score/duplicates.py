@@ -1,0 +1,77 @@
+"""Object ids are unique within a survey: later occurrences across shards are quarantined.
+
+Runs once every unit is committed, out of core: DuckDB groups the ids of all parts (spilling to
+disk when they do not fit in memory) and returns only the rows of repeated ids; the parts that
+hold a later occurrence are rewritten with status ``duplicate_object_id`` and null scores. The
+first occurrence (by shard URL, then row) keeps its score. Repeats within one shard are already
+flagged when the shard is read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import defaultdict
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lensscan import duck
+from lensscan.io import storage
+from lensscan.io.checks import DUPLICATE_ID
+
+
+def _later_occurrences(con: duckdb.DuckDBPyConnection, files: list[str]) -> pa.Table:
+    """(filename, row, object_id, first_shard, first_row) of each later occurrence of an id
+    that is not flagged yet."""
+    src = (f"read_parquet([{', '.join(duck.sql_path(f) for f in files)}], "
+           "union_by_name=true, filename=true)")
+    return duck.fetch_arrow(con, f"""
+        WITH ids AS (SELECT object_id FROM {src} WHERE object_id IS NOT NULL
+                     GROUP BY object_id HAVING count(*) > 1),
+        occ AS (SELECT filename, "row", object_id, status,
+                       first_value(shard) OVER w AS first_shard,
+                       first_value("row") OVER w AS first_row,
+                       row_number() OVER w AS k
+                FROM {src} WHERE object_id IN (SELECT object_id FROM ids)
+                WINDOW w AS (PARTITION BY object_id ORDER BY shard, "row"))
+        SELECT filename, "row", object_id, first_shard, first_row FROM occ
+        WHERE k > 1 AND NOT starts_with(status, '{DUPLICATE_ID}')""")
+
+
+def flag_duplicates(con: duckdb.DuckDBPyConnection, files: list[str]) -> int:
+    """Quarantine later occurrences of repeated ids in the part files ``files`` (rewritten
+    atomically); returns the number of rows newly flagged."""
+    dups = _later_occurrences(con, files)
+    by_file: dict[str, list[dict]] = defaultdict(list)
+    for rec in dups.to_pylist():
+        by_file[rec["filename"]].append(rec)
+    by_url = {_as_filename(f): f for f in files}
+    for name, recs in by_file.items():
+        url = by_url.get(name, name)
+        table = pq.read_table(pa.BufferReader(storage.read_bytes(url)))
+        rows = table.column("row").to_numpy()
+        status = np.asarray(table.column("status").to_pylist(), dtype=object)
+        hit = np.zeros(len(rows), bool)
+        for rec in recs:
+            i = np.flatnonzero(rows == rec["row"])
+            hit[i] = True
+            status[i] = (f"{DUPLICATE_ID}: {rec['object_id']!r} first seen in "
+                         f"{rec['first_shard']} row {rec['first_row']}")
+        table = table.set_column(table.column_names.index("status"), "status",
+                                 pa.array(status.tolist(), pa.string()))
+        for j, col in enumerate(table.column_names):
+            if col == "score" or col.startswith("score_"):
+                arr = table.column(col).to_numpy(zero_copy_only=False).astype(np.float32)
+                table = table.set_column(j, col, pa.array(arr, mask=hit | np.isnan(arr)))
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        storage.write_bytes_atomic(url, buf.getvalue())
+    return dups.num_rows
+
+
+def _as_filename(url: str) -> str:
+    """A part URL as DuckDB's ``filename`` column reports it."""
+    return os.path.abspath(url.removeprefix("file://")) if storage.is_local(url) else url

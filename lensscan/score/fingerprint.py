@@ -1,0 +1,148 @@
+"""What makes two scoring runs the same, recorded in the output so that a rerun may resume it.
+
+A run is keyed on its *fingerprint*: the model checksum, the input listing (every shard's URL,
+size and ETag or mtime), the candidate cut (threshold or top N), the preprocessing and the unit
+size. The input URL as typed is recorded but not part of it: ``in/`` and ``/abs/in/`` list the
+same shards. The record is written before the first part is committed:
+
+    _run.json         the settings and the fingerprint
+    _shards.parquet   one row per input shard: shard, size, version (ETag or mtime), the
+                      provenance that the gallery checks before reading pixels back
+
+A rerun with the same fingerprint resumes; any other run into the same folder is refused,
+naming what differs, unless ``overwrite`` clears the old output first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lensscan.errors import OutputError
+from lensscan.io import storage
+from lensscan.io.storage import Stamp
+
+RUN = "_run.json"
+SHARDS = "_shards.parquet"
+#: Everything a scoring run writes into its output folder (the lease excepted): what
+#: ``overwrite`` clears. Other files in the folder are left alone.
+OUTPUTS = ("scores", "candidates.parquet", "_manifest.json", "_quarantine.json", SHARDS, RUN)
+
+
+@dataclass
+class RunRecord:
+    """The settings that decide a run's output (see the module docstring)."""
+
+    input: str  # input URL as given
+    model_checksum: str  # lensscan.modelcard.LoadedModel.checksum
+    threshold: float | None  # the candidate cut (None with top)
+    top: int | None  # keep the N best as candidates instead
+    preprocessing: dict  # the model card's preprocessing
+    rows_per_unit: int  # unit size: decides the part files
+    shards: dict[str, Stamp] = field(default_factory=dict)  # URL -> (size, ETag/mtime)
+
+    def settings(self) -> dict:
+        """The fingerprinted fields but the shard listing, JSON-ready."""
+        d = asdict(self)
+        del d["shards"], d["input"]
+        return d
+
+    @property
+    def fingerprint(self) -> str:
+        listing = sorted([url, s.size, s.version] for url, s in self.shards.items())
+        blob = json.dumps([self.settings(), listing], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def write(out: str, rec: RunRecord) -> None:
+    """Write ``_shards.parquet``, then ``_run.json`` (last: its presence means both exist)."""
+    urls = sorted(rec.shards)
+    table = pa.table({"shard": urls, "size": [rec.shards[u].size for u in urls],
+                      "version": [rec.shards[u].version for u in urls]})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    storage.write_bytes_atomic(storage.join(out, SHARDS), buf.getvalue())
+    doc = {"input": rec.input, **rec.settings(), "fingerprint": rec.fingerprint,
+           "shard_count": len(urls)}
+    storage.write_bytes_atomic(storage.join(out, RUN), json.dumps(doc, indent=2).encode())
+
+
+def read_shards(out: str) -> dict[str, Stamp] | None:
+    """The shard listing recorded in ``out`` (None for output written without one)."""
+    url = storage.join(out, SHARDS)
+    if not storage.exists(url):
+        return None
+    t = pq.read_table(pa.BufferReader(storage.read_bytes(url)))
+    return {u: Stamp(s, v) for u, s, v in zip(t.column("shard").to_pylist(),
+                                              t.column("size").to_pylist(),
+                                              t.column("version").to_pylist(), strict=True)}
+
+
+def read(out: str) -> RunRecord | None:
+    """The run recorded in ``out``, or None."""
+    url = storage.join(out, RUN)
+    if not storage.exists(url):
+        return None
+    doc = json.loads(storage.read_bytes(url))
+    names = set(RunRecord.__dataclass_fields__) - {"shards"}
+    return RunRecord(**{k: doc.get(k) for k in names}, shards=read_shards(out) or {})
+
+
+def differences(old: RunRecord, new: RunRecord) -> list[str]:
+    """What differs between two runs, in words (empty when they are the same run)."""
+    diffs = [f"{k} {a!r} -> {b!r}" for k, a, b in
+             ((k, old.settings()[k], v) for k, v in new.settings().items())
+             if a != b and k != "model_checksum"]
+    if old.model_checksum != new.model_checksum:
+        diffs.insert(0, "another model (checksum "
+                        f"{str(old.model_checksum)[:12]} -> {new.model_checksum[:12]})")
+    added = sorted(set(new.shards) - set(old.shards))
+    removed = sorted(set(old.shards) - set(new.shards))
+    changed = sorted(u for u in set(new.shards) & set(old.shards) if new.shards[u] !=
+                     old.shards[u])
+    for word, urls in (("added", added), ("removed", removed), ("changed", changed)):
+        if urls:
+            more = f" and {len(urls) - 3} more" if len(urls) > 3 else ""
+            diffs.append(f"{len(urls)} input shard(s) {word} ({', '.join(urls[:3])}{more})")
+    return diffs
+
+
+def has_output(out: str) -> bool:
+    """True when ``out`` holds anything a scoring run writes."""
+    return any(storage.exists(storage.join(out, name)) for name in OUTPUTS)
+
+
+def clear(out: str) -> None:
+    """Remove what a scoring run wrote into ``out`` (other files stay)."""
+    for name in OUTPUTS:
+        storage.remove(storage.join(out, name))
+
+
+def claim(out: str, rec: RunRecord, overwrite: bool = False) -> bool:
+    """Make ``out`` the output of run ``rec``: resume it when it holds the same run, clear it
+    first when ``overwrite``; returns True when earlier output was cleared.
+
+    Raises
+    ------
+    OutputError
+        When ``out`` holds another run (or output without a record) and not ``overwrite``.
+    """
+    old = read(out)
+    if old is not None and old.fingerprint == rec.fingerprint:
+        return False
+    cleared = False
+    if has_output(out):
+        if not overwrite:
+            why = ("; ".join(differences(old, rec)) if old is not None else
+                   f"it has no run record ({RUN}): written by an older lensscan or another tool")
+            raise OutputError(f"{out} holds the output of another run ({why}); rerun with "
+                              "--overwrite to clear it and score anew, or pick another output")
+        clear(out)
+        cleared = True
+    write(out, rec)
+    return cleared

@@ -1,0 +1,61 @@
+"""One writer per output: a live lease refuses a second run; a dead or expired one is taken."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import make_batch
+
+from lensscan.cli import main
+from lensscan.errors import OutputError
+from lensscan.io.parquet import write_parquet
+from lensscan.score.lease import LEASE, Lease
+
+
+def test_second_writer_refused_while_the_first_holds_the_lease(tiny_model, tmp_path):
+    out = str(tmp_path / "out")
+    write_parquet(str(tmp_path / "in" / "p.parquet"), make_batch(10, seed=1))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom lensscan.score.lease import Lease\n"
+         "Lease(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(300)\n", out],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main(["score", str(tmp_path / "in"), out, "--model", tiny_model])
+        assert code == 2
+        line = err.getvalue().strip().splitlines()[-1]
+        assert f"{out} is being written by another run" in line
+        assert f"host {socket.gethostname()}, pid {holder.pid}" in line
+        assert not os.path.exists(os.path.join(out, "scores"))  # nothing done twice
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died on this host: its lease is taken over at once
+    lease = Lease(out).acquire()
+    lease.release()
+    assert not os.path.exists(os.path.join(out, LEASE))
+
+
+@pytest.mark.parametrize("expired", [True, False])
+def test_lease_of_another_host_is_kept_until_it_expires(tmp_path, expired):
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    t = time.time() + (-5 if expired else 60)
+    with open(os.path.join(out, LEASE), "w") as fh:
+        json.dump({"host": "elsewhere", "pid": 1, "token": "x", "started": "then",
+                   "expires": "later", "expires_epoch": t}, fh)
+    if expired:
+        Lease(out).acquire().release()
+    else:
+        with pytest.raises(OutputError, match="host elsewhere, pid 1"):
+            Lease(out).acquire()
