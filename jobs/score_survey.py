@@ -49,4 +49,6 @@ if __name__ == "__main__":
         argv += ["--object-store-mb", str(a.object_store_mb)]
     if a.overwrite:
         argv += ["--overwrite"]
+    if a.tta:
+        argv += ["--tta"]
     sys.exit(main(argv))

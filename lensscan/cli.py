@@ -87,7 +87,8 @@ def _score(a) -> None:
     cfg = ScoreConfig(input=a.input, output=a.output, model=a.model, threshold=a.threshold,
                       top=a.top, batch_size=a.batch_size, actors=a.actors,
                       rows_per_unit=a.rows_per_unit, read_tasks=a.read_tasks,
-                      object_store_mb=a.object_store_mb, overwrite=a.overwrite)
+                      object_store_mb=a.object_store_mb, overwrite=a.overwrite,
+                      tta=a.tta)
     m = score_survey(cfg)
     bad = m["unreadable_shards"]
     for e in bad[:5]:
@@ -154,6 +155,9 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--object-store-mb", type=float,
                    help="object-store memory for blocks in flight (default: sized from the "
                         "read tasks, actors and block size)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average every member over the 8 flips and "
+                        "rotations of each cutout (8x the model's cost)")
     p.add_argument("--overwrite", action="store_true",
                    help="the output holds another run (other input, model or cut): clear it and "
                         "score anew instead of refusing")

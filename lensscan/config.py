@@ -82,6 +82,7 @@ class ScoreConfig:
     read_tasks: int | None = None  # concurrent read/preprocess tasks; default: 4 per free CPU
     object_store_mb: float | None = None  # object store for blocks in flight; default: sized
     overwrite: bool = False  # clear an output that holds another run instead of refusing
+    tta: bool = False  # average every member over the 8 flips and rotations (8x the model cost)
     progress: bool = True  # print progress while running
 
     def to_dict(self) -> dict[str, Any]:

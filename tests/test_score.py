@@ -111,6 +111,33 @@ def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_pa
                                      "object_store_bytes": MIN_STORE_MB * 2**20}
 
 
+def test_tta_scores_are_the_mean_over_views_and_another_run(ray_local, tiny_model, tmp_path):
+    """--tta: every score is the ensemble's mean member logit over the 8 dihedral views, the
+    manifest says so, and the same folder without --tta is another run (refused)."""
+    from lensscan.errors import OutputError
+
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    src.mkdir()
+    (batch,) = _survey(src, n_shards=1, rows=40, bad=False)
+    m = score_survey(ScoreConfig(input=str(src), output=out, model=tiny_model, batch_size=16,
+                                 tta=True, progress=False))
+    assert m["model"]["tta"] is True
+    loaded = modelcard.load_model(tiny_model)
+    loaded.module.tta = True
+    x = torch.from_numpy(preprocess(batch["image"], Preprocessing.from_dict(
+        loaded.preprocessing)))
+    with torch.inference_mode():
+        want = loaded.module(x)[0].numpy()
+        loaded.module.tta = False
+        plain = loaded.module(x)[0].numpy()
+    got = _read_scores(out).set_index("object_id").loc[batch["object_id"], "score"]
+    np.testing.assert_allclose(got.to_numpy(), want, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(want, plain, rtol=1e-4)  # the views do change an untrained model
+    with pytest.raises(OutputError, match="tta"):
+        score_survey(ScoreConfig(input=str(src), output=out, model=tiny_model, batch_size=16,
+                                 progress=False))
+
+
 def test_object_store_budget_sized_from_blocks_and_applied(ray_local):
     res = {"actors": 2, "read_tasks": 2}
     pre = {"crop": 48}

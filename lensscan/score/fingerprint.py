@@ -1,9 +1,9 @@
 """What makes two scoring runs the same, recorded in the output so that a rerun may resume it.
 
 A run is keyed on its *fingerprint*: the model checksum, the input listing (every shard's URL,
-size and ETag or mtime), the candidate cut (threshold or top N), the preprocessing and the unit
-size. The input URL as typed is recorded but not part of it: ``in/`` and ``/abs/in/`` list the
-same shards. The record is written before the first part is committed:
+size and ETag or mtime), the candidate cut (threshold or top N), the preprocessing, test-time
+augmentation and the unit size. The input URL as typed is recorded but not part of it: ``in/``
+and ``/abs/in/`` list the same shards. The record is written before the first part is committed:
 
     _run.json         the settings and the fingerprint
     _shards.parquet   one row per input shard: shard, size, version (ETag or mtime), the
@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,6 +44,7 @@ class RunRecord:
     top: int | None  # keep the N best as candidates instead
     preprocessing: dict  # the model card's preprocessing
     rows_per_unit: int  # unit size: decides the part files
+    tta: bool = False  # test-time augmentation: changes every score
     shards: dict[str, Stamp] = field(default_factory=dict)  # URL -> (size, ETag/mtime)
 
     def settings(self) -> dict:
@@ -89,8 +90,11 @@ def read(out: str) -> RunRecord | None:
     if not storage.exists(url):
         return None
     doc = json.loads(storage.read_bytes(url))
-    names = set(RunRecord.__dataclass_fields__) - {"shards"}
-    return RunRecord(**{k: doc.get(k) for k in names}, shards=read_shards(out) or {})
+    fields = {k: f for k, f in RunRecord.__dataclass_fields__.items() if k != "shards"}
+    # a setting added after the record was written has its default there
+    values = {k: doc.get(k, f.default if f.default is not MISSING else None)
+              for k, f in fields.items()}
+    return RunRecord(**values, shards=read_shards(out) or {})
 
 
 def differences(old: RunRecord, new: RunRecord) -> list[str]:

@@ -100,7 +100,8 @@ def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, 
                         compute=TaskPoolStrategy(size=res["read_tasks"]))
     ds = ds.map_batches(
         EnsemblePredictor,
-        fn_constructor_kwargs={"model_url": model_url, "threads": res["threads"]},
+        fn_constructor_kwargs={"model_url": model_url, "threads": res["threads"],
+                               "tta": cfg.tta},
         batch_size=cfg.batch_size,
         num_gpus=res["gpus_per_actor"],
         num_cpus=res["cpus_per_actor"],
@@ -135,7 +136,7 @@ def score_survey(cfg: ScoreConfig) -> dict:
             input=cfg.input, model_checksum=loaded.checksum,
             threshold=None if cfg.top is not None else float(threshold), top=cfg.top,
             preprocessing=loaded.preprocessing, rows_per_unit=cfg.rows_per_unit,
-            shards=survey.stamps)
+            tta=cfg.tta, shards=survey.stamps)
         if fingerprint.claim(cfg.output, rec, cfg.overwrite):
             _say(cfg, f"--overwrite: cleared the earlier output in {cfg.output}")
         # the output is about to change: it is no longer complete
@@ -198,7 +199,8 @@ def _score(cfg: ScoreConfig, loaded, model_url: str, survey: SurveyPlan, thresho
         "input": cfg.input,
         "output": cfg.output,
         "model": {"url": cfg.model, "name": loaded.card.get("name"),
-                  "checksum": loaded.checksum, "members": loaded.member_names},
+                  "checksum": loaded.checksum, "members": loaded.member_names,
+                  "tta": cfg.tta},
         "ids_as_strings": survey.ids_as_strings,
         "counts": {**counts, "shards_unreadable": len(survey.rejected),
                    "rows_scored_this_run": scored},

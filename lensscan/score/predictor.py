@@ -19,11 +19,12 @@ class EnsemblePredictor:
     in the output). Uses the GPU when the actor was given one.
     """
 
-    def __init__(self, model_url: str, threads: int | None = None) -> None:
+    def __init__(self, model_url: str, threads: int | None = None, tta: bool = False) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         loaded = load_model(model_url)
+        loaded.module.tta = tta  # mean member logit over the 8 dihedral views
         self.model = loaded.module.to(self.device).eval()
         self.names = loaded.member_names
         if self.device.type == "cpu":
