@@ -118,6 +118,59 @@ def _bench(a) -> None:
     print(json.dumps(res) if a.json else report(res))
 
 
+def _cutout(a) -> None:
+    from lensscan.config import CutoutConfig
+    from lensscan.data.cutout import cutout_survey
+
+    cfg = CutoutConfig(catalog=a.catalog, images=a.images, out=a.out, bands=_names(a.bands),
+                       band_names=_names(a.band_names) if a.band_names else None,
+                       pixel_scale=a.pixel_scale, zeropoint=a.zeropoint, resample=a.resample,
+                       id_col=a.id_col, ra_col=a.ra_col, dec_col=a.dec_col,
+                       psf_fwhm=_floats(a.psf_fwhm) if a.psf_fwhm else None,
+                       shard_size=a.shard_size, tasks=a.tasks, overwrite=a.overwrite)
+    summary = cutout_survey(cfg, progress=False)
+    print(json.dumps({k: summary[k] for k in ("counts", "tiles", "seconds")}))
+
+
+def _names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if len(names) != 3:
+        raise ValueError(f"give three comma-separated bands, not {text!r}")
+    return names
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in _names(text)]
+
+
+def add_cutout_args(sub) -> None:
+    """``lensscan cutout``: cutouts of catalogue objects from coadd images."""
+    p = sub.add_parser("cutout", help="cutouts of catalogue objects from coadd images -> shards")
+    p.add_argument("catalog", help="CSV, Parquet, FITS or VOTable with object_id, ra, dec")
+    p.add_argument("images", help="URL glob of the coadd images with a {band} placeholder")
+    p.add_argument("--out", required=True, help="folder of Parquet shards to write")
+    p.add_argument("--bands", default="g,r,i", help="output band names, in order")
+    p.add_argument("--band-names", help="the bands as the file names spell them (default: "
+                   "--bands), e.g. G,R,I")
+    p.add_argument("--pixel-scale", type=float, default=0.168,
+                   help="the survey's arcsec per pixel; other images are refused")
+    p.add_argument("--resample", action="store_true",
+                   help="reproject images of another pixel scale (needs reproject)")
+    p.add_argument("--zeropoint", type=float, default=27.0,
+                   help="AB zero-point of the output fluxes; images whose header gives "
+                        "another are scaled to it")
+    p.add_argument("--id-col", default="object_id")
+    p.add_argument("--ra-col", default="ra")
+    p.add_argument("--dec-col", default="dec")
+    p.add_argument("--psf-fwhm", metavar="G,R,I",
+                   help="PSF FWHM (arcsec) per band for every row, as the psf_fwhm column "
+                        "(default: the catalogue's psf_fwhm or psf_fwhm_<band>, if any)")
+    p.add_argument("--shard-size", type=int, default=4096, help="rows per shard at most")
+    p.add_argument("--tasks", type=int, help="tile tasks in flight (default: 2 per CPU)")
+    p.add_argument("--overwrite", action="store_true", help="clear a non-empty --out first")
+    p.set_defaults(fn=_cutout)
+
+
 def add_score_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by ``lensscan score`` and ``jobs/score_survey.py``."""
     p.add_argument("--model", default="default", help="model folder URL or 'default'")
@@ -257,6 +310,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cold", action="store_true",
                    help="with --read-only: empty the page cache before each pass (root)")
     p.set_defaults(fn=_bench)
+
+    add_cutout_args(sub)
     return ap
 
 

@@ -85,3 +85,29 @@ class ScoreConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class CutoutConfig:
+    """Cutouts of catalogue objects from coadd images (``lensscan cutout``)."""
+
+    catalog: str  # URL of the catalogue: CSV, Parquet, FITS or VOTable
+    images: str  # URL glob of the coadd images with a {band} placeholder
+    out: str  # URL of the folder of Parquet shards to write
+    bands: list[str] = field(default_factory=lambda: ["g", "r", "i"])  # output band names
+    band_names: list[str] | None = None  # the bands as the file names spell them; default: bands
+    pixel_scale: float = 0.168  # arcsec / pixel of the survey (HSC)
+    scale_tolerance: float = 0.005  # relative pixel-scale mismatch accepted without --resample
+    zeropoint: float = 27.0  # AB zero-point of the output fluxes (images that say theirs are
+    #   scaled to it; images that do not are taken to be at it already)
+    resample: bool = False  # reproject every stamp onto a pixel_scale TAN grid (reproject)
+    id_col: str = "object_id"  # catalogue column names (case-insensitive)
+    ra_col: str = "ra"
+    dec_col: str = "dec"
+    psf_fwhm: list[float] | None = None  # per-band PSF FWHM, arcsec, for every row (psf_fwhm)
+    shard_size: int = 4096  # rows per output shard at most
+    tasks: int | None = None  # tile tasks in flight; default: 2 per cluster CPU
+    overwrite: bool = False  # clear a non-empty output folder first
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
