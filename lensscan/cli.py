@@ -171,6 +171,56 @@ def add_cutout_args(sub) -> None:
     p.set_defaults(fn=_cutout)
 
 
+def _inject(a) -> None:
+    from lensscan.config import InjectConfig
+    from lensscan.simulate.trainset import inject_survey
+
+    cfg = InjectConfig(survey=a.survey, out=a.out, lenses=a.lenses, negatives=a.negatives,
+                       hosts=a.hosts, host_id_col=a.host_id_col,
+                       host_negatives=a.host_negatives, false_positives=a.false_positives or [],
+                       theta_e_col=a.theta_e_col,
+                       psf_fwhm=_floats(a.psf_fwhm) if a.psf_fwhm else None,
+                       psf_family=a.psf_family, gain=_floats(a.gain), poisson=not a.no_poisson,
+                       min_arc_snr=a.min_arc_snr, preset=a.preset, seed=a.seed,
+                       shard_size=a.shard_size, overwrite=a.overwrite)
+    summary = inject_survey(cfg, progress=False)
+    print(json.dumps({k: summary[k] for k in ("counts", "seconds")}))
+
+
+def add_inject_args(sub) -> None:
+    """``lensscan inject``: lensed sources painted onto the survey's own galaxies."""
+    p = sub.add_parser("inject", help="training set from the survey: lenses painted on real hosts")
+    p.add_argument("survey", help="the survey's shards (e.g. the output of lensscan cutout)")
+    p.add_argument("--out", required=True, help="folder of training shards to write")
+    p.add_argument("--lenses", type=int, required=True, help="lensed sources to paint")
+    p.add_argument("--negatives", type=int, required=True, help="survey cutouts as non-lenses")
+    p.add_argument("--hosts", metavar="EXPR|CATALOG",
+                   help="the hosts: a filter over the survey's columns (\"mag_r < 21 AND "
+                        "kind = 'red'\": comparisons, AND, OR, NOT, parentheses) or a "
+                        "catalogue of ids (default: every row)")
+    p.add_argument("--host-id-col", default="object_id", help="id column of a host catalogue")
+    p.add_argument("--host-negatives", type=float, default=0.5,
+                   help="share of the negatives drawn from the host pool")
+    p.add_argument("--false-positives", action="append", metavar="GRADES_CSV",
+                   help="rows graded 'not a lens' join as non-lenses; repeatable")
+    p.add_argument("--theta-e-col", help="host column with the Einstein radius (arcsec) "
+                   "(default: from the host's brightness)")
+    p.add_argument("--psf-fwhm", metavar="G,R,I",
+                   help="PSF FWHM (arcsec) per band for rows without a psf_fwhm column")
+    p.add_argument("--psf-family", choices=["moffat", "gaussian"], default="moffat")
+    p.add_argument("--gain", default="600,800,1500", metavar="G,R,I",
+                   help="electrons per flux unit, for the Poisson noise of the added flux")
+    p.add_argument("--no-poisson", action="store_true", help="add the arcs without noise")
+    p.add_argument("--min-arc-snr", type=float, default=10.0,
+                   help="fainter arcs are brightened to 1-2 times this S/N")
+    p.add_argument("--preset", choices=["hsc", "broad"], default="broad",
+                   help="the simulator's population of sources and masses")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=2048, help="rows per output shard, about")
+    p.add_argument("--overwrite", action="store_true", help="clear a non-empty --out first")
+    p.set_defaults(fn=_inject)
+
+
 def add_score_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by ``lensscan score`` and ``jobs/score_survey.py``."""
     p.add_argument("--model", default="default", help="model folder URL or 'default'")
@@ -312,6 +362,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_bench)
 
     add_cutout_args(sub)
+    add_inject_args(sub)
     return ap
 
 

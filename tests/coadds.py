@@ -1,9 +1,9 @@
 """A simulated coadd on disk: two overlapping tiles x three bands of 200 x 200 pixels with TAN
 WCS (0.168"/pixel), Gaussian galaxies at known positions, noise and NaN-masked patches.
 
-Tile ``9813|9813-1,1`` (A) is centred on (150.0, 2.0); tile ``9813|9813-2,1`` (B) lies 120 pixels west
-and is turned by 0.2 degrees, so the tiles overlap by about 80 pixels. Each object is placed by
-its pixel position in tile A and the test knows where it must end.
+Tile ``9813|9813-1,1`` (A) is centred on (150.0, 2.0); tile ``9813|9813-2,1`` (B) lies 120
+pixels west and is turned by 0.2 degrees, so the tiles overlap by about 80 pixels. Each object is
+placed by its pixel position in tile A and the test knows where it must end.
 """
 
 from __future__ import annotations

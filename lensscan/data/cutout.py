@@ -118,16 +118,6 @@ def _catalog(cfg: CutoutConfig) -> dict[str, np.ndarray]:
     return cat
 
 
-def _prepare_out(cfg: CutoutConfig) -> None:
-    fs, path = storage.filesystem(cfg.out)
-    if fs.exists(path) and fs.ls(path):
-        if not cfg.overwrite:
-            raise ValueError(f"{cfg.out}: the output folder is not empty (--overwrite clears it)")
-        fs.rm(path, recursive=True)
-    if storage.is_local(cfg.out):
-        fs.makedirs(path, exist_ok=True)
-
-
 def _run_rank(rank: int, pending: np.ndarray, cand: P.Candidates, tiles: list[coadd.Tile],
               cat: dict[str, np.ndarray], cfg: CutoutConfig) -> tuple[np.ndarray, dict]:
     """Cut every pending row from its tile of ``rank``: one Ray task per tile. Returns the
@@ -186,7 +176,7 @@ def cutout_survey(cfg: CutoutConfig, progress: bool = True) -> dict:
         raise FileNotFoundError(f"{cfg.images}: no tile has an image in every band "
                                 f"({', '.join(cfg.band_names or cfg.bands)})")
     check_tiles(tiles, cfg)
-    _prepare_out(cfg)
+    storage.ensure_empty(cfg.out, cfg.overwrite)
     cand = P.candidates(cat["ra"], cat["dec"], tiles)
     reason = np.full(n, "", dtype=object)  # the first reason a row failed for
     reason[np.setdiff1d(np.arange(n), cand.row)] = "no_tile"

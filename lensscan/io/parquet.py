@@ -186,11 +186,11 @@ def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
     batch["status"] = row_status(images, ids, image_null, id_null)
     for col in table.column_names:
         if col not in batch and col not in CORE_COLUMNS:
-            batch[col] = _extra_column(table.column(col))
+            batch[col] = extra_column(table.column(col))
     return batch
 
 
-def _extra_column(col: pa.ChunkedArray) -> np.ndarray:
+def extra_column(col: pa.ChunkedArray) -> np.ndarray:
     """A carried column as numpy; a fixed-size list (e.g. ``psf_fwhm``) as a 2-D array."""
     if pa.types.is_fixed_size_list(col.type):
         flat = col.combine_chunks()
