@@ -48,6 +48,9 @@ class TrainConfig:
     precision: str = "bf16"  # "bf16": bfloat16 autocast (CPU and GPU), "fp32": full precision
     exclude: list[str] = field(default_factory=list)  # "COLUMN=VALUE": rows left out of training
     #   and validation (a rendering family held out, e.g. "psf_family=gaussian")
+    labels: list[str] = field(default_factory=list)  # graders' CSVs: train on the graded rows
+    #   of `data` with their combined grades as labels (lensscan.data.grades)
+    grade_c: str = "drop"  # C-like objects (mean grade 0.5-1.5): "drop", "lens" or "nonlens"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -136,3 +136,13 @@ def graded_labels(urls: list[str], grade_c: str = "drop") -> tuple[dict[str, int
               "nonlens": int((combined.label == 0).sum()),
               "left_out": int((combined.label < 0).sum()), "grade_c": grade_c}
     return combined.labels(), report
+
+
+def describe(r: dict) -> str:
+    """One line on the graders: how many, their agreement and the labels their grades gave."""
+    kappa = "n/a" if r.get("fleiss_kappa") is None else f"{r['fleiss_kappa']:.2f}"
+    agree = ("no object graded twice" if r["agreement"] is None else
+             f"agreement {r['agreement']:.0%} on {r['graded_by_several']} objects graded by "
+             f"several, Fleiss' kappa {kappa}")
+    return (f"grades: {r['graders']} graders, {r['objects']} objects, {agree}; {r['lens']} "
+            f"lenses, {r['nonlens']} non-lenses, {r['left_out']} left out (C: {r['grade_c']})")
