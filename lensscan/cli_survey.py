@@ -69,6 +69,7 @@ def _inject(a) -> None:
                        host_negatives=a.host_negatives, false_positives=a.false_positives or [],
                        theta_e_col=a.theta_e_col,
                        psf_fwhm=_floats(a.psf_fwhm) if a.psf_fwhm else None,
+                       psf_fwhm_cols=_names(a.psf_fwhm_cols) if a.psf_fwhm_cols else None,
                        psf_family=a.psf_family, gain=_floats(a.gain), poisson=not a.no_poisson,
                        min_arc_snr=a.min_arc_snr, preset=a.preset, seed=a.seed,
                        shard_size=a.shard_size, overwrite=a.overwrite)
@@ -96,6 +97,8 @@ def add_inject_args(sub) -> None:
                    "(default: from the host's brightness)")
     p.add_argument("--psf-fwhm", metavar="G,R,I",
                    help="PSF FWHM (arcsec) per band for rows without a psf_fwhm column")
+    p.add_argument("--psf-fwhm-cols", metavar="COL_G,COL_R,COL_I",
+                   help="take the PSF FWHM from these columns (e.g. seeing_g,seeing_r,seeing_i)")
     p.add_argument("--psf-family", choices=["moffat", "gaussian"], default="moffat")
     p.add_argument("--gain", default="600,800,1500", metavar="G,R,I",
                    help="electrons per flux unit, for the Poisson noise of the added flux")

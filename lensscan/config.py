@@ -145,6 +145,7 @@ class InjectConfig:
     theta_e_range: tuple[float, float] = (0.5, 3.0)  # arcsec
     aperture: float = 2.0  # arcsec radius of the host's aperture magnitude
     psf_fwhm: list[float] | None = None  # g, r, i FWHM (arcsec) where a row has no psf_fwhm
+    psf_fwhm_cols: list[str] | None = None  # or three columns with it (e.g. seeing_g, _r, _i)
     psf_family: str = "moffat"  # "moffat" or "gaussian"
     psf_beta: float = 3.0  # Moffat slope
     gain: list[float] = field(default_factory=lambda: [600.0, 800.0, 1500.0])  # electrons per

@@ -98,3 +98,21 @@ def tile_image(root, key: str, band: str) -> tuple[np.ndarray, WCS]:
     tract, patch = key.split("|")
     with fits.open(root / tract / f"calexp-HSC-{band}-{patch}.fits") as hdul:
         return hdul[1].data.astype(np.float32), WCS(hdul[1].header)
+
+
+def write_catalog(path) -> None:
+    """A CSV catalogue of every object (ids are their names), plus one without a position."""
+    with open(path, "w") as fh:
+        fh.write("object_id,ra,dec\n")
+        for name, (ra, dec) in positions().items():
+            fh.write(f"{name},{ra!r},{dec!r}\n")
+        fh.write("no_position,,\n")
+
+
+if __name__ == "__main__":  # python tests/coadds.py DIR: the README's example coadd
+    import pathlib
+    import sys
+
+    out = pathlib.Path(sys.argv[1])
+    print(write_coadd(out / "coadd"))
+    write_catalog(out / "catalog.csv")

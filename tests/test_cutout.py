@@ -122,9 +122,11 @@ def test_local_output_matches_expectations(tmp_path, ray_local, capsys):
     pattern = write_coadd(tmp_path / "coadd")
     out = str(tmp_path / "shards")
     assert main(["cutout", _catalog(tmp_path / "cat.parquet"), pattern, "--out", out,
-                 "--band-names", "G,R,I", "--bands", "g,r,i", "--id-col", "ID"]) == 0
+                 "--band-names", "G,R,I", "--bands", "g,r,i", "--id-col", "ID",
+                 "--shard-size", "2"]) == 0  # tasks work 2 rows at a time
     capsys.readouterr()
     _check(out, tmp_path / "coadd")
+    assert max(len(read_shard(u)["object_id"]) for u in list_shards(out)) == 2
     assert parquet_info(list_shards(out)[0]).pixel_scale == 0.168
 
 

@@ -88,6 +88,21 @@ def test_einstein_radius_follows_the_host_or_a_column():
     assert p.truth["theta_e"] == 1.7 and p.kw_lens[0]["theta_E"] == 1.7
 
 
+def test_tasks_and_psf_columns():
+    from lensscan.simulate.trainset import _groups, _psf
+
+    jobs = {"row": np.arange(100), "shard": np.repeat([1, 0], 50),
+            "kind": np.r_[np.ones(50, int), np.zeros(50, int)]}
+    groups = _groups(jobs, size=30, lenses_per_task=20)
+    assert [len(g) for g in groups] == [30, 30, 20, 20]  # shard 0 first, then lenses by 20
+    assert sorted(np.concatenate(groups).tolist()) == list(range(100))
+    batch = {"seeing_g": np.array([1.0, np.nan]), "seeing_r": np.array([0.9, 0.8]),
+             "seeing_i": np.array([0.8, 0.7]), "psf_fwhm": np.full((2, 3), 0.5)}
+    cfg = InjectConfig("s", "o", 1, 1, psf_fwhm_cols=["seeing_g", "seeing_r", "seeing_i"])
+    assert _psf(batch, 0, cfg).tolist() == [1.0, 0.9, 0.8]
+    assert _psf(batch, 1, cfg).tolist() == [0.5, 0.5, 0.5]  # a NaN column: the psf_fwhm column
+
+
 def _survey(url: str) -> dict[str, str]:
     """12 real-looking cutouts in two shards: 8 ellipticals (the hosts), 4 spirals."""
     kinds = ["elliptical"] * 8 + ["spiral"] * 4

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 
 import numpy as np
 import pyarrow as pa
@@ -78,18 +79,14 @@ def _stamps(hdul, band: coadd.BandImage, rows: dict, cfg: CutoutConfig) -> np.nd
     return out
 
 
-def cut_tile(tile: coadd.Tile, name: str, rows: dict, cfg: CutoutConfig) -> dict:
-    """Ray task: cut the stamps of ``rows`` (catalogue ``row``, ``object_id``, ``ra``, ``dec``,
-    pixel ``x``/``y`` in the tile, optional ``psf_fwhm``) from ``tile`` and write the clean ones
-    as shards ``<out>/<name>-<k>.parquet``. Returns the catalogue rows written and masked."""
+def _cut(hduls: list, tile: coadd.Tile, rows: dict, cfg: CutoutConfig) -> dict[str, np.ndarray]:
+    """The output rows (every column) of ``rows`` from the open band images ``hduls``."""
     n = len(rows["row"])
-    images = np.empty((n, 3, P.STAMP, P.STAMP), np.float32)
+    images = np.empty((n, 3, P.STAMP, P.STAMP), np.float32)  # (N, band, y, x)
     for b, band in enumerate(tile.bands):
-        with coadd.open_image(band.url) as hdul:
-            images[:, b] = _stamps(hdul, band, rows, cfg)
+        images[:, b] = _stamps(hduls[b], band, rows, cfg)
         if band.zeropoint is not None and band.zeropoint != cfg.zeropoint:
             images[:, b] *= np.float32(10 ** (0.4 * (cfg.zeropoint - band.zeropoint)))
-    clean = np.isfinite(images).all(axis=(1, 2, 3))
     if cfg.resample:
         off_x = off_y = np.zeros(n, np.float32)
     else:
@@ -101,13 +98,31 @@ def cut_tile(tile: coadd.Tile, name: str, rows: dict, cfg: CutoutConfig) -> dict
              "tile": np.full(n, tile.key, dtype=object)}
     if "psf_fwhm" in rows:
         batch["psf_fwhm"] = rows["psf_fwhm"].astype(np.float32)
-    keep = np.flatnonzero(clean)
+    return batch
+
+
+def cut_tile(tile: coadd.Tile, name: str, rows: dict, cfg: CutoutConfig) -> dict:
+    """Ray task: cut the stamps of ``rows`` (catalogue ``row``, ``object_id``, ``ra``, ``dec``,
+    pixel ``x``/``y`` in the tile, optional ``psf_fwhm``) from ``tile`` and write the clean ones
+    as shards ``<out>/<name>-<k>.parquet``, ``shard_size`` rows at a time (sorted by position,
+    so each chunk reads a compact region). Returns the catalogue rows written and masked."""
+    order = np.lexsort((rows["x"], rows["y"]))
+    rows = {k: v[order] for k, v in rows.items()}
     meta = flux_metadata(cfg.pixel_scale, cfg.zeropoint)
-    for k, start in enumerate(range(0, len(keep), cfg.shard_size)):
-        sel = keep[start:start + cfg.shard_size]
-        write_parquet(storage.join(cfg.out, f"{name}-{k:03d}.parquet"),
-                      {c: v[sel] for c, v in batch.items()}, tuple(cfg.bands), metadata=meta)
-    return {"written": rows["row"][clean], "masked": rows["row"][~clean]}
+    written, masked = [], []
+    with ExitStack() as stack:
+        hduls = [stack.enter_context(coadd.open_image(b.url)) for b in tile.bands]
+        for k, start in enumerate(range(0, len(order), cfg.shard_size)):
+            part = {c: v[start:start + cfg.shard_size] for c, v in rows.items()}
+            batch = _cut(hduls, tile, part, cfg)
+            clean = np.isfinite(batch["image"]).all(axis=(1, 2, 3))
+            if clean.any():
+                write_parquet(storage.join(cfg.out, f"{name}-{k:03d}.parquet"),
+                              {c: v[clean] for c, v in batch.items()}, tuple(cfg.bands),
+                              metadata=meta)
+            written.append(part["row"][clean])
+            masked.append(part["row"][~clean])
+    return {"written": np.concatenate(written), "masked": np.concatenate(masked)}
 
 
 def _catalog(cfg: CutoutConfig) -> dict[str, np.ndarray]:

@@ -39,6 +39,7 @@ from lensscan.simulate.population import preset
 SUMMARY = "_inject.json"
 LENS, NEGATIVE, FALSE_POSITIVE = 1, 0, 2
 ORIGIN = {LENS: "injected", NEGATIVE: "survey", FALSE_POSITIVE: "false_positive"}
+LENSES_PER_TASK = 32  # a task paints at most this many lenses (about 10 s of work)
 TRUTH = ("theta_e", "source_mag_r", "magnification", "n_images", "arc_snr", "host_mag_r")
 
 
@@ -109,6 +110,11 @@ def choose(cfg: InjectConfig, index: dict[str, np.ndarray], hosts: np.ndarray,
 
 
 def _psf(batch: dict[str, np.ndarray], j: int, cfg: InjectConfig) -> np.ndarray | None:
+    """The row's PSF FWHM per band (arcsec): its columns, else ``psf_fwhm``, else the default."""
+    if cfg.psf_fwhm_cols:
+        psf = np.array([batch[c][j] for c in cfg.psf_fwhm_cols], float)
+        if np.isfinite(psf).all():
+            return psf
     if "psf_fwhm" in batch and np.isfinite(batch["psf_fwhm"][j]).all():
         return np.asarray(batch["psf_fwhm"][j], float)
     return None if cfg.psf_fwhm is None else np.asarray(cfg.psf_fwhm, float)
@@ -172,19 +178,18 @@ def make_part(name: str, jobs: dict[str, np.ndarray], urls: list[str], cfg: Inje
             "bad_hosts": bad[LENS], "bad_negatives": bad[NEGATIVE] + bad[FALSE_POSITIVE]}
 
 
-def _groups(jobs: dict[str, np.ndarray], size: int) -> list[np.ndarray]:
-    """Job indices in groups of whole input shards, about ``size`` jobs each."""
-    order = np.argsort(jobs["shard"], kind="stable")
-    groups, current, count = [], [], 0
-    for s in np.unique(jobs["shard"]):
-        sel = order[jobs["shard"][order] == s]
-        current.append(sel)
-        count += len(sel)
-        if count >= size:
-            groups.append(np.concatenate(current))
-            current, count = [], 0
-    if current:
-        groups.append(np.concatenate(current))
+def _groups(jobs: dict[str, np.ndarray], size: int,
+            lenses_per_task: int = LENSES_PER_TASK) -> list[np.ndarray]:
+    """Job indices in survey order, cut into tasks of at most ``size`` rows and
+    ``lenses_per_task`` lenses (painting costs far more than copying a negative)."""
+    order = np.lexsort((jobs["row"], jobs["shard"]))
+    lens_count = np.cumsum(jobs["kind"][order] == LENS)
+    groups, first = [], 0
+    for i in range(len(order)):
+        done_lenses = lens_count[i] - (lens_count[first - 1] if first else 0)
+        if i + 1 - first >= size or done_lenses >= lenses_per_task or i == len(order) - 1:
+            groups.append(order[first:i + 1])
+            first = i + 1
     return groups
 
 
@@ -199,6 +204,18 @@ def _false_positives(cfg: InjectConfig, index: dict[str, np.ndarray]) -> tuple[n
     return mask, len(ids) - int(mask.sum())
 
 
+def _check_psf(cfg: InjectConfig, info) -> None:
+    """Refuse a run whose lenses would have no PSF, before any work."""
+    columns = info.columns if info is not None else ()
+    if cfg.psf_fwhm_cols:
+        if len(cfg.psf_fwhm_cols) != 3 or not set(cfg.psf_fwhm_cols) <= set(columns):
+            raise ValueError(f"{cfg.survey}: --psf-fwhm-cols {','.join(cfg.psf_fwhm_cols)} "
+                             f"are not three columns of the survey ({', '.join(columns)})")
+    elif cfg.lenses and cfg.psf_fwhm is None and "psf_fwhm" not in columns:
+        raise ValueError(f"{cfg.survey}: no psf_fwhm column: give --psf-fwhm G,R,I or "
+                         "--psf-fwhm-cols")
+
+
 def inject_survey(cfg: InjectConfig, progress: bool = True) -> dict:
     """Write the training set (see the module docstring); returns the summary also written to
     ``_inject.json``."""
@@ -209,8 +226,7 @@ def inject_survey(cfg: InjectConfig, progress: bool = True) -> dict:
     info = survey_meta(cfg.survey)
     meta = ((info.bands, info.pixel_scale, info.zeropoint) if info else (DEFAULT_BANDS, 0.168,
                                                                          27.0))
-    if cfg.lenses and cfg.psf_fwhm is None and (info is None or "psf_fwhm" not in info.columns):
-        raise ValueError(f"{cfg.survey}: no psf_fwhm column: give --psf-fwhm G,R,I")
+    _check_psf(cfg, info)
     index = survey_index(cfg, shards)
     false_pos, fp_unknown = _false_positives(cfg, index)
     hosts = host_mask(cfg, index)
