@@ -8,6 +8,7 @@ import sys
 import warnings
 
 from lensscan import __version__
+from lensscan.cli_survey import add_survey_commands
 from lensscan.errors import LensscanError, StorageError
 
 #: Exit statuses (README, "Exit status").
@@ -65,8 +66,12 @@ def _train(a) -> None:
                       loss=a.loss, seed=a.seed, workers=a.workers, gpu=a.gpu,
                       storage=a.storage, max_rows=a.max_rows, name=a.name,
                       patience=a.patience, init=a.init, precision=a.precision,
-                      exclude=a.exclude or [])
+                      exclude=a.exclude or [], labels=a.labels or [], grade_c=a.grade_c)
     card = train(cfg)
+    if "grades" in card["training"]:
+        from lensscan.data.grades import describe
+
+        print(describe(card["training"]["grades"]))
     print(json.dumps(card["metrics"]["validation"], indent=2))
 
 
@@ -225,7 +230,14 @@ def parser() -> argparse.ArgumentParser:
                    help="stop after this many epochs without a better validation AUC "
                         "(counted from the schedule's second half)")
     p.add_argument("--init", metavar="MODEL",
-                   help="start from this trained member's weights (fine-tuning, fresh schedule)")
+                   help="start from this trained member's weights (fine-tuning, fresh schedule); "
+                        "'default' or an ensemble: its member of the same --arch")
+    p.add_argument("--labels", action="append", metavar="GRADES_CSV",
+                   help="graders' CSVs (object_id,grade[,grader,time,score]): train on the graded "
+                        "rows of DATA with A/B -> lens, 'not a lens' -> non-lens (grades of "
+                        "several CSVs averaged); repeatable")
+    p.add_argument("--grade-c", choices=["drop", "lens", "nonlens"], default="drop",
+                   help="objects graded C on average: left out (default), lens or non-lens")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16: bfloat16 autocast (default, CPU and GPU); fp32: full precision")
     p.add_argument("--exclude", action="append", metavar="COLUMN=VALUE",
@@ -290,6 +302,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cold", action="store_true",
                    help="with --read-only: empty the page cache before each pass (root)")
     p.set_defaults(fn=_bench)
+
+    add_survey_commands(sub)
     return ap
 
 

@@ -48,6 +48,9 @@ class TrainConfig:
     precision: str = "bf16"  # "bf16": bfloat16 autocast (CPU and GPU), "fp32": full precision
     exclude: list[str] = field(default_factory=list)  # "COLUMN=VALUE": rows left out of training
     #   and validation (a rendering family held out, e.g. "psf_family=gaussian")
+    labels: list[str] = field(default_factory=list)  # graders' CSVs: train on the graded rows
+    #   of `data` with their combined grades as labels (lensscan.data.grades)
+    grade_c: str = "drop"  # C-like objects (mean grade 0.5-1.5): "drop", "lens" or "nonlens"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +87,80 @@ class ScoreConfig:
     overwrite: bool = False  # clear an output that holds another run instead of refusing
     tta: bool = False  # average every member over the 8 flips and rotations (8x the model cost)
     progress: bool = True  # print progress while running
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CutoutConfig:
+    """Cutouts of catalogue objects from coadd images (``lensscan cutout``)."""
+
+    catalog: str  # URL of the catalogue: CSV, Parquet, FITS or VOTable
+    images: str  # URL glob of the coadd images with a {band} placeholder
+    out: str  # URL of the folder of Parquet shards to write
+    bands: list[str] = field(default_factory=lambda: ["g", "r", "i"])  # output band names
+    band_names: list[str] | None = None  # the bands as the file names spell them; default: bands
+    pixel_scale: float = 0.168  # arcsec / pixel of the survey (HSC)
+    scale_tolerance: float = 0.005  # relative pixel-scale mismatch accepted without --resample
+    zeropoint: float = 27.0  # AB zero-point of the output fluxes (images that say theirs are
+    #   scaled to it; images that do not are taken to be at it already)
+    resample: bool = False  # reproject every stamp onto a pixel_scale TAN grid (reproject)
+    id_col: str = "object_id"  # catalogue column names (case-insensitive)
+    ra_col: str = "ra"
+    dec_col: str = "dec"
+    psf_fwhm: list[float] | None = None  # per-band PSF FWHM, arcsec, for every row (psf_fwhm)
+    shard_size: int = 4096  # rows per output shard at most
+    tasks: int | None = None  # tile tasks in flight; default: 2 per cluster CPU
+    overwrite: bool = False  # clear a non-empty output folder first
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class InjectConfig:
+    """Training data from a survey: lensed sources painted onto real hosts (``lensscan inject``).
+
+    The Einstein radius of a host follows its brightness: ``log10 theta_E = log10 theta_e_ref
+    - 0.4 theta_e_slope (m_r - host_mag_ref) + N(0, theta_e_scatter)`` arcsec, clipped to
+    ``theta_e_range``, where ``m_r`` is the host's r magnitude inside ``aperture`` (background
+    from the cutout's border). The slope 0.5 is Faber-Jackson (L ~ sigma^4) with an isothermal
+    mass (theta_E ~ sigma^2); a 1" lens has m_r ~ 21 inside 2" (the simulator's deflectors)."""
+
+    survey: str  # URL of the survey's shards (hosts and negatives come from it)
+    out: str  # URL of the training set folder to write
+    lenses: int  # lensed sources to paint (hosts are reused when fewer match)
+    negatives: int  # survey cutouts (not hosts) to add as non-lenses
+    hosts: str | None = None  # a --where-style expression over the survey's columns, or the
+    #   URL of a catalogue of host ids (CSV/Parquet/FITS/VOTable); default: every row
+    host_id_col: str = "object_id"  # id column of a host catalogue
+    host_negatives: float = 0.5  # share of the negatives drawn from the host pool (the rest
+    #   from the whole survey), so that a host's looks alone do not tell lenses apart
+    false_positives: list[str] = field(default_factory=list)  # grades CSVs: rows graded
+    #   "not a lens" join as non-lenses
+    theta_e_col: str | None = None  # host column with the Einstein radius (arcsec) to use
+    theta_e_ref: float = 1.0  # arcsec at host_mag_ref
+    host_mag_ref: float = 21.0  # r magnitude inside the aperture of a 1" lens
+    theta_e_slope: float = 0.5  # theta_E ~ L^slope
+    theta_e_scatter: float = 0.15  # dex
+    theta_e_range: tuple[float, float] = (0.5, 3.0)  # arcsec
+    aperture: float = 2.0  # arcsec radius of the host's aperture magnitude
+    psf_fwhm: list[float] | None = None  # g, r, i FWHM (arcsec) where a row has no psf_fwhm
+    psf_fwhm_cols: list[str] | None = None  # or three columns with it (e.g. seeing_g, _r, _i)
+    psf_family: str = "moffat"  # "moffat" or "gaussian"
+    psf_beta: float = 3.0  # Moffat slope
+    gain: list[float] = field(default_factory=lambda: [600.0, 800.0, 1500.0])  # electrons per
+    #   flux unit, g r i (the simulator's HSC coadd values): Poisson noise of the added flux
+    poisson: bool = True  # add the added flux's Poisson noise (False: noiseless, for checks)
+    min_arc_snr: float = 10.0  # fainter arcs are brightened to 1-2 times this S/N
+    paint_floor: float = 1e-3  # pixels where the arc adds less than this times the sky noise
+    #   are left untouched
+    preset: str = "broad"  # simulator population of sources and masses ("hsc" or "broad")
+    supersample: int = 2  # sub-pixels per pixel side where the source is ray-traced
+    seed: int = 0  # injection k uses default_rng([seed, k])
+    shard_size: int = 2048  # rows per output shard, about
+    overwrite: bool = False  # clear a non-empty output folder first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,11 @@ from lensscan.io.checks import CUTOUT_SHAPE, row_status
 
 NPIX = int(np.prod(CUTOUT_SHAPE))
 BANDS_KEY = b"lensscan.bands"
+PIXEL_SCALE_KEY = b"lensscan.pixel_scale"  # arcsec per pixel
+ZEROPOINT_KEY = b"lensscan.zeropoint"  # AB magnitude of one flux unit
 DEFAULT_BANDS = ("g", "r", "i")
+DEFAULT_PIXEL_SCALE = 0.168  # HSC
+DEFAULT_ZEROPOINT = 27.0  # HSC coadds
 #: Columns the readers understand; any other column is carried as-is (e.g. simulation truth).
 CORE_COLUMNS = ("object_id", "ra", "dec", "image", "label")
 
@@ -33,6 +37,8 @@ class ParquetInfo:
     bands: tuple[str, ...]
     columns: tuple[str, ...]
     id_kind: str = "int"  # "int" or "string": the type of the object_id column
+    pixel_scale: float = DEFAULT_PIXEL_SCALE  # arcsec / pixel (``lensscan.pixel_scale``)
+    zeropoint: float = DEFAULT_ZEROPOINT  # AB zero-point of the fluxes (``lensscan.zeropoint``)
 
     @property
     def num_rows(self) -> int:
@@ -129,7 +135,13 @@ def parquet_info(url: str, pf: pq.ParquetFile | None = None) -> ParquetInfo:
         raise ShardError(url, err.reason, rows=md.num_rows) from None
     rows = tuple(md.row_group(i).num_rows for i in range(md.num_row_groups))
     id_kind = "int" if pa.types.is_integer(schema.field("object_id").type) else "string"
-    return ParquetInfo(url, rows, bands, tuple(schema.names), id_kind)
+    try:
+        scale = float(meta.get(PIXEL_SCALE_KEY, DEFAULT_PIXEL_SCALE))
+        zp = float(meta.get(ZEROPOINT_KEY, DEFAULT_ZEROPOINT))
+    except ValueError as exc:
+        raise ShardError(url, f"metadata lensscan.pixel_scale/zeropoint is not a number "
+                              f"({exc})", rows=md.num_rows) from exc
+    return ParquetInfo(url, rows, bands, tuple(schema.names), id_kind, scale, zp)
 
 
 def decode_images(url: str, column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -183,8 +195,17 @@ def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
     batch["status"] = row_status(images, ids, image_null, id_null, batch["ra"], batch["dec"])
     for col in table.column_names:
         if col not in batch and col not in CORE_COLUMNS:
-            batch[col] = table.column(col).to_numpy(zero_copy_only=False)
+            batch[col] = extra_column(table.column(col))
     return batch
+
+
+def extra_column(col: pa.ChunkedArray) -> np.ndarray:
+    """A carried column as numpy; a fixed-size list (e.g. ``psf_fwhm``) as a 2-D array."""
+    if pa.types.is_fixed_size_list(col.type):
+        flat = col.combine_chunks()
+        values = flat.flatten().to_numpy(zero_copy_only=False)
+        return values.reshape(len(flat), col.type.list_size)
+    return col.to_numpy(zero_copy_only=False)
 
 
 def read_parquet(
@@ -277,9 +298,12 @@ def _plain_images(url: str, pf: pq.ParquetFile, groups: list[int],
         raise _failure(url, "corrupt image data", exc) from exc
 
 
-def batch_to_table(batch: dict[str, np.ndarray],
-                   bands: tuple[str, ...] = DEFAULT_BANDS) -> pa.Table:
-    """Build a shard table with the canonical schema from a batch (inverse of the reader)."""
+def batch_to_table(batch: dict[str, np.ndarray], bands: tuple[str, ...] = DEFAULT_BANDS,
+                   metadata: dict[bytes, bytes] | None = None) -> pa.Table:
+    """Build a shard table with the canonical schema from a batch (inverse of the reader).
+
+    A 2-D extra column (e.g. ``psf_fwhm``, (N, 3)) becomes a fixed-size list; ``metadata`` is
+    added to the file's key-value metadata (e.g. :data:`PIXEL_SCALE_KEY`)."""
     images = np.ascontiguousarray(batch["image"], dtype=np.float32)
     if images.shape[1:] != CUTOUT_SHAPE:
         raise ValueError(f"image batch must be (N, 3, 64, 64), got {images.shape}")
@@ -294,10 +318,22 @@ def batch_to_table(batch: dict[str, np.ndarray],
         cols["label"] = pa.array(np.asarray(batch["label"], dtype=np.int8))
     for key, value in batch.items():
         if key not in cols and key not in ("row", "status"):
-            cols[key] = pa.array(np.asarray(value).tolist() if np.asarray(value).dtype.kind == "O"
-                                 else np.asarray(value))
+            cols[key] = _column(np.asarray(value))
     table = pa.table(cols)
-    return table.replace_schema_metadata({BANDS_KEY: ",".join(bands).encode()})
+    return table.replace_schema_metadata({BANDS_KEY: ",".join(bands).encode(),
+                                          **(metadata or {})})
+
+
+def flux_metadata(pixel_scale: float, zeropoint: float) -> dict[bytes, bytes]:
+    """Key-value metadata saying what the fluxes are: arcsec per pixel and AB zero-point."""
+    return {PIXEL_SCALE_KEY: repr(float(pixel_scale)).encode(),
+            ZEROPOINT_KEY: repr(float(zeropoint)).encode()}
+
+
+def _column(value: np.ndarray) -> pa.Array:
+    if value.ndim == 2:
+        return pa.FixedSizeListArray.from_arrays(pa.array(value.ravel()), value.shape[1])
+    return pa.array(value.tolist() if value.dtype.kind == "O" else value)
 
 
 def write_parquet(
@@ -305,9 +341,11 @@ def write_parquet(
     batch: dict[str, np.ndarray],
     bands: tuple[str, ...] = DEFAULT_BANDS,
     row_group_size: int = 1024,
+    metadata: dict[bytes, bytes] | None = None,
 ) -> None:
-    """Write a batch as one Parquet shard, atomically (see :func:`storage.write_bytes_atomic`)."""
-    table = batch_to_table(batch, bands)
+    """Write a batch as one Parquet shard, atomically (see :func:`storage.write_bytes_atomic`);
+    ``metadata`` goes to the file's key-value metadata beside ``lensscan.bands``."""
+    table = batch_to_table(batch, bands, metadata)
     sink = pa.BufferOutputStream()
     # Noisy float pixels do not compress: store them plain so reads run at disk speed.
     compression = {c: ("none" if c == "image" else "zstd") for c in table.column_names}

@@ -226,6 +226,18 @@ def remove(url: str) -> None:
             fs.rm(path, recursive=fs.isdir(path))
 
 
+def ensure_empty(url: str, overwrite: bool = False) -> None:
+    """Make sure the output folder ``url`` is empty: clear it when ``overwrite``, else refuse
+    (``ValueError``) when it holds anything."""
+    fs, path = filesystem(url)
+    if fs.exists(path) and fs.ls(path):
+        if not overwrite:
+            raise ValueError(f"{url}: the output folder is not empty (--overwrite clears it)")
+        fs.rm(path, recursive=True)
+    if is_local(url):
+        fs.makedirs(path, exist_ok=True)
+
+
 def read_bytes(url: str) -> bytes:
     """Read a whole file."""
     fs, path = filesystem(url)

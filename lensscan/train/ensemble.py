@@ -45,8 +45,12 @@ def fit_weights(logits: np.ndarray, y: np.ndarray, l2: float = 1e-3,
     return w, float(bias.detach())
 
 
-def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: float = 100.0) -> dict:
-    """Fit weights on ``val`` for the members (folders under ``out``); write the ensemble card."""
+def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: float = 100.0,
+                   labels: dict[str, int] | None = None, fold: bool | None = None) -> dict:
+    """Fit weights on ``val`` for the members (folders under ``out``); write the ensemble card.
+
+    ``labels`` (graders' labels by object_id) keep only the graded rows of ``val``, labelled
+    so; ``fold=True`` keeps only its validation fold (object_id hash), as training leaves it."""
     members, cards = [], []
     for url in member_urls:
         model, card = modelcard.load_member(url)
@@ -55,7 +59,7 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
     pre = cards[0]["preprocessing"]
     if any(c["preprocessing"] != pre for c in cards):
         raise ValueError("all members of an ensemble must share one preprocessing")
-    ds = dataset(val, Preprocessing.from_dict(pre), "model")
+    ds = dataset(val, Preprocessing.from_dict(pre), "model", fold=fold, labels=labels)
     probe = Ensemble(members, [1.0] * len(members))
     y, s, _ = member_scores(probe.eval(), ds)
     member_p = np.clip(s[:, 1:], 1e-7, 1 - 1e-7)
@@ -81,7 +85,8 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
                           "non-lenses per lens",
         "metrics": {"validation": summary(y, score, threshold),
                     "validation_members": per_member},
-        "training_data": {"validation": val},
+        "training_data": {"validation": val, **({"graded_rows_only": True} if labels else {}),
+                          **({"validation_fold": "object_id hash % 10 == 0"} if fold else {})},
     }
     del ens
     return modelcard.save_ensemble(out, card)

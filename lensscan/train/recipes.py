@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from lensscan import modelcard
+from lensscan.data.grades import graded_labels
 from lensscan.io import storage
 from lensscan.train.ensemble import build_ensemble, member_config
 from lensscan.train.trainer import train
@@ -27,14 +29,38 @@ BASELINE_MEMBER: dict[str, dict[str, Any]] = {
 }
 
 
-def train_ensemble(train_url: str, val_url: str, out: str,
+def copy_members(src: str, out: str) -> dict[str, dict[str, Any]]:
+    """Copy the member folders of the ensemble ``src`` into ``out`` unchanged (those already
+    there are kept); returns them as a recipe, so that :func:`train_ensemble` keeps them all."""
+    card = modelcard.read_card(src)
+    for m in card["members"]:
+        for name in (modelcard.CARD, modelcard.WEIGHTS):
+            dst = storage.join(out, m["name"], name)
+            if not storage.exists(dst):
+                storage.write_bytes_atomic(dst, storage.read_bytes(storage.join(src, m["path"],
+                                                                                name)))
+    return {m["name"]: {} for m in card["members"]}
+
+
+def train_ensemble(train_url: str, val_url: str | None, out: str,
                    members: dict[str, dict[str, Any]] | None = None,
-                   init_from: str | None = None, **common: Any) -> dict:
+                   init_from: str | None = None, refit_only: bool = False,
+                   **common: Any) -> dict:
     """Train every member into ``out/<name>`` (members already finished are kept) and fit the
     ensemble on ``val_url``. ``common`` goes to every member's :class:`TrainConfig`.
 
-    ``init_from``: an ensemble folder; each member starts from the weights of its namesake there
-    (fine-tuning with a fresh schedule) when it has one."""
+    ``init_from``: an ensemble folder (``default``: the bundled one); each member starts from the
+    weights of its namesake there (fine-tuning with a fresh schedule) when it has one; with
+    ``refit_only`` its members are copied unchanged and only the weights are fitted. With
+    ``labels`` (graders' CSVs) in ``common`` the members train on the graded rows of
+    ``train_url``, with their grades as labels; the weights are fitted on ``val_url`` (its own
+    labels) or, when it is None, on the graded rows of ``train_url``'s validation fold."""
+    if init_from:
+        init_from = modelcard.resolve(init_from)
+    if refit_only:
+        if not init_from:
+            raise ValueError("refitting the weights only needs the ensemble to take members from")
+        members = copy_members(init_from, out)
     members = members or DEFAULT_MEMBERS
     urls = []
     for name, spec in members.items():
@@ -50,4 +76,10 @@ def train_ensemble(train_url: str, val_url: str, out: str,
         train(member_config(name, train_url, val_url, out, **{**common, **spec}),
               progress=False)
         print(f"[lensscan] {name}: trained in {time.time() - t0:.0f}s", flush=True)
-    return build_ensemble(out, urls, val_url, common.get("prior_ratio", 100.0))
+    if val_url:  # validation data keeps its own labels, as in each member's training
+        return build_ensemble(out, urls, val_url, common.get("prior_ratio", 100.0))
+    if not common.get("labels"):
+        raise ValueError("fitting the ensemble needs validation data or graders' labels")
+    labels, _ = graded_labels(common["labels"], common.get("grade_c", "drop"))
+    return build_ensemble(out, urls, train_url, common.get("prior_ratio", 100.0),
+                          labels=labels, fold=True)

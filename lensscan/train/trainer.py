@@ -29,9 +29,11 @@ from lensscan.data.stream import ReadUnits, plan, units_to_items
 from lensscan.io import storage
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
+from lensscan.train.labels import Relabel, train_labels
 from lensscan.train.loop import check_precision, initial_weights, train_loop_per_worker
 from lensscan.train.metrics import choose_threshold, summary
 from lensscan.train.predict import member_scores
+from lensscan.train.warmstart import resolve_init
 
 
 def _hash_fold(ids: np.ndarray) -> np.ndarray:
@@ -93,9 +95,11 @@ class HashSplit:
 def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
             max_rows: int | None = None, fold: bool | None = None,
             keep_extra: tuple[str, ...] = ("label",),
-            exclude: list[str] | None = None) -> ray.data.Dataset:
+            exclude: list[str] | None = None,
+            labels: dict[str, int] | None = None) -> ray.data.Dataset:
     """A Ray Data stream of labelled, preprocessed rows from shards at ``url``, without the rows
-    that ``exclude`` (``COLUMN=VALUE`` pairs) names."""
+    that ``exclude`` (``COLUMN=VALUE`` pairs) names; with ``labels`` (graders' labels by
+    object_id), only the graded rows, labelled so."""
     units, errors = plan(url)
     if errors:
         raise errors[0]
@@ -104,6 +108,8 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
     ds = ray.data.from_items(units_to_items(units), override_num_blocks=max(1, len(units)))
     ds = ds.map_batches(ReadUnits(pre.to_dict(), stage, keep=keep), batch_size=1,
                         num_cpus=read_cpus)
+    if labels is not None:
+        ds = ds.map_batches(Relabel(labels), batch_size=None, num_cpus=read_cpus)
     if pairs:
         ds = ds.map_batches(Exclude(pairs), batch_size=None, num_cpus=read_cpus)
     if fold is not None:
@@ -121,13 +127,17 @@ def run_name(cfg: TrainConfig) -> str:
     return f"{cfg.member_name}-{digest}"
 
 
-def check(cfg: TrainConfig) -> None:
-    """Complete ``cfg`` (absolute paths, full preprocessing and augmentation) and refuse what
-    cannot train, before any worker starts."""
+def check(cfg: TrainConfig) -> tuple[dict[str, int] | None, dict | None]:
+    """Complete ``cfg`` (absolute URLs: workers run in other folders; ``--init default``
+    resolved to a member; full preprocessing and augmentation), refuse what cannot train before
+    any worker starts, and read the graders' labels (``None`` without ``--labels``)."""
     cfg.preprocessing = Preprocessing.from_dict(cfg.preprocessing).to_dict()
-    for key in ("data", "val", "out", "init", "storage"):  # workers run in other folders
+    if cfg.init:  # "default" or an ensemble: its member of this architecture
+        cfg.init = resolve_init(cfg.init, cfg.arch, cfg.arch_kwargs, cfg.member_name)
+    for key in ("data", "val", "out", "init", "storage"):
         if getattr(cfg, key):
             setattr(cfg, key, storage.absolute(getattr(cfg, key)))
+    cfg.labels = [storage.absolute(u) for u in cfg.labels]
     cfg.augment = Augment(**cfg.augment).to_dict()
     check_precision(cfg.precision)
     pairs = [c for c, _ in parse_exclude(cfg.exclude)]
@@ -136,11 +146,12 @@ def check(cfg: TrainConfig) -> None:
         check_columns(cfg.val, pairs)
     if cfg.init:
         initial_weights(cfg)
+    return train_labels(cfg)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train one member and write its model folder to ``cfg.out``; returns the card."""
-    check(cfg)
+    labels, grades = check(cfg)
     pre = Preprocessing.from_dict(cfg.preprocessing)
     runtime.ensure_ray(quiet=not progress)
     if not cfg.gpu:
@@ -149,9 +160,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         cfg.torch_threads = cfg.torch_threads or max(1, round(runtime.cluster_cpus() / cfg.workers))
     fold = None if cfg.val else False
     ds_train = dataset(cfg.data, pre, "normalized", max_rows=cfg.max_rows, fold=fold,
-                       exclude=cfg.exclude)
+                       exclude=cfg.exclude, labels=labels)
     ds_val = dataset(cfg.val or cfg.data, pre, "normalized", fold=None if cfg.val else True,
-                     exclude=cfg.exclude)
+                     exclude=cfg.exclude, labels=None if cfg.val else labels)
 
     storage_url = cfg.storage or storage.join(cfg.out, "_train")
     fs, root = storage.pyarrow_filesystem(storage_url)
@@ -179,7 +190,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     model.load_state_dict(best)
     model.eval()
 
-    y_val, s_val, _ = member_scores(model, ds_val_for_scoring(cfg, pre))
+    y_val, s_val, _ = member_scores(model, ds_val_for_scoring(cfg, pre, labels))
     threshold = choose_threshold(y_val, s_val, cfg.prior_ratio)
     card = {
         "name": cfg.member_name,
@@ -189,14 +200,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "input": {"shape": [3, 64, 64], "dtype": "float32", "units": "linear flux"},
         "preprocessing": pre.to_dict(),
         "training": {"config": cfg.to_dict(), "run": run_name(cfg), "history": state["history"],
-                     "best_epoch": state["best_epoch"] + 1},
+                     "best_epoch": state["best_epoch"] + 1,
+                     **({"grades": grades} if grades else {})},
         "metrics": {"validation": summary(y_val, s_val, threshold)},
         "threshold": threshold,
     }
     return modelcard.save_member(cfg.out, model, card)
 
 
-def ds_val_for_scoring(cfg: TrainConfig, pre: Preprocessing) -> ray.data.Dataset:
-    """Validation rows preprocessed exactly as scoring does."""
+def ds_val_for_scoring(cfg: TrainConfig, pre: Preprocessing,
+                       labels: dict[str, int] | None = None) -> ray.data.Dataset:
+    """Validation rows preprocessed exactly as scoring does (the graded rows of ``cfg.data``
+    when ``labels`` are given without ``cfg.val``)."""
     return dataset(cfg.val or cfg.data, pre, "model", fold=None if cfg.val else True,
-                   exclude=cfg.exclude)
+                   exclude=cfg.exclude, labels=None if cfg.val else labels)

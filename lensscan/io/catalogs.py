@@ -1,0 +1,151 @@
+"""Object catalogues (CSV, Parquet, FITS or VOTable) as id and position columns.
+
+A catalogue names the objects to cut out: an id, a right ascension and a declination in degrees,
+under any column names (``id_col``, ``ra_col``, ``dec_col``; matched case-insensitively). An
+optional per-band PSF FWHM (arcsec) travels with each object: an array column ``psf_fwhm`` or one
+column ``psf_fwhm_<band>`` per band. FITS tables are big-endian; every array returned is native.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from lensscan.io import storage
+
+#: File name endings of each catalogue format (after an optional ``.gz``).
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits",
+           ".fit": "fits", ".fits.gz": "fits", ".xml": "votable", ".vot": "votable",
+           ".votable": "votable"}
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which catalogue columns hold the id and the position (case-insensitive)."""
+
+    id: str = "object_id"
+    ra: str = "ra"  # degrees
+    dec: str = "dec"  # degrees
+
+
+def catalog_format(url: str) -> str:
+    """``csv``, ``parquet``, ``fits`` or ``votable`` from the file name."""
+    low = url.lower()
+    for suffix in sorted(FORMATS, key=len, reverse=True):
+        if low.endswith(suffix):
+            return FORMATS[suffix]
+    raise ValueError(f"{url}: a catalogue must be .csv, .parquet, .fits or a VOTable (.xml, .vot)")
+
+
+def read_table(url: str) -> dict[str, np.ndarray]:
+    """Every column of a catalogue file, keyed by its lower-cased name (native byte order;
+    text as ``str`` objects; an array column as a 2-D array)."""
+    fmt = catalog_format(url)
+    data = storage.read_bytes(url)
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        return _from_arrow(pacsv.read_csv(pa.BufferReader(data)))
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return _from_arrow(pq.read_table(pa.BufferReader(data)))
+    from astropy.table import Table
+
+    table = Table.read(io.BytesIO(data), format="fits" if fmt == "fits" else "votable")
+    return {name.lower(): _native(np.asarray(table[name])) for name in table.colnames}
+
+
+def _from_arrow(table: pa.Table) -> dict[str, np.ndarray]:
+    out = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        typ = col.type
+        if pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ):
+            out[name.lower()] = np.asarray(col.to_pylist(), dtype=float)
+        elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            out[name.lower()] = np.asarray(col.to_pylist(), dtype=object)
+        else:
+            out[name.lower()] = _native(col.to_numpy(zero_copy_only=False))
+    return out
+
+
+def _native(values: np.ndarray) -> np.ndarray:
+    """Native byte order; bytes decoded to ``str``; masked entries as NaN (floats) or None."""
+    if np.ma.isMaskedArray(values):
+        fill = np.nan if values.dtype.kind == "f" else None
+        values = values.astype(object if fill is None else values.dtype).filled(fill)
+    if values.dtype.kind in "SU":
+        text = values.astype(str) if values.dtype.kind == "U" else np.char.decode(values, "ascii")
+        return np.asarray([s.strip() for s in text.ravel()], dtype=object).reshape(values.shape)
+    if values.dtype.kind in "iuf" and not values.dtype.isnative:
+        return values.astype(values.dtype.newbyteorder("="))
+    return values
+
+
+def read_catalog(url: str, cols: Columns | None = None,
+                 bands: tuple[str, ...] = ("g", "r", "i")) -> dict[str, np.ndarray]:
+    """Read a catalogue of objects to cut out.
+
+    Parameters
+    ----------
+    url : str
+        CSV, Parquet, FITS or VOTable file (local or object storage).
+    cols : Columns
+        The names of the id, RA and Dec columns.
+    bands : tuple of str
+        Band names, for per-band ``psf_fwhm_<band>`` columns.
+
+    Returns
+    -------
+    dict
+        ``object_id`` (N,) int64 or ``str`` objects, ``ra`` and ``dec`` (N,) float64 degrees (NaN
+        where missing), and ``psf_fwhm`` (N, len(bands)) float32 arcsec when the file has it.
+
+    Raises
+    ------
+    ValueError
+        When a column is missing, an id is missing or repeated, or coordinates are not numbers.
+    """
+    cols = cols or Columns()
+    table = read_table(url)
+    for want in (cols.id, cols.ra, cols.dec):
+        if want.lower() not in table:
+            raise ValueError(f"{url}: no column {want!r} (columns: {sorted(table)})")
+    ids = _ids(url, table[cols.id.lower()])
+    out = {"object_id": ids}
+    for key, name in (("ra", cols.ra), ("dec", cols.dec)):
+        try:
+            out[key] = np.asarray(table[name.lower()], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{url}: column {name!r} must hold numbers (degrees)") from exc
+    psf = _psf_fwhm(table, bands)
+    if psf is not None:
+        out["psf_fwhm"] = psf
+    return out
+
+
+def _ids(url: str, raw: np.ndarray) -> np.ndarray:
+    if raw.dtype.kind in "iu":
+        ids = raw.astype(np.int64)
+    else:
+        if any(v is None or (isinstance(v, float) and np.isnan(v)) or str(v) == ""
+               for v in raw):
+            raise ValueError(f"{url}: object ids must not be empty")
+        ids = np.asarray([str(v) for v in raw], dtype=object)
+    uniq, counts = np.unique(ids.astype(str) if ids.dtype.kind == "O" else ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{url}: object id {uniq[counts > 1][0]!r} appears "
+                         f"{int(counts[counts > 1][0])} times; ids must be unique")
+    return ids
+
+
+def _psf_fwhm(table: dict[str, np.ndarray], bands: tuple[str, ...]) -> np.ndarray | None:
+    if "psf_fwhm" in table and np.ndim(table["psf_fwhm"]) == 2:
+        return np.asarray(table["psf_fwhm"], dtype=np.float32)
+    names = [f"psf_fwhm_{b.lower()}" for b in bands]
+    if all(n in table for n in names):
+        return np.stack([np.asarray(table[n], dtype=np.float32) for n in names], axis=1)
+    return None

@@ -1,0 +1,179 @@
+"""Coadd images on any storage: tiles from a ``{band}`` URL glob, their WCS, and pixel sections.
+
+A *tile* is the set of images, one per band, whose file names match the glob with the same
+wildcard values: ``s3://survey/coadd/*/calexp-HSC-{band}-*.fits`` with bands ``G,R,I`` pairs
+``.../9813/calexp-HSC-G-9813-5,4.fits`` with ``.../9813/calexp-HSC-R-9813-5,4.fits`` and
+``.../9813/calexp-HSC-I-9813-5,4.fits`` (key ``9813|5,4``). Remote images are opened through fsspec
+(``use_fsspec=True``) and read with ``.section[...]``: only the bytes of the needed rows travel.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from lensscan.io import storage
+
+BAND = "{band}"
+
+
+@dataclass(frozen=True)
+class BandImage:
+    """One band's image of a tile: where it is and what its header says."""
+
+    url: str
+    hdu: int  # index of the image HDU in the file
+    shape: tuple[int, int]  # (ny, nx) pixels
+    header: str  # the image HDU's header as text (its WCS), rebuilt by :meth:`wcs`
+    pixel_scale: tuple[float, float]  # arcsec per pixel along x and y at the reference pixel
+    zeropoint: float | None  # AB zero-point of the pixel values, when the header gives one
+
+    def wcs(self) -> WCS:
+        """The image's celestial WCS."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            return WCS(fits.Header.fromstring(self.header)).celestial
+
+
+@dataclass(frozen=True)
+class Tile:
+    """The images of one sky tile, one per band in band order."""
+
+    key: str  # the glob's wildcard values, joined by "|"
+    bands: tuple[BandImage, ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.bands[0].shape
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    """A regular expression with one group per wildcard of a glob (``*``, ``**``, ``?``,
+    ``[...]``)."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if pattern.startswith("**", i):
+            out.append("(.*)")
+            i += 2
+            continue
+        if ch == "*":
+            out.append("([^/]*)")
+        elif ch == "?":
+            out.append("([^/])")
+        elif ch == "[" and "]" in pattern[i + 1:]:
+            end = pattern.index("]", i + 2 if pattern[i + 1] in "!^" else i + 1)
+            body = pattern[i + 1:end]
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append(f"([{body}])")
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def band_files(pattern: str, band_names: tuple[str, ...]) -> dict[tuple[str, ...], list[str]]:
+    """Match the glob once per band: ``{wildcard values: [url per band]}`` for every key seen in
+    any band (``None`` where a band has no file with those values)."""
+    if BAND not in pattern:
+        raise ValueError(f"{pattern}: the image URL needs a {BAND} placeholder")
+    found: dict[tuple[str, ...], list] = {}
+    for b, name in enumerate(band_names):
+        fs, path = storage.filesystem(pattern.replace(BAND, name))
+        regex = glob_regex(path)
+        for p in sorted(fs.glob(path)):
+            m = regex.match(p)
+            if m is not None:
+                found.setdefault(m.groups(), [None] * len(band_names))[b] = storage.unstrip(fs, p)
+    return found
+
+
+@contextmanager
+def open_image(url: str) -> Iterator[fits.HDUList]:
+    """Open a FITS image lazily: memory-mapped when local, over fsspec when remote (``.gz``
+    files are read whole: gzip cannot seek)."""
+    fs, path = storage.filesystem(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        if storage.is_local(url):
+            hdul = fits.open(path, memmap=not path.endswith(".gz"), lazy_load_hdus=True)
+        elif path.endswith(".gz"):
+            hdul = fits.open(io.BytesIO(fs.cat_file(path)))
+        else:
+            hdul = fits.open(url, use_fsspec=True, lazy_load_hdus=True,
+                             fsspec_kwargs=dict(fs.storage_options))
+        try:
+            yield hdul
+        finally:
+            hdul.close()
+
+
+def image_hdu(hdul: fits.HDUList, url: str) -> int:
+    """Index of the first two-dimensional image HDU (HSC calexps: 1; plain images: 0)."""
+    for i, hdu in enumerate(hdul):
+        if hdu.is_image and hdu.header.get("NAXIS") == 2:
+            return i
+    raise ValueError(f"{url}: no two-dimensional image HDU")
+
+
+def header_zeropoint(header: fits.Header, primary: fits.Header) -> float | None:
+    """AB zero-point from ``MAGZERO``/``MAGZP``, ``FLUXMAG0`` (HSC: the flux of magnitude 0) or
+    ``BUNIT = nJy`` (31.4), looked up in the image header and then the primary header."""
+    for hdr in (header, primary):
+        for key in ("MAGZERO", "MAGZP"):
+            if key in hdr:
+                return float(hdr[key])
+        if float(hdr.get("FLUXMAG0", 0) or 0) > 0:
+            return float(2.5 * np.log10(float(hdr["FLUXMAG0"])))
+        if str(hdr.get("BUNIT", "")).strip().lower() == "njy":
+            return 31.4
+    return None
+
+
+def read_band_image(url: str) -> BandImage:
+    """Read one image's headers (no pixels)."""
+    with open_image(url) as hdul:
+        k = image_hdu(hdul, url)
+        hdr = hdul[k].header
+        shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
+        zp = header_zeropoint(hdr, hdul[0].header)
+        text = hdr.tostring()
+    img = BandImage(url, k, shape, text, (0.0, 0.0), zp)
+    wcs = img.wcs()
+    if not wcs.has_celestial or wcs.naxis != 2:
+        raise ValueError(f"{url}: the image header has no celestial WCS")
+    scale = proj_plane_pixel_scales(wcs) * 3600.0  # degrees -> arcsec
+    return BandImage(url, k, shape, text, (float(scale[0]), float(scale[1])), zp)
+
+
+def discover_tiles(pattern: str, band_names: tuple[str, ...],
+                   threads: int = 16) -> tuple[list[Tile], list[str]]:
+    """The complete tiles of ``pattern`` (headers read in threads), sorted by key, and the files
+    of incomplete ones (a band missing) that are left out."""
+    found = band_files(pattern, band_names)
+    complete = sorted(k for k, urls in found.items() if all(urls))
+    partial = sorted(u for k, urls in found.items() if not all(urls) for u in urls if u)
+    urls = [u for k in complete for u in found[k]]
+    with ThreadPoolExecutor(max(1, min(threads, len(urls)))) as pool:
+        images = list(pool.map(read_band_image, urls))
+    n = len(band_names)
+    tiles = [Tile("|".join(k), tuple(images[i * n:(i + 1) * n])) for i, k in enumerate(complete)]
+    return tiles, partial
+
+
+def read_section(hdul: fits.HDUList, hdu: int, ys: slice, xs: slice) -> np.ndarray:
+    """Pixels ``[ys, xs]`` of an image HDU as native float32 (only those bytes are read)."""
+    return np.asarray(hdul[hdu].section[ys, xs], dtype=np.float32)

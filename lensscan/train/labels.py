@@ -1,0 +1,45 @@
+"""Graders' labels in training: read and combine the CSVs once, relabel rows in the stream.
+
+``lensscan train DATA --labels grades.csv`` trains on the rows of DATA whose ``object_id`` was
+graded, with the combined grade as label (:mod:`lensscan.data.grades`), whatever ``label`` the
+shards carry; ungraded rows are left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lensscan.config import TrainConfig
+from lensscan.data.grades import graded_labels
+
+
+class Relabel:
+    """Ray Data map_batches function: keep the graded rows, with their grade labels.
+
+    Parameters
+    ----------
+    labels : dict
+        ``{object_id as text: 1 (lens) or 0 (non-lens)}``.
+    """
+
+    def __init__(self, labels: dict[str, int]) -> None:
+        self.labels = labels
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = np.asarray(batch["object_id"]).astype(str)
+        label = np.fromiter((self.labels.get(i, -1) for i in ids), np.int64, len(ids))
+        keep = label >= 0
+        out = {k: v[keep] for k, v in batch.items()}
+        out["label"] = label[keep].astype(np.int8)
+        return out
+
+
+def train_labels(cfg: TrainConfig) -> tuple[dict[str, int] | None, dict | None]:
+    """The combined labels of ``cfg.labels`` and the graders' agreement report, or
+    ``(None, None)`` when the run has no grades."""
+    if not cfg.labels:
+        return None, None
+    labels, report = graded_labels(cfg.labels, cfg.grade_c)
+    if not labels:
+        raise ValueError(f"{', '.join(cfg.labels)}: no object has a lens or non-lens grade")
+    return labels, report

@@ -1,0 +1,65 @@
+"""Catalogues in every format: CSV, Parquet, FITS (big-endian) and VOTable, any column names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from astropy.table import Table
+
+from lensscan.io.catalogs import Columns, read_catalog
+
+IDS = np.array([11, 12, 13], dtype=np.int64)
+RA = np.array([150.1, 150.2, 150.3])
+DEC = np.array([2.1, 2.2, 2.3])
+
+
+def _write(path, fmt: str, names=("object_id", "ra", "dec"), ids=IDS) -> str:
+    data = {names[0]: ids, names[1]: RA, names[2]: DEC}
+    if fmt == "csv":
+        with open(path, "w") as fh:
+            fh.write(",".join(names) + "\n")
+            for row in zip(ids, RA, DEC, strict=True):
+                fh.write(",".join(str(v) for v in row) + "\n")
+    elif fmt == "parquet":
+        pq.write_table(pa.table({k: pa.array(list(v)) for k, v in data.items()}), path)
+    else:
+        Table(data).write(path, format="fits" if fmt == "fits" else "votable")
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt,ext", [("csv", "csv"), ("parquet", "parquet"), ("fits", "fits"),
+                                     ("votable", "xml")])
+def test_every_format_reads_the_same(tmp_path, fmt, ext):
+    cat = read_catalog(_write(tmp_path / f"c.{ext}", fmt))
+    assert cat["object_id"].tolist() == IDS.tolist()
+    np.testing.assert_array_equal(cat["ra"], RA)
+    np.testing.assert_array_equal(cat["dec"], DEC)
+    assert cat["ra"].dtype.isnative and cat["ra"].dtype == np.float64
+
+
+def test_fits_big_endian_other_names_and_string_ids(tmp_path):
+    path = tmp_path / "c.fits"
+    Table({"NAME": np.array(["a", "b", "c"]), "RA_DEG": RA.astype(">f8"),
+           "DEC_DEG": DEC.astype(">f8"), "PSF_FWHM": np.full((3, 3), 0.7, ">f4")}).write(path)
+    cat = read_catalog(str(path), Columns("name", "ra_deg", "dec_deg"))
+    assert cat["object_id"].tolist() == ["a", "b", "c"]
+    assert cat["dec"].dtype.isnative and cat["psf_fwhm"].shape == (3, 3)
+    assert cat["psf_fwhm"].dtype == np.float32
+
+
+def test_per_band_psf_columns(tmp_path):
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"object_id": IDS, "ra": RA, "dec": DEC, "psf_fwhm_g": [0.9] * 3,
+                             "psf_fwhm_r": [0.8] * 3, "psf_fwhm_i": [0.7] * 3}), path)
+    np.testing.assert_allclose(read_catalog(str(path))["psf_fwhm"][0], [0.9, 0.8, 0.7])
+
+
+def test_bad_catalogues_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="no column 'ra'"):
+        read_catalog(_write(tmp_path / "a.csv", "csv", names=("object_id", "x", "dec")))
+    with pytest.raises(ValueError, match="appears 2 times"):
+        read_catalog(_write(tmp_path / "b.csv", "csv", ids=np.array([1, 1, 2])))
+    with pytest.raises(ValueError, match="must be .csv"):
+        read_catalog(str(tmp_path / "c.txt"))

@@ -1,0 +1,158 @@
+"""`lensscan cutout` on a simulated coadd (two overlapping tiles x three bands, TAN WCS):
+cutouts equal astropy's Cutout2D, every catalogue row ends exactly once, locally and on S3."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.nddata import Cutout2D
+from coadds import BANDS, OBJECTS, A, positions, tile_image, tile_wcs, write_coadd
+
+from lensscan.cli import main
+from lensscan.config import CutoutConfig
+from lensscan.data.cutout import check_tiles
+from lensscan.io import coadd
+from lensscan.io.parquet import parquet_info
+from lensscan.io.shards import read_shard
+from lensscan.io.storage import filesystem, list_shards, read_bytes
+
+
+def _catalog(path) -> str:
+    pos = positions()
+    names = [*pos, "nan_pos"]
+    ra = [p[0] for p in pos.values()] + [float("nan")]
+    dec = [p[1] for p in pos.values()] + [2.0]
+    pq.write_table(pa.table({"ID": names, "RA": ra, "DEC": dec}), path)
+    return str(path)
+
+
+def _read_output(out: str) -> tuple[dict, dict]:
+    rows = {}
+    for url in list_shards(out):
+        b = read_shard(url)
+        for i, oid in enumerate(b["object_id"]):
+            assert oid not in rows, f"{oid} written twice"
+            rows[oid] = {k: b[k][i] for k in ("image", "offset_x", "offset_y", "tile")}
+    fs, path = filesystem(out)
+    missing = pq.read_table(pa.BufferReader(read_bytes(out.rstrip("/") + "/_missing.parquet")))
+    return rows, dict(zip(missing.column("object_id").to_pylist(),
+                          missing.column("reason").to_pylist(), strict=True))
+
+
+def _check(out: str, root) -> None:
+    rows, missing = _read_output(out)
+    expected = {**{k: fate for k, (_, fate) in OBJECTS.items()}, "nan_pos": "no_tile"}
+    assert set(rows) | set(missing) == set(expected) and not set(rows) & set(missing)
+    pos = positions()
+    for name, fate in expected.items():
+        if fate not in ("no_tile", "edge", "masked"):
+            assert rows[name]["tile"] == fate, name
+            for b, band in enumerate(BANDS):
+                image, wcs = tile_image(root, fate, band)
+                ref = Cutout2D(image, SkyCoord(*pos[name], unit="deg"), (64, 64), wcs=wcs)
+                np.testing.assert_array_equal(rows[name]["image"][b], ref.data, err_msg=name)
+            cx, cy = ref.input_position_cutout
+            assert rows[name]["offset_x"] == pytest.approx(cx - 31.5, abs=1e-5)
+            assert rows[name]["offset_y"] == pytest.approx(cy - 31.5, abs=1e-5)
+            assert -0.5 < rows[name]["offset_x"] <= 0.5
+        else:
+            assert missing[name] == fate, name
+    meta = pq.read_schema(pa.BufferReader(read_bytes(list_shards(out)[0]))).metadata
+    assert meta[b"lensscan.bands"] == b"g,r,i"
+    assert float(meta[b"lensscan.pixel_scale"]) == 0.168
+    assert float(meta[b"lensscan.zeropoint"]) == 27.0
+
+
+def test_tiles_pair_bands_by_wildcards(tmp_path):
+    pattern = write_coadd(tmp_path)
+    tiles, partial = coadd.discover_tiles(pattern, BANDS)
+    assert [t.key for t in tiles] == ["9813|9813-1,1", "9813|9813-2,1"]
+    assert [b.url.split("/")[-1] for b in tiles[0].bands] == [
+        "calexp-HSC-G-9813-1,1.fits", "calexp-HSC-R-9813-1,1.fits", "calexp-HSC-I-9813-1,1.fits"]
+    assert partial == [str(tmp_path / "9813" / "calexp-HSC-G-9813-3,1.fits")]
+    band = tiles[0].bands[0]
+    assert band.hdu == 1 and band.shape == (200, 200) and band.zeropoint == pytest.approx(27.0)
+    assert band.pixel_scale == pytest.approx((0.168, 0.168))
+    check_tiles(tiles, CutoutConfig("c", pattern, "o"))  # same grid in every band: accepted
+    with pytest.raises(ValueError, match="--resample"):
+        check_tiles(tiles, CutoutConfig("c", pattern, "o", pixel_scale=0.2))
+
+
+def test_cutouts_equal_cutout2d_and_every_row_ends_once(tmp_path, ray_local, capsys):
+    pattern = write_coadd(tmp_path / "coadd", zeropoint_i=27.5)
+    out = tmp_path / "shards"
+    assert main(["cutout", _catalog(tmp_path / "cat.parquet"), pattern, "--out", str(out),
+                 "--band-names", "G,R,I", "--id-col", "ID", "--ra-col", "RA", "--dec-col", "DEC",
+                 "--psf-fwhm", "0.9,0.8,0.7"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts"] == {"catalog_rows": 10, "cutouts": 5, "missing": 5, "no_tile": 2,
+                                 "edge": 2, "masked": 1}
+    rows, _ = _read_output(str(out))
+    image, wcs = tile_image(tmp_path / "coadd", A, "I")
+    ref = Cutout2D(image, SkyCoord(*positions()["a_centre"], unit="deg"), (64, 64), wcs=wcs)
+    # tile A's I image says MAGZERO = 27.5: its fluxes are scaled to the survey's 27
+    np.testing.assert_allclose(rows["a_centre"]["image"][2], ref.data * 10 ** (-0.2), rtol=1e-6)
+    batch = read_shard(list_shards(str(out))[0])
+    np.testing.assert_allclose(batch["psf_fwhm"][0], [0.9, 0.8, 0.7], rtol=1e-6)
+    assert main(["cutout", _catalog(tmp_path / "cat.parquet"), pattern, "--out", str(out),
+                 "--band-names", "G,R,I", "--id-col", "ID"]) == 2  # not empty: refused
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_cutouts_on_s3(tmp_path, s3_bucket, ray_local, capsys):
+    write_coadd(tmp_path / "coadd")
+    fs, _ = filesystem(s3_bucket)
+    fs.put(str(tmp_path / "coadd"), f"{s3_bucket[5:]}/coadd", recursive=True)
+    fs.put(_catalog(tmp_path / "cat.parquet"), f"{s3_bucket[5:]}/cat.parquet")
+    out = f"{s3_bucket}/shards"
+    assert main(["cutout", f"{s3_bucket}/cat.parquet",
+                 f"{s3_bucket}/coadd/*/calexp-HSC-{{band}}-*.fits", "--out", out,
+                 "--band-names", "G,R,I", "--id-col", "ID"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["cutouts"] == 5
+    fs.invalidate_cache()
+    _check(out, tmp_path / "coadd")
+
+
+def test_local_output_matches_expectations(tmp_path, ray_local, capsys):
+    pattern = write_coadd(tmp_path / "coadd")
+    out = str(tmp_path / "shards")
+    assert main(["cutout", _catalog(tmp_path / "cat.parquet"), pattern, "--out", out,
+                 "--band-names", "G,R,I", "--bands", "g,r,i", "--id-col", "ID",
+                 "--shard-size", "2"]) == 0  # tasks work 2 rows at a time
+    capsys.readouterr()
+    _check(out, tmp_path / "coadd")
+    assert max(len(read_shard(u)["object_id"]) for u in list_shards(out)) == 2
+    assert parquet_info(list_shards(out)[0]).pixel_scale == 0.168
+
+
+def test_resample_reprojects_other_pixel_scales(tmp_path, ray_local, capsys):
+    pytest.importorskip("reproject")
+    from astropy.io import fits
+
+    w = tile_wcs(A)
+    w.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
+    yy, xx = np.mgrid[:200, :200]
+    blob = 10.0 * np.exp(-((xx - 100.0) ** 2 + (yy - 100.0) ** 2) / (2 * 2.0**2))
+    for band in BANDS:
+        (tmp_path / "img").mkdir(exist_ok=True)
+        fits.PrimaryHDU(blob.astype(">f4"), header=w.to_header()).writeto(
+            tmp_path / "img" / f"c-{band}.fits")
+    sky = w.pixel_to_world(100.0, 100.0)
+    pq.write_table(pa.table({"object_id": [1], "ra": [sky.ra.deg], "dec": [sky.dec.deg]}),
+                   tmp_path / "cat.parquet")
+    args = ["cutout", str(tmp_path / "cat.parquet"), str(tmp_path / "img" / "c-{band}.fits"),
+            "--band-names", "G,R,I"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "--resample" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b"), "--resample"]) == 0
+    capsys.readouterr()
+    batch = read_shard(list_shards(str(tmp_path / "b"))[0])
+    img = batch["image"][0, 1]
+    assert img.sum() == pytest.approx(blob.sum(), rel=0.01)  # flux conserved
+    peak = np.unravel_index(np.argmax(img), img.shape)
+    assert peak in {(31, 31), (31, 32), (32, 31), (32, 32)}  # the object at the centre

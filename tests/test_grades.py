@@ -1,0 +1,152 @@
+"""Grades become training data: graders' CSVs combined, agreement, relabelling, --init default."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_batch
+
+from lensscan.cli import main
+from lensscan.data.grades import agreement, combine, describe, graded_labels, latest, read_grades
+from lensscan.data.preprocess import Preprocessing
+from lensscan.errors import ModelError
+from lensscan.io.parquet import write_parquet
+from lensscan.modelcard import default_model_url
+from lensscan.train.labels import Relabel
+from lensscan.train.warmstart import resolve_init
+
+
+def _csv(path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_read_grades_names_the_grader_and_refuses_unknown_grades(tmp_path):
+    g = read_grades(_csv(tmp_path / "alice.csv", "object_id,grade\n7,A\nx8,not a lens\n9,c\n"))
+    assert g["object_id"].tolist() == ["7", "x8", "9"] and g["value"].tolist() == [3, 0, 1]
+    assert set(g["grader"]) == {"alice"} and np.isnan(g["score"]).all()
+    with pytest.raises(ValueError, match="row 3: grade 'maybe'"):
+        read_grades(_csv(tmp_path / "b.csv", "object_id,grade\n1,B\n2,maybe\n"))
+
+
+def test_combined_labels_on_the_3_2_1_0_scale(tmp_path):
+    a = _csv(tmp_path / "a.csv", "object_id,grade\n1,A\n2,B\n3,C\n4,not a lens\n5,A\n6,C\n")
+    b = _csv(tmp_path / "b.csv", "object_id,grade\n1,B\n2,not a lens\n3,C\n4,not a lens\n"
+                                 "5,C\n6,not a lens\n")
+    rows = latest([read_grades(a), read_grades(b)])
+    c = combine(rows)
+    means = dict(zip(c.object_id.tolist(), c.mean.tolist(), strict=True))
+    assert means == {"1": 2.5, "2": 1.0, "3": 1.0, "4": 0.0, "5": 2.0, "6": 0.5}
+    assert c.labels() == {"1": 1, "4": 0, "5": 1}  # 2, 3 and 6 are C-like: left out
+    assert combine(rows, "lens").labels()["2"] == 1
+    assert combine(rows, "nonlens").labels()["6"] == 0
+    labels, report = graded_labels([a, b])
+    assert labels == c.labels() and report["graders"] == 2 and report["left_out"] == 3
+
+
+def test_agreement_and_fleiss_kappa():
+    # 4 objects x 2 graders; they agree on 1 and 2 only
+    rows = {"object_id": np.array(["1", "1", "2", "2", "3", "3", "4", "4"], dtype=object),
+            "value": np.array([3, 3, 0, 0, 3, 0, 2, 1]),
+            "grader": np.array(["a", "b"] * 4, dtype=object)}
+    r = agreement(rows)
+    assert r["graded_by_several"] == 4 and r["agreement"] == 0.5
+    # Fleiss: P_i = 1, 1, 0, 0 -> 0.5; p_j = (3, 1, 1, 3) / 8 -> P_e = 20 / 64
+    assert r["fleiss_kappa"] == pytest.approx((0.5 - 20 / 64) / (1 - 20 / 64))
+    single = agreement({k: v[::2] for k, v in rows.items()})
+    assert single["agreement"] is None and "no object graded twice" in describe(
+        {**single, "lens": 1, "nonlens": 1, "left_out": 0, "grade_c": "drop"})
+
+
+def test_the_latest_grade_of_a_grader_counts(tmp_path):
+    g = read_grades(_csv(tmp_path / "g.csv", "object_id,grade,grader,time,score\n"
+                                             "1,A,ann,2026-05-02T10:00,0.9\n"
+                                             "1,not a lens,ann,2026-05-01T09:00,0.9\n"
+                                             "1,B,bob,,0.9\n"))
+    rows = latest([g])
+    assert sorted(zip(rows["grader"], rows["value"], strict=True)) == [("ann", 3), ("bob", 2)]
+
+
+def test_relabel_keeps_graded_rows_with_their_grades():
+    batch = {"object_id": np.array([1, 2, 3, 4]), "label": np.array([0, 0, 1, -1], np.int8),
+             "image": np.zeros((4, 3, 2, 2))}
+    out = Relabel({"2": 1, "3": 0, "9": 1})(batch)
+    assert out["object_id"].tolist() == [2, 3] and out["label"].tolist() == [1, 0]
+    assert out["image"].shape == (2, 3, 2, 2)
+
+
+def test_init_default_is_the_bundled_member_of_the_same_architecture():
+    root = default_model_url()
+    assert resolve_init("default", "resnet", {}, "resnet_s0").endswith("resnet_s0")
+    assert resolve_init("default", "resnet", {}, "resnet_s2").endswith("resnet_s2")
+    assert resolve_init("default", "multiscale_resnet", {}, "x").endswith("msresnet_s1")
+    assert resolve_init(f"{root}/resnet_s2", "resnet", {}, "x").endswith("resnet_s2")
+    with pytest.raises(ModelError, match="no member"):
+        resolve_init("default", "baseline_cnn", {}, "baseline_cnn_s0")
+
+
+@pytest.mark.slow
+def test_training_stream_has_only_graded_rows(tmp_path, ray_local):
+    from lensscan.train.trainer import dataset
+
+    batch = make_batch(40, seed=3)
+    batch["label"][:] = 0  # the shards' own labels are overridden
+    write_parquet(str(tmp_path / "d" / "a.parquet"), batch)
+    grades = {str(i): int(i % 3 == 0) for i in range(0, 40, 2)}
+    rows = dataset(str(tmp_path / "d"), Preprocessing(), "normalized", labels=grades).take_all()
+    got = {str(r["object_id"]): int(r["label"]) for r in rows}
+    assert got == grades
+
+
+def _graded_survey(tmp_path) -> tuple[str, list[str]]:
+    """192 cutouts whose shards say nothing of lenses, and two graders' CSVs for most of them."""
+    for k in range(2):
+        batch = make_batch(96, seed=40 + k, start_id=k * 1000)
+        truth = batch.pop("label")
+        write_parquet(str(tmp_path / "survey" / f"p{k}.parquet"), batch)
+        with open(tmp_path / f"g{k}.csv", "w") as fh:
+            fh.write("object_id,grade,grader\n")
+            for i, lens in zip(batch["object_id"], truth, strict=True):
+                fh.write(f"{i},{'A' if lens else 'not a lens'},ann\n{i},"
+                         f"{'B' if lens else 'not a lens'},bob\n")
+    return str(tmp_path / "survey"), [str(tmp_path / "g0.csv"), str(tmp_path / "g1.csv")]
+
+
+@pytest.mark.slow
+def test_train_fine_tunes_the_default_member_on_grades(tmp_path, ray_local, capsys):
+    import json
+
+    data, grades = _graded_survey(tmp_path)
+    out = str(tmp_path / "model")
+    assert main(["train", data, "--out", out, "--labels", grades[0], "--labels", grades[1],
+                 "--init", "default", "--epochs", "1", "--steps-per-epoch", "2",
+                 "--batch-size", "16", "--lr", "3e-4"]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("grades:")]
+    assert line[0].startswith("grades: 2 graders, 192 objects, agreement 100% on 192 objects")
+    card = json.loads((tmp_path / "model" / "card.json").read_text())
+    assert card["training"]["config"]["init"].endswith("resnet_s0")
+    assert 0 < card["training"]["grades"]["fleiss_kappa"] < 1  # A vs B differ, classes agree
+
+
+@pytest.mark.slow
+def test_ensemble_job_refits_the_default_weights_on_graded_rows(tmp_path):
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    data, grades = _graded_survey(tmp_path)
+    out = tmp_path / "ens"
+    job = pathlib.Path(__file__).resolve().parents[1] / "jobs" / "train_ensemble.py"
+    run = subprocess.run([sys.executable, str(job), "--train", data, "--out", str(out),
+                          "--labels", grades[0], "--labels", grades[1], "--init-from", "default",
+                          "--refit-only"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    card = json.loads((out / "card.json").read_text())
+    bundled = json.loads((pathlib.Path(default_model_url()) / "card.json").read_text())
+    assert [m["name"] for m in card["members"]] == [m["name"] for m in bundled["members"]]
+    assert [m["weight"] for m in card["members"]] != [m["weight"] for m in bundled["members"]]
+    assert card["training_data"]["graded_rows_only"] is True
+    for m in card["members"]:  # members copied unchanged
+        assert (out / m["name"] / "model.safetensors").read_bytes() == (
+            pathlib.Path(default_model_url()) / m["name"] / "model.safetensors").read_bytes()

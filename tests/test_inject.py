@@ -1,0 +1,153 @@
+"""`lensscan inject`: lensed sources painted onto real host cutouts conserve flux, leave the host
+untouched away from the arc, and the training shards carry labels, truth and host ids."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from lenstronomy.LensModel.Solver.lens_equation_solver import LensEquationSolver
+
+from lensscan.cli import main
+from lensscan.config import InjectConfig
+from lensscan.io.parquet import flux_metadata, parquet_info, write_parquet
+from lensscan.io.shards import read_shard
+from lensscan.io.storage import filesystem, list_shards, read_bytes
+from lensscan.simulate.inject import paint, sky_sigma, theta_e_from_mag
+from lensscan.simulate.kinds import render_object
+from lensscan.simulate.population import Rendering, preset
+from lensscan.simulate.render import lens_model, mag_to_flux
+
+PSF = np.array([0.9, 0.8, 0.7])
+
+
+def _host(i: int = 0) -> np.ndarray:
+    return render_object("elliptical", np.random.default_rng([11, i]))[0]
+
+
+def _paint(host, seed, poisson=True, pop=None, **kw):
+    cfg = InjectConfig("s", "o", 1, 1, poisson=poisson, **kw)
+    return paint(host, (0.2, -0.3), PSF, np.random.default_rng(seed), cfg,
+                 pop or preset("broad")[1], 0.168, 27.0)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_injected_flux_is_source_flux_times_magnification(seed):
+    host = _host(seed)
+    p = _paint(host, seed, poisson=False)
+    added = float((p.image - host)[1].astype(np.float64).sum())
+    expected = mag_to_flux(p.truth["source_mag_r"]) * p.truth["magnification"]
+    assert added == pytest.approx(expected, rel=0.03)
+    assert p.truth["n_images"] >= 2 and p.truth["magnification"] > 1
+
+
+def test_magnification_of_a_compact_source_is_the_point_source_one():
+    """For a source much smaller than the lens, the truth magnification is the summed |mu| of
+    the point-source images that lenstronomy's solver finds."""
+    pop = replace(preset("hsc")[1], source_reff=(0.02, 0.03), rendering=Rendering(
+        source={"sersic": 1.0}), inner_beta=0.5, near_caustic_frac=0.0)
+    for seed in (4, 5):
+        p = _paint(_host(seed), seed, poisson=False, pop=pop, supersample=8)
+        sx, sy = p.kw_lens[0]["center_x"] + p.truth["source_x"], \
+            p.kw_lens[0]["center_y"] + p.truth["source_y"]
+        model = lens_model(p.profiles)
+        xs, ys = LensEquationSolver(model).image_position_from_source(
+            sx, sy, p.kw_lens, min_distance=0.01, search_window=8, precision_limit=1e-10)
+        mu = np.abs(model.magnification(xs, ys, p.kw_lens))
+        assert p.truth["magnification"] == pytest.approx(mu[mu >= 0.1].sum(), rel=0.05)
+
+
+def test_host_pixels_untouched_outside_the_arc():
+    host = _host(7)
+    clean = _paint(host, 7, poisson=False)  # the same draws: the same arc, noiseless
+    noisy = _paint(host, 7, poisson=True)
+    arc = clean.image.astype(np.float64) - host
+    sky = sky_sigma(host)[:, None, None]
+    far = np.abs(arc) < 1e-3 * sky
+    assert far.mean() > 0.05
+    np.testing.assert_array_equal(noisy.image[far], host[far])  # bit for bit
+    bright = arc > 0.5 * sky
+    assert bright.any() and (noisy.image[bright] != host[bright]).all()
+    # the noise is the added flux's own: its variance is the arc's counts / gain
+    gain = np.array([600.0, 800.0, 1500.0])[:, None, None]
+    resid = (noisy.image - clean.image)[bright] / np.sqrt(np.broadcast_to(
+        arc / gain, arc.shape)[bright])
+    assert 0.7 < resid.std() < 1.3
+
+
+def test_einstein_radius_follows_the_host_or_a_column():
+    cfg = InjectConfig("s", "o", 1, 1, theta_e_scatter=0.0)
+    rng = np.random.default_rng(0)
+    assert theta_e_from_mag(21.0, rng, cfg) == pytest.approx(1.0)
+    assert theta_e_from_mag(19.0, rng, cfg) == pytest.approx(10 ** 0.4)  # L^0.5
+    assert theta_e_from_mag(26.0, rng, cfg) == 0.5 and theta_e_from_mag(np.nan, rng, cfg) == 0.5
+    p = paint(_host(), (0.0, 0.0), PSF, np.random.default_rng(1), cfg, preset("hsc")[1], 0.168,
+              27.0, theta_e=1.7)
+    assert p.truth["theta_e"] == 1.7 and p.kw_lens[0]["theta_E"] == 1.7
+
+
+def test_tasks_and_psf_columns():
+    from lensscan.simulate.trainset import _groups, _psf
+
+    jobs = {"row": np.arange(100), "shard": np.repeat([1, 0], 50),
+            "kind": np.r_[np.ones(50, int), np.zeros(50, int)]}
+    groups = _groups(jobs, size=30, lenses_per_task=20)
+    assert [len(g) for g in groups] == [30, 30, 20, 20]  # shard 0 first, then lenses by 20
+    assert sorted(np.concatenate(groups).tolist()) == list(range(100))
+    batch = {"seeing_g": np.array([1.0, np.nan]), "seeing_r": np.array([0.9, 0.8]),
+             "seeing_i": np.array([0.8, 0.7]), "psf_fwhm": np.full((2, 3), 0.5)}
+    cfg = InjectConfig("s", "o", 1, 1, psf_fwhm_cols=["seeing_g", "seeing_r", "seeing_i"])
+    assert _psf(batch, 0, cfg).tolist() == [1.0, 0.9, 0.8]
+    assert _psf(batch, 1, cfg).tolist() == [0.5, 0.5, 0.5]  # a NaN column: the psf_fwhm column
+
+
+def _survey(url: str) -> dict[str, str]:
+    """12 real-looking cutouts in two shards: 8 ellipticals (the hosts), 4 spirals."""
+    kinds = ["elliptical"] * 8 + ["spiral"] * 4
+    for s in range(2):
+        rows = range(s * 6, s * 6 + 6)
+        batch = {"object_id": np.array([100 + i for i in rows], np.int64),
+                 "ra": np.linspace(150, 151, 6), "dec": np.linspace(2, 3, 6),
+                 "image": np.stack([render_object(kinds[i], np.random.default_rng([3, i]))[0]
+                                    for i in rows]),
+                 "kind": np.array([kinds[i] for i in rows], dtype=object),
+                 "mag_r": np.array([20.0 + 0.1 * i for i in rows]),
+                 "psf_fwhm": np.tile(PSF.astype(np.float32), (6, 1)),
+                 "offset_x": np.zeros(6, np.float32), "offset_y": np.zeros(6, np.float32)}
+        write_parquet(f"{url}/s{s}.parquet", batch, metadata=flux_metadata(0.168, 27.0))
+    return {"hosts": "kind = 'elliptical' AND mag_r < 20.65"}  # ids 100-106
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_inject_writes_labelled_training_shards(tmp_path, where, request, ray_local, capsys):
+    root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
+    spec = _survey(f"{root}/survey")
+    grades = tmp_path / "grades.csv"
+    grades.write_text("object_id,grade\n110,not a lens\n111,A\n")
+    out = f"{root}/train"
+    assert main(["inject", f"{root}/survey", "--out", out, "--lenses", "9", "--negatives", "3",
+                 "--hosts", spec["hosts"], "--false-positives", str(grades), "--seed", "1",
+                 "--shard-size", "4", "--preset", "hsc"]) == 0
+    counts = json.loads(capsys.readouterr().out)["counts"]
+    assert counts["lenses"] == 9 and counts["negatives"] == 3 and counts["false_positives"] == 1
+    assert counts["host_pool"] == 7 and counts["distinct_hosts"] == 7  # reused: 9 > 7
+    if where == "s3":
+        filesystem(out)[0].invalidate_cache()
+    rows = [read_shard(u) for u in list_shards(out)]
+    batch = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    assert parquet_info(list_shards(out)[0]).pixel_scale == 0.168
+    lens = batch["label"] == 1
+    assert lens.sum() == 9 and (batch["injected"][lens] == 1).all()
+    assert set(batch["host_id"][lens].tolist()) == {str(i) for i in range(100, 107)}
+    assert len(set(batch["object_id"].tolist())) == len(batch["object_id"]) == 13
+    assert (batch["n_images"][lens] >= 2).all() and np.isfinite(batch["theta_e"][lens]).all()
+    neg = batch["host_id"][~lens].tolist()
+    fp = batch["host_id"][batch["origin"] == "false_positive"].tolist()
+    assert fp == ["110"] and "110" in neg  # graded "not a lens" only, as a negative
+    assert not set(neg) & set(batch["host_id"][lens].tolist())  # hosts never negatives
+    assert np.isnan(batch["theta_e"][~lens]).all() and (batch["status"] == "ok").all()
+    summary = json.loads(read_bytes(f"{out}/_inject.json"))
+    assert summary["config"]["hosts"] == spec["hosts"]
