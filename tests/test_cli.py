@@ -28,17 +28,20 @@ def test_simulate_npy_then_import(tmp_path, capsys):
 
 
 def test_simulate_presets(tmp_path, capsys):
-    """`--preset broad` (the training prior) widens HSC Wide's seeing; the default is HSC Wide."""
+    """`--preset broad` (the training prior) widens HSC Wide's seeing and draws every rendering
+    family; the default is HSC Wide with one family per choice."""
     seeing = {}
     for name in ("hsc", "broad"):
         assert main(["simulate", str(tmp_path / name), "--lenses", "2", "--nonlenses", "28",
                      "--seed", "5", "--workers", "1", "--preset", name]) == 0
-        seeing[name] = pq.read_table(str(tmp_path / name), columns=["seeing_i"]).column(0)
+        seeing[name] = pq.read_table(str(tmp_path / name), columns=["seeing_i", "psf_family"])
     capsys.readouterr()
-    hsc, broad = (np.asarray(seeing[k]) for k in ("hsc", "broad"))
+    hsc, broad = (np.asarray(seeing[k].column(0)) for k in ("hsc", "broad"))
     assert len(hsc) == len(broad) == 30
     assert hsc.min() >= 0.5 and hsc.max() <= 0.95
-    assert broad.min() >= 0.45 and broad.max() <= 1.15 and broad.max() > 0.95
+    assert broad.min() >= 0.45 and broad.max() <= 1.2 and broad.max() > 0.95
+    assert set(seeing["hsc"].column(1).to_pylist()) == {"moffat"}
+    assert len(set(seeing["broad"].column(1).to_pylist())) > 1
 
 
 def test_simulate_refuses_a_folder_holding_a_survey(tmp_path, capsys):
