@@ -137,7 +137,7 @@ class ReadUnits:
                 _flag_overflow(image, status)
             else:
                 raw = np.where(np.isfinite(rows["image"]), rows["image"], 0.0)
-                image = normalize(raw, self.p).astype(np.float16)
+                image = to_float16(normalize(raw, self.p))
         out = {
             "object_id": self._ids(rows["object_id"], id_is_null(status)),
             "ra": rows["ra"],
@@ -208,6 +208,17 @@ def _flag_overflow(image: np.ndarray, status: np.ndarray) -> None:
         status[i] = ("non_finite_input: pixel values overflow float32 in the preprocessing "
                      "(sky subtraction and noise scaling)")
         image[i] = 0.0
+
+
+#: Largest magnitude stored in the float16 training stage (float16's maximum is 65504).
+F16_LIMIT = 65000.0
+
+
+def to_float16(x: np.ndarray) -> np.ndarray:
+    """Normalised images as float16, clipped to float16's range: a bright star's core reaches
+    1e5-1e6 sky sigma, which would become inf (and NaN through the training blur). After the
+    asinh stretch the clip moves such a pixel from about 13 to 10.7."""
+    return np.clip(x, -F16_LIMIT, F16_LIMIT).astype(np.float16)
 
 
 def _scalar(v):
