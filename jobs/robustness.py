@@ -2,37 +2,55 @@
 
 Local Ray::
 
-    python jobs/robustness.py --train data/train --val data/val --test data/pool --out runs/matrix
+    python jobs/robustness.py --train data/train --val data/val --tests data/families \
+        --out runs/matrix --make-tests --init runs/round4/resnet_s0 --init-saw-hsc
 
-Each member trains without one family (``--exclude <choice>_family=<family>``) and is scored on
-that family's test rows, next to a reference member trained on every family with the same recipe.
-Rerunning the same command keeps finished members; the matrix is written to ``OUT/matrix.json``
-and printed as Markdown.
+``--make-tests`` first writes the missing test sets: one HSC Wide survey per family, in which that
+family renders every object. Each member trains without one family (``--exclude
+<choice>_family=<family>``) and is scored on that family's set, next to a reference member
+trained on every family with the same recipe. Rerunning the same command keeps finished members
+and test sets; the matrix is written to ``OUT/matrix.json`` and printed as Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from lensscan.train.robustness import families, markdown, robustness_matrix
+from lensscan.train.robustness import (
+    families,
+    hsc_families,
+    make_test_sets,
+    markdown,
+    robustness_matrix,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", required=True, help="URL of labelled training shards (broad)")
     ap.add_argument("--val", required=True, help="URL of labelled validation shards")
-    ap.add_argument("--test", required=True, help="URL of labelled test shards (broad)")
+    ap.add_argument("--tests", required=True, help="URL of the per-family test sets")
     ap.add_argument("--out", required=True, help="URL of the folder of matrix members")
     ap.add_argument("--choices", nargs="*", help="only these choices (psf, noise, ...)")
     ap.add_argument("--reference-only", action="store_true",
                     help="train and keep only the member trained on every family")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--make-tests", action="store_true", help="write missing test sets first")
+    ap.add_argument("--test-lenses", type=int, default=200)
+    ap.add_argument("--test-nonlenses", type=int, default=5000)
+    ap.add_argument("--test-seed", type=int, default=30)
+    ap.add_argument("--init", help="member folder whose weights start every member")
+    ap.add_argument("--init-saw-hsc", action="store_true",
+                    help="the --init weights were trained on the hsc preset's families")
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--steps-per-epoch", type=int, default=250)
-    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     a = ap.parse_args(argv)
     pairs = [] if a.reference_only else families(a.choices)
-    cells = robustness_matrix(a.train, a.val, a.test, a.out, pairs,
+    if a.make_tests:
+        make_test_sets(a.tests, pairs, a.test_lenses, a.test_nonlenses, a.test_seed)
+    cells = robustness_matrix(a.train, a.val, a.tests, a.out, pairs,
+                              init_saw=hsc_families() if a.init_saw_hsc else None, init=a.init,
                               epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, lr=a.lr,
                               precision=a.precision)
     print(markdown(cells))

@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init-from", metavar="ENSEMBLE",
                     help="start each member from its namesake in this ensemble ('default': "
                          "the bundled one) (fine-tuning)")
-    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
-                    help="bf16: bfloat16 autocast (CPU and GPU); fp32: full precision")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="bf16: bfloat16 autocast; fp32: full precision; auto (default): bf16 "
+                         "where the device computes it natively, else fp32")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--baseline", action="store_true",

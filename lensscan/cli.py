@@ -24,7 +24,7 @@ def _demo(a) -> None:
 
 def _simulate(a) -> None:
     from lensscan.io.shards import claim_survey_folder
-    from lensscan.simulate.population import preset
+    from lensscan.simulate.population import preset, with_families
     from lensscan.simulate.survey import SurveySpec, simulate_survey
 
     removed = claim_survey_folder(a.out, a.overwrite)
@@ -32,6 +32,7 @@ def _simulate(a) -> None:
         print(f"--overwrite: removed {removed} shards of the earlier survey in {a.out}",
               file=sys.stderr)
     conditions, population = preset(a.preset)
+    population = with_families(population, a.family or [])
     spec = SurveySpec(a.lenses, a.nonlenses, seed=a.seed, test_fraction=a.test_fraction,
                       population=population, conditions=conditions)
     print(json.dumps(simulate_survey(a.out, spec, a.format, a.shard_size, a.workers)))
@@ -192,6 +193,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["hsc", "broad"], default="hsc",
                    help="survey conditions and population: HSC Wide (default) or the broader "
                         "training prior")
+    p.add_argument("--family", action="append", metavar="CHOICE=FAMILY",
+                   help="render every object's CHOICE (psf, noise, background, neighbours, "
+                        "source, deflector, mass) with FAMILY only; repeatable")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true",
                    help="OUT already holds shards: remove them first instead of refusing")
@@ -238,8 +242,9 @@ def parser() -> argparse.ArgumentParser:
                         "several CSVs averaged); repeatable")
     p.add_argument("--grade-c", choices=["drop", "lens", "nonlens"], default="drop",
                    help="objects graded C on average: left out (default), lens or non-lens")
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
-                   help="bf16: bfloat16 autocast (default, CPU and GPU); fp32: full precision")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16: bfloat16 autocast; fp32: full precision; auto (default): bf16 "
+                        "where the device computes it natively, else fp32")
     p.add_argument("--exclude", action="append", metavar="COLUMN=VALUE",
                    help="leave rows with this column value out of training and validation "
                         "(e.g. psf_family=gaussian to hold a rendering family out); repeatable")

@@ -45,7 +45,8 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=dict)  # lensscan.data.augment.Augment
     preprocessing: dict[str, Any] = field(default_factory=dict)  # data.preprocess.Preprocessing
     init: str | None = None  # URL of a trained member whose weights start this run (fine-tuning)
-    precision: str = "bf16"  # "bf16": bfloat16 autocast (CPU and GPU), "fp32": full precision
+    precision: str = "auto"  # "bf16": bfloat16 autocast, "fp32": full precision, "auto": bf16
+    #   where the device computes it natively (GPUs, CPUs with AVX-512 BF16 or AMX), else fp32
     exclude: list[str] = field(default_factory=list)  # "COLUMN=VALUE": rows left out of training
     #   and validation (a rendering family held out, e.g. "psf_family=gaussian")
     labels: list[str] = field(default_factory=list)  # graders' CSVs: train on the graded rows

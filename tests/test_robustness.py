@@ -53,18 +53,35 @@ def test_exclude_is_checked_before_training(two_psf_surveys):
                           exclude=["psf_famly=gaussian"]))
 
 
+def test_family_test_sets_render_one_family_in_the_hsc_survey(tmp_path):
+    from lensscan.io.shards import read_shard
+    from lensscan.io.storage import list_shards
+    from lensscan.train.robustness import make_test_sets, test_set_url
+
+    make_test_sets(str(tmp_path), [("psf", "gaussian"), ("noise", "correlated")], 2, 4, seed=3)
+    for choice, family in (("psf", "gaussian"), ("noise", "correlated")):
+        url = test_set_url(str(tmp_path), choice, family)
+        rows = [read_shard(u) for u in list_shards(url)]
+        assert set(np.concatenate([r[f"{choice}_family"] for r in rows])) == {family}
+        other = "noise" if choice == "psf" else "psf"  # the other choices as hsc draws them
+        assert set(np.concatenate([r[f"{other}_family"] for r in rows])) == {
+            "white" if other == "noise" else "moffat"}
+        assert sum(len(r["label"]) for r in rows) == 6
+
+
 @pytest.mark.slow
 def test_robustness_matrix_holds_a_family_out(two_psf_surveys, ray_local):
     from lensscan.modelcard import read_card
-    from lensscan.train.robustness import markdown, robustness_matrix
+    from lensscan.train.robustness import make_test_sets, markdown, robustness_matrix
 
-    out = str(two_psf_surveys / "matrix")
-    train_url, test_url = str(two_psf_surveys / "train"), str(two_psf_surveys / "test")
-    cells = robustness_matrix(train_url, train_url, test_url, out, [("psf", "gaussian")],
+    out, tests = str(two_psf_surveys / "matrix"), str(two_psf_surveys / "tests")
+    train_url = str(two_psf_surveys / "train")
+    make_test_sets(tests, [("psf", "gaussian")], 3, 6, seed=5)
+    cells = robustness_matrix(train_url, train_url, tests, out, [("psf", "gaussian")],
                               epochs=1, steps_per_epoch=2, batch_size=8)
     (cell,) = cells
-    assert (cell.choice, cell.family) == ("psf", "gaussian")
-    assert cell.lenses > 0 and cell.nonlenses > 0 and 0 <= cell.auc <= 1
+    assert (cell.choice, cell.family, cell.lenses, cell.nonlenses) == ("psf", "gaussian", 3, 6)
+    assert 0 <= cell.auc <= 1 and 0 <= cell.ref_auc <= 1 and not cell.init_saw
     held = read_card(os.path.join(out, "without_psf_gaussian"))
     assert held["training"]["config"]["exclude"] == ["psf_family=gaussian"]
     ref = read_card(os.path.join(out, "all_families"))

@@ -100,7 +100,7 @@ def test_train_init_starts_from_a_trained_member(train_data):
         assert (after[name] - w).abs().max() <= 2e-3 * max(1.0, float(w.abs().max())), name
     card = json.loads(pathlib.Path(out, "card.json").read_text())
     assert card["training"]["config"]["init"] == os.path.abspath(init)
-    assert card["training"]["config"]["precision"] == "bf16"
+    assert card["training"]["config"]["precision"] == "auto"
 
 
 def test_train_init_with_another_architecture_is_refused(train_data):
@@ -121,7 +121,7 @@ def test_unknown_precision_is_refused_before_any_worker_starts(train_data):
     from lensscan.config import TrainConfig
     from lensscan.train.trainer import train
 
-    with pytest.raises(ValueError, match="precision must be 'bf16' or 'fp32', not 'fp8'"):
+    with pytest.raises(ValueError, match="precision must be 'auto', 'bf16' or 'fp32', not 'fp8'"):
         train(TrainConfig(data=str(train_data / "train"), out=str(train_data / "m"),
                           precision="fp8"))
 
@@ -165,3 +165,19 @@ def test_early_stopping_waits_for_the_schedule_second_half():
     assert should_stop(12, 1, 16, 4)  # 5 epochs without improvement after the midpoint (7)
     assert not should_stop(12, 9, 16, 4) and should_stop(14, 9, 16, 4)
     assert not should_stop(3, -1, 4, 0)  # nothing measured yet
+
+
+def test_auto_precision_is_bf16_only_where_native():
+    """bfloat16 is emulated (about half the fp32 speed) on CPUs without AVX-512 BF16 or AMX:
+    'auto' picks it only where the device computes it natively."""
+    import torch
+
+    from lensscan.train.loop import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    with open("/proc/cpuinfo") as fh:
+        flags = fh.read()
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert native_bf16(cpu) is native
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"

@@ -226,6 +226,19 @@ class Population:
 PRESETS = ("hsc", "broad")
 
 
+def with_families(pop: Population, pairs: list[str]) -> Population:
+    """``pop`` with each ``"choice=family"`` of ``pairs`` as that choice's only family (the
+    robustness matrix's test sets: one renderer swapped into an otherwise unchanged survey)."""
+    forced = {}
+    for pair in pairs:
+        choice, _, family = pair.partition("=")
+        if family not in ALL_FAMILIES.get(choice, ()):
+            raise ValueError(f"--family {pair!r}: choose CHOICE=FAMILY from "
+                             + "; ".join(f"{c}: {', '.join(f)}" for c, f in ALL_FAMILIES.items()))
+        forced[choice] = {family: 1.0}
+    return replace(pop, rendering=replace(pop.rendering, **forced)) if forced else pop
+
+
 def _broad() -> tuple[SurveyConditions, Population]:
     """The training prior: wider conditions and populations, every rendering family, harder
     contaminants and paired non-lenses (see the module docstring)."""

@@ -2,11 +2,13 @@
 
 For every rendering family (:data:`~lensscan.simulate.population.ALL_FAMILIES`), one member is
 trained with that family's rows left out of training and validation (``exclude``), then scored on
-the test rows of that family only (plus the rows where the choice does not apply, e.g. the
-non-lenses for a source family). A reference member trained on every family with the same recipe
-is scored on the same rows: the gap between the two is what the held-out renderer costs.
+a test set of the HSC Wide population in which that family renders every object
+(:func:`make_test_sets`, ``TESTS/<choice>-<family>``). A reference member trained on every family
+with the same recipe is scored on the same sets: the gap between the two is what the held-out
+renderer costs. Members may start from trained weights (``init``); the matrix then says which
+families those weights had seen.
 
-Run it with ``python jobs/robustness.py --train T --val V --test P --out DIR`` (see the README).
+Run it with ``python jobs/robustness.py`` (see the README).
 """
 
 from __future__ import annotations
@@ -16,25 +18,25 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from lensscan import modelcard
 from lensscan.data.preprocess import Preprocessing
 from lensscan.io import storage
-from lensscan.simulate.population import ALL_FAMILIES, FAMILY_COLUMNS
+from lensscan.simulate.population import ALL_FAMILIES, Rendering, preset, with_families
+from lensscan.simulate.survey import SurveySpec, simulate_survey
 from lensscan.train.ensemble import member_config
 from lensscan.train.metrics import average_precision, recall_at_fpr, roc_auc
 from lensscan.train.predict import member_scores
 from lensscan.train.trainer import dataset, train
 
-#: The recipe of every member of the matrix: the bundled ensemble's first member, from scratch.
+#: The recipe of every member of the matrix: the bundled ensemble's first member.
 MATRIX_MEMBER: dict[str, Any] = {"arch": "resnet", "seed": 0, "loss": "focal"}
 REFERENCE = "all_families"
+COMPLETE = "_complete.json"  # written into a test set's folder once all its shards are
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One held-out family's figures on its own test rows."""
+    """One held-out family's figures on its own test set."""
 
     choice: str
     family: str
@@ -46,31 +48,45 @@ class Cell:
     ref_auc: float
     ref_ap: float
     ref_recall_1e3: float
-
-
-def _metrics(y: np.ndarray, s: np.ndarray) -> tuple[float, float, float]:
-    return roc_auc(y, s), average_precision(y, s), recall_at_fpr(y, s, 1e-3)
-
-
-def family_scores(model_url: str, test: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Labels, scores and family columns of the test rows, scored by one model."""
-    loaded = modelcard.load_model(model_url)
-    ds = dataset(test, Preprocessing.from_dict(loaded.preprocessing), "model",
-                 keep_extra=("label", *FAMILY_COLUMNS))
-    y, s, extra = member_scores(loaded.module, ds, extra=FAMILY_COLUMNS)
-    return y, s[:, 0], extra
-
-
-def held_out_rows(extra: dict, choice: str, family: str) -> np.ndarray:
-    """Test rows of ``family`` plus those where ``choice`` does not apply."""
-    col = np.asarray(extra[f"{choice}_family"]).astype(str)
-    return (col == family) | (col == "none")
+    init_saw: bool  # the starting weights were trained on this family
 
 
 def families(choices: list[str] | None = None) -> list[tuple[str, str]]:
     """Every (choice, family) pair, optionally for some choices only."""
     return [(c, f) for c, names in ALL_FAMILIES.items() if not choices or c in choices
             for f in names]
+
+
+def test_set_url(tests: str, choice: str, family: str) -> str:
+    return storage.join(tests, f"{choice}-{family}")
+
+
+def make_test_sets(tests: str, pairs: list[tuple[str, str]], lenses: int, nonlenses: int,
+                   seed: int) -> None:
+    """One HSC Wide survey per (choice, family) with that family rendering every object (the
+    other choices as the ``hsc`` preset draws them); sets already written are kept."""
+    cond, pop = preset("hsc")
+    for choice, family in pairs:
+        url = test_set_url(tests, choice, family)
+        done = storage.join(url, COMPLETE)
+        if storage.exists(done):
+            continue
+        spec = SurveySpec(lenses, nonlenses, seed=seed, test_fraction=0.0, conditions=cond,
+                          population=with_families(pop, [f"{choice}={family}"]))
+        counts = simulate_survey(url, spec, shard_size=2000, progress=False)
+        storage.write_bytes_atomic(done, json.dumps(counts).encode())
+        print(f"[lensscan] test set {choice}={family}: {lenses} lenses, {nonlenses} non-lenses",
+              flush=True)
+
+
+def _scores(model_url: str, test: str) -> tuple[float, ...]:
+    """Lenses, non-lenses, AUC, AP and recall at FPR 1e-3 of one model on one test set."""
+    loaded = modelcard.load_model(model_url)
+    ds = dataset(test, Preprocessing.from_dict(loaded.preprocessing), "model")
+    y, s, _ = member_scores(loaded.module, ds)
+    s = s[:, 0]
+    return (int(y.sum()), int((y == 0).sum()), roc_auc(y, s), average_precision(y, s),
+            recall_at_fpr(y, s, 1e-3))
 
 
 def _member(name: str, train_url: str, val: str, out: str, exclude: list[str],
@@ -81,27 +97,38 @@ def _member(name: str, train_url: str, val: str, out: str, exclude: list[str],
         return url
     t0 = time.time()
     train(member_config(name, train_url, val, out, exclude=exclude,
-                        **{**common, **MATRIX_MEMBER}), progress=False)
+                        **{**MATRIX_MEMBER, **common}), progress=False)
     print(f"[lensscan] {name}: trained in {time.time() - t0:.0f}s", flush=True)
     return url
 
 
-def robustness_matrix(train_url: str, val: str, test: str, out: str,
-                      pairs: list[tuple[str, str]] | None = None, **common: Any) -> list[Cell]:
+def hsc_families() -> set[tuple[str, str]]:
+    """The ``hsc`` preset's one family per choice: what a model trained on data made before the
+    families existed (the bundled model's rounds 1-4) has seen."""
+    hsc = Rendering()
+    return {(c, next(iter(getattr(hsc, c)))) for c in ALL_FAMILIES}
+
+
+def robustness_matrix(train_url: str, val: str, tests: str, out: str,
+                      pairs: list[tuple[str, str]] | None = None,
+                      init_saw: set[tuple[str, str]] | None = None, **common: Any) -> list[Cell]:
     """Train the reference and one member per held-out family (``pairs``; default every family,
-    ``[]`` the reference alone) into ``out``; score each on its test rows; write
-    ``out/matrix.json``. Finished members are kept, so a rerun resumes."""
+    ``[]`` the reference alone) into ``out``; score each on its family's test set under
+    ``tests``; write ``out/matrix.json``. Finished members are kept, so a rerun resumes.
+    ``common`` goes to every member's :class:`~lensscan.config.TrainConfig` (``init``, the
+    starting weights, included); ``init_saw`` names the families those weights had seen.
+    """
     pairs = families() if pairs is None else pairs
     ref_url = _member(REFERENCE, train_url, val, out, [], common)
-    y_ref, s_ref, extra = family_scores(ref_url, test)
+    saw = init_saw or set()
     cells = []
     for choice, family in pairs:
         url = _member(f"without_{choice}_{family}", train_url, val, out,
                       [f"{choice}_family={family}"], common)
-        y, s, ex = family_scores(url, test)
-        rows, ref_rows = held_out_rows(ex, choice, family), held_out_rows(extra, choice, family)
-        cell = Cell(choice, family, int(y[rows].sum()), int((y[rows] == 0).sum()),
-                    *_metrics(y[rows], s[rows]), *_metrics(y_ref[ref_rows], s_ref[ref_rows]))
+        test = test_set_url(tests, choice, family)
+        n_pos, n_neg, *held = _scores(url, test)
+        _, _, *ref = _scores(ref_url, test)
+        cell = Cell(choice, family, n_pos, n_neg, *held, *ref, (choice, family) in saw)
         cells.append(cell)
         print(f"[lensscan] without {choice}={family}: AUC {cell.auc:.4f} "
               f"(all families {cell.ref_auc:.4f}), recall@1e-3 {cell.recall_1e3:.3f} "
@@ -117,7 +144,10 @@ def markdown(cells: list[Cell]) -> str:
              "trained on all: AUC | AP | recall @ FPR 1e-3 |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in cells:
-        lines.append(f"| {c.choice}: {c.family} | {c.lenses} | {c.nonlenses} | {c.auc:.4f} | "
-                     f"{c.ap:.3f} | {c.recall_1e3:.3f} | {c.ref_auc:.4f} | {c.ref_ap:.3f} | "
-                     f"{c.ref_recall_1e3:.3f} |")
+        mark = " (*)" if c.init_saw else ""
+        lines.append(f"| {c.choice}: {c.family}{mark} | {c.lenses} | {c.nonlenses} | "
+                     f"{c.auc:.4f} | {c.ap:.3f} | {c.recall_1e3:.3f} | {c.ref_auc:.4f} | "
+                     f"{c.ref_ap:.3f} | {c.ref_recall_1e3:.3f} |")
+    if any(c.init_saw for c in cells):
+        lines.append("\n(*) the starting weights had been trained on this family")
     return "\n".join(lines) + "\n"
