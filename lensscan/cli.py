@@ -109,6 +109,7 @@ def _score(a) -> None:
 
 def _query(a) -> None:
     from lensscan.catalog import formats
+    from lensscan.catalog.provenance import provenance
     from lensscan.catalog.query import Cone, query
 
     if a.truth:
@@ -116,13 +117,13 @@ def _query(a) -> None:
 
         table, summary = recovery(a.out, read_truth(a.truth, a.truth_cols), top=a.top,
                                   radius_arcsec=a.match_radius)
-        formats.write(table, a.format, a.output)
         print(json.dumps(summary), file=sys.stderr)
-        return
-    cone = Cone(*a.cone) if a.cone else None
-    table = query(a.out, top=a.top, min_score=a.min_score, cone=cone, where=a.where,
-                  candidates=a.candidates)
-    formats.write(table, a.format, a.output)
+    else:
+        cone = Cone(*a.cone) if a.cone else None
+        table = query(a.out, top=a.top, min_score=a.min_score, cone=cone, where=a.where,
+                      candidates=a.candidates)
+    formats.write(formats.with_names(table, a.name_prefix), a.format, a.output,
+                  provenance(a.out))
 
 
 def _gallery(a) -> None:
@@ -279,6 +280,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table",
                    choices=["table", "csv", "json", "parquet", "fits", "votable"])
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.add_argument("--name-prefix", default="", metavar="ACRONYM",
+                   help="put this before the IAU-style name column, e.g. LENSSCAN -> "
+                        "'LENSSCAN J095959.81+021200.3' (default: the bare J name)")
     p.set_defaults(fn=_query)
 
     p = sub.add_parser("gallery", help="HTML gallery of the top candidates, with grading")
