@@ -129,7 +129,7 @@ def _query(a) -> None:
 def _gallery(a) -> None:
     from lensscan.catalog.gallery import write_gallery
 
-    print(write_gallery(a.out_dir, a.out, top=a.top, min_score=a.min_score))
+    print(write_gallery(a.out_dir, a.out, top=a.top, min_score=a.min_score, viewer=a.viewer))
 
 
 def _bench(a) -> None:
@@ -291,6 +291,10 @@ def parser() -> argparse.ArgumentParser:
                    help="the HTML page to write (a PNG mosaic if it ends in .png)")
     p.add_argument("--top", type=int, default=100)
     p.add_argument("--min-score", type=float)
+    p.add_argument("--viewer", metavar="URL_TEMPLATE",
+                   help="link every object to an external image viewer: an http(s) URL with "
+                        "{ra} and {dec} (decimal degrees), e.g. "
+                        "'https://www.legacysurvey.org/viewer?ra={ra}&dec={dec}&zoom=16'")
     p.set_defaults(fn=_gallery)
 
     p = sub.add_parser("bench", help="throughput and memory of scoring, printed as ratios")
