@@ -66,7 +66,8 @@ def _train(a) -> None:
                       loss=a.loss, seed=a.seed, workers=a.workers, gpu=a.gpu,
                       storage=a.storage, max_rows=a.max_rows, name=a.name,
                       patience=a.patience, init=a.init, precision=a.precision,
-                      exclude=a.exclude or [], labels=a.labels or [], grade_c=a.grade_c)
+                      exclude=a.exclude or [], labels=a.labels or [], grade_c=a.grade_c,
+                      keep_labels=a.keep_labels)
     card = train(cfg)
     if "grades" in card["training"]:
         from lensscan.data.grades import describe
@@ -239,6 +240,10 @@ def parser() -> argparse.ArgumentParser:
                         "several CSVs averaged); repeatable")
     p.add_argument("--grade-c", choices=["drop", "lens", "nonlens"], default="drop",
                    help="objects graded C on average: left out (default), lens or non-lens")
+    p.add_argument("--keep-labels", action="store_true",
+                   help="with --labels: rows nobody graded keep their own label column (e.g. "
+                        "lensscan inject's lenses and negatives) instead of being left out; a "
+                        "grade overrides a row's label")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16: bfloat16 autocast (default, CPU and GPU); fp32: full precision")
     p.add_argument("--exclude", action="append", metavar="COLUMN=VALUE",
