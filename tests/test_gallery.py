@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 
 import numpy as np
 import pytest
-from conftest import finish_output, make_batch
+from conftest import CHROMEDRIVER, CHROMIUM, finish_output, make_batch
+from conftest import chromium as _chromium
 
 from lensscan.catalog.gallery import write_gallery
 from lensscan.cli import main
@@ -19,8 +19,6 @@ from lensscan.io.parquet import flux_metadata, write_parquet
 from lensscan.score import commit
 
 ORDER = ["object_id", "ra", "dec", "score", "score_m0", "shard", "row", "status"]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 def _run(tmp_path, n=130, ids=None, threshold=None, pixel_scale=None):
@@ -78,23 +76,6 @@ def test_changed_shard_refused_by_name(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"lensscan gallery: error: {shard}: changed")
     assert not os.path.exists(page)
-
-
-def _chromium(tmp_path, downloads=None):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    if downloads:
-        opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                               "download.prompt_for_download": False})
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1200,900",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium not installed")
@@ -202,17 +183,114 @@ def test_scale_bar_and_stretches():
     assert faint.sum() > 20
 
 
+def _check_stamps_and_links(driver, batch) -> None:
+    """Scale bar from the shard's 0.2"/px (2" of a 12.8" cutout), N up and E left on every
+    card, the IAU name and the viewer link of the first card."""
+    from selenium.webdriver.common.by import By
+
+    from lensscan.catalog.names import iau_names
+
+    cards = driver.find_elements(By.CSS_SELECTOR, ".card")
+    assert len(cards) == 100
+    bar = cards[0].find_element(By.CSS_SELECTOR, ".scalebar")
+    assert bar.get_attribute("data-arcsec") == "2" and bar.text == "2\u2033"
+    img_w = cards[0].find_element(By.CSS_SELECTOR, ".stamp img").size["width"]
+    assert abs(bar.size["width"] - img_w * 2 / 12.8) <= 2
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".card svg.compass")) == 100
+    assert [t.text for t in cards[0].find_elements(By.CSS_SELECTOR, ".compass text")] == [
+        "N", "E"]
+    ra, dec = batch["ra"][0], batch["dec"][0]
+    assert cards[0].find_element(By.CSS_SELECTOR, ".name").text == iau_names([ra], [dec])[0]
+    link = cards[0].find_element(By.CSS_SELECTOR, "a.viewer")
+    assert link.get_attribute("href") == (f"https://viewer.example.org/view?ra={ra:.6f}"
+                                          f"&dec={dec:.6f}&zoom=15")
+    assert link.get_attribute("rel") == "noopener noreferrer"
+
+
+def _check_threshold_marker(driver) -> None:
+    """One marker, between id 64 (score 65/130 = 0.5, the threshold) and id 65."""
+    from selenium.webdriver.common.by import By
+
+    marks = driver.find_elements(By.CSS_SELECTOR, "#grid > .threshold")
+    assert len(marks) == 1
+    before = driver.execute_script("return arguments[0].previousElementSibling", marks[0])
+    after = driver.execute_script("return arguments[0].nextElementSibling", marks[0])
+    assert before.get_attribute("data-object-id") == "64"
+    assert after.get_attribute("data-object-id") == "65"
+    assert float(before.get_attribute("data-score")) >= 0.5 > float(
+        after.get_attribute("data-score"))
+
+
+def _check_stretches(driver) -> None:
+    """The select and the s key swap every image for another stretch."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    def first():
+        return driver.find_elements(By.CSS_SELECTOR, ".card .stamp img")[0]
+
+    src0 = first().get_attribute("src")
+    select = Select(driver.find_element(By.ID, "stretch"))
+    assert [o.get_attribute("value") for o in select.options] == [
+        "asinh", "g", "r", "i", "contrast"]
+    select.select_by_value("contrast")
+    imgs = driver.find_elements(By.CSS_SELECTOR, ".card .stamp img")
+    assert {i.get_attribute("data-stretch") for i in imgs} == {"contrast"}
+    assert first().get_attribute("src") != src0
+    assert first().get_attribute("src").startswith("data:image/png;base64,")
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys("s")  # wraps round to the composite
+    assert first().get_attribute("src") == src0
+    body.send_keys("s")
+    assert first().get_attribute("data-stretch") == "g"
+
+
+def _check_larger_view(driver, shot) -> None:
+    """A click on a stamp opens it larger, with its own scale bar; Escape closes it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    stamps = driver.find_elements(By.CSS_SELECTOR, ".card .stamp")
+    small = stamps[2].find_element(By.TAG_NAME, "img").size["width"]
+    stamps[2].click()
+    zoom = driver.find_element(By.ID, "zoom")
+    assert zoom.is_displayed()
+    assert zoom.find_element(By.CSS_SELECTOR, ".stamp img").size["width"] >= 3 * small
+    assert zoom.find_element(By.CSS_SELECTOR, ".oid").text == "2"
+    assert zoom.find_element(By.CSS_SELECTOR, ".scalebar").get_attribute("data-arcsec") == "2"
+    driver.save_screenshot(str(shot))
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    assert not zoom.is_displayed()
+
+
+def _grade_and_export(driver, downloads, name: str) -> str:
+    """Type a grader's name (not taken as grades), grade objects 2 and 3 (focused by the
+    click), export with the button; returns the downloaded CSV."""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "grader").send_keys(name)
+    assert "0 graded" in driver.find_element(By.ID, "pageinfo").text
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys("a")  # object 2 -> A
+    body.send_keys("n")  # object 3 -> not a lens
+    driver.find_element(By.ID, "export").click()
+    path = downloads / "grades.csv"
+    for _ in range(100):
+        if path.exists() and path.stat().st_size:
+            break
+        time.sleep(0.1)
+    return path.read_text()
+
+
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium not installed")
 def test_gallery_views_threshold_viewer_and_export(tmp_path):
     """Scale bar and compass, the stretch switch, the larger view, the threshold marker, the
     viewer link and the export's grader, time and score, in headless Chromium."""
     import datetime
 
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
-
-    from lensscan.catalog.names import iau_names
+    from lensscan.data.grades import read_grades
 
     out, batch = _run(tmp_path, threshold=0.5, pixel_scale=0.2)
     page = str(tmp_path / "gallery.html")
@@ -220,91 +298,25 @@ def test_gallery_views_threshold_viewer_and_export(tmp_path):
     assert main(["gallery", out, "--out", page, "--top", "120", "--viewer", viewer]) == 0
     downloads = tmp_path / "downloads"
     downloads.mkdir()
+    name = "Ann O'Neil, \"AO\""
     driver = _chromium(tmp_path, downloads)
-    css = driver.find_elements
     try:
         driver.get("file://" + os.path.abspath(page))
-        cards = css(By.CSS_SELECTOR, ".card")
-        assert len(cards) == 100
-        # scale bar from the shard's 0.2"/px: 2" of a 12.8" cutout; N up, E left on every card
-        bar = cards[0].find_element(By.CSS_SELECTOR, ".scalebar")
-        assert bar.get_attribute("data-arcsec") == "2" and bar.text == "2\u2033"
-        img_w = cards[0].find_element(By.CSS_SELECTOR, ".stamp img").size["width"]
-        assert abs(bar.size["width"] - img_w * 2 / 12.8) <= 2
-        assert len(css(By.CSS_SELECTOR, ".card svg.compass")) == 100
-        assert [t.text for t in cards[0].find_elements(By.CSS_SELECTOR, ".compass text")] == [
-            "N", "E"]
-        # names and viewer links
-        ra, dec = batch["ra"][0], batch["dec"][0]
-        assert cards[0].find_element(By.CSS_SELECTOR, ".name").text == iau_names([ra], [dec])[0]
-        link = cards[0].find_element(By.CSS_SELECTOR, "a.viewer")
-        assert link.get_attribute("href") == (f"https://viewer.example.org/view?ra={ra:.6f}"
-                                              f"&dec={dec:.6f}&zoom=15")
-        assert link.get_attribute("rel") == "noopener noreferrer"
-        # the threshold marker sits between id 64 (score 65/130 = 0.5) and id 65
-        marks = css(By.CSS_SELECTOR, "#grid > .threshold")
-        assert len(marks) == 1
-        before = driver.execute_script("return arguments[0].previousElementSibling", marks[0])
-        after = driver.execute_script("return arguments[0].nextElementSibling", marks[0])
-        assert before.get_attribute("data-object-id") == "64"
-        assert after.get_attribute("data-object-id") == "65"
-        assert float(before.get_attribute("data-score")) >= 0.5 > float(
-            after.get_attribute("data-score"))
-        # stretches: the select and the s key swap every image
-        src0 = cards[0].find_element(By.CSS_SELECTOR, ".stamp img").get_attribute("src")
-        select = Select(driver.find_element(By.ID, "stretch"))
-        assert [o.get_attribute("value") for o in select.options] == [
-            "asinh", "g", "r", "i", "contrast"]
-        select.select_by_value("contrast")
-        imgs = css(By.CSS_SELECTOR, ".card .stamp img")
-        assert {i.get_attribute("data-stretch") for i in imgs} == {"contrast"}
-        src1 = imgs[0].get_attribute("src")
-        assert src1 != src0 and src1.startswith("data:image/png;base64,")
-        body = driver.find_element(By.TAG_NAME, "body")
-        body.send_keys("s")  # wraps round to the composite
-        assert css(By.CSS_SELECTOR, ".card .stamp img")[0].get_attribute("src") == src0
-        body.send_keys("s")
-        assert css(By.CSS_SELECTOR, ".card .stamp img")[0].get_attribute("data-stretch") == "g"
-        # click: a larger view with its own scale bar; Escape closes it
-        css(By.CSS_SELECTOR, ".card .stamp")[2].click()
-        zoom = driver.find_element(By.ID, "zoom")
-        assert zoom.is_displayed()
-        big = zoom.find_element(By.CSS_SELECTOR, ".stamp img")
-        assert big.size["width"] >= 3 * img_w
-        assert zoom.find_element(By.CSS_SELECTOR, ".oid").text == "2"
-        assert zoom.find_element(By.CSS_SELECTOR, ".scalebar").get_attribute("data-arcsec") == "2"
-        driver.save_screenshot(str(tmp_path / "zoom.png"))
-        body.send_keys(Keys.ESCAPE)
-        assert not zoom.is_displayed()
-        # the grader's name is typed, not taken as grades
-        grader = driver.find_element(By.ID, "grader")
-        grader.send_keys("Ann O'Neil, \"AO\"")
-        assert "0 graded" in driver.find_element(By.ID, "pageinfo").text
+        _check_stamps_and_links(driver, batch)
+        _check_threshold_marker(driver)
+        _check_stretches(driver)
+        _check_larger_view(driver, tmp_path / "zoom.png")
         t0 = datetime.datetime.now(datetime.UTC)
-        body.send_keys("a")  # object 2 (focused by the click) -> A
-        body.send_keys("n")  # object 3 -> not a lens
-        driver.save_screenshot(str(tmp_path / "gallery.png"))
-        driver.find_element(By.ID, "export").click()
-        csv_path = downloads / "grades.csv"
-        for _ in range(100):
-            if csv_path.exists() and csv_path.stat().st_size:
-                break
-            import time
-
-            time.sleep(0.1)
-        text = csv_path.read_text()
+        text = _grade_and_export(driver, downloads, name)
     finally:
         driver.quit()
     rows = list(csv.DictReader(io.StringIO(text)))
     assert text.splitlines()[0] == "object_id,grade,grader,time,score"
     assert [(r["object_id"], r["grade"], r["grader"]) for r in rows] == [
-        ("2", "A", "Ann O'Neil, \"AO\""), ("3", "not a lens", "Ann O'Neil, \"AO\"")]
+        ("2", "A", name), ("3", "not a lens", name)]
     for r in rows:
         when = datetime.datetime.fromisoformat(r["time"].replace("Z", "+00:00"))
         assert r["time"].endswith("Z") and t0 - datetime.timedelta(seconds=5) <= when
         assert float(r["score"]) == pytest.approx((129 - int(r["object_id"])) / 130, rel=1e-6)
-    # the export reads back as grades (lensscan.data.grades)
-    from lensscan.data.grades import read_grades
-
-    g = read_grades(str(csv_path))
-    assert list(g["grader"]) == ["Ann O'Neil, \"AO\""] * 2 and list(g["value"]) == [3, 0]
+    g = read_grades(str(downloads / "grades.csv"))  # the export reads back as grades
+    assert list(g["grader"]) == [name] * 2 and list(g["value"]) == [3, 0]
