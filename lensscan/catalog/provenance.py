@@ -55,6 +55,7 @@ class Provenance:
 def provenance(out: str) -> Provenance:
     """The provenance of scoring output ``out`` (see the module docstring)."""
     url = storage.join(out, commit.MANIFEST)
+    out = storage.absolute(out)
     if storage.exists(url):
         m = json.loads(storage.read_bytes(url))
         model = m.get("model") or {}
