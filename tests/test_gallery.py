@@ -145,6 +145,19 @@ def test_gallery_in_headless_chromium(tmp_path):
         driver.quit()
 
 
+def test_placeholders_in_the_title_stay_text(tmp_path):
+    """The page's title holds the output's path: a folder named like the page's placeholders
+    is shown as named, and the data and script go in once, where they belong."""
+    base = tmp_path / "__SCRIPT__ __DATA__ <i>"
+    base.mkdir()
+    out, _ = _run(base, n=4)
+    page = tmp_path / "g.html"
+    write_gallery(out, str(page), top=4)
+    doc = page.read_text()
+    assert doc.count("function render()") == 1 and doc.count("const ITEMS = [") == 1
+    assert f"<title>lensscan candidates: {base}".replace("<i>", "&lt;i&gt;") in doc
+
+
 def test_viewer_templates_checked(tmp_path, capsys):
     from lensscan.catalog.gallery import check_viewer, viewer_url
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 from collections import defaultdict
 from importlib import resources
 from urllib.parse import urlsplit
@@ -115,10 +116,11 @@ def build_gallery(table: pa.Table, images: np.ndarray, title: str, per_page: int
     config = {"perPage": int(per_page), "grades": GRADES, "threshold": threshold,
               "stretches": [[k, labels[k]] for k in STRETCHES]}
     page = resources.files("lensscan") / "assets" / "gallery"
-    script = (page / "gallery.js").read_text()
-    return (page / "gallery.html").read_text().replace("__TITLE__", html.escape(title)).replace(
-        "__SCRIPT__", script).replace("__CONFIG__", _script_json(config)).replace(
-        "__DATA__", _script_json(items))
+    parts = {"TITLE": html.escape(title), "SCRIPT": (page / "gallery.js").read_text(),
+             "CONFIG": _script_json(config), "DATA": _script_json(items)}
+    # one pass: a title such as "__DATA__" (a folder's name) is never filled in itself
+    return re.sub(r"__(TITLE|SCRIPT|CONFIG|DATA)__", lambda m: parts[m.group(1)],
+                  (page / "gallery.html").read_text())
 
 
 def _script_json(obj) -> str:
