@@ -67,7 +67,8 @@ def _train(a) -> None:
                       loss=a.loss, seed=a.seed, workers=a.workers, gpu=a.gpu,
                       storage=a.storage, max_rows=a.max_rows, name=a.name,
                       patience=a.patience, init=a.init, precision=a.precision,
-                      exclude=a.exclude or [], labels=a.labels or [], grade_c=a.grade_c)
+                      exclude=a.exclude or [], labels=a.labels or [], grade_c=a.grade_c,
+                      keep_labels=a.keep_labels)
     card = train(cfg)
     if "grades" in card["training"]:
         from lensscan.data.grades import describe
@@ -110,6 +111,7 @@ def _score(a) -> None:
 
 def _query(a) -> None:
     from lensscan.catalog import formats
+    from lensscan.catalog.provenance import provenance
     from lensscan.catalog.query import Cone, query
 
     if a.truth:
@@ -117,19 +119,19 @@ def _query(a) -> None:
 
         table, summary = recovery(a.out, read_truth(a.truth, a.truth_cols), top=a.top,
                                   radius_arcsec=a.match_radius)
-        formats.write(table, a.format, a.output)
         print(json.dumps(summary), file=sys.stderr)
-        return
-    cone = Cone(*a.cone) if a.cone else None
-    table = query(a.out, top=a.top, min_score=a.min_score, cone=cone, where=a.where,
-                  candidates=a.candidates)
-    formats.write(table, a.format, a.output)
+    else:
+        cone = Cone(*a.cone) if a.cone else None
+        table = query(a.out, top=a.top, min_score=a.min_score, cone=cone, where=a.where,
+                      candidates=a.candidates)
+    formats.write(formats.with_names(table, a.name_prefix), a.format, a.output,
+                  provenance(a.out))
 
 
 def _gallery(a) -> None:
     from lensscan.catalog.gallery import write_gallery
 
-    print(write_gallery(a.out_dir, a.out, top=a.top, min_score=a.min_score))
+    print(write_gallery(a.out_dir, a.out, top=a.top, min_score=a.min_score, viewer=a.viewer))
 
 
 def _bench(a) -> None:
@@ -169,51 +171,8 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
                         "score anew instead of refusing")
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lensscan", description="Find strong lenses in cutouts.")
-    ap.add_argument("--version", action="version", version=f"lensscan {__version__}")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-
-    p = sub.add_parser("demo", help="simulate a small survey, score it, query, gallery")
-    p.add_argument("--workdir", default="lensscan-demo")
-    p.add_argument("--lenses", type=int, default=30)
-    p.add_argument("--nonlenses", type=int, default=2970)
-    p.add_argument("--model", default="default")
-    p.add_argument("--no-gallery", action="store_true")
-    p.set_defaults(fn=_demo)
-
-    p = sub.add_parser("simulate", help="write a mock survey with known truth")
-    p.add_argument("out")
-    p.add_argument("--lenses", type=int, required=True)
-    p.add_argument("--nonlenses", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", choices=["parquet", "fits", "npy"], default="parquet")
-    p.add_argument("--shard-size", type=int, default=1000)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--preset", choices=["hsc", "broad"], default="hsc",
-                   help="survey conditions and population: HSC Wide (default) or the broader "
-                        "training prior")
-    p.add_argument("--family", action="append", metavar="CHOICE=FAMILY",
-                   help="render every object's CHOICE (psf, noise, background, neighbours, "
-                        "source, deflector, mass) with FAMILY only; repeatable")
-    p.add_argument("--workers", type=int, help="processes (default: all cores)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="OUT already holds shards: remove them first instead of refusing")
-    p.set_defaults(fn=_simulate)
-
-    p = sub.add_parser("mosaic", help="PNG mosaic of every simulated object kind")
-    p.add_argument("out")
-    p.add_argument("--per-kind", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(fn=_mosaic)
-
-    p = sub.add_parser("import-npy", help="DeepLense .npy layout -> Parquet shards")
-    p.add_argument("src")
-    p.add_argument("out")
-    p.add_argument("--shard-size", type=int, default=4096)
-    p.add_argument("--skip-bad", action="store_true", help="report unreadable files and go on")
-    p.set_defaults(fn=_import_npy)
-
+def _add_train(sub) -> None:
+    """``lensscan train``: one member with Ray Train, from labels or grades."""
     p = sub.add_parser("train", help="train one model with Ray Train")
     p.add_argument("data")
     p.add_argument("--out", required=True)
@@ -242,6 +201,10 @@ def parser() -> argparse.ArgumentParser:
                         "several CSVs averaged); repeatable")
     p.add_argument("--grade-c", choices=["drop", "lens", "nonlens"], default="drop",
                    help="objects graded C on average: left out (default), lens or non-lens")
+    p.add_argument("--keep-labels", action="store_true",
+                   help="with --labels: rows nobody graded keep their own label column (e.g. "
+                        "lensscan inject's lenses and negatives) instead of being left out; a "
+                        "grade overrides a row's label")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="bf16: bfloat16 autocast; fp32: full precision; auto (default): bf16 "
                         "where the device computes it natively, else fp32")
@@ -250,22 +213,9 @@ def parser() -> argparse.ArgumentParser:
                         "(e.g. psf_family=gaussian to hold a rendering family out); repeatable")
     p.set_defaults(fn=_train)
 
-    p = sub.add_parser("evaluate", help="metrics.json and plots of a model on labelled data")
-    p.add_argument("model")
-    p.add_argument("data")
-    p.add_argument("--out", required=True, help="local folder for metrics.json and plots")
-    p.add_argument("--also", nargs="*", default=[], metavar="NAME=MODEL",
-                   help="other models to compare side by side")
-    p.add_argument("--tta", action="store_true",
-                   help="average every model over the 8 flips and rotations of each cutout")
-    p.set_defaults(fn=_evaluate)
 
-    p = sub.add_parser("score", help="score shards with an ensemble into OUT")
-    p.add_argument("input")
-    p.add_argument("output")
-    add_score_args(p)
-    p.set_defaults(fn=_score)
-
+def _add_query(sub) -> None:
+    """``lensscan query``: DuckDB over a scoring output, in any format."""
     p = sub.add_parser("query", help="query scoring output")
     p.add_argument("out")
     p.add_argument("--top", type=int)
@@ -284,16 +234,51 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table",
                    choices=["table", "csv", "json", "parquet", "fits", "votable"])
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.add_argument("--name-prefix", default="", metavar="ACRONYM",
+                   help="put this before the IAU-style name column, e.g. LENSSCAN -> "
+                        "'LENSSCAN J095959.81+021200.3' (default: the bare J name)")
     p.set_defaults(fn=_query)
 
+
+def _add_gallery(sub) -> None:
+    """``lensscan gallery``: the HTML page (or PNG mosaic) of the top candidates."""
     p = sub.add_parser("gallery", help="HTML gallery of the top candidates, with grading")
     p.add_argument("out_dir", metavar="OUT")
     p.add_argument("--out", required=True,
                    help="the HTML page to write (a PNG mosaic if it ends in .png)")
     p.add_argument("--top", type=int, default=100)
     p.add_argument("--min-score", type=float)
+    p.add_argument("--viewer", metavar="URL_TEMPLATE",
+                   help="link every object to an external image viewer: an http(s) URL with "
+                        "{ra} and {dec} (decimal degrees), e.g. "
+                        "'https://www.legacysurvey.org/viewer?ra={ra}&dec={dec}&zoom=16'")
     p.set_defaults(fn=_gallery)
 
+
+def _add_simulate(sub) -> None:
+    """``lensscan simulate``: a mock survey with known truth."""
+    p = sub.add_parser("simulate", help="write a mock survey with known truth")
+    p.add_argument("out")
+    p.add_argument("--lenses", type=int, required=True)
+    p.add_argument("--nonlenses", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=["parquet", "fits", "npy"], default="parquet")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--preset", choices=["hsc", "broad"], default="hsc",
+                   help="survey conditions and population: HSC Wide (default) or the broader "
+                        "training prior")
+    p.add_argument("--family", action="append", metavar="CHOICE=FAMILY",
+                   help="render every object's CHOICE (psf, noise, background, neighbours, "
+                        "source, deflector, mass) with FAMILY only; repeatable")
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT already holds shards: remove them first instead of refusing")
+    p.set_defaults(fn=_simulate)
+
+
+def _add_bench(sub) -> None:
+    """``lensscan bench``: throughput and memory of scoring."""
     p = sub.add_parser("bench", help="throughput and memory of scoring, printed as ratios")
     p.add_argument("--n", type=int, default=20000, help="cutouts to score")
     p.add_argument("--model", default="default")
@@ -307,6 +292,57 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cold", action="store_true",
                    help="with --read-only: empty the page cache before each pass (root)")
     p.set_defaults(fn=_bench)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lensscan", description="Find strong lenses in cutouts.")
+    ap.add_argument("--version", action="version", version=f"lensscan {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("demo", help="simulate a small survey, score it, query, gallery")
+    p.add_argument("--workdir", default="lensscan-demo")
+    p.add_argument("--lenses", type=int, default=30)
+    p.add_argument("--nonlenses", type=int, default=2970)
+    p.add_argument("--model", default="default")
+    p.add_argument("--no-gallery", action="store_true")
+    p.set_defaults(fn=_demo)
+
+    _add_simulate(sub)
+
+    p = sub.add_parser("mosaic", help="PNG mosaic of every simulated object kind")
+    p.add_argument("out")
+    p.add_argument("--per-kind", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_mosaic)
+
+    p = sub.add_parser("import-npy", help="DeepLense .npy layout -> Parquet shards")
+    p.add_argument("src")
+    p.add_argument("out")
+    p.add_argument("--shard-size", type=int, default=4096)
+    p.add_argument("--skip-bad", action="store_true", help="report unreadable files and go on")
+    p.set_defaults(fn=_import_npy)
+
+    _add_train(sub)
+
+    p = sub.add_parser("evaluate", help="metrics.json and plots of a model on labelled data")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--out", required=True, help="local folder for metrics.json and plots")
+    p.add_argument("--also", nargs="*", default=[], metavar="NAME=MODEL",
+                   help="other models to compare side by side")
+    p.add_argument("--tta", action="store_true",
+                   help="average every model over the 8 flips and rotations of each cutout")
+    p.set_defaults(fn=_evaluate)
+
+    p = sub.add_parser("score", help="score shards with an ensemble into OUT")
+    p.add_argument("input")
+    p.add_argument("output")
+    add_score_args(p)
+    p.set_defaults(fn=_score)
+
+    _add_query(sub)
+    _add_gallery(sub)
+    _add_bench(sub)
 
     add_survey_commands(sub)
     return ap

@@ -52,6 +52,8 @@ class TrainConfig:
     labels: list[str] = field(default_factory=list)  # graders' CSVs: train on the graded rows
     #   of `data` with their combined grades as labels (lensscan.data.grades)
     grade_c: str = "drop"  # C-like objects (mean grade 0.5-1.5): "drop", "lens" or "nonlens"
+    keep_labels: bool = False  # with labels: rows nobody graded keep their own `label` (e.g.
+    #   inject's lenses and negatives) instead of being left out; a grade overrides a label
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -109,10 +109,86 @@ def write_catalog(path) -> None:
         fh.write("no_position,,\n")
 
 
-if __name__ == "__main__":  # python tests/coadds.py DIR: the README's example coadd
+def stamp_wcs(size: int, ra: float, dec: float) -> WCS:
+    """A north-up, east-left TAN WCS of ``size`` x ``size`` pixels at 0.168"/pixel."""
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crpix = [size / 2 + 0.5, size / 2 + 0.5]
+    w.wcs.cdelt = [-SCALE / 3600, SCALE / 3600]
+    w.wcs.radesys = "ICRS"
+    w.wcs.crval = [ra, dec]
+    return w
+
+
+def write_stamp_tiles(root, stamps: np.ndarray, per_side: int = 4, margin: int = 24,
+                      seed: int = 0) -> tuple[str, list[tuple[float, float]]]:
+    """Coadd tiles made of given (N, 3, 64, 64) g, r, i stamps (simulated cutouts): each tile
+    holds ``per_side`` x ``per_side`` stamps side by side on a noisy sky, G, R and I images with
+    a TAN WCS, tiles 0.05 degrees apart in RA. A stamp's object sits at its centre, so that
+    ``lensscan cutout`` gives back the very stamp. Returns the image glob with its {band}
+    placeholder and each stamp's (RA, Dec) in degrees."""
+    rng = np.random.default_rng(seed)
+    size = per_side * 64 + 2 * margin
+    per_tile = per_side * per_side
+    where = []
+    for t in range(-(-len(stamps) // per_tile)):
+        wcs = stamp_wcs(size, 150.0 + 0.05 * t, 2.0)
+        planes = rng.normal(0.0, 0.02, (3, size, size))
+        for k, stamp in enumerate(stamps[t * per_tile:(t + 1) * per_tile]):
+            x0, y0 = margin + 64 * (k % per_side), margin + 64 * (k // per_side)
+            planes[:, y0:y0 + 64, x0:x0 + 64] = stamp
+            sky = wcs.pixel_to_world(x0 + 31.5, y0 + 31.5)
+            where.append((float(sky.ra.deg), float(sky.dec.deg)))
+        for b, band in enumerate(BANDS):
+            path = root / "9900" / f"calexp-HSC-{band}-9900-{t},0.fits"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image = fits.ImageHDU(planes[b].astype(">f4"), header=wcs.to_header(), name="IMAGE")
+            fits.HDUList([fits.PrimaryHDU(), image]).writeto(path)
+    return str(root / "*" / "calexp-HSC-{band}-*.fits"), where
+
+
+#: The loop's survey: (kind, seeds) drawn by the simulator with default_rng([15, kind, seed]).
+#: The bundled model ranks the six lenses first, then the hard non-lenses (a blue companion at
+#: 0.92, above its 0.86 threshold, others at 0.61, 0.50, 0.26): the false positives to grade.
+LOOP_SURVEY = (("lens", (0, 2, 4, 5, 7, 8)), ("companions", (37, 32, 22, 35, 29)),
+               ("elliptical", (20, *range(15))), ("spiral", (1, 0)), ("ring", (28, 48)),
+               ("merger", (5,)))
+
+
+def write_loop_survey(root) -> dict[str, str]:
+    """The survey of the end-to-end loop (README, "The whole loop"): the simulated objects of
+    :data:`LOOP_SURVEY` in two coadd tiles under ``root/coadd``, their catalogue
+    (``root/catalog.csv``) and the ellipticals but the one that fools the model as hosts for
+    ``lensscan inject`` (``root/hosts.csv``). Returns each object's kind by id."""
+    from lensscan.simulate.kinds import KINDS, render_object
+
+    drawn, stamps = [], []
+    for kind, seeds in LOOP_SURVEY:
+        for seed in seeds:
+            image, _ = render_object(kind, np.random.default_rng([15, list(KINDS).index(kind),
+                                                                   seed]))
+            stamps.append(image)
+            drawn.append((kind, seed))
+    order = np.random.default_rng(5).permutation(len(stamps))  # kinds mixed over the tiles
+    kinds = {f"obj{k:02d}": drawn[i][0] for k, i in enumerate(order)}
+    _, where = write_stamp_tiles(root / "coadd", np.stack(stamps)[order])
+    with open(root / "catalog.csv", "w") as fh:
+        fh.write("object_id,ra,dec\n")
+        fh.writelines(f"{i},{ra!r},{dec!r}\n" for i, (ra, dec) in zip(kinds, where, strict=True))
+    hosts = [f"obj{k:02d}" for k, i in enumerate(order)
+             if drawn[i][0] == "elliptical" and drawn[i][1] != 20]
+    (root / "hosts.csv").write_text("object_id\n" + "".join(f"{i}\n" for i in hosts))
+    return kinds
+
+
+if __name__ == "__main__":  # python tests/coadds.py DIR [--loop]: the README's example coadds
+    import json
     import pathlib
     import sys
 
     out = pathlib.Path(sys.argv[1])
-    print(write_coadd(out / "coadd"))
-    write_catalog(out / "catalog.csv")
+    if "--loop" in sys.argv:
+        print(json.dumps(write_loop_survey(out)))
+    else:
+        print(write_coadd(out / "coadd"))
+        write_catalog(out / "catalog.csv")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 
 import numpy as np
 import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
 
 
 def free_port() -> int:
@@ -131,3 +135,21 @@ def finish_output(out: str, shards: list[str] = ()) -> None:
                                 shards={s: storage.stamp(s) for s in shards})
     fingerprint.write(out, rec)
     commit.write_json(storage.join(out, commit.MANIFEST), {"fingerprint": rec.fingerprint})
+
+
+def chromium(tmp_path, downloads=None):
+    """Headless Debian Chromium under selenium; files it downloads go to ``downloads``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    if downloads:
+        opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                               "download.prompt_for_download": False})
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1200,900",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)

@@ -5,30 +5,31 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 
 import numpy as np
 import pytest
-from conftest import finish_output, make_batch
+from conftest import CHROMEDRIVER, CHROMIUM, finish_output, make_batch
+from conftest import chromium as _chromium
 
 from lensscan.catalog.gallery import write_gallery
 from lensscan.cli import main
 from lensscan.errors import OutputError
-from lensscan.io.parquet import write_parquet
+from lensscan.io import storage
+from lensscan.io.parquet import flux_metadata, write_parquet
 from lensscan.score import commit
 
 ORDER = ["object_id", "ra", "dec", "score", "score_m0", "shard", "row", "status"]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
-def _run(tmp_path, n=130, ids=None):
-    """Shards plus a scoring output that points at them (scores = a known function of id)."""
+def _run(tmp_path, n=130, ids=None, threshold=None, pixel_scale=None):
+    """Shards plus a scoring output that points at them (scores = a known function of id);
+    ``threshold`` goes into the manifest, ``pixel_scale`` into the shard's metadata."""
     shard = str(tmp_path / "in" / "p.parquet")
     batch = make_batch(n, seed=4)
     if ids is not None:
         batch["object_id"] = np.array(ids, dtype=object)
-    write_parquet(shard, batch, row_group_size=32)
+    meta = flux_metadata(pixel_scale, 27.0) if pixel_scale else None
+    write_parquet(shard, batch, row_group_size=32, metadata=meta)
     out = str(tmp_path / "out")
     score = (np.arange(n)[::-1] / n).astype(np.float32)  # id 0 is the best
     rows = {"object_id": batch["object_id"], "ra": batch["ra"], "dec": batch["dec"],
@@ -37,6 +38,8 @@ def _run(tmp_path, n=130, ids=None):
     commit.write_unit(out, "u0", rows, ORDER)
     commit.finalize(out, ["u0"], 0.5, None)
     finish_output(out, [shard])
+    if threshold is not None:
+        commit.write_json(storage.join(out, commit.MANIFEST), {"threshold": threshold})
     return out, batch
 
 
@@ -73,20 +76,6 @@ def test_changed_shard_refused_by_name(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"lensscan gallery: error: {shard}: changed")
     assert not os.path.exists(page)
-
-
-def _chromium(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1200,900",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium not installed")
@@ -154,3 +143,193 @@ def test_gallery_in_headless_chromium(tmp_path):
         assert graded == {"0": "A", "1": "not a lens", "3": "C", "50": "B"}
     finally:
         driver.quit()
+
+
+def test_placeholders_in_the_title_stay_text(tmp_path):
+    """The page's title holds the output's path: a folder named like the page's placeholders
+    is shown as named, and the data and script go in once, where they belong."""
+    base = tmp_path / "__SCRIPT__ __DATA__ <i>"
+    base.mkdir()
+    out, _ = _run(base, n=4)
+    page = tmp_path / "g.html"
+    write_gallery(out, str(page), top=4)
+    doc = page.read_text()
+    assert doc.count("function render()") == 1 and doc.count("const ITEMS = [") == 1
+    assert f"<title>lensscan candidates: {base}".replace("<i>", "&lt;i&gt;") in doc
+
+
+def test_viewer_templates_checked(tmp_path, capsys):
+    from lensscan.catalog.gallery import check_viewer, viewer_url
+
+    good = "https://www.legacysurvey.org/viewer?ra={ra}&dec={dec}&zoom=16&layer=hsc-dr3"
+    assert check_viewer(good) == good
+    assert viewer_url(good, 150.1, -2.5) == ("https://www.legacysurvey.org/viewer?ra=150.100000"
+                                             "&dec=-2.500000&zoom=16&layer=hsc-dr3")
+    assert viewer_url(good, None, 1.0) is None
+    out, _ = _run(tmp_path, n=8)
+    page = str(tmp_path / "g.html")
+    for bad, why in (("javascript:alert(1)//{ra}{dec}", "http:// or https://"),
+                     ("file:///etc/passwd?{ra}{dec}", "http:// or https://"),
+                     ("https://x.org/?ra={ra}", "no {dec}"),
+                     ("https://x.org/?ra={ra}&dec={dec}&q=a b", "spaces")):
+        assert main(["gallery", out, "--out", page, "--viewer", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
+        assert not os.path.exists(page)
+
+
+def test_scale_bar_and_stretches():
+    from lensscan.catalog.gallery import scale_bar
+    from lensscan.catalog.stretch import STRETCHES, band_grey, render
+
+    assert scale_bar(0.168) == {"arcsec": 2, "percent": round(100 * 2 / (0.168 * 64), 3)}
+    assert scale_bar(0.6)["arcsec"] == 10  # 38.4" wide
+    image = make_batch(1, seed=1)["image"][0]
+    image[1, 10:14, 10:14] += 50.0  # a knot in r only
+    shown = {k: render(image, k) for k in STRETCHES}
+    assert shown["asinh"].shape == shown["contrast"].shape == (64, 64, 3)
+    assert all(shown[b].shape == (64, 64) for b in "gri")
+    assert shown["r"][11, 11] >= 250 and shown["g"][11, 11] < 200  # the knot is r only
+    np.testing.assert_array_equal(shown["i"], band_grey(image, 2))
+    # high contrast brings out what the composite leaves dark
+    faint = (shown["asinh"].max(axis=-1) < 40) & (shown["contrast"].max(axis=-1) > 80)
+    assert faint.sum() > 20
+
+
+def _check_stamps_and_links(driver, batch) -> None:
+    """Scale bar from the shard's 0.2"/px (2" of a 12.8" cutout), N up and E left on every
+    card, the IAU name and the viewer link of the first card."""
+    from selenium.webdriver.common.by import By
+
+    from lensscan.catalog.names import iau_names
+
+    cards = driver.find_elements(By.CSS_SELECTOR, ".card")
+    assert len(cards) == 100
+    bar = cards[0].find_element(By.CSS_SELECTOR, ".scalebar")
+    assert bar.get_attribute("data-arcsec") == "2" and bar.text == "2\u2033"
+    img_w = cards[0].find_element(By.CSS_SELECTOR, ".stamp img").size["width"]
+    assert abs(bar.size["width"] - img_w * 2 / 12.8) <= 2
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".card svg.compass")) == 100
+    assert [t.text for t in cards[0].find_elements(By.CSS_SELECTOR, ".compass text")] == [
+        "N", "E"]
+    ra, dec = batch["ra"][0], batch["dec"][0]
+    assert cards[0].find_element(By.CSS_SELECTOR, ".name").text == iau_names([ra], [dec])[0]
+    link = cards[0].find_element(By.CSS_SELECTOR, "a.viewer")
+    assert link.get_attribute("href") == (f"https://viewer.example.org/view?ra={ra:.6f}"
+                                          f"&dec={dec:.6f}&zoom=15")
+    assert link.get_attribute("rel") == "noopener noreferrer"
+
+
+def _check_threshold_marker(driver) -> None:
+    """One marker, between id 64 (score 65/130 = 0.5, the threshold) and id 65."""
+    from selenium.webdriver.common.by import By
+
+    marks = driver.find_elements(By.CSS_SELECTOR, "#grid > .threshold")
+    assert len(marks) == 1
+    before = driver.execute_script("return arguments[0].previousElementSibling", marks[0])
+    after = driver.execute_script("return arguments[0].nextElementSibling", marks[0])
+    assert before.get_attribute("data-object-id") == "64"
+    assert after.get_attribute("data-object-id") == "65"
+    assert float(before.get_attribute("data-score")) >= 0.5 > float(
+        after.get_attribute("data-score"))
+
+
+def _check_stretches(driver) -> None:
+    """The select and the s key swap every image for another stretch."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    def first():
+        return driver.find_elements(By.CSS_SELECTOR, ".card .stamp img")[0]
+
+    src0 = first().get_attribute("src")
+    select = Select(driver.find_element(By.ID, "stretch"))
+    assert [o.get_attribute("value") for o in select.options] == [
+        "asinh", "g", "r", "i", "contrast"]
+    select.select_by_value("contrast")
+    imgs = driver.find_elements(By.CSS_SELECTOR, ".card .stamp img")
+    assert {i.get_attribute("data-stretch") for i in imgs} == {"contrast"}
+    assert first().get_attribute("src") != src0
+    assert first().get_attribute("src").startswith("data:image/png;base64,")
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys("s")  # wraps round to the composite
+    assert first().get_attribute("src") == src0
+    body.send_keys("s")
+    assert first().get_attribute("data-stretch") == "g"
+
+
+def _check_larger_view(driver, shot) -> None:
+    """A click on a stamp opens it larger, with its own scale bar; Escape closes it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    stamps = driver.find_elements(By.CSS_SELECTOR, ".card .stamp")
+    small = stamps[2].find_element(By.TAG_NAME, "img").size["width"]
+    stamps[2].click()
+    zoom = driver.find_element(By.ID, "zoom")
+    assert zoom.is_displayed()
+    assert zoom.find_element(By.CSS_SELECTOR, ".stamp img").size["width"] >= 3 * small
+    assert zoom.find_element(By.CSS_SELECTOR, ".oid").text == "2"
+    assert zoom.find_element(By.CSS_SELECTOR, ".scalebar").get_attribute("data-arcsec") == "2"
+    driver.save_screenshot(str(shot))
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    assert not zoom.is_displayed()
+
+
+def _grade_and_export(driver, downloads, name: str) -> str:
+    """Type a grader's name (not taken as grades), grade objects 2 and 3 (focused by the
+    click), export with the button; returns the downloaded CSV."""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "grader").send_keys(name)
+    assert "0 graded" in driver.find_element(By.ID, "pageinfo").text
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys("a")  # object 2 -> A
+    body.send_keys("n")  # object 3 -> not a lens
+    driver.find_element(By.ID, "export").click()
+    path = downloads / "grades.csv"
+    for _ in range(100):
+        if path.exists() and path.stat().st_size:
+            break
+        time.sleep(0.1)
+    return path.read_text()
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium not installed")
+def test_gallery_views_threshold_viewer_and_export(tmp_path):
+    """Scale bar and compass, the stretch switch, the larger view, the threshold marker, the
+    viewer link and the export's grader, time and score, in headless Chromium."""
+    import datetime
+
+    from lensscan.data.grades import read_grades
+
+    out, batch = _run(tmp_path, threshold=0.5, pixel_scale=0.2)
+    page = str(tmp_path / "gallery.html")
+    viewer = "https://viewer.example.org/view?ra={ra}&dec={dec}&zoom=15"
+    assert main(["gallery", out, "--out", page, "--top", "120", "--viewer", viewer]) == 0
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    name = "Ann O'Neil, \"AO\""
+    driver = _chromium(tmp_path, downloads)
+    try:
+        driver.get("file://" + os.path.abspath(page))
+        _check_stamps_and_links(driver, batch)
+        _check_threshold_marker(driver)
+        _check_stretches(driver)
+        _check_larger_view(driver, tmp_path / "zoom.png")
+        t0 = datetime.datetime.now(datetime.UTC)
+        text = _grade_and_export(driver, downloads, name)
+    finally:
+        driver.quit()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert text.splitlines()[0] == "object_id,grade,grader,time,score"
+    assert [(r["object_id"], r["grade"], r["grader"]) for r in rows] == [
+        ("2", "A", name), ("3", "not a lens", name)]
+    for r in rows:
+        when = datetime.datetime.fromisoformat(r["time"].replace("Z", "+00:00"))
+        assert r["time"].endswith("Z") and t0 - datetime.timedelta(seconds=5) <= when
+        assert float(r["score"]) == pytest.approx((129 - int(r["object_id"])) / 130, rel=1e-6)
+    g = read_grades(str(downloads / "grades.csv"))  # the export reads back as grades
+    assert list(g["grader"]) == [name] * 2 and list(g["value"]) == [3, 0]

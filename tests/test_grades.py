@@ -75,6 +75,18 @@ def test_relabel_keeps_graded_rows_with_their_grades():
     assert out["image"].shape == (2, 3, 2, 2)
 
 
+def test_relabel_can_keep_the_rows_own_labels():
+    """--keep-labels: ungraded rows keep a 0/1 label of their own (inject's lenses and
+    negatives), a grade overrides a row's label, rows with neither are left out."""
+    batch = {"object_id": np.array(["inj1-7", "7", "8", "9", "10"], dtype=object),
+             "label": np.array([1, 0, 0, -1, 1], np.int8), "image": np.zeros((5, 3, 2, 2))}
+    out = Relabel({"8": 1, "10": 0}, keep_labels=True)(batch)
+    assert out["object_id"].tolist() == ["inj1-7", "7", "8", "10"]
+    assert out["label"].tolist() == [1, 0, 1, 0]
+    no_label = {k: v for k, v in batch.items() if k != "label"}
+    assert Relabel({"8": 1}, keep_labels=True)(no_label)["object_id"].tolist() == ["8"]
+
+
 def test_init_default_is_the_bundled_member_of_the_same_architecture():
     root = default_model_url()
     assert resolve_init("default", "resnet", {}, "resnet_s0").endswith("resnet_s0")

@@ -120,6 +120,25 @@ def _survey(url: str) -> dict[str, str]:
     return {"hosts": "kind = 'elliptical' AND mag_r < 20.65"}  # ids 100-106
 
 
+def test_graded_lenses_are_neither_hosts_nor_negatives():
+    """A survey object graded A or B is a lens: drawn as a negative it would teach the model
+    that it is none (a small survey made this likely)."""
+    from lensscan.simulate.trainset import FALSE_POSITIVE, LENS, NEGATIVE, choose
+
+    n = 30
+    index = {"row": np.arange(n)}
+    hosts = np.arange(n) < 8
+    fp = np.isin(np.arange(n), [8, 9])
+    graded_lens = np.isin(np.arange(n), [2, 10, 11, 12])  # one of them passes the host filter
+    cfg = InjectConfig(survey="s", out="o", lenses=10, negatives=10, seed=3)
+    jobs = choose(cfg, index, hosts, fp, graded_lens)
+    at = {k: set(jobs["at"][jobs["kind"] == k].tolist()) for k in (LENS, NEGATIVE,
+                                                                    FALSE_POSITIVE)}
+    assert not (at[LENS] | at[NEGATIVE]) & {2, 10, 11, 12}
+    assert at[FALSE_POSITIVE] == {8, 9} and at[LENS] == {0, 1, 3, 4, 5, 6, 7}
+    assert len(jobs["at"][jobs["kind"] == NEGATIVE]) == 10
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_inject_writes_labelled_training_shards(tmp_path, where, request, ray_local, capsys):
@@ -147,6 +166,8 @@ def test_inject_writes_labelled_training_shards(tmp_path, where, request, ray_lo
     neg = batch["host_id"][~lens].tolist()
     fp = batch["host_id"][batch["origin"] == "false_positive"].tolist()
     assert fp == ["110"] and "110" in neg  # graded "not a lens" only, as a negative
+    assert "111" not in batch["host_id"].tolist()  # graded A: neither a host nor a negative
+    assert counts["graded_lenses_kept_out"] == 1
     assert not set(neg) & set(batch["host_id"][lens].tolist())  # hosts never negatives
     assert np.isnan(batch["theta_e"][~lens]).all() and (batch["status"] == "ok").all()
     summary = json.loads(read_bytes(f"{out}/_inject.json"))

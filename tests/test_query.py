@@ -17,6 +17,7 @@ from astropy.coordinates import SkyCoord
 from conftest import finish_output
 
 from lensscan.catalog import formats
+from lensscan.catalog.names import iau_names
 from lensscan.catalog.query import Cone, query, source_sql
 from lensscan.cli import main
 from lensscan.io import storage
@@ -190,8 +191,9 @@ def test_gallery_grades_csv_reads_back_as_truth(out, tmp_path, capsys):
                  "--format", "json"]) == 0
     captured = capsys.readouterr()
     rows_out = json.loads(captured.out)
-    assert rows_out == [{"known_id": str(best), "rank": 1, "score": rows_out[0]["score"],
-                         "ra": rows_out[0]["ra"], "dec": rows_out[0]["dec"]}]
+    ra, dec = rows_out[0]["ra"], rows_out[0]["dec"]
+    assert rows_out == [{"known_id": str(best), "name": iau_names([ra], [dec])[0], "rank": 1,
+                         "score": rows_out[0]["score"], "ra": ra, "dec": dec}]
     assert json.loads(captured.err.strip().splitlines()[-1])["recovered"] == 1
 
 

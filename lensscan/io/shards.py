@@ -87,6 +87,18 @@ def read_shard(url: str) -> dict[str, np.ndarray]:
     return npy_io.read_npy(url)
 
 
+def shard_optics(url: str) -> tuple[tuple[str, ...], float]:
+    """A shard's band names and pixel scale (arcsec/pixel): a Parquet shard's
+    ``lensscan.bands`` and ``lensscan.pixel_scale`` metadata, a FITS shard's ``BANDS`` header;
+    the defaults (g, r, i at 0.168") where the file does not say."""
+    fmt = shard_format(url)
+    if fmt == "parquet":
+        info = pq_io.parquet_info(url)
+        return info.bands, info.pixel_scale
+    bands = fits_io.fits_info(url).bands if fmt == "fits" else pq_io.DEFAULT_BANDS
+    return tuple(bands), pq_io.DEFAULT_PIXEL_SCALE
+
+
 def write_shard(url: str, batch: dict[str, np.ndarray], bands: tuple[str, ...] = ("g", "r", "i"),
                 row_group_size: int = 1024) -> None:
     """Write a batch as a Parquet or FITS shard, chosen by the file name."""

@@ -81,17 +81,19 @@ def host_mask(cfg: InjectConfig, index: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def choose(cfg: InjectConfig, index: dict[str, np.ndarray], hosts: np.ndarray,
-           false_pos: np.ndarray) -> dict[str, np.ndarray]:
+           false_pos: np.ndarray, graded_lens: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The jobs: ``kind`` (LENS, NEGATIVE, FALSE_POSITIVE), ``at`` (index row) and ``k`` (the
-    lens number, -1 otherwise), drawn with the seed."""
+    lens number, -1 otherwise), drawn with the seed. Rows graded lenses (``graded_lens``) are
+    neither hosts nor negatives."""
     rng = np.random.default_rng([cfg.seed, 2**32 - 1])
-    pool = np.flatnonzero(hosts & ~false_pos)
+    taken = false_pos if graded_lens is None else false_pos | graded_lens  # no host, no negative
+    pool = np.flatnonzero(hosts & ~taken)
     if cfg.lenses and not len(pool):
         raise ValueError(f"no survey row passes --hosts {cfg.hosts!r}")
     reps = -(-cfg.lenses // max(1, len(pool)))
     lens_at = np.concatenate([rng.permutation(pool) for _ in range(reps)] or
                              [np.zeros(0, np.int64)])[:cfg.lenses]
-    free = ~false_pos
+    free = ~taken
     free[lens_at] = False
     from_hosts = np.flatnonzero(free & hosts)
     n_h = min(round(cfg.host_negatives * cfg.negatives), len(from_hosts))
@@ -193,15 +195,19 @@ def _groups(jobs: dict[str, np.ndarray], size: int,
     return groups
 
 
-def _false_positives(cfg: InjectConfig, index: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
-    """Rows graded "not a lens" (combined over the CSVs), and how many such ids the survey
-    lacks."""
+def _false_positives(cfg: InjectConfig,
+                     index: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rows graded "not a lens" and rows graded lenses (A/B) (combined over the CSVs), and how
+    many "not a lens" ids the survey lacks."""
+    none = np.zeros(len(index["row"]), bool)
     if not cfg.false_positives:
-        return np.zeros(len(index["row"]), bool), 0
+        return none, none, 0
     labels, _ = graded_labels(cfg.false_positives)
     ids = np.asarray([k for k, v in labels.items() if v == 0], dtype=str)
     mask = np.isin(index["id_text"].astype(str), ids)
-    return mask, len(ids) - int(mask.sum())
+    lenses = np.isin(index["id_text"].astype(str),
+                     np.asarray([k for k, v in labels.items() if v == 1], dtype=str))
+    return mask, lenses, len(ids) - int(mask.sum())
 
 
 def _check_psf(cfg: InjectConfig, info) -> None:
@@ -228,9 +234,9 @@ def inject_survey(cfg: InjectConfig, progress: bool = True) -> dict:
                                                                          27.0))
     _check_psf(cfg, info)
     index = survey_index(cfg, shards)
-    false_pos, fp_unknown = _false_positives(cfg, index)
+    false_pos, graded_lens, fp_unknown = _false_positives(cfg, index)
     hosts = host_mask(cfg, index)
-    jobs = choose(cfg, index, hosts, false_pos)
+    jobs = choose(cfg, index, hosts, false_pos, graded_lens)
     jobs.update(shard=index["shard"][jobs["at"]], row=index["row"][jobs["at"]])
     jobs["theta_e"] = (index[cfg.theta_e_col][jobs["at"]].astype(float) if cfg.theta_e_col
                        else np.full(len(jobs["at"]), np.nan))
@@ -246,6 +252,7 @@ def inject_survey(cfg: InjectConfig, progress: bool = True) -> dict:
     counts.update(negatives=int((jobs["kind"] == NEGATIVE).sum()),
                   false_positives=int((jobs["kind"] == FALSE_POSITIVE).sum()),
                   false_positives_not_in_survey=fp_unknown, host_pool=int(hosts.sum()),
+                  graded_lenses_kept_out=int(graded_lens.sum()),
                   distinct_hosts=len(np.unique(jobs["at"][jobs["kind"] == LENS])))
     summary = {"counts": counts, "seconds": round(time.time() - t0, 2), "config": cfg.to_dict()}
     storage.write_bytes_atomic(storage.join(cfg.out, SUMMARY),

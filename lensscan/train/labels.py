@@ -2,7 +2,9 @@
 
 ``lensscan train DATA --labels grades.csv`` trains on the rows of DATA whose ``object_id`` was
 graded, with the combined grade as label (:mod:`lensscan.data.grades`), whatever ``label`` the
-shards carry; ungraded rows are left out.
+shards carry; ungraded rows are left out, or with ``--keep-labels`` keep their own ``label``
+(a training set from ``lensscan inject``: its lenses and negatives as they are, the graded
+objects as the graders said).
 """
 
 from __future__ import annotations
@@ -20,14 +22,20 @@ class Relabel:
     ----------
     labels : dict
         ``{object_id as text: 1 (lens) or 0 (non-lens)}``.
+    keep_labels : bool
+        Rows nobody graded keep their own ``label`` (when it is 0 or 1) instead of being left out.
     """
 
-    def __init__(self, labels: dict[str, int]) -> None:
+    def __init__(self, labels: dict[str, int], keep_labels: bool = False) -> None:
         self.labels = labels
+        self.keep_labels = keep_labels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids = np.asarray(batch["object_id"]).astype(str)
         label = np.fromiter((self.labels.get(i, -1) for i in ids), np.int64, len(ids))
+        if self.keep_labels and "label" in batch:
+            own = np.asarray(batch["label"], np.int64)
+            label = np.where(label >= 0, label, np.where(np.isin(own, (0, 1)), own, -1))
         keep = label >= 0
         out = {k: v[keep] for k, v in batch.items()}
         out["label"] = label[keep].astype(np.int8)

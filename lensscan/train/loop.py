@@ -30,7 +30,14 @@ from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
 from lensscan.train.metrics import average_precision, recall_at_fpr, roc_auc
 
-EMA_DECAY = 0.995  # per step
+EMA_DECAY = 0.995  # per step (a run of fewer than 2,000 steps uses less: ema_decay)
+
+
+def ema_decay(total_steps: int) -> float:
+    """The weights' EMA decay per step: :data:`EMA_DECAY`, or less for a short run, so that the
+    EMA's horizon (1 / (1 - decay) steps) spans at most a tenth of the run; otherwise a short
+    fine-tune would end with the EMA still close to the weights it started from."""
+    return max(0.0, min(EMA_DECAY, 1.0 - 10.0 / max(1, total_steps)))
 
 
 def collect(shard, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +174,7 @@ def train_loop_per_worker(config: dict) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps,
                                                 pct_start=0.15)
+    decay = ema_decay(cfg.epochs * steps)
     state = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "history": []}
     best = {k: v.detach().clone() for k, v in ema.state_dict().items()}
 
@@ -206,7 +214,7 @@ def train_loop_per_worker(config: dict) -> None:
             with torch.no_grad():
                 for e, w in zip(ema.state_dict().values(), raw.state_dict().values(), strict=True):
                     if e.is_floating_point():
-                        e.mul_(EMA_DECAY).add_(w.detach(), alpha=1 - EMA_DECAY)
+                        e.mul_(decay).add_(w.detach(), alpha=1 - decay)
                     else:
                         e.copy_(w)
             losses.append(float(loss.detach()))

@@ -96,10 +96,12 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
             max_rows: int | None = None, fold: bool | None = None,
             keep_extra: tuple[str, ...] = ("label",),
             exclude: list[str] | None = None,
-            labels: dict[str, int] | None = None) -> ray.data.Dataset:
+            labels: dict[str, int] | None = None,
+            keep_labels: bool = False) -> ray.data.Dataset:
     """A Ray Data stream of labelled, preprocessed rows from shards at ``url``, without the rows
     that ``exclude`` (``COLUMN=VALUE`` pairs) names; with ``labels`` (graders' labels by
-    object_id), only the graded rows, labelled so."""
+    object_id), only the graded rows, labelled so, plus with ``keep_labels`` the ungraded
+    rows that have a label of their own."""
     units, errors = plan(url)
     if errors:
         raise errors[0]
@@ -109,7 +111,7 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
     ds = ds.map_batches(ReadUnits(pre.to_dict(), stage, keep=keep), batch_size=1,
                         num_cpus=read_cpus)
     if labels is not None:
-        ds = ds.map_batches(Relabel(labels), batch_size=None, num_cpus=read_cpus)
+        ds = ds.map_batches(Relabel(labels, keep_labels), batch_size=None, num_cpus=read_cpus)
     if pairs:
         ds = ds.map_batches(Exclude(pairs), batch_size=None, num_cpus=read_cpus)
     if fold is not None:
@@ -138,6 +140,8 @@ def check(cfg: TrainConfig) -> tuple[dict[str, int] | None, dict | None]:
         if getattr(cfg, key):
             setattr(cfg, key, storage.absolute(getattr(cfg, key)))
     cfg.labels = [storage.absolute(u) for u in cfg.labels]
+    if cfg.keep_labels and not cfg.labels:
+        raise ValueError("--keep-labels keeps ungraded rows beside graded ones: give --labels")
     cfg.augment = Augment(**cfg.augment).to_dict()
     check_precision(cfg.precision)
     pairs = [c for c, _ in parse_exclude(cfg.exclude)]
@@ -160,9 +164,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         cfg.torch_threads = cfg.torch_threads or max(1, round(runtime.cluster_cpus() / cfg.workers))
     fold = None if cfg.val else False
     ds_train = dataset(cfg.data, pre, "normalized", max_rows=cfg.max_rows, fold=fold,
-                       exclude=cfg.exclude, labels=labels)
+                       exclude=cfg.exclude, labels=labels, keep_labels=cfg.keep_labels)
     ds_val = dataset(cfg.val or cfg.data, pre, "normalized", fold=None if cfg.val else True,
-                     exclude=cfg.exclude, labels=None if cfg.val else labels)
+                     exclude=cfg.exclude, labels=None if cfg.val else labels,
+                     keep_labels=cfg.keep_labels)
 
     storage_url = cfg.storage or storage.join(cfg.out, "_train")
     fs, root = storage.pyarrow_filesystem(storage_url)
@@ -213,4 +218,5 @@ def ds_val_for_scoring(cfg: TrainConfig, pre: Preprocessing,
     """Validation rows preprocessed exactly as scoring does (the graded rows of ``cfg.data``
     when ``labels`` are given without ``cfg.val``)."""
     return dataset(cfg.val or cfg.data, pre, "model", fold=None if cfg.val else True,
-                   exclude=cfg.exclude, labels=None if cfg.val else labels)
+                   exclude=cfg.exclude, labels=None if cfg.val else labels,
+                   keep_labels=cfg.keep_labels)
