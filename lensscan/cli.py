@@ -88,7 +88,7 @@ def _score(a) -> None:
                       top=a.top, batch_size=a.batch_size, actors=a.actors,
                       rows_per_unit=a.rows_per_unit, read_tasks=a.read_tasks,
                       object_store_mb=a.object_store_mb, overwrite=a.overwrite,
-                      tta=a.tta)
+                      tta=a.tta, precision=a.precision, compile=a.compile)
     m = score_survey(cfg)
     bad = m["unreadable_shards"]
     for e in bad[:5]:
@@ -145,7 +145,8 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--threshold", type=float, help="candidate score cut (default: model's)")
     cut.add_argument("--top", type=int, help="keep the N best as candidates")
-    p.add_argument("--batch-size", type=int, default=512, help="cutouts per model call")
+    p.add_argument("--batch-size", type=int,
+                   help="cutouts per model call (default: 512 on CPU, 8192 on a GPU)")
     p.add_argument("--actors", type=int,
                    help="scoring actors (default: one per GPU, else one per CPU, at most 8)")
     p.add_argument("--rows-per-unit", type=int, default=2048,
@@ -158,6 +159,11 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average every member over the 8 flips and "
                         "rotations of each cutout (8x the model's cost)")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                   help="autocast of the model: auto is fp16 on GPUs and fp32 on CPU")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the ensemble on GPU actors (compiled once per node and "
+                        "cached; pays on long runs, when the GPU is the bottleneck)")
     p.add_argument("--overwrite", action="store_true",
                    help="the output holds another run (other input, model or cut): clear it and "
                         "score anew instead of refusing")

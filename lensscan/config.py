@@ -73,7 +73,7 @@ class ScoreConfig:
     model: str = "default"  # model folder URL or "default" (bundled ensemble)
     threshold: float | None = None  # candidate cut; default: the model's operating threshold
     top: int | None = None  # keep the N best as candidates instead of a threshold
-    batch_size: int = 512  # cutouts per model call
+    batch_size: int | None = None  # cutouts per model call; default 512 on CPU, 8192 on a GPU
     rows_per_unit: int = 2048  # rows per work unit (commit granularity)
     actors: int | None = None  # scoring actors; default: one per GPU, else one per CPU (<= 8)
     gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
@@ -83,6 +83,8 @@ class ScoreConfig:
     object_store_mb: float | None = None  # object store for blocks in flight; default: sized
     overwrite: bool = False  # clear an output that holds another run instead of refusing
     tta: bool = False  # average every member over the 8 flips and rotations (8x the model cost)
+    precision: str = "auto"  # autocast: "auto" (fp16 on GPUs, fp32 on CPU), fp32, fp16, bf16
+    compile: bool = False  # torch.compile the ensemble on GPU actors (pays on long runs only)
     progress: bool = True  # print progress while running
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,15 @@ from conftest import make_batch
 
 from lensscan import modelcard
 from lensscan.config import ScoreConfig
-from lensscan.data.preprocess import Preprocessing, preprocess
+from lensscan.data.preprocess import (
+    Preprocessing,
+    finite_rows,
+    median,
+    normalize,
+    preprocess,
+    preprocess_tensor,
+    stretch,
+)
 from lensscan.io.parquet import write_parquet
 from lensscan.score.pipeline import score_survey
 
@@ -40,6 +48,54 @@ def test_numpy_preprocess_matches_todays():
         want = ref.preprocess(images, p)
         got = preprocess(images, p)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("numpy_on_cpu", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_torch_preprocess_matches_todays(device, numpy_on_cpu, dtype):
+    """One function on any device: numpy's kernels on CPU (bit for bit), torch's elsewhere
+    (``numpy_on_cpu=False`` runs exactly the GPU code on CPU): within float tolerance of
+    today's numpy path; the rows that overflow are the same."""
+    p = Preprocessing()
+    images = _hard_batch(seed=3)
+    if dtype == np.float16:
+        images = np.clip(images, -6e4, 6e4).astype(np.float16)
+    with np.errstate(all="ignore"):
+        want = ref.preprocess(images.astype(np.float32), p)
+    x = torch.from_numpy(images).to(device)
+    with torch.inference_mode():
+        y = preprocess_tensor(x, p, numpy_on_cpu=numpy_on_cpu)
+        finite = finite_rows(y).cpu().numpy()
+        got = y.cpu().numpy()
+    assert y.device.type == device and y.dtype == torch.float32
+    assert got.shape == (len(images), 3, p.crop, p.crop)
+    np.testing.assert_array_equal(finite, np.isfinite(want).reshape(len(want), -1).all(1))
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=2e-6)
+    if device == "cpu" and numpy_on_cpu:
+        np.testing.assert_array_equal(got[finite], want[finite])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_median_is_numpys(device):
+    """numpy's median (mean of the two middle values of an even count), ties included."""
+    rng = np.random.default_rng(0)
+    for x in (rng.normal(size=(50, 3, 1392)), np.round(rng.normal(size=(50, 1392)) * 2),
+              rng.normal(size=(20, 7)), np.ones((4, 10))):
+        x = x.astype(np.float32)
+        got = median(torch.from_numpy(x).to(device), numpy_on_cpu=False).cpu().numpy()
+        np.testing.assert_array_equal(got, np.median(x, axis=-1))
+
+
+def test_normalize_and_stretch_match_todays():
+    p = Preprocessing()
+    images = make_batch(32, seed=5)["image"]
+    np.testing.assert_array_equal(normalize(images, p), ref.normalize(images, p))
+    x = ref.normalize(images, p)
+    np.testing.assert_array_equal(stretch(x, p), ref.stretch(x, p))
+    with torch.inference_mode():
+        t = stretch(torch.from_numpy(x), p, numpy_on_cpu=False).numpy()
+    np.testing.assert_allclose(t, ref.stretch(x, p), rtol=1e-5, atol=1e-6)
 
 
 def test_pipeline_scores_match_todays(ray_local, tiny_model, tmp_path):

@@ -16,6 +16,22 @@ UNREADABLE = "unreadable"
 DUPLICATE_ID = "duplicate_object_id"
 #: Statuses whose rows have no usable object id: the output holds a null id for them.
 NULL_ID_STATUSES = (MISSING_ID, UNREADABLE)
+#: Status of a row whose pixels overflow float32 in the preprocessing (e.g. values near 3e38).
+NON_FINITE_INPUT = ("non_finite_input: pixel values overflow float32 in the preprocessing "
+                    "(sky subtraction and noise scaling)")
+
+
+def ok_mask(status: np.ndarray) -> np.ndarray:
+    """Rows whose status is ``ok``."""
+    return np.asarray(status, dtype=object) == OK
+
+
+def flag_non_finite(finite: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """Quarantine the ``ok`` rows whose model input is not finite (``finite`` False): the model
+    cannot give them a score. Changes ``status`` in place; returns the rows flagged."""
+    bad = ~np.asarray(finite, bool) & ok_mask(status)
+    status[bad] = NON_FINITE_INPUT
+    return bad
 
 
 def id_is_null(status: np.ndarray) -> np.ndarray:
@@ -70,7 +86,8 @@ def row_status(
         return status
     flat = images.reshape(n, -1)
     with np.errstate(over="ignore", invalid="ignore"):
-        suspect = ~np.isfinite(flat.sum(axis=1))  # NaN/inf propagate (overflow only adds work)
+        # NaN/inf propagate (overflow only adds work); float32 sums, float16 pixels too
+        suspect = ~np.isfinite(flat.sum(axis=1, dtype=np.float32))
     bad_count = np.zeros(n, np.int64)
     for i in np.flatnonzero(suspect):
         bad_count[i] = int((~np.isfinite(flat[i])).sum())
