@@ -21,8 +21,12 @@ from lensscan.data.preprocess import (
     preprocess_tensor,
     stretch,
 )
+from lensscan.data.stream import ReadUnits, plan
+from lensscan.io.checks import NON_FINITE_INPUT, row_status
 from lensscan.io.parquet import write_parquet
-from lensscan.score.pipeline import score_survey
+from lensscan.io.shards import read_unit, split_first
+from lensscan.score.pipeline import half_pixels, score_survey
+from lensscan.score.predictor import EnsemblePredictor, actor_device, amp_dtype
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -101,30 +105,118 @@ def test_normalize_and_stretch_match_todays():
 def test_pipeline_scores_match_todays(ray_local, tiny_model, tmp_path):
     """Scores out of the pipeline equal today's numpy preprocessing plus the model, for float32
     and float16 shards."""
-    import pyarrow as pa
     import pyarrow.dataset as pads
-    import pyarrow.parquet as pq
 
-    src, out = tmp_path / "in", str(tmp_path / "out")
+    src = tmp_path / "in"
     src.mkdir()
     b32 = make_batch(150, seed=41, start_id=0)
     write_parquet(str(src / "a.parquet"), b32, row_group_size=50)
     b16 = make_batch(70, seed=42, start_id=1000)
     b16["image"] = (b16["image"] * 40 + 100).astype(np.float16)  # a survey stored as float16
-    image = pa.FixedSizeListArray.from_arrays(pa.array(b16["image"].reshape(-1)), 12288)
-    pq.write_table(pa.table({"object_id": b16["object_id"], "ra": b16["ra"], "dec": b16["dec"],
-                             "image": image}), str(src / "h.parquet"), row_group_size=35)
-    score_survey(ScoreConfig(input=str(src), output=out, model=tiny_model, rows_per_unit=50,
-                             batch_size=64, progress=False))
-    df = pads.dataset(out + "/scores").to_table().to_pandas().set_index("object_id")
+    _write_float16(str(src / "h.parquet"), b16, row_group_size=35)
+    (tmp_path / "h").mkdir()
+    _write_float16(str(tmp_path / "h" / "h.parquet"), b16, row_group_size=35)
     loaded = modelcard.load_model(tiny_model)
     p = Preprocessing.from_dict(loaded.preprocessing)
-    for b in (b32, b16):
-        x = torch.from_numpy(ref.preprocess(b["image"].astype(np.float32), p))
-        with torch.inference_mode():
-            s, m = loaded.module(x)
-        got = df.loc[b["object_id"]]
-        assert (got["status"] == "ok").all()
-        np.testing.assert_allclose(got["score"].to_numpy(), s.numpy(), rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(got["score_m0"].to_numpy(), m[:, 0].numpy(), rtol=1e-4,
-                                   atol=1e-6)
+    # float32 and float16 shards (read as float32), then float16 alone (travels as float16)
+    for folder, batches in ((src, (b32, b16)), (tmp_path / "h", (b16,))):
+        out = str(folder) + "-out"
+        m = score_survey(ScoreConfig(input=str(folder), output=out, model=tiny_model,
+                                     rows_per_unit=50, batch_size=64, progress=False))
+        assert m["resources"]["row_bytes"] == 12288 * (2 if len(batches) == 1 else 4)
+        df = pads.dataset(out + "/scores").to_table().to_pandas().set_index("object_id")
+        for b in batches:
+            x = torch.from_numpy(ref.preprocess(b["image"].astype(np.float32), p))
+            with torch.inference_mode():
+                s, mem = loaded.module(x)
+            got = df.loc[b["object_id"]]
+            assert (got["status"] == "ok").all()
+            np.testing.assert_allclose(got["score"].to_numpy(), s.numpy(), rtol=1e-4,
+                                       atol=1e-6)
+            np.testing.assert_allclose(got["score_m0"].to_numpy(), mem[:, 0].numpy(),
+                                       rtol=1e-4, atol=1e-6)
+
+
+def _write_float16(url: str, b: dict, row_group_size: int = 1024) -> None:
+    """A shard whose image column is a plain FixedSizeList<float16>, as other writers make."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.FixedSizeListArray.from_arrays(
+        pa.array(b["image"].astype(np.float16).reshape(-1)), 12288)
+    pq.write_table(pa.table({"object_id": b["object_id"], "ra": b["ra"], "dec": b["dec"],
+                             "image": image}), url, row_group_size=row_group_size)
+
+
+def test_actor_takes_the_gpu_ray_gives_it():
+    """Inside Ray: the GPU Ray assigned (the only visible one, cuda:0) when torch has CUDA,
+    never one Ray did not give; outside Ray: CUDA when there is one."""
+    cuda0, cpu = torch.device("cuda:0"), torch.device("cpu")
+    assert actor_device(["0"], cuda=True) == cuda0
+    assert actor_device(["0"], cuda=False) == cpu  # a fake GPU (ray start --num-gpus=1)
+    assert actor_device([], cuda=True) == cpu
+    assert actor_device(None, cuda=True) == cuda0
+    assert actor_device(None, cuda=False) == cpu
+    assert amp_dtype("auto", cuda0) == torch.float16 and amp_dtype("auto", cpu) is None
+    assert amp_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        amp_dtype("fp8", cpu)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_predictor_preprocesses_and_scores_on_its_device(tiny_model, device):
+    """The actor's own path (raw cutouts in, on its device): today's scores for the ok rows,
+    NaN for quarantined ones, the row that overflows the preprocessing quarantined."""
+    images = _hard_batch(40, seed=7)
+    ids = np.arange(40)
+    batch = {"object_id": ids, "ra": np.zeros(40), "dec": np.zeros(40), "row": ids,
+             "shard": np.full(40, "s", object), "unit": np.full(40, "u", object),
+             "status": row_status(images, ids), "image": images}
+    loaded = modelcard.load_model(tiny_model)
+    pred = EnsemblePredictor(tiny_model, preprocessing=loaded.preprocessing, device=device,
+                             precision="fp32")
+    out = pred(batch)
+    assert list(out["status"][[1, 2]]) == ["non_finite_pixels: 1 NaN/inf values"] * 2
+    assert out["status"][4] == NON_FINITE_INPUT
+    ok = out["status"] == "ok"
+    assert ok.sum() == 37 and np.isnan(out["score"][~ok]).all()
+    with np.errstate(all="ignore"):
+        x = torch.from_numpy(ref.preprocess(images[ok], Preprocessing.from_dict(
+            loaded.preprocessing)))
+    with torch.inference_mode():
+        s, m = loaded.module(x)
+    np.testing.assert_allclose(out["score"][ok], s.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out["score_m1"][ok], m[:, 1].numpy(), rtol=1e-4, atol=1e-6)
+    assert set(out["device"]) == {str(pred.device)}
+    assert pred.device.type == device
+
+
+def test_float16_shards_are_read_as_float16(tmp_path):
+    """The raw read stage keeps a float16 survey's pixels float16 (half the bytes to the
+    actors); a survey that mixes float16 and float32 shards travels as float32."""
+    b = make_batch(30, seed=8)
+    _write_float16(str(tmp_path / "h.parquet"), b)
+    write_parquet(str(tmp_path / "f.parquet"), b)
+    units, _ = plan(str(tmp_path))
+    assert sorted(u.dtype for u in units) == ["float16", "float32"]
+    half = [u for u in units if u.dtype == "float16"]
+    assert half_pixels(half) and not half_pixels(units)
+    items = {k: np.array([v]) for k, v in half[0].to_dict().items()}
+    (block,) = ReadUnits(Preprocessing().to_dict(), "raw", half=True)(items)
+    assert block["image"].dtype == np.float16 and block["image"].shape == (30, 3, 64, 64)
+    np.testing.assert_array_equal(block["image"], b["image"].astype(np.float16))
+    (block,) = ReadUnits(Preprocessing().to_dict(), "raw")(items)
+    assert block["image"].dtype == np.float32
+
+
+def test_first_unit_is_cut_small_and_read_in_its_row_group(tmp_path):
+    b = make_batch(300, seed=9)
+    write_parquet(str(tmp_path / "a.parquet"), b, row_group_size=200)
+    units = split_first(plan(str(tmp_path), rows_per_unit=300)[0], 64)
+    # one unit of both row groups, cut in five: parts of row groups read whole and sliced
+    assert [(u.start, u.stop) for u in units] == [(0, 64), (64, 128), (128, 192), (192, 256),
+                                                 (256, 300)]
+    got = [read_unit(u) for u in units]
+    np.testing.assert_array_equal(np.concatenate([g["image"] for g in got]), b["image"])
+    assert [list(g["row"][[0, -1]]) for g in got] == [[0, 63], [64, 127], [128, 191],
+                                                     [192, 255], [256, 299]]
