@@ -65,7 +65,7 @@ def _train(a) -> None:
                       loss=a.loss, seed=a.seed, workers=a.workers, gpu=a.gpu,
                       storage=a.storage, max_rows=a.max_rows, name=a.name,
                       patience=a.patience, init=a.init, precision=a.precision,
-                      exclude=a.exclude or [])
+                      exclude=a.exclude or [], lr_batch=a.lr_batch)
     card = train(cfg)
     print(json.dumps(card["metrics"]["validation"], indent=2))
 
@@ -221,6 +221,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr-batch", type=int, metavar="B",
+                   help="the batch size --lr is tuned for: the peak learning rate is scaled by "
+                        "sqrt(batch-size / B) (larger GPU batches, e.g. --batch-size 512 "
+                        "--lr-batch 128)")
     p.add_argument("--loss", choices=["focal", "bce"], default="focal")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)

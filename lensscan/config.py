@@ -29,6 +29,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # default: one pass over the training rows
     batch_size: int = 128  # per worker
     lr: float = 2e-3  # AdamW peak learning rate (one-cycle schedule)
+    lr_batch: int | None = None  # batch size `lr` is tuned for: peak lr * sqrt(batch / lr_batch)
     weight_decay: float = 5e-4  # AdamW weight decay
     loss: str = "focal"  # "focal" or "bce" (class-weighted)
     focal_gamma: float = 2.0  # focusing parameter of the focal loss

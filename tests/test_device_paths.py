@@ -220,3 +220,48 @@ def test_first_unit_is_cut_small_and_read_in_its_row_group(tmp_path):
     np.testing.assert_array_equal(np.concatenate([g["image"] for g in got]), b["image"])
     assert [list(g["row"][[0, -1]]) for g in got] == [[0, 63], [64, 127], [128, 191],
                                                      [192, 255], [256, 299]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_batches_ema_and_learning_rate(device):
+    """A training step's inputs on its device are the rows the CPU loop gathered; the fused EMA
+    update is the per-tensor one; the peak learning rate scales with the batch only when asked."""
+    import copy
+
+    from lensscan.config import TrainConfig
+    from lensscan.models import create_model
+    from lensscan.train.feed import DeviceData, ema_update
+    from lensscan.train.loop import peak_lr
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3, 64, 64)).astype(np.float16)
+    y = (rng.random(50) < 0.3).astype(np.int8)
+    data = DeviceData(x, y, torch.device(device))
+    assert data.on_device == (device == "cuda")
+    idx = np.array([3, 1, 4, 1, 5, 9, 2, 6])
+    xb, yb = data.batch(idx)
+    assert xb.device.type == device and xb.dtype == torch.float32
+    assert torch.equal(xb.cpu(), torch.from_numpy(x[idx].astype(np.float32)))
+    assert torch.equal(yb.cpu(), torch.from_numpy(y[idx].astype(np.float32)))
+
+    model = create_model("baseline_cnn", widths=[4, 8, 8])
+    ema, loop = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+        for b in model.buffers():
+            if not b.is_floating_point():  # BatchNorm's counters: copied, not averaged
+                b += 3
+        ema_update(ema, model, 0.995)
+        for e, w in zip(loop.state_dict().values(), model.state_dict().values(), strict=True):
+            if e.is_floating_point():
+                e.mul_(0.995).add_(w.detach(), alpha=1 - 0.995)
+            else:
+                e.copy_(w)
+    for (k, a), b in zip(ema.state_dict().items(), loop.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+    cfg = TrainConfig(data="d", out="o", lr=1e-3, batch_size=512)
+    assert peak_lr(cfg) == 1e-3
+    cfg.lr_batch = 128
+    assert peak_lr(cfg) == pytest.approx(2e-3)
