@@ -135,7 +135,7 @@ def _bench(a) -> None:
         print(json.dumps(read_speed(a.n, tempfile.mkdtemp(prefix="lensscan-read-"), a.cold)))
         return
     res = run_bench(n=a.n, model=a.model, batch=a.batch_size, plain_n=a.plain_n, s3=not a.no_s3,
-                    scaling=a.scaling)
+                    scaling=a.scaling, pairs=a.pairs, cold=not a.no_cold_start)
     print(json.dumps(res) if a.json else report(res))
 
 
@@ -290,8 +290,14 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="throughput and memory of scoring, printed as ratios")
     p.add_argument("--n", type=int, default=20000, help="cutouts to score")
     p.add_argument("--model", default="default")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int,
+                   help="cutouts per model call (default: 512 on CPU, 8192 on a GPU)")
     p.add_argument("--plain-n", type=int, default=2000, help="files for the plain loop")
+    p.add_argument("--pairs", type=int, default=3,
+                   help="rounds of model-only and pipeline runs in alternation (ratios: median "
+                        "and range)")
+    p.add_argument("--no-cold-start", action="store_true",
+                   help="skip the first run in a fresh process (Ray start included)")
     p.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) pipeline run")
     p.add_argument("--scaling", action="store_true", help="also score 10x more cutouts")
     p.add_argument("--json", action="store_true", help="one JSON object")

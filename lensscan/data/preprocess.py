@@ -149,16 +149,23 @@ def finite_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(x).flatten(1).all(dim=1)
 
 
+def as_tensor(images: np.ndarray) -> torch.Tensor:
+    """A CPU tensor viewing ``images`` when they are native float32 or float16 (else a float32
+    copy: other types, big-endian FITS data)."""
+    images = np.asarray(images)
+    if images.dtype not in (np.float32, np.float16):  # the native-order types only
+        images = images.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(images))
+
+
 def preprocess(images: np.ndarray, p: Preprocessing) -> np.ndarray:
     """numpy entry point of :func:`preprocess_tensor`: (N, 3, 64, 64) -> (N, 3, crop, crop)
     float32."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
     with torch.inference_mode():
-        return preprocess_tensor(x, p).numpy()
+        return preprocess_tensor(as_tensor(images), p).numpy()
 
 
 def normalize(images: np.ndarray, p: Preprocessing) -> np.ndarray:
     """numpy entry point of :func:`normalize_tensor`: (N, 3, 64, 64) float32."""
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     with torch.inference_mode():
-        return normalize_tensor(x, p).numpy()
+        return normalize_tensor(as_tensor(images), p).numpy()

@@ -231,7 +231,8 @@ def _stream(cfg: ScoreConfig, info, model_url: str, todo: list[Unit], survey: Su
     """Score ``todo`` through Ray Data into ``collector``; returns the resources used."""
     runtime.ensure_ray()
     blocks, task_rows = _read_plan(todo, cfg.rows_per_unit)
-    rate = read_rate(todo[0]) if runtime.cluster_gpus() >= 1 else None
+    rate = read_rate(max(todo[:8], key=lambda u: u.rows)) if runtime.cluster_gpus() >= 1 \
+        else None
     res = resources(cfg, blocks=blocks, read_rate=rate)
     if rate:
         res["read_rate_per_task"] = round(rate, 1)

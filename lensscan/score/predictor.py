@@ -12,13 +12,14 @@ and the scores equal those of the numpy preprocessing that served before (tested
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 
 import numpy as np
 import torch
 
-from lensscan.data.preprocess import Preprocessing, finite_rows, preprocess_tensor
+from lensscan.data.preprocess import Preprocessing, as_tensor, finite_rows, preprocess_tensor
 from lensscan.io.checks import flag_non_finite, ok_mask
 from lensscan.modelcard import load_model
 
@@ -142,12 +143,14 @@ class EnsemblePredictor:
     def scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ensemble and member probabilities, (M,) and (M, K), and which rows' model input was
         finite (M,), of a batch of cutouts (raw, or model input without ``preprocessing``)."""
+        if images.dtype not in (np.float32, np.float16):  # native float32/16 travel as they are
+            images = images.astype(np.float32)
         with torch.inference_mode():
             if self.cuda:
                 return self._scores_cuda(images)
             with warnings.catch_warnings():  # Ray's batches are read-only; nothing writes them
                 warnings.simplefilter("ignore", UserWarning)
-                x = torch.from_numpy(images)
+                x = as_tensor(images)
             s, m, f = self._forward(x)
             return s.numpy(), m.numpy(), f.numpy()
 
@@ -157,8 +160,9 @@ class EnsemblePredictor:
         finite = finite_rows(y)
         y = torch.where(finite[:, None, None, None], y, 0.0)
         y = y.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
-                            enabled=self.amp is not None):
+        amp = contextlib.nullcontext() if self.amp is None else torch.autocast(
+            self.device.type, dtype=self.amp)
+        with amp:
             s, m = self.model(y)  # (N,), (N, M)
         return s.float(), m.float(), finite
 
