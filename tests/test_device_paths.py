@@ -209,6 +209,31 @@ def test_float16_shards_are_read_as_float16(tmp_path):
     assert block["image"].dtype == np.float32
 
 
+def test_float16_plain_pages_are_copied_as_they_are(tmp_path):
+    """A float16 image column written PLAIN without a dictionary (as lensscan's bench writes it)
+    is copied out of its pages, like float32; the same rows and statuses as pyarrow's decoding,
+    NaN, infinity and all-zero rows found on the half floats' bits."""
+    import pyarrow.parquet as pq
+
+    from lensscan.bench.data import write_survey
+    from lensscan.io import plainpages
+    from lensscan.io.parquet import decode_images, read_parquet
+
+    write_survey(str(tmp_path), 300, half=True)
+    (url,) = [str(p) for p in tmp_path.iterdir()]
+    pf = pq.ParquetFile(url)
+    assert plainpages.plan(pf, [0]) is not None
+    fast = read_parquet(url, half=True)
+    slow, _ = decode_images(url, pf.read(columns=["image"]).column("image"), half=True)
+    assert fast["image"].dtype == np.float16
+    np.testing.assert_array_equal(fast["image"], slow)
+    np.testing.assert_array_equal(read_parquet(url)["image"], slow.astype(np.float32))
+    images = slow[:6].copy()
+    images[1, 0, 0, 0], images[2, 1, 2, 3], images[3], images[4] = np.nan, -np.inf, 0.0, -0.0
+    assert list(row_status(images, np.arange(6))) == list(
+        row_status(images.astype(np.float32), np.arange(6)))
+
+
 def test_first_unit_is_cut_small_and_read_in_its_row_group(tmp_path):
     b = make_batch(300, seed=9)
     write_parquet(str(tmp_path / "a.parquet"), b, row_group_size=200)

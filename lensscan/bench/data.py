@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from lensscan.io import storage
 from lensscan.io.parquet import write_parquet
 
 
@@ -49,8 +50,11 @@ def _write_half(url: str, batch: dict) -> None:
         pa.array(batch["image"].astype(np.float16).reshape(-1)), 3 * 64 * 64)
     table = pa.table({"object_id": batch["object_id"], "ra": batch["ra"], "dec": batch["dec"],
                       "image": image})
-    pq.write_table(table, url, row_group_size=1024, compression={
-        c: "none" if c == "image" else "zstd" for c in table.column_names})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=1024, compression={
+        c: "none" if c == "image" else "zstd" for c in table.column_names},
+        use_dictionary=[c for c in table.column_names if c != "image"])
+    storage.write_bytes_atomic(url, sink.getvalue().to_pybytes())
 
 
 def s3_endpoint() -> subprocess.Popen | None:

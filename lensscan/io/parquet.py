@@ -243,6 +243,8 @@ def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
     images = None
     if columns is None or "image" in columns:
         images = _plain_images(url, pf, groups, span)
+        if images is not None and images.dtype != np.float32 and not half:
+            images = images.astype(np.float32)
         if images is not None:
             columns = [c for c in (columns or info.columns) if c != "image"]
     try:
