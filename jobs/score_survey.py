@@ -35,8 +35,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     a = parse()
-    argv = ["score", a.input, a.output, "--model", a.model, "--batch-size", str(a.batch_size),
-            "--rows-per-unit", str(a.rows_per_unit)]
+    argv = ["score", a.input, a.output, "--model", a.model, "--rows-per-unit",
+            str(a.rows_per_unit), "--precision", a.precision]
+    if a.batch_size is not None:
+        argv += ["--batch-size", str(a.batch_size)]
     if a.threshold is not None:
         argv += ["--threshold", str(a.threshold)]
     if a.top is not None:
@@ -51,4 +53,6 @@ if __name__ == "__main__":
         argv += ["--overwrite"]
     if a.tta:
         argv += ["--tta"]
+    if a.compile:
+        argv += ["--compile"]
     sys.exit(main(argv))

@@ -68,7 +68,7 @@ def _train(a) -> None:
                       storage=a.storage, max_rows=a.max_rows, name=a.name,
                       patience=a.patience, init=a.init, precision=a.precision,
                       exclude=a.exclude or [], labels=a.labels or [], grade_c=a.grade_c,
-                      keep_labels=a.keep_labels)
+                      keep_labels=a.keep_labels, lr_batch=a.lr_batch)
     card = train(cfg)
     if "grades" in card["training"]:
         from lensscan.data.grades import describe
@@ -95,7 +95,7 @@ def _score(a) -> None:
                       top=a.top, batch_size=a.batch_size, actors=a.actors,
                       rows_per_unit=a.rows_per_unit, read_tasks=a.read_tasks,
                       object_store_mb=a.object_store_mb, overwrite=a.overwrite,
-                      tta=a.tta)
+                      tta=a.tta, precision=a.precision, compile=a.compile)
     m = score_survey(cfg)
     bad = m["unreadable_shards"]
     for e in bad[:5]:
@@ -143,7 +143,7 @@ def _bench(a) -> None:
         print(json.dumps(read_speed(a.n, tempfile.mkdtemp(prefix="lensscan-read-"), a.cold)))
         return
     res = run_bench(n=a.n, model=a.model, batch=a.batch_size, plain_n=a.plain_n, s3=not a.no_s3,
-                    scaling=a.scaling)
+                    scaling=a.scaling, pairs=a.pairs, cold=not a.no_cold_start)
     print(json.dumps(res) if a.json else report(res))
 
 
@@ -153,7 +153,8 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--threshold", type=float, help="candidate score cut (default: model's)")
     cut.add_argument("--top", type=int, help="keep the N best as candidates")
-    p.add_argument("--batch-size", type=int, default=512, help="cutouts per model call")
+    p.add_argument("--batch-size", type=int,
+                   help="cutouts per model call (default: 512 on CPU, 8192 on a GPU)")
     p.add_argument("--actors", type=int,
                    help="scoring actors (default: one per GPU, else one per CPU, at most 8)")
     p.add_argument("--rows-per-unit", type=int, default=2048,
@@ -166,6 +167,11 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average every member over the 8 flips and "
                         "rotations of each cutout (8x the model's cost)")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                   help="autocast of the model: auto is fp16 on GPUs and fp32 on CPU")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the ensemble on GPU actors (compiled once per node and "
+                        "cached; pays on long runs, when the GPU is the bottleneck)")
     p.add_argument("--overwrite", action="store_true",
                    help="the output holds another run (other input, model or cut): clear it and "
                         "score anew instead of refusing")
@@ -183,6 +189,10 @@ def _add_train(sub) -> None:
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr-batch", type=int, metavar="B",
+                   help="the batch size --lr is tuned for: the peak learning rate is scaled by "
+                        "sqrt(batch-size / B) (larger GPU batches, e.g. --batch-size 512 "
+                        "--lr-batch 128)")
     p.add_argument("--loss", choices=["focal", "bce"], default="focal")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
@@ -282,8 +292,14 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="throughput and memory of scoring, printed as ratios")
     p.add_argument("--n", type=int, default=20000, help="cutouts to score")
     p.add_argument("--model", default="default")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int,
+                   help="cutouts per model call (default: 512 on CPU, 8192 on a GPU)")
     p.add_argument("--plain-n", type=int, default=2000, help="files for the plain loop")
+    p.add_argument("--pairs", type=int, default=3,
+                   help="rounds of model-only and pipeline runs in alternation (ratios: median "
+                        "and range)")
+    p.add_argument("--no-cold-start", action="store_true",
+                   help="skip the first run in a fresh process (Ray start included)")
     p.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) pipeline run")
     p.add_argument("--scaling", action="store_true", help="also score 10x more cutouts")
     p.add_argument("--json", action="store_true", help="one JSON object")

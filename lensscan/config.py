@@ -29,6 +29,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # default: one pass over the training rows
     batch_size: int = 128  # per worker
     lr: float = 2e-3  # AdamW peak learning rate (one-cycle schedule)
+    lr_batch: int | None = None  # batch size `lr` is tuned for: peak lr * sqrt(batch / lr_batch)
     weight_decay: float = 5e-4  # AdamW weight decay
     loss: str = "focal"  # "focal" or "bce" (class-weighted)
     focal_gamma: float = 2.0  # focusing parameter of the focal loss
@@ -79,7 +80,7 @@ class ScoreConfig:
     model: str = "default"  # model folder URL or "default" (bundled ensemble)
     threshold: float | None = None  # candidate cut; default: the model's operating threshold
     top: int | None = None  # keep the N best as candidates instead of a threshold
-    batch_size: int = 512  # cutouts per model call
+    batch_size: int | None = None  # cutouts per model call; default 512 on CPU, 8192 on a GPU
     rows_per_unit: int = 2048  # rows per work unit (commit granularity)
     actors: int | None = None  # scoring actors; default: one per GPU, else one per CPU (<= 8)
     gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
@@ -89,6 +90,8 @@ class ScoreConfig:
     object_store_mb: float | None = None  # object store for blocks in flight; default: sized
     overwrite: bool = False  # clear an output that holds another run instead of refusing
     tta: bool = False  # average every member over the 8 flips and rotations (8x the model cost)
+    precision: str = "auto"  # autocast: "auto" (fp16 on GPUs, fp32 on CPU), fp32, fp16, bf16
+    compile: bool = False  # torch.compile the ensemble on GPU actors (pays on long runs only)
     progress: bool = True  # print progress while running
 
     def to_dict(self) -> dict[str, Any]:

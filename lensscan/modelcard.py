@@ -3,6 +3,9 @@
 A *member* folder holds ``card.json`` and ``model.safetensors``. An *ensemble* folder holds its
 own ``card.json`` (member names and weights, bias, threshold, metrics) and one sub-folder per
 member. ``--model default`` is the ensemble shipped in ``lensscan/assets/default_model``.
+
+Reading cards and checking weights (:func:`model_info`) needs no torch: a scoring driver never
+imports it (seconds of start-up); torch is imported where modules are built.
 """
 
 from __future__ import annotations
@@ -11,19 +14,17 @@ import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from lensscan import __version__
 from lensscan.errors import ModelError
 from lensscan.io import storage
-from lensscan.models import create_model
-from lensscan.models.ensemble import Ensemble
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from lensscan.models.ensemble import Ensemble
 
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
@@ -60,6 +61,8 @@ def read_card(url: str) -> dict[str, Any]:
 
 def save_member(url: str, model: nn.Module, card: dict[str, Any], half: bool = True) -> dict:
     """Write a member folder: weights (float16 when ``half``) and the card with their checksum."""
+    from safetensors.torch import save as st_save
+
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -72,9 +75,8 @@ def save_member(url: str, model: nn.Module, card: dict[str, Any], half: bool = T
     return card
 
 
-def load_member(url: str, card: dict | None = None) -> tuple[nn.Module, dict]:
-    """Build the architecture named in the card and load its checked weights (float32, eval)."""
-    card = card or read_card(url)
+def _checked_weights(url: str, card: dict) -> tuple[str, bytes]:
+    """A member's weights URL and bytes, checked against the card's checksum."""
     if card.get("kind") != "member":
         raise ModelError(f"{url}: card kind is {card.get('kind')!r}, expected 'member'")
     wmeta = card.get("weights", {})
@@ -87,6 +89,18 @@ def load_member(url: str, card: dict | None = None) -> tuple[nn.Module, dict]:
     if wmeta.get("sha256") != digest:
         raise ModelError(f"{wurl}: checksum mismatch (card says {wmeta.get('sha256')}, file is "
                          f"{digest}): the weights were modified or belong to another model")
+    return wurl, blob
+
+
+def load_member(url: str, card: dict | None = None) -> tuple[nn.Module, dict]:
+    """Build the architecture named in the card and load its checked weights (float32, eval)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    from lensscan.models import create_model
+
+    card = card or read_card(url)
+    wurl, blob = _checked_weights(url, card)
     try:
         state = st_load(blob)
     except (SafetensorError, ValueError) as exc:
@@ -113,6 +127,60 @@ def save_ensemble(url: str, card: dict[str, Any]) -> dict:
 
 
 @dataclass
+class ModelInfo:
+    """What a model folder's cards say, with every member's weights checked against its card,
+    without building the model (no torch)."""
+
+    card: dict[str, Any]
+    member_names: list[str]
+    checksum: str  # equal to LoadedModel.checksum of the same folder
+
+    @property
+    def preprocessing(self) -> dict:
+        return self.card["preprocessing"]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card.get("threshold", 0.5))
+
+
+def _members(url: str, card: dict) -> list[tuple[str, str, dict]]:
+    """(name, URL, card) of every member of a member or ensemble folder, checked to share the
+    ensemble's preprocessing."""
+    if card.get("kind") == "member":
+        return [(card.get("name", "model"), url, card)]
+    if card.get("kind") != "ensemble":
+        raise ModelError(f"{url}: card kind {card.get('kind')!r} is neither member nor ensemble")
+    out = []
+    for m in card["members"]:
+        murl = storage.join(url, m["path"])
+        mcard = read_card(murl)
+        if mcard.get("preprocessing") != card.get("preprocessing"):
+            raise ModelError(f"{url}: member {m['name']!r} uses other preprocessing than the "
+                             "ensemble card")
+        out.append((m["name"], murl, mcard))
+    return out
+
+
+def _checksum(card: dict, members: list[tuple[str, str, dict]]) -> str:
+    digest = hashlib.sha256(json.dumps(card, sort_keys=True).encode())
+    if card.get("kind") == "ensemble":
+        for _, _, mcard in members:
+            digest.update(mcard["weights"]["sha256"].encode())
+    return digest.hexdigest()
+
+
+def model_info(url: str = "default") -> ModelInfo:
+    """Read and check a model folder (cards, every weights file's checksum) without torch."""
+    url = resolve(url)
+    card = read_card(url)
+    members = _members(url, card)
+    for _, murl, mcard in members:
+        _checked_weights(murl, mcard)
+    return ModelInfo(card, [name for name, _, _ in members], _checksum(card, members))
+
+
+@dataclass
 class LoadedModel:
     """A ready-to-run ensemble (a single member is wrapped as a one-member ensemble)."""
 
@@ -132,39 +200,33 @@ class LoadedModel:
 
 def load_model(url: str = "default") -> LoadedModel:
     """Load a member or ensemble folder from any storage URL as an :class:`Ensemble`."""
+    from lensscan.models.ensemble import Ensemble
+
     url = resolve(url)
     card = read_card(url)
-    digest = hashlib.sha256(json.dumps(card, sort_keys=True).encode())
+    members = _members(url, card)
+    modules = [load_member(murl, mcard)[0] for _, murl, mcard in members]
     if card.get("kind") == "member":
-        model, _ = load_member(url, card)
-        names = [card.get("name", "model")]
-        ens = Ensemble([model], [1.0], 0.0)
-    elif card.get("kind") == "ensemble":
-        members, names, pre = [], [], card.get("preprocessing")
-        for m in card["members"]:
-            model, mcard = load_member(storage.join(url, m["path"]))
-            if mcard.get("preprocessing") != pre:
-                raise ModelError(f"{url}: member {m['name']!r} uses other preprocessing than the "
-                                 "ensemble card")
-            members.append(model)
-            names.append(m["name"])
-            digest.update(mcard["weights"]["sha256"].encode())
-        ens = Ensemble(members, [float(m["weight"]) for m in card["members"]],
-                       float(card.get("bias", 0.0)))
+        ens = Ensemble(modules, [1.0], 0.0)
     else:
-        raise ModelError(f"{url}: card kind {card.get('kind')!r} is neither member nor ensemble")
-    return LoadedModel(ens.eval(), card, names, digest.hexdigest())
+        ens = Ensemble(modules, [float(m["weight"]) for m in card["members"]],
+                       float(card.get("bias", 0.0)))
+    return LoadedModel(ens.eval(), card, [n for n, _, _ in members], _checksum(card, members))
 
 
 def state_to_bytes(state: dict[str, torch.Tensor]) -> bytes:
     """Serialise tensors with safetensors (no pickle)."""
+    from safetensors.torch import save as st_save
+
     return st_save({k: v.detach().cpu().contiguous() for k, v in state.items()})
 
 
 def bytes_to_state(blob: bytes) -> dict[str, torch.Tensor]:
     """Inverse of :func:`state_to_bytes`."""
+    from safetensors.torch import load as st_load
+
     return st_load(blob)
 
 
-__all__ = ["LoadedModel", "load_model", "load_member", "save_member", "save_ensemble",
-           "read_card", "resolve", "default_model_url"]
+__all__ = ["LoadedModel", "ModelInfo", "model_info", "load_model", "load_member", "save_member",
+           "save_ensemble", "read_card", "resolve", "default_model_url"]

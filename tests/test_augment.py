@@ -46,3 +46,50 @@ def test_all_augmentations_keep_shape_and_mean_flux(seed):
     y = augment(x, Augment(), torch.Generator().manual_seed(seed))
     assert y.shape == x.shape and torch.isfinite(y).all()
     assert float(y.mean()) == pytest.approx(float(x.mean()), rel=0.03)
+
+
+def _d4_by_selection(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The D4 of the CPU-only version: the same draws, applied one transform at a time."""
+    k = torch.randint(0, 4, (x.shape[0],), generator=gen)
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    out = torch.empty_like(x)
+    for r in range(4):
+        for f in (False, True):
+            idx = ((k == r) & (flip == f)).nonzero(as_tuple=True)[0]
+            y = x[idx].flip(-1) if f else x[idx]
+            out[idx] = torch.rot90(y, r, dims=(-2, -1))
+    return out
+
+
+def test_d4_gather_is_the_per_transform_d4():
+    """One gather (no host sync on a GPU) gives what the per-transform selection gave."""
+    x = torch.randn(64, 3, 12, 12)
+    for seed in range(3):
+        got = d4(x, torch.Generator().manual_seed(seed))
+        assert torch.equal(got, _d4_by_selection(x, torch.Generator().manual_seed(seed)))
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_augmentation_statistics_equal_on_every_device(device):
+    """augment() on a device, drawing from a generator on that device, gives the statistics of
+    the CPU draws (another stream of the same distributions)."""
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(0, 1, (4096, 3, 24, 24)).astype(np.float32))
+    x[:, :, 10:14, 10:14] += 20.0  # a bright core: the blur and flux jitter show in it
+    ref = augment(x, Augment(), torch.Generator().manual_seed(0))
+    gen = torch.Generator(device=device).manual_seed(1)
+    got = augment(x.to(device), Augment(), gen)
+    assert got.device.type == device
+    got = got.cpu()
+    assert float(got.mean()) == pytest.approx(float(ref.mean()), abs=0.01)
+    assert float(got.std()) == pytest.approx(float(ref.std()), rel=0.01)
+    q = torch.tensor([0.001, 0.1, 0.5, 0.9, 0.999])
+    sample = torch.randperm(ref.numel(), generator=torch.Generator().manual_seed(2))[:200_000]
+    np.testing.assert_allclose(torch.quantile(got.flatten()[sample], q),
+                               torch.quantile(ref.flatten()[sample], q), rtol=0.05, atol=0.02)
+    peak = (got.amax(dim=(2, 3)), ref.amax(dim=(2, 3)))  # flux and PSF jitter of the core
+    assert float(peak[0].mean()) == pytest.approx(float(peak[1].mean()), rel=0.01)
+    assert float(peak[0].std()) == pytest.approx(float(peak[1].std()), rel=0.05)

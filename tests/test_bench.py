@@ -9,20 +9,32 @@ import pytest
 from lensscan.cli import main
 
 KEYS = {"model_only", "plain_loop", "pipeline_local", "pipeline_s3", "peak_pss_mb", "peak_rss_mb",
-        "flops_per_cutout", "model_gflops", "matmul_gflops", "scaling"}
+        "flops_per_cutout", "model_gflops", "matmul_gflops", "scaling", "cold_start",
+        "pipeline_local_startup_s", "pipeline_local_over_model_only"}
 
 
 @pytest.mark.slow
 def test_bench_json_keys(ray_local, tiny_model, capsys):
     assert main(["bench", "--n", "300", "--plain-n", "30", "--model", tiny_model, "--scaling",
-                 "--json", "--batch-size", "128"]) == 0
+                 "--json", "--batch-size", "128", "--pairs", "2"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(res) >= KEYS
-    assert all(res[k] > 0 for k in KEYS - {"scaling"})
+    assert all(res[k] > 0 for k in KEYS - {"scaling", "cold_start"})
     assert [row["n"] for row in res["scaling"]] == [300, 3000]
     assert all(row["peak_pss_mb"] > 0 and row["cutouts_s"] > 0 for row in res["scaling"])
-    assert res["pipeline_local_over_model_only"] == pytest.approx(
-        res["pipeline_local"] / res["model_only"])
+    # model-only and the pipelines in alternation: a c a d a c a d a
+    assert res["pairs"] == 2 and len(res["model_only_runs"]) == 5
+    for kind in ("local", "s3"):
+        runs = res[f"pipeline_{kind}_runs"]
+        assert len(runs) == 2 and all(r["startup_s"] > 0 for r in runs)
+        ratios = sorted(r["rate"] / r["model_only"] for r in runs)
+        lo, hi = res[f"pipeline_{kind}_over_model_only_range"]
+        assert (lo, hi) == pytest.approx((ratios[0], ratios[-1]))
+        assert lo <= res[f"pipeline_{kind}_over_model_only"] <= hi
+        assert res[f"pipeline_{kind}_startup_s"] > 0
+    cold = res["cold_start"]  # a fresh process with its own Ray: start-up counted
+    assert 0 < cold["first_commit_s"] < cold["wall_s"] and cold["startup"]["ray_s"] > 0
+    assert res["device"] == "cpu" and "gpu" not in res
 
 
 def test_read_speed_reports_both_numbers(capsys):

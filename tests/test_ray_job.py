@@ -82,6 +82,8 @@ def test_ray_job_submit_scores_on_gpu_actor(ray_head, tiny_model, tmp_path):
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["counts"]["rows_scored"] == 240 and manifest["counts"]["rows_read"] == 240
     assert manifest["resources"]["gpus_per_actor"] == 1.0  # scheduled on the (fake) GPU
+    # the actor took the GPU Ray gave it (GPU 0); torch has no CUDA here, so it scored on CPU
+    assert manifest["resources"]["devices"] == {"cpu (Ray GPU 0)": 240}
     assert "scored 240 of 240 rows" in r.stdout
 
 

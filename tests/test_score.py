@@ -107,8 +107,11 @@ def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_pa
     # 2 CPUs: two single-threaded CPU actors; reads capped at what the actors leave
     # and the blocks in flight get a bounded share of the object store (tiny blocks: the floor)
     assert manifest["resources"] == {"actors": 2, "gpus_per_actor": 0.0, "cpus_per_actor": 0.75,
-                                     "threads": 1, "read_tasks": 2,
-                                     "object_store_bytes": MIN_STORE_MB * 2**20}
+                                     "threads": 1, "read_tasks": 2, "batch_size": 64,
+                                     "row_bytes": 3 * 64 * 64 * 4,
+                                     "object_store_bytes": MIN_STORE_MB * 2**20,
+                                     "devices": {"cpu": 450}}
+    assert set(manifest["startup"]) >= {"list_s", "ray_s", "plan_s"}
 
 
 def test_tta_scores_are_the_mean_over_views_and_another_run(ray_local, tiny_model, tmp_path):
@@ -139,20 +142,24 @@ def test_tta_scores_are_the_mean_over_views_and_another_run(ray_local, tiny_mode
 
 
 def test_object_store_budget_sized_from_blocks_and_applied(ray_local):
-    res = {"actors": 2, "read_tasks": 2}
-    pre = {"crop": 48}
-    block = 2048 * 3 * 48 * 48 * 4  # a read task's float32 output
+    res = {"actors": 2, "read_tasks": 2, "gpus_per_actor": 0.0, "batch_size": 512}
+    row = 3 * 64 * 64 * 4  # a decoded float32 cutout: the read tasks only decode
+    block = 2048 * row
     cfg = ScoreConfig(input="x", output="y")
     # one block per read task, two per actor, two spare
-    assert store_budget(cfg, res, 2048, pre) == 8 * block
-    assert store_budget(cfg, res, 16, pre) == MIN_STORE_MB * 2**20
+    assert store_budget(cfg, res, 2048, row) == 8 * block
+    assert store_budget(cfg, res, 16, row) == MIN_STORE_MB * 2**20
     assert store_budget(ScoreConfig(input="x", output="y", object_store_mb=300), res, 2048,
-                        pre) == 300 * 2**20
+                        row) == 300 * 2**20
+    # a GPU actor holds the batches queued at it (four of 8192 float16 cutouts here)
+    gpu = {"actors": 1, "read_tasks": 15, "gpus_per_actor": 1.0, "batch_size": 8192}
+    assert store_budget(cfg, gpu, 2048, row // 2) == (17 * 2048 + 4 * 8192) * (row // 2)
     units = [Unit(url="a.parquet", fmt="parquet", start=0, stop=2048)]
-    res = {**res, "gpus_per_actor": 0.0, "cpus_per_actor": 0.75, "threads": 1,
+    res = {**res, "cpus_per_actor": 0.75, "threads": 1, "row_bytes": row,
            "object_store_bytes": 123 * 2**20}
     ds = build_dataset(units, cfg, Preprocessing().to_dict(), "unused", res)
     assert ds.context.execution_options.resource_limits.object_store_memory == 123 * 2**20
+    assert ds.context.target_max_block_size == 512 * row  # a read block is one actor batch
 
 
 def test_small_survey_gets_no_more_actors_than_read_tasks(ray_local):
@@ -161,7 +168,8 @@ def test_small_survey_gets_no_more_actors_than_read_tasks(ray_local):
     cfg = ScoreConfig(input="x", output="y")
     assert resources(cfg)["actors"] == 2
     assert resources(cfg, blocks=1) == {"actors": 1, "gpus_per_actor": 0.0,
-                                        "cpus_per_actor": 1.5, "threads": 2, "read_tasks": 1}
+                                        "cpus_per_actor": 1.5, "threads": 2, "read_tasks": 1,
+                                        "batch_size": 512}
     assert resources(cfg, blocks=3)["actors"] == 2
 
 
@@ -308,7 +316,7 @@ def test_killed_actor_is_replaced_and_rows_stay_once(ray_local, tiny_model, tmp_
         t0 = time.time()
         while time.time() - t0 < 120 and not killed:
             for a in state.actors().values():
-                if "EnsemblePredictor" in a["ActorClassName"] and a["State"] == "ALIVE" and \
+                if "ScoringActor" in a["ActorClassName"] and a["State"] == "ALIVE" and \
                         a.get("Pid") and os.path.isdir(os.path.join(out, "scores")):
                     os.kill(a["Pid"], signal.SIGKILL)
                     killed.append(a["Pid"])
@@ -324,3 +332,20 @@ def test_killed_actor_is_replaced_and_rows_stay_once(ray_local, tiny_model, tmp_
     df = _read_scores(out)
     assert len(df) == 1200 and not df.duplicated(["shard", "row"]).any()
     assert m["counts"]["rows_scored"] == 1200
+
+
+def test_gpu_reads_sized_from_measured_rates():
+    """A GPU run gets as many concurrent reads as the GPUs can take at the measured decode rate
+    of a read task, at most one per CPU the actors leave, and GPU-sized batches."""
+    from lensscan.score.pipeline import GPU_ACTOR_RATE, GPU_BATCH
+
+    cfg = ScoreConfig(input="x", output="y")
+    res = resources(cfg, read_rate=GPU_ACTOR_RATE / 4, cpus=16, gpus=1)
+    assert (res["actors"], res["gpus_per_actor"], res["read_tasks"]) == (1, 1.0, 4)
+    assert res["batch_size"] == GPU_BATCH
+    assert resources(cfg, read_rate=GPU_ACTOR_RATE / 40, cpus=16, gpus=1)["read_tasks"] == 15
+    assert resources(cfg, read_rate=GPU_ACTOR_RATE / 40, cpus=16, gpus=2)["read_tasks"] == 14
+    assert resources(cfg, read_rate=1e9, cpus=16, gpus=2)["read_tasks"] == 1
+    res = resources(ScoreConfig(input="x", output="y", read_tasks=3, batch_size=100),
+                    read_rate=1.0, cpus=16, gpus=1)
+    assert (res["read_tasks"], res["batch_size"]) == (3, 100)

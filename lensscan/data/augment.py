@@ -1,4 +1,9 @@
-"""Training augmentations on normalised images (torch): D4, noise, PSF, flux and colour jitter."""
+"""Training augmentations on normalised images (torch): D4, noise, PSF, flux and colour jitter.
+
+Every function runs on the device its input is on, drawing from a generator on that device (a
+GPU trains without a host round trip); on CPU the draws and the arithmetic are those of the
+CPU-only version before, so CPU training is unchanged.
+"""
 
 from __future__ import annotations
 
@@ -22,21 +27,25 @@ class Augment:
         return asdict(self)
 
 
+def d4_maps(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+    """Pixel permutations of the 8 dihedral transforms of an (h, w) image, (8, h*w): map
+    ``2 * k + flip`` is ``rot90(flip(x) if flip else x, k)``, flattened."""
+    grid = torch.arange(h * w, device=device).reshape(h, w)
+    return torch.stack([torch.rot90(g, k, dims=(0, 1)).reshape(-1)
+                        for k in range(4) for g in (grid, grid.flip(-1))])
+
+
 def d4(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Apply one of the 8 dihedral transforms per sample. x: (N, C, H, W), square."""
-    k = torch.randint(0, 4, (x.shape[0],), generator=gen)
-    flip = torch.rand(x.shape[0], generator=gen) < 0.5
-    out = torch.empty_like(x)
-    for r in range(4):
-        for f in (False, True):
-            idx = ((k == r) & (flip == f)).nonzero(as_tuple=True)[0]
-            if idx.numel() == 0:
-                continue
-            y = x[idx]
-            if f:
-                y = y.flip(-1)
-            out[idx] = torch.rot90(y, r, dims=(-2, -1))
-    return out
+    """Apply one of the 8 dihedral transforms per sample. x: (N, C, H, W), square.
+
+    One gather through the drawn permutation (no per-transform selection, which needs the
+    host to look at the draws: a sync per batch on a GPU)."""
+    n, c, h, w = x.shape
+    k = torch.randint(0, 4, (n,), generator=gen, device=x.device)
+    flip = torch.rand(n, generator=gen, device=x.device) < 0.5
+    perm = d4_maps(h, w, x.device)[2 * k + flip.long()]  # (N, H*W)
+    out = x.reshape(n, c, h * w).gather(2, perm[:, None, :].expand(n, c, h * w))
+    return out.reshape(n, c, h, w)
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -57,20 +66,21 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 def augment(x: torch.Tensor, a: Augment, gen: torch.Generator | None = None) -> torch.Tensor:
     """Augment a batch of normalised images (N, 3, H, W) in sky-sigma units."""
-    n = x.shape[0]
+    n, dev = x.shape[0], x.device
     if a.flux_jitter > 0:
-        scale = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * a.flux_jitter
+        scale = 1 + (torch.rand(n, 1, 1, 1, generator=gen, device=dev) * 2 - 1) * a.flux_jitter
         x = x * scale
     if a.colour_jitter > 0:
-        mag = (torch.rand(n, x.shape[1], 1, 1, generator=gen) * 2 - 1) * a.colour_jitter
+        mag = (torch.rand(n, x.shape[1], 1, 1, generator=gen, device=dev) * 2 - 1) \
+            * a.colour_jitter
         x = x * 10 ** (-0.4 * mag)
     if a.psf_jitter > 0 or a.band_psf_jitter > 0:
-        common = torch.rand(n, 1, generator=gen) * a.psf_jitter
-        band = torch.rand(n, x.shape[1], generator=gen) * a.band_psf_jitter
+        common = torch.rand(n, 1, generator=gen, device=dev) * a.psf_jitter
+        band = torch.rand(n, x.shape[1], generator=gen, device=dev) * a.band_psf_jitter
         x = _blur(x, torch.sqrt(common**2 + band**2))
     if a.noise_jitter > 0:
-        amp = torch.rand(n, 1, 1, 1, generator=gen) * a.noise_jitter
-        x = x + amp * torch.randn(x.shape, generator=gen)
+        amp = torch.rand(n, 1, 1, 1, generator=gen, device=dev) * a.noise_jitter
+        x = x + amp * torch.randn(x.shape, generator=gen, device=dev)
     if a.d4:
         x = d4(x, gen)
     return x

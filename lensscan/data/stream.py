@@ -1,8 +1,9 @@
-"""Ray Data streams of cutouts: plan units of every shard, read and preprocess them in CPU tasks.
+"""Ray Data streams of cutouts: plan units of every shard, read them in CPU tasks.
 
 Training and scoring share this read stage: a dataset of *units* (row ranges of shards, see
 :mod:`lensscan.io.shards`) is mapped by :class:`ReadUnits` into batches of rows carrying
-provenance (``shard``, ``row``), a ``status`` and the preprocessed image.
+provenance (``shard``, ``row``), a ``status`` and the image: as decoded (scoring: the actor
+preprocesses on its device), normalised (training) or preprocessed (evaluation).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lensscan.data.preprocess import Preprocessing, normalize, preprocess
 from lensscan.errors import ShardError, StorageError
 from lensscan.io import storage
-from lensscan.io.checks import OK, UNREADABLE, id_is_null
+from lensscan.io.checks import UNREADABLE, flag_non_finite, id_is_null
 from lensscan.io.shards import Unit, plan_units, read_unit
 from lensscan.io.storage import Stamp
 
@@ -37,16 +37,18 @@ class SurveyPlan:
         return len({u.id_kind for u in self.units}) > 1
 
 
-def plan_survey(url: str, rows_per_unit: int = 2048, threads: int = 8) -> SurveyPlan:
-    """List the shards under ``url`` and split them into units (footers/headers read in
-    threads); shards that cannot be used are returned as errors, storage failures raise.
+def plan_survey(url: str, rows_per_unit: int = 2048, threads: int = 8,
+                stamps: dict[str, Stamp] | None = None) -> SurveyPlan:
+    """List the shards under ``url`` (unless ``stamps`` is that listing) and split them into
+    units (footers/headers read in threads); shards that cannot be used are returned as errors,
+    storage failures raise.
 
     Raises
     ------
     StorageError
         When the listing or a footer read fails for reasons of the storage, not the file.
     """
-    stamps = storage.shard_stamps(url)
+    stamps = storage.shard_stamps(url) if stamps is None else stamps
     units: list[Unit] = []
     errors: list[ShardError] = []
 
@@ -59,6 +61,8 @@ def plan_survey(url: str, rows_per_unit: int = 2048, threads: int = 8) -> Survey
         except ShardError as err:
             return err
 
+    if not stamps:
+        return SurveyPlan(units, errors, stamps)
     with ThreadPoolExecutor(max(1, min(threads, len(stamps)))) as pool:
         for result in pool.map(one, list(stamps)):
             if isinstance(result, ShardError):
@@ -87,20 +91,32 @@ def units_to_items(units: list[Unit]) -> list[dict]:
     return [u.to_dict() for u in units]
 
 
+#: Stages of :class:`ReadUnits`: what its ``image`` column holds.
+STAGES = ("raw", "normalized", "model")
+
+
 class ReadUnits:
-    """Ray Data map_batches function: unit descriptors -> rows with preprocessed images.
+    """Ray Data map_batches function: unit descriptors -> rows with their images.
 
     Parameters
     ----------
     preprocessing : dict
-        The model card's preprocessing (see :class:`Preprocessing`).
-    stage : {"model", "normalized"}
-        ``"model"`` gives the model input (cropped, stretched); ``"normalized"`` stops before
-        the stretch (training augments there) and stores float16 to halve memory.
+        The model card's preprocessing (see :class:`lensscan.data.preprocess.Preprocessing`).
+    stage : {"raw", "normalized", "model"}
+        ``"raw"`` decodes only (scoring: the actor preprocesses on its device; this task needs
+        no torch), float32 ``(N, 3, 64, 64)``, or float16 as stored with ``half``;
+        ``"normalized"`` stops before the stretch (training augments there) and stores float16
+        to halve memory; ``"model"`` gives the model input (cropped, stretched).
     keep : tuple of str
         Extra input columns to carry (e.g. ``label``, ``kind``).
     ids_as_strings : bool
         Carry every object id as a string (surveys mixing integer and string ids).
+    half : bool
+        ``"raw"`` stage: images stay float16 (a run whose shards all store float16: half the
+        bytes to move); otherwise float32.
+    block_rows : int, optional
+        Yield a unit's rows in blocks of at most this many (the actors' batch size), so that
+        the first unit is scored by every actor at once, not by one: it is committed sooner.
 
     Object ids travel as int64 or as strings (None when null): Ray Data turns an integer
     column with nulls into float64, so a null integer id travels as 0 and its row's status
@@ -110,34 +126,52 @@ class ReadUnits:
     """
 
     def __init__(self, preprocessing: dict, stage: str = "model",
-                 keep: tuple[str, ...] = (), ids_as_strings: bool = False) -> None:
-        self.p = Preprocessing.from_dict(preprocessing)
+                 keep: tuple[str, ...] = (), ids_as_strings: bool = False, half: bool = False,
+                 block_rows: int | None = None) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+        self.preprocessing = dict(preprocessing)
         self.stage = stage
         self.keep = keep
         self.ids_as_strings = ids_as_strings
+        self.half = half and stage == "raw"
+        self.block_rows = block_rows
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        # one output block per unit: a task holds one unit's pixels at a time
+        # a unit at a time (in blocks of at most block_rows): a task holds one unit's pixels
         for i in range(len(batch["url"])):
-            yield self._one(Unit(**{k: _scalar(batch[k][i]) for k in batch}))
+            out = self._one(Unit(**{k: _scalar(batch[k][i]) for k in batch}))
+            n = len(out["status"])
+            step = self.block_rows or n or 1
+            for lo in range(0, max(n, 1), step):
+                yield {k: v[lo:lo + step] for k, v in out.items()}
+
+    def _image(self, images: np.ndarray, status: np.ndarray) -> np.ndarray:
+        """The stage's image column from decoded cutouts."""
+        if self.stage == "raw":
+            return images
+        from lensscan.data.preprocess import Preprocessing, normalize, preprocess  # torch
+
+        p = Preprocessing.from_dict(self.preprocessing)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if self.stage == "model":
+                image = preprocess(images, p)
+                _flag_overflow(image, status)
+                return image
+            raw = np.where(np.isfinite(images), images, 0.0)
+            return to_float16(normalize(raw, p))
 
     def _one(self, unit: Unit) -> dict[str, np.ndarray]:
         try:
             with storage.failures_named(unit.url, "read"):
-                rows = read_unit(unit)
+                rows = read_unit(unit, half=self.half)
         except StorageError:
             raise
         except ShardError as err:
             return self._unreadable(unit, err)
         n = len(rows["object_id"])
         status = rows["status"].astype(object)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if self.stage == "model":
-                image = preprocess(rows["image"], self.p)
-                _flag_overflow(image, status)
-            else:
-                raw = np.where(np.isfinite(rows["image"]), rows["image"], 0.0)
-                image = to_float16(normalize(raw, self.p))
+        image = self._image(rows["image"], status)
         out = {
             "object_id": self._ids(rows["object_id"], id_is_null(status)),
             "ra": rows["ra"],
@@ -170,8 +204,8 @@ class ReadUnits:
     def _unreadable(self, unit: Unit, err: ShardError) -> dict[str, np.ndarray]:
         """A unit whose bytes are corrupt: every row is quarantined with the reason."""
         n = unit.rows
-        side = self.p.crop if self.stage == "model" else 64
-        dtype = np.float32 if self.stage == "model" else np.float16
+        side = int(self.preprocessing.get("crop", 48)) if self.stage == "model" else 64
+        dtype = np.float16 if self.stage == "normalized" or self.half else np.float32
         strings = self.ids_as_strings or unit.id_kind == "string"
         out = {
             "object_id": np.full(n, None, dtype=object) if strings else np.zeros(n, np.int64),
@@ -198,16 +232,13 @@ def _integer(ids: np.ndarray) -> bool:
 
 
 def _flag_overflow(image: np.ndarray, status: np.ndarray) -> None:
-    """Quarantine rows whose model input is not finite (pixel values so large that the
-    preprocessing overflows float32, e.g. 3e38): the model cannot give them a score."""
+    """:func:`flag_non_finite` of preprocessed images, whose flagged rows are zeroed."""
     n = len(image)
     if n == 0:
         return
-    bad = ~np.isfinite(image.reshape(n, -1).sum(axis=1)) & ok_mask(status)
-    for i in np.flatnonzero(bad):
-        status[i] = ("non_finite_input: pixel values overflow float32 in the preprocessing "
-                     "(sky subtraction and noise scaling)")
-        image[i] = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(image.reshape(n, -1).sum(axis=1))
+    image[flag_non_finite(finite, status)] = 0.0
 
 
 #: Largest magnitude stored in the float16 training stage (float16's maximum is 65504).
@@ -224,7 +255,3 @@ def to_float16(x: np.ndarray) -> np.ndarray:
 def _scalar(v):
     return v.item() if hasattr(v, "item") else v
 
-
-def ok_mask(status: np.ndarray) -> np.ndarray:
-    """Rows whose status is ``ok``."""
-    return np.asarray(status, dtype=object) == OK

@@ -16,6 +16,22 @@ UNREADABLE = "unreadable"
 DUPLICATE_ID = "duplicate_object_id"
 #: Statuses whose rows have no usable object id: the output holds a null id for them.
 NULL_ID_STATUSES = (MISSING_ID, UNREADABLE)
+#: Status of a row whose pixels overflow float32 in the preprocessing (e.g. values near 3e38).
+NON_FINITE_INPUT = ("non_finite_input: pixel values overflow float32 in the preprocessing "
+                    "(sky subtraction and noise scaling)")
+
+
+def ok_mask(status: np.ndarray) -> np.ndarray:
+    """Rows whose status is ``ok``."""
+    return np.asarray(status, dtype=object) == OK
+
+
+def flag_non_finite(finite: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """Quarantine the ``ok`` rows whose model input is not finite (``finite`` False): the model
+    cannot give them a score. Changes ``status`` in place; returns the rows flagged."""
+    bad = ~np.asarray(finite, bool) & ok_mask(status)
+    status[bad] = NON_FINITE_INPUT
+    return bad
 
 
 def id_is_null(status: np.ndarray) -> np.ndarray:
@@ -38,6 +54,23 @@ def coordinate_problems(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return out
 
 
+def _pixel_problems(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of (N, K) pixels: how many are NaN/inf, and whether all are 0. float16 rows are
+    checked on their bits (exponent all ones: not finite; all bits but the sign 0: zero), which
+    numpy does at integer speed where its float16 arithmetic is emulated."""
+    n = len(flat)
+    if flat.dtype == np.float16:
+        bits = flat.view(np.uint16)
+        bad_count = ((bits & 0x7C00) == 0x7C00).sum(axis=1)
+        return bad_count, ~((bits & 0x7FFF) != 0).any(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        suspect = ~np.isfinite(flat.sum(axis=1))  # NaN/inf propagate (overflow only adds work)
+    bad_count = np.zeros(n, np.int64)
+    for i in np.flatnonzero(suspect):
+        bad_count[i] = int((~np.isfinite(flat[i])).sum())
+    return bad_count, ~flat.any(axis=1)
+
+
 def row_status(
     images: np.ndarray,
     object_ids: np.ndarray,
@@ -50,7 +83,7 @@ def row_status(
 
     Parameters
     ----------
-    images : ndarray, float32, shape (N, 3, 64, 64)
+    images : ndarray, float32 or float16, shape (N, 3, 64, 64)
         Decoded cutouts (null rows hold zeros).
     object_ids : ndarray, shape (N,)
         Object ids (int64 or str).
@@ -68,15 +101,9 @@ def row_status(
     status = np.full(n, OK, dtype=object)
     if n == 0:
         return status
-    flat = images.reshape(n, -1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        suspect = ~np.isfinite(flat.sum(axis=1))  # NaN/inf propagate (overflow only adds work)
-    bad_count = np.zeros(n, np.int64)
-    for i in np.flatnonzero(suspect):
-        bad_count[i] = int((~np.isfinite(flat[i])).sum())
-        if bad_count[i]:
-            status[i] = f"non_finite_pixels: {bad_count[i]} NaN/inf values"
-    zero = ~flat.any(axis=1)
+    bad_count, zero = _pixel_problems(images.reshape(n, -1))
+    for i in np.flatnonzero(bad_count):
+        status[i] = f"non_finite_pixels: {bad_count[i]} NaN/inf values"
     status[zero & (bad_count == 0)] = "all_zero: every pixel is 0"
     if image_null is not None:
         status[image_null] = "null_image"

@@ -39,6 +39,7 @@ class ParquetInfo:
     id_kind: str = "int"  # "int" or "string": the type of the object_id column
     pixel_scale: float = DEFAULT_PIXEL_SCALE  # arcsec / pixel (``lensscan.pixel_scale``)
     zeropoint: float = DEFAULT_ZEROPOINT  # AB zero-point of the fluxes (``lensscan.zeropoint``)
+    image_dtype: str = "float32"  # how the pixels are stored: float32, float16 or float64
 
     @property
     def num_rows(self) -> int:
@@ -141,14 +142,18 @@ def parquet_info(url: str, pf: pq.ParquetFile | None = None) -> ParquetInfo:
     except ValueError as exc:
         raise ShardError(url, f"metadata lensscan.pixel_scale/zeropoint is not a number "
                               f"({exc})", rows=md.num_rows) from exc
-    return ParquetInfo(url, rows, bands, tuple(schema.names), id_kind, scale, zp)
+    pixels = _image_storage_type(url, schema.field("image").type).value_type
+    return ParquetInfo(url, rows, bands, tuple(schema.names), id_kind, scale, zp,
+                       pixels.to_pandas_dtype().__name__)
 
 
-def decode_images(url: str, column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Decode an image column to float32 ``(N, 3, 64, 64)`` plus a null mask.
+def decode_images(url: str, column: pa.ChunkedArray | pa.Array,
+                  half: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Decode an image column to float32 ``(N, 3, 64, 64)`` (float16 pixels stay float16 with
+    ``half``) plus a null mask.
 
-    The conversion is one vectorised copy at most (none for a float32 column without nulls in a
-    single chunk).
+    The conversion is one vectorised copy at most (none for a float32 column, or a float16 one
+    with ``half``, without nulls in a single chunk: a view of Arrow's buffer).
     """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
@@ -161,18 +166,18 @@ def decode_images(url: str, column: pa.ChunkedArray | pa.Array) -> tuple[np.ndar
         values = values.fill_null(0)
     flat = values.to_numpy(zero_copy_only=False)
     images = flat.reshape((n, *CUTOUT_SHAPE))
-    if images.dtype != np.float32:
+    if images.dtype != np.float32 and not (half and images.dtype == np.float16):
         images = images.astype(np.float32)
     null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     return images, null
 
 
 def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
-                   images: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   images: np.ndarray | None = None, half: bool = False) -> dict[str, np.ndarray]:
     """Turn a shard table into a checked batch (see :func:`read_parquet`); ``images`` are the
     already decoded image column when the table lacks it."""
     if images is None:
-        images, image_null = decode_images(url, table.column("image"))
+        images, image_null = decode_images(url, table.column("image"), half)
     else:
         image_null = np.zeros(len(images), bool)
     ids_col = table.column("object_id")
@@ -209,7 +214,8 @@ def extra_column(col: pa.ChunkedArray) -> np.ndarray:
 
 
 def read_parquet(
-    url: str, row_groups: list[int] | None = None, columns: list[str] | None = None
+    url: str, row_groups: list[int] | None = None, columns: list[str] | None = None,
+    half: bool = False,
 ) -> dict[str, np.ndarray]:
     """Read a Parquet shard (or some of its row groups) as one checked batch.
 
@@ -218,9 +224,9 @@ def read_parquet(
     dict
         ``object_id`` (N,) int64 or str (object: int or str, None where null, when some ids
         are null), ``ra``/``dec`` (N,) float64 degrees (NaN when null), ``image`` float32
-        (N, 3, 64, 64), ``label`` (N,) int8 (-1 when unknown; only when the file has labels),
-        ``row`` (N,) index in the shard, ``status`` (N,) ``"ok"`` or the quarantine reason, plus
-        any extra columns.
+        (N, 3, 64, 64) (float16 when stored so and ``half``), ``label`` (N,) int8 (-1 when
+        unknown; only when the file has labels), ``row`` (N,) index in the shard, ``status``
+        (N,) ``"ok"`` or the quarantine reason, plus any extra columns.
     """
     if row_groups and list(row_groups) != list(range(row_groups[0], row_groups[-1] + 1)):
         raise ValueError("row_groups must be consecutive")
@@ -236,14 +242,15 @@ def read_parquet(
                 raise ShardError(url, "file not found") from exc
             pf = _open_file(url, span)
         try:
-            return _read(url, pf, span, row_groups, columns)
+            return _read(url, pf, span, row_groups, columns, half)
         finally:
             if span is not None:
                 span.close()
 
 
 def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
-          row_groups: list[int] | None, columns: list[str] | None) -> dict[str, np.ndarray]:
+          row_groups: list[int] | None, columns: list[str] | None,
+          half: bool = False) -> dict[str, np.ndarray]:
     info = parquet_info(url, pf)
     offset = 0
     if row_groups:
@@ -257,6 +264,8 @@ def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
     images = None
     if columns is None or "image" in columns:
         images = _plain_images(url, pf, groups, span)
+        if images is not None and images.dtype != np.float32 and not half:
+            images = images.astype(np.float32)
         if images is not None:
             columns = [c for c in (columns or info.columns) if c != "image"]
     try:
@@ -268,7 +277,7 @@ def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
         raise _failure(url, "corrupt data", exc) from exc
     if images is not None and len(images) != table.num_rows:
         raise ShardError(url, f"image column has {len(images)} rows, the others {table.num_rows}")
-    return table_to_batch(url, table, offset, images)
+    return table_to_batch(url, table, offset, images, half)
 
 
 def _byte_span(pf: pq.ParquetFile, groups: list[int]) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Fast path for the image column: copy PLAIN float32 pages straight out of a Parquet file.
+"""Fast path for the image column: copy PLAIN float pages straight out of a Parquet file.
 
 lensscan writes ``image`` uncompressed and PLAIN-encoded (noisy float pixels do not compress).
 Such a column chunk is a run of pages whose values are the raw little-endian float32 pixels, so
@@ -7,10 +7,11 @@ for every pixel) and reads several times slower than the disk. Here each page he
 compact protocol, the Parquet footer's own encoding) is parsed and the values are copied into one
 (N, 3, 64, 64) array.
 
-Only chunks the metadata proves simple take this path: FLOAT values, UNCOMPRESSED, no dictionary,
-no nulls, exactly ``rows x 12288`` values. Anything else (float16 or float64 pixels, compression,
-nulls, other writers' layouts) returns ``None`` and the caller decodes with pyarrow; a page that
-contradicts the metadata raises ``ValueError``.
+Only chunks the metadata proves simple take this path: FLOAT values (or float16: Parquet's
+FIXED_LEN_BYTE_ARRAY(2) with the FLOAT16 logical type, whose PLAIN values are the raw half
+floats), UNCOMPRESSED, no dictionary, no nulls, exactly ``rows x 12288`` values. Anything else
+(float64 pixels, compression, nulls, other writers' layouts) returns ``None`` and the caller
+decodes with pyarrow; a page that contradicts the metadata raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -111,11 +112,12 @@ def read_struct(buf: memoryview, pos: int = 0) -> tuple[dict[int, object], int]:
         last = fid
 
 
-def _plain_chunk(md: pq.RowGroupMetaData, column: int) -> tuple[int, int] | None:
+def _plain_chunk(md: pq.RowGroupMetaData, column: int, half: bool) -> tuple[int, int] | None:
     """(offset, size) of a column chunk that qualifies for the fast path, else None."""
     cc = md.column(column)
     stats = cc.statistics if cc.is_stats_set else None
-    if (cc.physical_type != "FLOAT" or cc.compression != "UNCOMPRESSED"
+    physical = "FIXED_LEN_BYTE_ARRAY" if half else "FLOAT"
+    if (cc.physical_type != physical or cc.compression != "UNCOMPRESSED"
             or cc.has_dictionary_page or cc.num_values != md.num_rows * NPIX
             or stats is None or not stats.has_null_count or stats.null_count != 0
             or not set(cc.encodings) <= {"PLAIN", "RLE", "BIT_PACKED"}):
@@ -133,16 +135,28 @@ def image_leaf(pf: pq.ParquetFile) -> int | None:
     return None
 
 
+def pixel_type(pf: pq.ParquetFile, leaf: int) -> np.dtype | None:
+    """float32 or float16 (FIXED_LEN_BYTE_ARRAY(2), logical FLOAT16) leaves, else None."""
+    col = pf.schema.column(leaf)
+    if col.physical_type == "FLOAT":
+        return np.dtype("<f4")
+    if (col.physical_type == "FIXED_LEN_BYTE_ARRAY" and col.length == 2
+            and str(col.logical_type.type).upper() == "FLOAT16"):
+        return np.dtype("<f2")
+    return None
+
+
 def plan(pf: pq.ParquetFile, row_groups: list[int]) -> list[tuple[int, int, int]] | None:
     """(offset, size, rows) of the image chunk of every row group, or None if any of them does
     not qualify."""
     leaf = image_leaf(pf)
-    if leaf is None:
+    if leaf is None or pixel_type(pf, leaf) is None:
         return None
+    half = pixel_type(pf, leaf).itemsize == 2
     out = []
     for g in row_groups:
         md = pf.metadata.row_group(g)
-        chunk = _plain_chunk(md, leaf)
+        chunk = _plain_chunk(md, leaf, half)
         if chunk is None:
             return None
         out.append((*chunk, md.num_rows))
@@ -150,8 +164,10 @@ def plan(pf: pq.ParquetFile, row_groups: list[int]) -> list[tuple[int, int, int]
 
 
 def copy_pages(chunk: memoryview, dest: np.ndarray, where: str) -> None:
-    """Copy the values of the pages of one column chunk into ``dest`` (flat float32)."""
+    """Copy the values of the pages of one column chunk into ``dest`` (flat float32, or float16
+    for a float16 column)."""
     pos = done = 0
+    size_of = dest.dtype.itemsize
     while pos < len(chunk):
         header, body = read_struct(chunk, pos)
         ptype, size = header.get(1), header.get(3)
@@ -162,14 +178,14 @@ def copy_pages(chunk: memoryview, dest: np.ndarray, where: str) -> None:
             if not isinstance(dph, dict) or dph.get(2) != PLAIN:
                 raise ValueError(f"{where}: page at byte {pos} is not PLAIN-encoded")
             n = dph[1]
-            start = body + size - 4 * n  # levels first, then exactly n float32 values
+            start = body + size - size_of * n  # levels first, then exactly n values
         elif ptype == DATA_PAGE_V2:
             dph = header.get(8)
             if not isinstance(dph, dict) or dph.get(4) != PLAIN or dph.get(2, 0) != 0:
                 raise ValueError(f"{where}: page at byte {pos} is not PLAIN without nulls")
             n = dph[1]
             start = body + dph.get(5, 0) + dph.get(6, 0)
-            if start + 4 * n != body + size:
+            if start + size_of * n != body + size:
                 raise ValueError(f"{where}: page at byte {pos} has {size} bytes for {n} values")
         elif ptype == INDEX_PAGE:
             pos = body + size
@@ -178,7 +194,7 @@ def copy_pages(chunk: memoryview, dest: np.ndarray, where: str) -> None:
             raise ValueError(f"{where}: unexpected page type {ptype} at byte {pos}")
         if start < body or done + n > len(dest):
             raise ValueError(f"{where}: page at byte {pos} holds more values than the metadata")
-        dest[done:done + n] = np.frombuffer(chunk, "<f4", n, start)
+        dest[done:done + n] = np.frombuffer(chunk, dest.dtype.newbyteorder("<"), n, start)
         done += n
         pos = body + size
     if done != len(dest):
@@ -186,13 +202,13 @@ def copy_pages(chunk: memoryview, dest: np.ndarray, where: str) -> None:
 
 
 def read_images(fh, pf: pq.ParquetFile, row_groups: list[int]) -> np.ndarray | None:
-    """Images of ``row_groups`` as float32 (N, 3, 64, 64), read from the open binary file ``fh``;
-    None when the column does not qualify (see the module docstring)."""
+    """Images of ``row_groups`` as stored, float32 or float16 (N, 3, 64, 64), read from the open
+    binary file ``fh``; None when the column does not qualify (see the module docstring)."""
     chunks = plan(pf, row_groups)
     if chunks is None:
         return None
     rows = sum(r for _, _, r in chunks)
-    out = np.empty((rows, 3, 64, 64), np.float32)
+    out = np.empty((rows, 3, 64, 64), pixel_type(pf, image_leaf(pf)).newbyteorder("="))
     flat = out.reshape(-1)
     scratch = None
     done = 0

@@ -6,21 +6,34 @@ whole single-cutout file). Units are what the scoring pipeline reads, scores and
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from lensscan.errors import ShardError
-from lensscan.io import fits as fits_io
 from lensscan.io import npy as npy_io
 from lensscan.io import parquet as pq_io
 from lensscan.io import storage
 
 
+class _Fits:
+    """:mod:`lensscan.io.fits`, imported on first use: it loads astropy (a good part of a
+    second), which a worker that reads only Parquet never needs."""
+
+    def __getattr__(self, name: str):
+        from lensscan.io import fits
+
+        return getattr(fits, name)
+
+
+fits_io = _Fits()
+
+
 @dataclass(frozen=True)
 class Unit:
     """Rows ``[start, stop)`` of shard ``url``; for Parquet, row groups ``[rg_start, rg_stop)``;
-    ``id_kind`` is the type of the shard's object ids (``"int"`` or ``"string"``)."""
+    ``id_kind`` is the type of the shard's object ids (``"int"`` or ``"string"``); ``dtype``
+    how its pixels are stored (``"float16"`` Parquet shards can be read without a cast)."""
 
     url: str
     fmt: str
@@ -29,6 +42,7 @@ class Unit:
     rg_start: int = 0
     rg_stop: int = 0
     id_kind: str = "int"
+    dtype: str = "float32"
 
     @property
     def rows(self) -> int:
@@ -63,15 +77,34 @@ def plan_units(url: str, rows_per_unit: int = 2048) -> list[Unit]:
     for rg, n in enumerate(info.row_group_rows):
         acc += n
         if acc >= rows_per_unit or rg == len(info.row_group_rows) - 1:
-            units.append(Unit(url, fmt, start, start + acc, rg0, rg + 1, info.id_kind))
+            units.append(Unit(url, fmt, start, start + acc, rg0, rg + 1, info.id_kind,
+                              info.image_dtype))
             start, rg0, acc = start + acc, rg + 1, 0
     return [u for u in units if u.rows > 0]
 
 
-def read_unit(unit: Unit) -> dict[str, np.ndarray]:
-    """Read one unit as a checked batch (see :func:`lensscan.io.parquet.read_parquet`)."""
+def split_first(units: list[Unit], rows: int) -> list[Unit]:
+    """``units`` with the first one cut into units of ``rows`` rows (Parquet and FITS): the run
+    commits its first unit after one small batch instead of a full unit's worth of model calls.
+    A part of a Parquet row group is read with its row group and sliced."""
+    if not units or units[0].fmt not in ("parquet", "fits") or units[0].rows <= rows:
+        return list(units)
+    u = units[0]
+    return [replace(u, start=s, stop=min(s + rows, u.stop)) for s in range(u.start, u.stop, rows)
+            ] + list(units[1:])
+
+
+def read_unit(unit: Unit, half: bool = False) -> dict[str, np.ndarray]:
+    """Read one unit as a checked batch (see :func:`lensscan.io.parquet.read_parquet`; with
+    ``half`` a float16 Parquet shard's pixels stay float16)."""
     if unit.fmt == "parquet":
-        return pq_io.read_parquet(unit.url, list(range(unit.rg_start, unit.rg_stop)))
+        batch = pq_io.read_parquet(unit.url, list(range(unit.rg_start, unit.rg_stop)),
+                                   half=half)
+        first = int(batch["row"][0]) if len(batch["row"]) else unit.start
+        if first == unit.start and len(batch["row"]) == unit.rows:
+            return batch
+        # a unit that is part of a row group (see split_first): its rows only
+        return {k: v[unit.start - first:unit.stop - first] for k, v in batch.items()}
     if unit.fmt == "fits":
         return fits_io.read_fits(unit.url, unit.start, unit.stop)
     return npy_io.read_npy(unit.url)

@@ -37,9 +37,14 @@ class Collector:
         self.seen: dict[str, np.ndarray] = {}  # per unit: which of its rows have arrived
         self.scored = 0
         self.first_commit: tuple[float, int] | None = None  # (seconds, rows) at the first commit
+        self.devices: dict[str, int] = {}  # rows scored per device (the actors' ``device``)
 
     def add(self, batch: dict[str, np.ndarray], t0: float) -> None:
         """Take one batch of scored rows; commit every unit it completes."""
+        if "device" in batch:
+            names, counts = np.unique(batch["device"].astype(str), return_counts=True)
+            for name, count in zip(names.tolist(), counts.tolist(), strict=True):
+                self.devices[name] = self.devices.get(name, 0) + count
         for key in np.unique(batch["unit"]):
             unit = self.units[key]
             got = self.seen.setdefault(key, np.zeros(unit.rows, bool))

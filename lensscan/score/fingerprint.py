@@ -2,7 +2,7 @@
 
 A run is keyed on its *fingerprint*: the model checksum, the input listing (every shard's URL,
 size and ETag or mtime), the candidate cut (threshold or top N), the preprocessing, test-time
-augmentation and the unit size. The input URL as typed is recorded but not part of it: ``in/``
+augmentation and the unit sizes. The input URL as typed is recorded but not part of it: ``in/``
 and ``/abs/in/`` list the same shards. The record is written before the first part is committed:
 
     _run.json         the settings and the fingerprint
@@ -45,6 +45,7 @@ class RunRecord:
     preprocessing: dict  # the model card's preprocessing
     rows_per_unit: int  # unit size: decides the part files
     tta: bool = False  # test-time augmentation: changes every score
+    first_unit_rows: int = 0  # the survey's first unit is cut into units this big (0: not cut)
     shards: dict[str, Stamp] = field(default_factory=dict)  # URL -> (size, ETag/mtime)
 
     def settings(self) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import ray
@@ -23,33 +24,50 @@ from lensscan.config import ScoreConfig
 from lensscan.data.stream import ReadUnits, SurveyPlan, plan_survey, unit_key, units_to_items
 from lensscan.errors import NothingReadableError
 from lensscan.io import storage
-from lensscan.io.shards import Unit
+from lensscan.io.shards import Unit, read_unit, split_first
 from lensscan.score import commit, fingerprint
+from lensscan.score.actor import ScoringActor
 from lensscan.score.collect import Collector
 from lensscan.score.lease import Lease
-from lensscan.score.predictor import EnsemblePredictor
 
-READ_CPUS = 0.25  # CPUs reserved per read/preprocess task
+READ_CPUS = 0.25  # CPUs reserved per read task
 MAX_CPU_ACTORS = 8  # CPU-only clusters: at most this many scoring actors by default
 MIN_STORE_MB = 256  # smallest default object-store budget of a scoring run
+CPU_BATCH, GPU_BATCH = 512, 8192  # default cutouts per model call
+#: Cutouts/s one GPU actor can take, measured (README, "Benchmarks"): the ensemble alone on one
+#: H200, fp16 and channels-last, batch 8192 (237,800/s). With the measured decode rate of a read
+#: task it sets how many reads feed the GPUs.
+GPU_ACTOR_RATE = 240_000
+GPU_TASKS_IN_FLIGHT = 4  # inputs queued at a GPU actor (fetched while it computes)
+GPU_CALLS = 2  # calls running at once in a GPU actor (one's copies overlap another's kernels)
+FIRST_UNIT_ROWS = 256  # the first unit is cut into units this big: a first commit in seconds
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def resources(cfg: ScoreConfig, blocks: int | None = None) -> dict:
-    """Actor count and per-actor GPUs/CPUs/threads from the cluster's resources.
+def resources(cfg: ScoreConfig, blocks: int | None = None, read_rate: float | None = None,
+              cpus: float | None = None, gpus: float | None = None) -> dict:
+    """Actor count, per-actor GPUs/CPUs/threads, concurrent reads and batch size from the
+    cluster's resources.
 
     ``blocks`` is the number of read tasks the run has: a small survey gets no more actors and
-    concurrent reads than it can feed (and on CPU, more threads per actor)."""
-    cpus, gpus = runtime.cluster_cpus(), runtime.cluster_gpus()
+    concurrent reads than it can feed (and on CPU, more threads per actor). ``read_rate`` is the
+    measured decode rate of one read task (cutouts/s): GPU runs get as many concurrent reads as
+    the GPUs can take (:data:`GPU_ACTOR_RATE`), at most one per CPU the actors leave. ``cpus``
+    and ``gpus`` default to the Ray cluster's."""
+    cpus = runtime.cluster_cpus() if cpus is None else cpus
+    gpus = runtime.cluster_gpus() if gpus is None else gpus
     gpa = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpus >= 1 else 0.0)
     most = blocks or 2**31
     if gpa > 0:
         actors = min(most, cfg.actors or max(1, int(gpus // gpa)))
         cpa = cfg.cpus_per_actor or 1.0
         threads = cfg.torch_threads or 1
+        free = max(1, math.floor(cpus - actors * cpa))  # decode-only reads are CPU-bound
+        need = math.ceil(actors * GPU_ACTOR_RATE / read_rate) if read_rate else free
+        reads = min(most, cfg.read_tasks or max(1, min(free, need)))
     else:
         # one single-threaded actor per core (up to MAX_CPU_ACTORS): batch-level parallelism
         # keeps the cores busy when a read task takes one of them, where one multi-threaded
@@ -58,27 +76,30 @@ def resources(cfg: ScoreConfig, blocks: int | None = None) -> dict:
         actors = min(most, cfg.actors or max(1, min(MAX_CPU_ACTORS, math.floor(cpus))))
         cpa = cfg.cpus_per_actor or max(0.5, (cpus - 2 * READ_CPUS) / actors)
         threads = cfg.torch_threads or max(1, math.floor(cpus / actors))
-    # An explicit cap on concurrent read tasks: without it, the reads that start before the
-    # actors are placed take every CPU slot, and each needs a fresh Ray worker process (seconds
-    # of start-up CPU apiece, on the cores the model needs).
-    reads = min(most, cfg.read_tasks or max(1, math.floor((cpus - actors * cpa) / READ_CPUS)))
+        # An explicit cap on concurrent read tasks: without it, the reads that start before
+        # the actors are placed take every CPU slot, and each needs a fresh Ray worker process
+        # (seconds of start-up CPU apiece, on the cores the model needs).
+        reads = min(most, cfg.read_tasks or max(1, math.floor((cpus - actors * cpa) /
+                                                               READ_CPUS)))
     return {"actors": actors, "gpus_per_actor": gpa, "cpus_per_actor": cpa, "threads": threads,
-            "read_tasks": reads}
+            "read_tasks": reads,
+            "batch_size": cfg.batch_size or (GPU_BATCH if gpa > 0 else CPU_BATCH)}
 
 
-def store_budget(cfg: ScoreConfig, res: dict, block_rows: int, preprocessing: dict) -> int:
+def store_budget(cfg: ScoreConfig, res: dict, block_rows: int, row_bytes: int) -> int:
     """Bytes of Ray's object store the run may fill with blocks in flight.
 
     Ray Data's default is a share of the whole object store (gigabytes), which a long run fills
     and whose touched shared-memory pages then stay resident: memory grew with the survey size.
-    The blocks the stages need at once are one per read task and two per actor (the batch being
-    scored and the next); that many plus two spare keeps every actor fed."""
+    The blocks the stages need at once are one per read task and what each actor holds (two
+    batches on CPU: the one being scored and the next; on a GPU the tasks queued at it); that
+    many plus two spare keeps every actor fed. ``row_bytes``: one decoded cutout."""
     if cfg.object_store_mb:
         return int(cfg.object_store_mb * 2**20)
-    crop = int(preprocessing.get("crop", 64))
-    block = block_rows * 3 * crop * crop * 4  # float32 model input
-    blocks = res["read_tasks"] + 2 * res["actors"] + 2
-    return max(MIN_STORE_MB * 2**20, blocks * block)
+    block = block_rows * row_bytes
+    per_actor = GPU_TASKS_IN_FLIGHT if res["gpus_per_actor"] > 0 else 2
+    held = res["actors"] * per_actor * max(block, res["batch_size"] * row_bytes)
+    return max(MIN_STORE_MB * 2**20, (res["read_tasks"] + 2) * block + held)
 
 
 def _read_plan(units, rows_per_unit: int) -> tuple[int, int]:
@@ -88,29 +109,74 @@ def _read_plan(units, rows_per_unit: int) -> tuple[int, int]:
     return max(1, math.ceil(len(units) / per_task)), per_task * mean_rows
 
 
+def half_pixels(units) -> bool:
+    """True when every unit's pixels are stored float16: they then travel as float16 (half the
+    bytes) to the actors, which compute in float32."""
+    return bool(units) and all(u.dtype == "float16" for u in units)
+
+
 def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, res: dict,
                   ids_as_strings: bool = False):
-    """The streaming Ray Data plan (nothing runs until it is iterated)."""
+    """The streaming Ray Data plan (nothing runs until it is iterated): read tasks decode,
+    actors preprocess and score."""
     blocks, _ = _read_plan(units, cfg.rows_per_unit)
+    gpu = res["gpus_per_actor"] > 0
     ds = ray.data.from_items(units_to_items(units), override_num_blocks=blocks)
     # from_items splits the units evenly, so a block may hold fewer than planned per task; a
     # batch_size above a block's size would make Ray Data bundle blocks into fewer, larger tasks
-    ds = ds.map_batches(ReadUnits(preprocessing, "model", ids_as_strings=ids_as_strings),
-                        batch_size=len(units) // blocks, num_cpus=READ_CPUS,
+    read = ReadUnits(preprocessing, "raw", ids_as_strings=ids_as_strings,
+                     half=half_pixels(units), block_rows=res["batch_size"])
+    ds = ds.map_batches(read, batch_size=len(units) // blocks, num_cpus=READ_CPUS,
                         compute=TaskPoolStrategy(size=res["read_tasks"]))
+    pool = ActorPoolStrategy(size=res["actors"], **(
+        {"max_tasks_in_flight_per_actor": GPU_TASKS_IN_FLIGHT,
+         "max_concurrent_calls_per_actor": GPU_CALLS, "enable_true_multi_threading": True}
+        if gpu else {}))
     ds = ds.map_batches(
-        EnsemblePredictor,
-        fn_constructor_kwargs={"model_url": model_url, "threads": res["threads"],
-                               "tta": cfg.tta},
-        batch_size=cfg.batch_size,
+        ScoringActor,
+        fn_constructor_kwargs={"model_url": model_url, "preprocessing": preprocessing,
+                               "threads": res["threads"], "tta": cfg.tta,
+                               "precision": cfg.precision, "compile": cfg.compile},
+        batch_size=res["batch_size"],
         num_gpus=res["gpus_per_actor"],
         num_cpus=res["cpus_per_actor"],
-        compute=ActorPoolStrategy(size=res["actors"]),
+        compute=pool,
     )  # Ray Data restarts dead actors and retries their batches by default
     # per dataset, not Ray-wide: the cap holds for this run only
     ds.context.execution_options.resource_limits = ExecutionResources.for_limits(
         object_store_memory=res["object_store_bytes"])
+    # a read block is one actor batch (Ray Data would merge a task's output up to 128 MB): the
+    # first unit's batches go to every actor at once, and it is committed sooner
+    ds.context.target_max_block_size = res["batch_size"] * res["row_bytes"]
     return ds
+
+
+def read_rate(unit: Unit) -> float:
+    """Decode rate of one read task (cutouts/s), measured on the first unit to score."""
+    t = time.perf_counter()
+    rows = len(read_unit(unit, half=unit.dtype == "float16")["object_id"])
+    return rows / max(time.perf_counter() - t, 1e-6)
+
+
+def plan_while_ray_starts(cfg: ScoreConfig) -> tuple[SurveyPlan, dict]:
+    """List the input (a wrong URL fails at once), then read the shards' footers in threads
+    while Ray starts; returns the plan and the seconds each took."""
+    t = time.perf_counter()
+    stamps = storage.shard_stamps(cfg.input)
+    timing = {"list_s": time.perf_counter() - t}
+    with ThreadPoolExecutor(1) as pool:
+        planned = pool.submit(_timed, plan_survey, cfg.input, cfg.rows_per_unit, 8, stamps)
+        t = time.perf_counter()
+        if stamps:
+            runtime.ensure_ray()
+        timing["ray_s"] = time.perf_counter() - t
+        survey, timing["plan_s"] = planned.result()
+    return survey, {k: round(v, 3) for k, v in timing.items()}
+
+
+def _timed(fn, *args):
+    t = time.perf_counter()
+    return fn(*args), time.perf_counter() - t
 
 
 def score_survey(cfg: ScoreConfig) -> dict:
@@ -128,20 +194,22 @@ def score_survey(cfg: ScoreConfig) -> dict:
     """
     started, t0 = _now(), time.time()
     model_url = modelcard.resolve(cfg.model)
-    loaded = modelcard.load_model(model_url)
-    threshold = cfg.threshold if cfg.threshold is not None else loaded.threshold
+    info = modelcard.model_info(model_url)  # cards and weight checksums; the actors load it
+    threshold = cfg.threshold if cfg.threshold is not None else info.threshold
     with Lease(cfg.output):
-        survey = plan_survey(cfg.input, cfg.rows_per_unit)
+        survey, startup = plan_while_ray_starts(cfg)
+        survey.units = split_first(survey.units, FIRST_UNIT_ROWS)
         rec = fingerprint.RunRecord(
-            input=cfg.input, model_checksum=loaded.checksum,
+            input=cfg.input, model_checksum=info.checksum,
             threshold=None if cfg.top is not None else float(threshold), top=cfg.top,
-            preprocessing=loaded.preprocessing, rows_per_unit=cfg.rows_per_unit,
-            tta=cfg.tta, shards=survey.stamps)
+            preprocessing=info.preprocessing, rows_per_unit=cfg.rows_per_unit,
+            tta=cfg.tta, first_unit_rows=FIRST_UNIT_ROWS, shards=survey.stamps)
         if fingerprint.claim(cfg.output, rec, cfg.overwrite):
             _say(cfg, f"--overwrite: cleared the earlier output in {cfg.output}")
         # the output is about to change: it is no longer complete
         storage.remove(storage.join(cfg.output, commit.MANIFEST))
-        manifest = _score(cfg, loaded, model_url, survey, float(threshold), t0)
+        manifest = _score(cfg, info, model_url, survey, float(threshold), t0)
+        manifest["startup"] = {**startup, **manifest.get("startup", {})}
         manifest.update(started=started, fingerprint=rec.fingerprint,
                         threshold=rec.threshold, top=cfg.top)
         commit.write_json(storage.join(cfg.output, commit.MANIFEST), manifest)
@@ -158,12 +226,31 @@ def _rejected_units(survey: SurveyPlan) -> dict[str, tuple[Unit, str]]:
     return out
 
 
-def _score(cfg: ScoreConfig, loaded, model_url: str, survey: SurveyPlan, threshold: float,
+def _stream(cfg: ScoreConfig, info, model_url: str, todo: list[Unit], survey: SurveyPlan,
+            collector: Collector, t0: float) -> dict:
+    """Score ``todo`` through Ray Data into ``collector``; returns the resources used."""
+    runtime.ensure_ray()
+    blocks, task_rows = _read_plan(todo, cfg.rows_per_unit)
+    rate = read_rate(max(todo[:8], key=lambda u: u.rows)) if runtime.cluster_gpus() >= 1 \
+        else None
+    res = resources(cfg, blocks=blocks, read_rate=rate)
+    if rate:
+        res["read_rate_per_task"] = round(rate, 1)
+    res["row_bytes"] = 3 * 64 * 64 * (2 if half_pixels(todo) else 4)  # a decoded cutout
+    res["object_store_bytes"] = store_budget(cfg, res, min(task_rows, res["batch_size"]),
+                                             res["row_bytes"])
+    ds = build_dataset(todo, cfg, info.preprocessing, model_url, res, survey.ids_as_strings)
+    collector.run(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2),
+                  t0, sum(u.rows for u in todo), lambda msg: _say(cfg, msg))
+    return {**res, "devices": dict(sorted(collector.devices.items()))}
+
+
+def _score(cfg: ScoreConfig, info, model_url: str, survey: SurveyPlan, threshold: float,
            t0: float) -> dict:
     """Commit what is not committed yet, then finalize; returns the manifest (less its
     start, fingerprint and cut)."""
     order = ["object_id", "ra", "dec", "score",
-             *[f"score_{n}" for n in loaded.member_names], "shard", "row", "status"]
+             *[f"score_{n}" for n in info.member_names], "shard", "row", "status"]
     keys = {unit_key(u): u for u in survey.units}
     rejected = _rejected_units(survey)
     done = commit.committed_units(cfg.output) & (set(keys) | set(rejected))
@@ -172,20 +259,12 @@ def _score(cfg: ScoreConfig, loaded, model_url: str, survey: SurveyPlan, thresho
             commit.write_rejected(cfg.output, key, unit.url, unit.rows, reason, order,
                                   survey.ids_as_strings)
     todo = [u for k, u in keys.items() if k not in done]
-    total = sum(u.rows for u in todo)
-    _say(cfg, f"{len(keys)} units, {len(done & set(keys))} already committed, {total} rows to "
-              "score" + (" (ids as strings: the shards mix integer and string ids)"
-                         if survey.ids_as_strings else ""))
-    res, collector = None, Collector(cfg.output, keys, order)
-    if todo:
-        runtime.ensure_ray()  # after the input and model are known to be usable
-        blocks, task_rows = _read_plan(todo, cfg.rows_per_unit)
-        res = resources(cfg, blocks=blocks)
-        res["object_store_bytes"] = store_budget(cfg, res, task_rows, loaded.preprocessing)
-        ds = build_dataset(todo, cfg, loaded.preprocessing, model_url, res,
-                           survey.ids_as_strings)
-        collector.run(ds.iter_batches(batch_size=None, batch_format="numpy"), t0, total,
-                      lambda msg: _say(cfg, msg))
+    _say(cfg, f"{len(keys)} units, {len(done & set(keys))} already committed, "
+              f"{sum(u.rows for u in todo)} rows to score"
+              + (" (ids as strings: the shards mix integer and string ids)"
+                 if survey.ids_as_strings else ""))
+    collector = Collector(cfg.output, keys, order)
+    res = _stream(cfg, info, model_url, todo, survey, collector, t0) if todo else None
     unreadable = [{"shard": e.url, "reason": e.reason, "rows": e.rows} for e in survey.rejected]
     if unreadable:
         commit.write_json(storage.join(cfg.output, commit.QUARANTINE), {"shards": unreadable})
@@ -198,8 +277,8 @@ def _score(cfg: ScoreConfig, loaded, model_url: str, survey: SurveyPlan, thresho
         "lensscan_version": __version__,
         "input": cfg.input,
         "output": cfg.output,
-        "model": {"url": cfg.model, "name": loaded.card.get("name"),
-                  "checksum": loaded.checksum, "members": loaded.member_names,
+        "model": {"url": cfg.model, "name": info.card.get("name"),
+                  "checksum": info.checksum, "members": info.member_names,
                   "tta": cfg.tta},
         "ids_as_strings": survey.ids_as_strings,
         "counts": {**counts, "shards_unreadable": len(survey.rejected),
@@ -208,7 +287,7 @@ def _score(cfg: ScoreConfig, loaded, model_url: str, survey: SurveyPlan, thresho
         "finished": _now(),
         "seconds": round(elapsed, 3),
         "throughput_rows_per_s": round(scored / elapsed, 1) if elapsed > 0 else None,
-        # start-up (model load, planning, actor start) and the rate once rows flow
+        # start-up (Ray, planning, actor start, the first unit) and the rate once rows flow
         "seconds_to_first_commit": round(first[0], 3) if first else None,
         "steady_rows_per_s": _steady(first, scored, elapsed),
         "resources": res,

@@ -1,7 +1,9 @@
 """The per-worker training function run by Ray Train's ``TorchTrainer``.
 
-Each worker pulls its share of the (already normalised) training rows from Ray Data into memory
-once, then trains with balanced sampling, augmentation and a one-cycle AdamW schedule; every worker
+Each worker pulls its share of the (already normalised, float16) training rows from Ray Data into
+memory once (on a GPU, into device memory when they fit: :mod:`lensscan.train.feed`), then trains
+with balanced sampling, augmentation and the stretch on its device, and a one-cycle AdamW
+schedule (its peak scaled with the batch size when ``lr_batch`` is set); every worker
 scores the whole validation set, so all take the same early-stopping decision. Rank 0 writes a
 checkpoint every epoch through ``ray.train.report``; a restarted run resumes from the latest one.
 """
@@ -13,6 +15,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
@@ -28,6 +31,7 @@ from lensscan.data.preprocess import Preprocessing, stretch
 from lensscan.errors import ModelError
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
+from lensscan.train.feed import DeviceData, ema_update, generator
 from lensscan.train.metrics import average_precision, recall_at_fpr, roc_auc
 
 EMA_DECAY = 0.995  # per step (a run of fewer than 2,000 steps uses less: ema_decay)
@@ -40,10 +44,12 @@ def ema_decay(total_steps: int) -> float:
     return max(0.0, min(EMA_DECAY, 1.0 - 10.0 / max(1, total_steps)))
 
 
-def collect(shard, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Pull a Ray Data shard into memory: normalised images (N, 3, 64, 64) float16, labels (N,)."""
+def collect(shard, batch_size: int = 1024, prefetch: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Pull a Ray Data shard into memory: normalised images (N, 3, 64, 64) float16, labels (N,);
+    ``prefetch`` batches are read ahead while one is copied."""
     xs, ys = [], []
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                    prefetch_batches=prefetch):
         keep = (batch["status"] == "ok") & (batch["label"] >= 0)
         xs.append(batch["image"][keep].astype(np.float16))
         ys.append(batch["label"][keep].astype(np.int8))
@@ -74,7 +80,7 @@ def predict_logits(model: torch.nn.Module, x: np.ndarray, p: Preprocessing, devi
     out = []
     for i in range(0, len(x), batch):
         xb = torch.from_numpy(x[i:i + batch].astype(np.float32)).to(device)
-        xb = stretch(xb, p).contiguous(memory_format=torch.channels_last)
+        xb = stretch(xb, p, numpy_on_cpu=False).contiguous(memory_format=torch.channels_last)
         out.append(model(xb).float().reshape(-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -143,17 +149,42 @@ def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     return member.state_dict()
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point; ``config`` is a :class:`TrainConfig` as a dict."""
-    cfg = TrainConfig.from_dict(config)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = cfg.torch_threads or max(1, math.ceil(cfg.cpus_per_worker))
-    torch.set_num_threads(threads)
-    device = ray.train.torch.get_device()
-    pre = Preprocessing.from_dict(cfg.preprocessing)
-    aug = Augment(**cfg.augment)
+@dataclass
+class _Run:
+    """One worker's training state."""
 
+    cfg: TrainConfig
+    rank: int
+    device: torch.device
+    pre: Preprocessing
+    aug: Augment
+    data: DeviceData
+    xv: np.ndarray
+    yv: np.ndarray
+    pos: np.ndarray
+    neg: np.ndarray
+    steps: int
+    model: torch.nn.Module
+    raw: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    state: dict = field(default_factory=dict)
+    best: dict = field(default_factory=dict)
+
+
+def peak_lr(cfg: TrainConfig) -> float:
+    """The one-cycle peak learning rate: ``lr``, scaled by sqrt(batch_size / lr_batch) when
+    ``lr_batch`` (the batch size ``lr`` was tuned for) is set: larger GPU batches, same recipe
+    (square-root scaling, as for Adam-type optimisers)."""
+    if not cfg.lr_batch:
+        return cfg.lr
+    return cfg.lr * math.sqrt(cfg.batch_size / cfg.lr_batch)
+
+
+def _setup(cfg: TrainConfig, rank: int, world: int) -> _Run:
+    """Data in memory (on the GPU when it fits), model, EMA copy, optimizer and schedule."""
+    device = ray.train.torch.get_device()
     x, y = collect(ray.train.get_dataset_shard("train"))
     xv, yv = collect(ray.train.get_dataset_shard("val"))
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
@@ -161,7 +192,6 @@ def train_loop_per_worker(config: dict) -> None:
         raise ValueError(f"worker {rank}: training data needs both lenses and non-lenses "
                          f"(got {len(pos)} lenses, {len(neg)} non-lenses)")
     steps = cfg.steps_per_epoch or max(1, math.ceil(len(y) * world / (cfg.batch_size * world)))
-
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, **cfg.arch_kwargs)
     if cfg.init:
@@ -171,80 +201,120 @@ def train_loop_per_worker(config: dict) -> None:
     ema = copy.deepcopy(model).to(device)
     model = ray.train.torch.prepare_model(model)
     raw = model.module if hasattr(model, "module") else model
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps,
+    lr = peak_lr(cfg)
+    fused = {"fused": True} if device.type == "cuda" else {}  # one kernel per step on a GPU
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, **fused)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=cfg.epochs * steps,
                                                 pct_start=0.15)
-    decay = ema_decay(cfg.epochs * steps)
-    state = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "history": []}
-    best = {k: v.detach().clone() for k, v in ema.state_dict().items()}
+    run = _Run(cfg, rank, device, Preprocessing.from_dict(cfg.preprocessing),
+               Augment(**cfg.augment), DeviceData(x, y, device), xv, yv, pos, neg, steps,
+               model, raw, ema, opt, sched,
+               state={"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "history": []})
+    run.best = {k: v.detach().clone() for k, v in ema.state_dict().items()}
+    return run
 
+
+def _resume(run: _Run) -> None:
+    """Continue from the latest checkpoint, when the run has one."""
     resume = ray.train.get_checkpoint()
-    if resume:
-        with resume.as_directory() as d:
-            m_state, best, o_state, state, s_state = ckpt_io.load(d)
-        raw.load_state_dict({k: v for k, v in m_state.items() if not k.startswith("ema.")})
-        ema.load_state_dict({k[4:]: v for k, v in m_state.items() if k.startswith("ema.")})
-        opt.load_state_dict(o_state)
-        sched.load_state_dict(s_state)
-        if rank == 0:  # every worker resumes; one says so
-            _say(f"resuming {cfg.member_name} after epoch {state['epoch']}")
+    if not resume:
+        return
+    with resume.as_directory() as d:
+        m_state, run.best, o_state, run.state, s_state = ckpt_io.load(d)
+    run.raw.load_state_dict({k: v for k, v in m_state.items() if not k.startswith("ema.")})
+    run.ema.load_state_dict({k[4:]: v for k, v in m_state.items() if k.startswith("ema.")})
+    run.opt.load_state_dict(o_state)
+    run.sched.load_state_dict(s_state)
+    if run.rank == 0:  # every worker resumes; one says so
+        _say(f"resuming {run.cfg.member_name} after epoch {run.state['epoch']}")
 
-    for epoch in range(state["epoch"], cfg.epochs):
-        if should_stop(epoch, state["best_epoch"], cfg.epochs, cfg.patience):
+
+def _train_epoch(run: _Run, epoch: int) -> float:
+    """One epoch of balanced, augmented steps on the run's device; returns the mean loss.
+
+    Nothing waits for the device within the epoch: batches are gathered, augmented and
+    stretched where the model runs, and the losses are read once at the end."""
+    cfg = run.cfg
+    run.model.train()
+    rng = np.random.default_rng([cfg.seed, run.rank, epoch])
+    gen = generator(run.device, int(rng.integers(2**62)))
+    idx = _balanced_indices(run.pos, run.neg, run.steps, cfg.batch_size, cfg.lens_fraction, rng)
+    decay = ema_decay(cfg.epochs * run.steps)
+    losses = []
+    for step in range(run.steps):
+        xb, yb = run.data.batch(idx[step])
+        # exactly the CPU-only arithmetic before on CPU (torch's own asinh kernel)
+        xb = stretch(augment(xb, run.aug, gen), run.pre, numpy_on_cpu=False)
+        xb = xb.contiguous(memory_format=torch.channels_last)  # (B, 3, crop, crop)
+        with autocast(run.device, cfg.precision):
+            logits = run.model(xb).reshape(-1).float()
+        loss = focal_loss(logits, yb, cfg.focal_gamma) if cfg.loss == "focal" \
+            else weighted_bce(logits, yb)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        with torch.no_grad():
+            ema_update(run.ema, run.raw, decay)
+        losses.append(loss.detach())
+    return float(np.mean([float(v) for v in losses]))
+
+
+def _validate(run: _Run, epoch: int, loss: float, t0: float) -> dict:
+    """Validation metrics of the EMA weights after ``epoch``; keeps the best weights."""
+    yv = run.yv
+    sv = predict_logits(run.ema, run.xv, run.pre, run.device)
+    two = len(np.unique(yv)) == 2
+    auc = roc_auc(yv, sv) if two else float("nan")
+    metrics = {
+        "epoch": epoch + 1,
+        "train_loss": loss,
+        "val_auc": auc,
+        "val_ap": average_precision(yv, sv) if two else float("nan"),
+        "val_recall_at_fpr_1e-3": recall_at_fpr(yv, sv, 1e-3) if len(yv) else float("nan"),
+        "lr": float(run.sched.get_last_lr()[0]),
+        "seconds": time.time() - t0,
+        "train_rows": int(len(run.data.y)),
+    }
+    if auc > run.state["best_auc"]:
+        run.state["best_auc"], run.state["best_epoch"] = auc, epoch
+        run.best = {k: v.detach().clone() for k, v in run.ema.state_dict().items()}
+    run.state["epoch"] = epoch + 1
+    run.state["history"].append(metrics)
+    return metrics
+
+
+def _report(run: _Run, metrics: dict) -> None:
+    """Rank 0 writes a checkpoint with the metrics; the others report the metrics."""
+    if run.rank != 0:
+        ray.train.report(metrics)
+        return
+    cfg = run.cfg
+    _say(f"{cfg.member_name} epoch {metrics['epoch']}/{cfg.epochs} "
+         f"loss {metrics['train_loss']:.4f} val_auc {metrics['val_auc']:.4f} "
+         f"({metrics['seconds']:.0f}s)")
+    with tempfile.TemporaryDirectory() as d:
+        m_state = dict(run.raw.state_dict())
+        m_state.update({f"ema.{k}": v for k, v in run.ema.state_dict().items()})
+        ckpt_io.save(d, m_state, run.best, run.opt.state_dict(), run.state,
+                     run.sched.state_dict())
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point; ``config`` is a :class:`TrainConfig` as a dict."""
+    cfg = TrainConfig.from_dict(config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.torch_threads or max(1, math.ceil(cfg.cpus_per_worker)))
+    run = _setup(cfg, rank, world)
+    _resume(run)
+    for epoch in range(run.state["epoch"], cfg.epochs):
+        if should_stop(epoch, run.state["best_epoch"], cfg.epochs, cfg.patience):
             break
         t0 = time.time()
-        model.train()
-        rng = np.random.default_rng([cfg.seed, rank, epoch])
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        idx = _balanced_indices(pos, neg, steps, cfg.batch_size, cfg.lens_fraction, rng)
-        losses = []
-        for step in range(steps):
-            xb = torch.from_numpy(x[idx[step]].astype(np.float32))
-            yb = torch.from_numpy(y[idx[step]].astype(np.float32)).to(device)
-            xb = stretch(augment(xb, aug, gen), pre).to(device)
-            xb = xb.contiguous(memory_format=torch.channels_last)  # (B, 3, crop, crop)
-            with autocast(device, cfg.precision):
-                logits = model(xb).reshape(-1).float()
-            loss = focal_loss(logits, yb, cfg.focal_gamma) if cfg.loss == "focal" \
-                else weighted_bce(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                for e, w in zip(ema.state_dict().values(), raw.state_dict().values(), strict=True):
-                    if e.is_floating_point():
-                        e.mul_(decay).add_(w.detach(), alpha=1 - decay)
-                    else:
-                        e.copy_(w)
-            losses.append(float(loss.detach()))
-        sv = predict_logits(ema, xv, pre, device)
-        auc = roc_auc(yv, sv) if len(np.unique(yv)) == 2 else float("nan")
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "val_auc": auc,
-            "val_ap": average_precision(yv, sv) if len(np.unique(yv)) == 2 else float("nan"),
-            "val_recall_at_fpr_1e-3": recall_at_fpr(yv, sv, 1e-3) if len(yv) else float("nan"),
-            "lr": float(sched.get_last_lr()[0]),
-            "seconds": time.time() - t0,
-            "train_rows": int(len(y)),
-        }
-        if auc > state["best_auc"]:
-            state["best_auc"], state["best_epoch"] = auc, epoch
-            best = {k: v.detach().clone() for k, v in ema.state_dict().items()}
-        state["epoch"] = epoch + 1
-        state["history"].append(metrics)
-        if rank == 0:
-            _say(f"{cfg.member_name} epoch {epoch + 1}/{cfg.epochs} "
-                 f"loss {metrics['train_loss']:.4f} val_auc {auc:.4f} ({metrics['seconds']:.0f}s)")
-            with tempfile.TemporaryDirectory() as d:
-                m_state = dict(raw.state_dict())
-                m_state.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-                ckpt_io.save(d, m_state, best, opt.state_dict(), state, sched.state_dict())
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics)
+        loss = _train_epoch(run, epoch)
+        _report(run, _validate(run, epoch, loss, t0))
 
 
 def should_stop(epoch: int, best_epoch: int, epochs: int, patience: int) -> bool:

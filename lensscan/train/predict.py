@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lensscan.data.stream import ok_mask
+from lensscan.io.checks import ok_mask
 
 EXTRA = ("object_id", "kind", "arc_snr", "theta_e")
 

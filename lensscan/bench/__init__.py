@@ -1,0 +1,25 @@
+"""``lensscan bench``: throughput and memory of scoring, as ratios measured in one run.
+
+(a) ``model_only``: the ensemble's forward pass on in-memory preprocessed tensors (CPU; on a GPU
+    node the GPU, fp16 and channels-last, as the actors run it);
+(b) ``plain_loop``: the original project's way: load each ``.npy``, preprocess, one model call
+    per file;
+(c) ``pipeline_local``: the full Ray Data pipeline from Parquet on local disk;
+(d) ``pipeline_s3``: the same from an S3 server on 127.0.0.1 (moto, as in the tests).
+
+(a), (c) and (d) are measured in alternation (``pairs`` rounds of a c a d, each pipeline run
+between two model-only runs) and the ratios are medians with their range. ``cold_start`` is a
+user's first small run in a fresh process (Ray start included). ``--scaling`` also scores 10x
+more cutouts to show time growing linearly and memory staying flat. With CUDA, ``gpu`` holds the
+model alone eager and compiled, the actor's path from raw cutouts, GPU utilisation and memory
+while scoring, and training against a plain torch loop.
+"""
+
+from lensscan.bench.data import synthetic_batch, write_survey
+from lensscan.bench.memory import GpuSampler, PeakMemory
+from lensscan.bench.read import read_speed
+from lensscan.bench.report import report
+from lensscan.bench.run import run_bench, warm_up
+
+__all__ = ["GpuSampler", "PeakMemory", "read_speed", "report", "run_bench", "synthetic_batch",
+           "warm_up", "write_survey"]
