@@ -49,6 +49,8 @@ if __name__ == "__main__":
         argv += ["--read-tasks", str(a.read_tasks)]
     if a.object_store_mb is not None:
         argv += ["--object-store-mb", str(a.object_store_mb)]
+    if a.prior is not None:
+        argv += ["--prior", repr(a.prior)]
     if a.overwrite:
         argv += ["--overwrite"]
     if a.tta:

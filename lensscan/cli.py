@@ -95,7 +95,7 @@ def _score(a) -> None:
                       top=a.top, batch_size=a.batch_size, actors=a.actors,
                       rows_per_unit=a.rows_per_unit, read_tasks=a.read_tasks,
                       object_store_mb=a.object_store_mb, overwrite=a.overwrite,
-                      tta=a.tta, precision=a.precision, compile=a.compile)
+                      tta=a.tta, precision=a.precision, compile=a.compile, prior=a.prior)
     m = score_survey(cfg)
     bad = m["unreadable_shards"]
     for e in bad[:5]:
@@ -107,6 +107,14 @@ def _score(a) -> None:
     print(f"scored {c['rows_scored']} of {c['rows_read']} rows ({c['rows_quarantined']} "
           f"quarantined, {c['shards_unreadable']} unreadable shards), {c['candidates']} "
           f"candidates, {m['throughput_rows_per_s']} rows/s -> {a.output}")
+    p = m["p_lens"]
+    if p["calibrated"]:
+        e = p["candidates"]
+        purity = f" (expected purity {e['expected_purity']:.3g})" if e["n"] else ""
+        print(f"p_lens at prior {p['prior']:g}: {e['expected_lenses']:.3g} +- "
+              f"{e['expected_lenses_sd']:.2g} real lenses expected among the {e['n']} "
+              f"candidates{purity}, {p['scored']['expected_lenses']:.3g} among all "
+              f"{p['scored']['n']} scored rows")
 
 
 def _query(a) -> None:
@@ -172,9 +180,13 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the ensemble on GPU actors (compiled once per node and "
                         "cached; pays on long runs, when the GPU is the bottleneck)")
+    p.add_argument("--prior", type=float, metavar="P",
+                   help="prevalence of lenses (e.g. 1e-4) that p_lens is calibrated to (default: "
+                        "the model card's calibration prior); refused for a model without "
+                        "calibration")
     p.add_argument("--overwrite", action="store_true",
-                   help="the output holds another run (other input, model or cut): clear it and "
-                        "score anew instead of refusing")
+                   help="the output holds another run (other input, model, cut or prior): clear "
+                        "it and score anew instead of refusing")
 
 
 def _add_train(sub) -> None:
