@@ -87,6 +87,12 @@ def _evaluate(a) -> None:
                                         "precision", "recall", "f1")}, indent=2))
 
 
+def _calibrate(a) -> None:
+    from lensscan.train.calibrate import calibrate_model
+
+    print(json.dumps(calibrate_model(a.model, a.val, a.prior), indent=2))
+
+
 def _score(a) -> None:
     from lensscan.config import ScoreConfig
     from lensscan.score.pipeline import score_survey
@@ -236,6 +242,20 @@ def _add_train(sub) -> None:
     p.set_defaults(fn=_train)
 
 
+def _add_calibrate(sub) -> None:
+    """``lensscan calibrate``: fit the map from the ensemble logit to p_lens."""
+    from lensscan.calibration import DEFAULT_PRIOR
+
+    p = sub.add_parser("calibrate", help="fit p_lens's calibration on labelled validation data "
+                                         "and write it into the model's card")
+    p.add_argument("model", help="model folder URL or 'default' (its card is rewritten)")
+    p.add_argument("val", help="labelled validation shards, drawn as the survey's objects are")
+    p.add_argument("--prior", type=float, default=DEFAULT_PRIOR, metavar="P",
+                   help="prevalence of lenses that scoring calibrates p_lens to by default "
+                        "(default %(default)g)")
+    p.set_defaults(fn=_calibrate)
+
+
 def _add_query(sub) -> None:
     """``lensscan query``: DuckDB over a scoring output, in any format."""
     p = sub.add_parser("query", help="query scoring output")
@@ -368,6 +388,7 @@ def parser() -> argparse.ArgumentParser:
     add_score_args(p)
     p.set_defaults(fn=_score)
 
+    _add_calibrate(sub)
     _add_query(sub)
     _add_gallery(sub)
     _add_bench(sub)
