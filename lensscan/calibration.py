@@ -36,7 +36,8 @@ def sigmoid(t: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-t)), without overflow and accurate far into both tails, in ``t``'s float
     type (NaN stays NaN)."""
     t = np.asarray(t)
-    return np.exp(-np.logaddexp(np.zeros((), t.dtype), -t))
+    with np.errstate(invalid="ignore"):  # NaN rows (quarantined) stay NaN, silently
+        return np.exp(-np.logaddexp(np.zeros((), t.dtype), -t))
 
 
 def check_prior(prior: float, what: str = "--prior") -> float:

@@ -126,7 +126,7 @@ def _score(a) -> None:
 def _query(a) -> None:
     from lensscan.catalog import formats
     from lensscan.catalog.provenance import provenance
-    from lensscan.catalog.query import Cone, query
+    from lensscan.catalog.query import Cone, expected_in, query, run_prior
 
     if a.truth:
         from lensscan.catalog.truth import read_truth, recovery
@@ -136,8 +136,12 @@ def _query(a) -> None:
         print(json.dumps(summary), file=sys.stderr)
     else:
         cone = Cone(*a.cone) if a.cone else None
+        columns = [c.strip() for c in a.columns.split(",")] if a.columns else None
         table = query(a.out, top=a.top, min_score=a.min_score, cone=cone, where=a.where,
-                      candidates=a.candidates)
+                      columns=columns, candidates=a.candidates)
+        summary = expected_in(table, run_prior(a.out))
+        if summary is not None:
+            print(json.dumps({"expected": summary}), file=sys.stderr)
     formats.write(formats.with_names(table, a.name_prefix), a.format, a.output,
                   provenance(a.out))
 
@@ -266,6 +270,9 @@ def _add_query(sub) -> None:
     p.add_argument("--where", help="one boolean SQL expression over the output's columns, e.g. "
                    "\"ra BETWEEN 150 AND 151 AND score_m0 > 0.5\" (no statements or subqueries)")
     p.add_argument("--candidates", action="store_true", help="query candidates.parquet only")
+    p.add_argument("--columns", metavar="A,B,...",
+                   help="columns to return, e.g. object_id,ra,dec,score,logit,member_spread,"
+                        "p_lens (default: the contract's, member scores and p_lens)")
     p.add_argument("--truth", help="known lenses (CSV/Parquet/FITS/VOTable, or the gallery's "
                    "grades CSV): report each one's rank and the recall/purity in --top")
     p.add_argument("--match-radius", type=float, metavar="ARCSEC",
