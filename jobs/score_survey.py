@@ -33,8 +33,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-if __name__ == "__main__":
-    a = parse()
+def cli_argv(a: argparse.Namespace) -> list[str]:
+    """The ``lensscan score`` arguments of the parsed job options."""
     argv = ["score", a.input, a.output, "--model", a.model, "--rows-per-unit",
             str(a.rows_per_unit), "--precision", a.precision]
     if a.batch_size is not None:
@@ -57,4 +57,8 @@ if __name__ == "__main__":
         argv += ["--tta"]
     if a.compile:
         argv += ["--compile"]
-    sys.exit(main(argv))
+    return argv
+
+
+if __name__ == "__main__":
+    sys.exit(main(cli_argv(parse())))

@@ -125,7 +125,9 @@ def _setting_change(key: str, old: object, new: object) -> str:
     """One setting's change in words; column lists by what was added and removed."""
     if key != "columns":
         return f"{key} {old!r} -> {new!r}"
-    old_cols, new_cols = list(old or []), list(new or [])
+    if old is None:
+        return f"columns: none recorded (an older lensscan's output) -> {', '.join(new or [])}"
+    old_cols, new_cols = list(old), list(new or [])
     added = [c for c in new_cols if c not in old_cols]
     removed = [c for c in old_cols if c not in new_cols]
     parts = ([f"added {', '.join(added)}"] if added else []) + \
