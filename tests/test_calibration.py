@@ -75,3 +75,66 @@ def test_card_round_trip_and_bad_values_refused():
     np.testing.assert_allclose(out[:5], [0.0, 9.357622968840175e-14, 0.5, 1.0, 1.0],
                                rtol=1e-12)
     assert np.isnan(out[5])
+
+
+def _ensemble_logits(model: str, survey: str) -> tuple[np.ndarray, np.ndarray]:
+    """Ensemble logits and labels of every row of ``survey``, by the model called directly."""
+    import glob
+
+    import torch
+
+    from lensscan import modelcard
+    from lensscan.data.preprocess import Preprocessing, preprocess
+    from lensscan.io.parquet import read_parquet
+
+    loaded = modelcard.load_model(model)
+    loaded.module.output_logits = True
+    pre = Preprocessing.from_dict(loaded.preprocessing)
+    z, y = [], []
+    for url in sorted(glob.glob(f"{survey}/*.parquet")):
+        b = read_parquet(url)
+        with torch.inference_mode():
+            z.append(loaded.module(torch.from_numpy(preprocess(b["image"], pre)))[0].numpy())
+        y.append(b["label"])
+    return np.concatenate(z), np.concatenate(y)
+
+
+def test_calibrate_fits_the_ensemble_logits_of_labelled_rows(ray_local, tiny_model, sim_survey,
+                                                             tmp_path):
+    """``lensscan calibrate MODEL VAL`` writes Platt's fit on the model's own logits into the
+    card, weights untouched (the checksum changes: the card is part of it)."""
+    import shutil
+
+    from lensscan import modelcard
+    from lensscan.cli import main
+
+    model = str(tmp_path / "model")
+    shutil.copytree(tiny_model, model)
+    before = modelcard.model_info(model).checksum
+    assert main(["calibrate", model, sim_survey, "--prior", "2e-4"]) == 0
+    cal = C.from_card(modelcard.read_card(model))
+    assert (cal.prior, cal.n_val, cal.n_val_lenses, cal.fitted_on) == (2e-4, 60, 12, sim_survey)
+    assert cal.val_prevalence == pytest.approx(0.2)
+    assert modelcard.model_info(model).checksum != before
+    a, b = C.fit_platt(*_ensemble_logits(model, sim_survey))
+    assert (cal.a, cal.b) == pytest.approx((a, b), rel=1e-3, abs=1e-5)
+
+
+def test_ensemble_fit_writes_a_calibration_of_the_scoring_logit(ray_local, tiny_model,
+                                                               sim_survey, tmp_path):
+    """Fitting an ensemble's weights on labelled validation data also calibrates it, on the
+    logit scoring will compute (unclipped member logits, the fitted weights and bias)."""
+    import shutil
+
+    from lensscan import modelcard
+    from lensscan.train.ensemble import build_ensemble
+
+    out = str(tmp_path / "ens")
+    shutil.copytree(tiny_model, out)
+    for m in ("m0", "m1"):  # as training writes it
+        modelcard.update_card(f"{out}/{m}", input={"shape": [3, 64, 64], "dtype": "float32"})
+    card = build_ensemble(out, [f"{out}/m0", f"{out}/m1"], sim_survey, prior=5e-4)
+    cal = C.Calibration.from_dict(card["calibration"])
+    assert (cal.prior, cal.n_val, cal.n_val_lenses) == (5e-4, 60, 12)
+    a, b = C.fit_platt(*_ensemble_logits(out, sim_survey))
+    assert (cal.a, cal.b) == pytest.approx((a, b), rel=1e-3, abs=1e-5)
