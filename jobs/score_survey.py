@@ -33,8 +33,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-if __name__ == "__main__":
-    a = parse()
+def cli_argv(a: argparse.Namespace) -> list[str]:
+    """The ``lensscan score`` arguments of the parsed job options."""
     argv = ["score", a.input, a.output, "--model", a.model, "--rows-per-unit",
             str(a.rows_per_unit), "--precision", a.precision]
     if a.batch_size is not None:
@@ -49,10 +49,16 @@ if __name__ == "__main__":
         argv += ["--read-tasks", str(a.read_tasks)]
     if a.object_store_mb is not None:
         argv += ["--object-store-mb", str(a.object_store_mb)]
+    if a.prior is not None:
+        argv += ["--prior", repr(a.prior)]
     if a.overwrite:
         argv += ["--overwrite"]
     if a.tta:
         argv += ["--tta"]
     if a.compile:
         argv += ["--compile"]
-    sys.exit(main(argv))
+    return argv
+
+
+if __name__ == "__main__":
+    sys.exit(main(cli_argv(parse())))

@@ -16,7 +16,9 @@ weights are refitted on the graded validation fold::
     python jobs/train_ensemble.py --train survey/ --labels alice.csv --labels bob.csv \
         --init-from default --out models/ens-graded --lr 3e-4 --epochs 4
 
-``--refit-only`` keeps the members of ``--init-from`` as they are and refits only the weights.
+``--refit-only`` keeps the members of ``--init-from`` as they are and refits only the weights
+(and, with ``--val``, the calibration of p_lens). To add a calibration to an ensemble without
+touching its weights, use ``lensscan calibrate MODEL VAL``.
 
 Rerunning the same command after an interruption keeps finished members and resumes the member
 in progress from its last checkpoint.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from lensscan.calibration import DEFAULT_PRIOR, check_prior
 from lensscan.train.recipes import BASELINE_MEMBER, DEFAULT_MEMBERS, train_ensemble
 
 
@@ -43,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--refit-only", action="store_true",
                     help="keep the members of --init-from and refit only the ensemble weights")
     ap.add_argument("--out", required=True, help="URL of the ensemble folder to write")
+    ap.add_argument("--prior", type=float, default=DEFAULT_PRIOR, metavar="P",
+                    help="prevalence of lenses that scoring calibrates p_lens to by default "
+                         "(stored in the card's calibration, fitted on --val; default %(default)g)")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--steps-per-epoch", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -65,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
                           refit_only=a.refit_only, lr=a.lr, epochs=a.epochs,
                           steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size,
                           workers=a.workers, gpu=a.gpu, precision=a.precision,
-                          labels=a.labels or [], grade_c=a.grade_c)
+                          labels=a.labels or [], grade_c=a.grade_c,
+                          prior=check_prior(a.prior))
     print(json.dumps(card["metrics"]["validation"], indent=2))
 
 

@@ -87,6 +87,12 @@ def _evaluate(a) -> None:
                                         "precision", "recall", "f1")}, indent=2))
 
 
+def _calibrate(a) -> None:
+    from lensscan.train.calibrate import calibrate_model
+
+    print(json.dumps(calibrate_model(a.model, a.val, a.prior), indent=2))
+
+
 def _score(a) -> None:
     from lensscan.config import ScoreConfig
     from lensscan.score.pipeline import score_survey
@@ -95,7 +101,7 @@ def _score(a) -> None:
                       top=a.top, batch_size=a.batch_size, actors=a.actors,
                       rows_per_unit=a.rows_per_unit, read_tasks=a.read_tasks,
                       object_store_mb=a.object_store_mb, overwrite=a.overwrite,
-                      tta=a.tta, precision=a.precision, compile=a.compile)
+                      tta=a.tta, precision=a.precision, compile=a.compile, prior=a.prior)
     m = score_survey(cfg)
     bad = m["unreadable_shards"]
     for e in bad[:5]:
@@ -107,12 +113,20 @@ def _score(a) -> None:
     print(f"scored {c['rows_scored']} of {c['rows_read']} rows ({c['rows_quarantined']} "
           f"quarantined, {c['shards_unreadable']} unreadable shards), {c['candidates']} "
           f"candidates, {m['throughput_rows_per_s']} rows/s -> {a.output}")
+    p = m["p_lens"]
+    if p["calibrated"]:
+        e = p["candidates"]
+        purity = f" (expected purity {e['expected_purity']:.3g})" if e["n"] else ""
+        print(f"p_lens at prior {p['prior']:g}: {e['expected_lenses']:.3g} +- "
+              f"{e['expected_lenses_sd']:.2g} real lenses expected among the {e['n']} "
+              f"candidates{purity}, {p['scored']['expected_lenses']:.3g} among all "
+              f"{p['scored']['n']} scored rows")
 
 
 def _query(a) -> None:
     from lensscan.catalog import formats
     from lensscan.catalog.provenance import provenance
-    from lensscan.catalog.query import Cone, query
+    from lensscan.catalog.query import Cone, expected_in, query, run_prior
 
     if a.truth:
         from lensscan.catalog.truth import read_truth, recovery
@@ -122,8 +136,12 @@ def _query(a) -> None:
         print(json.dumps(summary), file=sys.stderr)
     else:
         cone = Cone(*a.cone) if a.cone else None
+        columns = [c.strip() for c in a.columns.split(",")] if a.columns else None
         table = query(a.out, top=a.top, min_score=a.min_score, cone=cone, where=a.where,
-                      candidates=a.candidates)
+                      columns=columns, candidates=a.candidates)
+        summary = expected_in(table, run_prior(a.out))
+        if summary is not None:
+            print(json.dumps({"expected": summary}), file=sys.stderr)
     formats.write(formats.with_names(table, a.name_prefix), a.format, a.output,
                   provenance(a.out))
 
@@ -172,9 +190,13 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the ensemble on GPU actors (compiled once per node and "
                         "cached; pays on long runs, when the GPU is the bottleneck)")
+    p.add_argument("--prior", type=float, metavar="P",
+                   help="prevalence of lenses (e.g. 1e-4) that p_lens is calibrated to (default: "
+                        "the model card's calibration prior); refused for a model without "
+                        "calibration")
     p.add_argument("--overwrite", action="store_true",
-                   help="the output holds another run (other input, model or cut): clear it and "
-                        "score anew instead of refusing")
+                   help="the output holds another run (other input, model, cut or prior): clear "
+                        "it and score anew instead of refusing")
 
 
 def _add_train(sub) -> None:
@@ -224,6 +246,20 @@ def _add_train(sub) -> None:
     p.set_defaults(fn=_train)
 
 
+def _add_calibrate(sub) -> None:
+    """``lensscan calibrate``: fit the map from the ensemble logit to p_lens."""
+    from lensscan.calibration import DEFAULT_PRIOR
+
+    p = sub.add_parser("calibrate", help="fit p_lens's calibration on labelled validation data "
+                                         "and write it into the model's card")
+    p.add_argument("model", help="model folder URL or 'default' (its card is rewritten)")
+    p.add_argument("val", help="labelled validation shards, drawn as the survey's objects are")
+    p.add_argument("--prior", type=float, default=DEFAULT_PRIOR, metavar="P",
+                   help="prevalence of lenses that scoring calibrates p_lens to by default "
+                        "(default %(default)g)")
+    p.set_defaults(fn=_calibrate)
+
+
 def _add_query(sub) -> None:
     """``lensscan query``: DuckDB over a scoring output, in any format."""
     p = sub.add_parser("query", help="query scoring output")
@@ -234,6 +270,9 @@ def _add_query(sub) -> None:
     p.add_argument("--where", help="one boolean SQL expression over the output's columns, e.g. "
                    "\"ra BETWEEN 150 AND 151 AND score_m0 > 0.5\" (no statements or subqueries)")
     p.add_argument("--candidates", action="store_true", help="query candidates.parquet only")
+    p.add_argument("--columns", metavar="A,B,...",
+                   help="columns to return, e.g. object_id,ra,dec,score,logit,member_spread,"
+                        "p_lens (default: the contract's, member scores and p_lens)")
     p.add_argument("--truth", help="known lenses (CSV/Parquet/FITS/VOTable, or the gallery's "
                    "grades CSV): report each one's rank and the recall/purity in --top")
     p.add_argument("--match-radius", type=float, metavar="ARCSEC",
@@ -356,6 +395,7 @@ def parser() -> argparse.ArgumentParser:
     add_score_args(p)
     p.set_defaults(fn=_score)
 
+    _add_calibrate(sub)
     _add_query(sub)
     _add_gallery(sub)
     _add_bench(sub)

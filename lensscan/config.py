@@ -92,6 +92,8 @@ class ScoreConfig:
     tta: bool = False  # average every member over the 8 flips and rotations (8x the model cost)
     precision: str = "auto"  # autocast: "auto" (fp16 on GPUs, fp32 on CPU), fp32, fp16, bf16
     compile: bool = False  # torch.compile the ensemble on GPU actors (pays on long runs only)
+    prior: float | None = None  # prevalence of lenses p_lens is calibrated to; default: the
+    #   model card's calibration prior (refused for a model without calibration)
     progress: bool = True  # print progress while running
 
     def to_dict(self) -> dict[str, Any]:

@@ -126,6 +126,15 @@ def save_ensemble(url: str, card: dict[str, Any]) -> dict:
     return card
 
 
+def update_card(url: str, **fields: Any) -> dict:
+    """Set ``fields`` in the card of model folder ``url`` (weights untouched, so only the
+    model's checksum changes); returns the new card."""
+    url = resolve(url)
+    card = {**read_card(url), **fields}
+    storage.write_bytes_atomic(storage.join(url, CARD), json.dumps(card, indent=2).encode())
+    return card
+
+
 @dataclass
 class ModelInfo:
     """What a model folder's cards say, with every member's weights checked against its card,
@@ -229,4 +238,4 @@ def bytes_to_state(blob: bytes) -> dict[str, torch.Tensor]:
 
 
 __all__ = ["LoadedModel", "ModelInfo", "model_info", "load_model", "load_member", "save_member",
-           "save_ensemble", "read_card", "resolve", "default_model_url"]
+           "save_ensemble", "read_card", "update_card", "resolve", "default_model_url"]

@@ -255,3 +255,59 @@ def test_queries_reach_nothing_but_the_output(out, s3_bucket):
     assert con.execute(f"SELECT count(*) FROM {source_sql(run)}").fetchone()[0] == 30
     with pytest.raises(duckdb.Error, match="disabled by configuration"):
         con.execute(f"SELECT * FROM read_csv('{other}/t.csv')")
+
+
+@pytest.fixture(scope="module")
+def calibrated_out(tmp_path_factory):
+    """A scoring output with logit, member_spread and p_lens, from a run at prior 1e-3."""
+    from lensscan.score import fingerprint
+
+    path = str(tmp_path_factory.mktemp("qp") / "run")
+    rng = np.random.default_rng(3)
+    n = 500
+    score = rng.uniform(0.01, 0.99, n).astype(np.float32)
+    rows = {"object_id": np.arange(n, dtype=np.int64), "ra": rng.uniform(0, 360, n),
+            "dec": rng.uniform(-60, 60, n), "score": score, "score_a": score,
+            "shard": np.full(n, "s.parquet", dtype=object), "row": np.arange(n, dtype=np.int64),
+            "status": np.full(n, "ok", dtype=object),
+            "logit": np.log(score / (1 - score)).astype(np.float32),
+            "member_spread": np.zeros(n, np.float32), "p_lens": (score * 0.01).astype(np.float32)}
+    order = [*ORDER, "logit", "member_spread", "p_lens"]
+    commit.write_unit(path, "k0", rows, order)
+    commit.finalize(path, ["k0"], 0.9, None)
+    rec = fingerprint.RunRecord(input="test", model_checksum="test", threshold=0.9, top=None,
+                                preprocessing={}, rows_per_unit=2048, prior=1e-3, columns=order)
+    fingerprint.write(path, rec)
+    commit.write_json(storage.join(path, commit.MANIFEST), {"fingerprint": rec.fingerprint})
+    return path, rows
+
+
+def test_p_lens_is_returned_and_summed_over_the_rows_returned(calibrated_out, out, capsys):
+    """A calibrated run's query returns p_lens and says, on stderr, how many real lenses the
+    rows returned hold in expectation (sum of p_lens) and their expected purity."""
+    from lensscan.catalog.query import expected_in
+
+    path, rows = calibrated_out
+    t = query(path, top=20)
+    assert t.column_names == ["rank", "object_id", "ra", "dec", "score", "score_a", "shard",
+                              "row", "p_lens"]
+    best = np.sort(rows["p_lens"].astype(np.float64))[::-1][:20]
+    s = expected_in(t, 1e-3)
+    assert (s["rows"], s["n"], s["prior"]) == (20, 20, 1e-3)
+    assert s["expected_lenses"] == pytest.approx(best.sum(), abs=1e-4)
+    assert s["expected_purity"] == pytest.approx(best.sum() / 20, abs=1e-6)
+    assert main(["query", path, "--top", "20", "--format", "csv"]) == 0
+    cap = capsys.readouterr()
+    lines = cap.out.strip().splitlines()
+    assert len(lines) == 21 and "p_lens" in lines[0]  # stdout: the table only
+    summary = json.loads(cap.err.strip().splitlines()[-1])["expected"]
+    assert summary["expected_lenses"] == pytest.approx(best.sum(), abs=1e-4)
+    assert main(["query", path, "--where", "p_lens > 0.005", "--columns",
+                 "object_id,logit,member_spread", "--format", "csv"]) == 0
+    cap = capsys.readouterr()
+    header = cap.out.splitlines()[0].replace('"', "").split(",")
+    assert header == ["rank", "object_id", "logit", "member_spread"]
+    assert len(cap.out.strip().splitlines()) == 1 + int((rows["score"] > 0.5).sum())
+    assert "expected" not in cap.err  # no p_lens among the columns asked for
+    assert main(["query", out[0], "--top", "3"]) == 0  # an output without p_lens: no summary
+    assert "expected" not in capsys.readouterr().err

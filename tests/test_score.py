@@ -349,3 +349,124 @@ def test_gpu_reads_sized_from_measured_rates():
     res = resources(ScoreConfig(input="x", output="y", read_tasks=3, batch_size=100),
                     read_rate=1.0, cpus=16, gpus=1)
     assert (res["read_tasks"], res["batch_size"]) == (3, 100)
+
+
+#: A calibration written into a copy of the tiny model (a Platt map fitted at 1 lens in 4).
+CALIBRATION = {"method": "platt", "a": 1.3, "b": -0.2, "val_prevalence": 0.25, "prior": 1e-3}
+ADDED = ["logit", "member_spread", "p_lens"]
+
+
+@pytest.fixture(scope="module")
+def calibrated_model(tiny_model, tmp_path_factory) -> str:
+    import shutil
+
+    root = tmp_path_factory.mktemp("calibrated") / "model"
+    shutil.copytree(tiny_model, root)
+    modelcard.update_card(str(root), calibration=CALIBRATION)
+    return str(root)
+
+
+def _p_lens(logit: np.ndarray, prior: float) -> np.ndarray:
+    """The contract's p_lens, written out: Platt map, then the odds moved to ``prior``."""
+    c = CALIBRATION
+    odds = np.exp(c["a"] * logit + c["b"]) * (prior / (1 - prior)) / (
+        c["val_prevalence"] / (1 - c["val_prevalence"]))
+    return odds / (1 + odds)
+
+
+def test_logit_spread_p_lens_and_the_expected_lenses_of_the_top_n(ray_local, calibrated_model,
+                                                                  tmp_path, capsys):
+    """Every scored row gets its logit, the members' spread and p_lens at the card's prior; the
+    manifest sums p_lens over the top N, the candidates and every row; another --prior into the
+    same output is another run (refused, then --overwrite)."""
+    from lensscan.errors import OutputError
+
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    src.mkdir()
+    _survey(src, n_shards=2, rows=70)  # 140 rows, two of them quarantined
+    m = score_survey(ScoreConfig(input=str(src), output=out, model=calibrated_model,
+                                 batch_size=32, progress=False))
+    df = _read_scores(out)
+    assert list(df.columns) == CONTRACT + ADDED
+    ok = (df["status"] == "ok").to_numpy()
+    assert ok.sum() == 138 and df.loc[~ok, ADDED].isna().all().all()
+    d = df[ok]
+    assert d[ADDED].dtypes.tolist() == [np.float32] * 3
+    z = d["logit"].to_numpy(np.float64)
+    np.testing.assert_allclose(1 / (1 + np.exp(-z)), d["score"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(d["member_spread"], d[["score_m0", "score_m1"]].std(axis=1, ddof=0),
+                               atol=1e-6)
+    np.testing.assert_allclose(d["p_lens"], _p_lens(z, 1e-3), rtol=1e-5, atol=1e-12)
+    p = m["p_lens"]
+    assert (m["prior"], p["calibrated"], p["prior"], p["prior_from"]) == (
+        1e-3, True, 1e-3, "model card")
+    assert p["calibration"]["a"] == 1.3
+    ranked = d.sort_values(["score", "object_id"], ascending=[False, True])["p_lens"]
+    ranked = ranked.to_numpy(np.float64)
+    assert [e["n"] for e in p["top_n"]] == [10, 100]  # 1000 > the rows scored
+    for e in p["top_n"]:
+        assert e["expected_lenses"] == pytest.approx(ranked[:e["n"]].sum(), abs=1e-4)
+        assert e["expected_purity"] == pytest.approx(ranked[:e["n"]].sum() / e["n"], abs=1e-6)
+    cand = pq.read_table(os.path.join(out, "candidates.parquet")).to_pandas()
+    assert list(cand.columns[-3:]) == ADDED and p["candidates"]["n"] == len(cand)
+    assert p["candidates"]["expected_lenses"] == pytest.approx(cand["p_lens"].sum(), abs=1e-4)
+    assert p["scored"]["n"] == 138
+    assert p["scored"]["expected_lenses"] == pytest.approx(ranked.sum(), abs=1e-4)
+    with pytest.raises(OutputError, match="prior 0.001 -> 0.01"):
+        score_survey(ScoreConfig(input=str(src), output=out, model=calibrated_model,
+                                 prior=0.01, progress=False))
+    assert main(["score", str(src), out, "--model", calibrated_model, "--prior", "0.01",
+                 "--batch-size", "32", "--overwrite"]) == 0
+    assert "p_lens at prior 0.01: " in capsys.readouterr().out
+    again = _read_scores(out).set_index("object_id").loc[d["object_id"]]
+    np.testing.assert_allclose(again["p_lens"], _p_lens(z, 0.01), rtol=1e-5, atol=1e-12)
+    manifest = json.loads(pathlib.Path(out, "_manifest.json").read_text())
+    assert manifest["p_lens"]["prior_from"] == "--prior" and manifest["prior"] == 0.01
+
+
+def test_model_without_calibration_gives_null_p_lens_and_refuses_prior(ray_local, tiny_model,
+                                                                        tmp_path, capsys):
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    src.mkdir()
+    _survey(src, n_shards=1, rows=40, bad=False)
+    assert main(["score", str(src), out, "--model", tiny_model, "--prior", "1e-4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no calibration" in err[0] and "--prior 0.0001" in err[0]
+    assert not os.path.exists(out)  # refused before anything was written
+    m = score_survey(ScoreConfig(input=str(src), output=out, model=tiny_model, progress=False))
+    df = _read_scores(out)
+    assert df["p_lens"].isna().all() and df["logit"].notna().all()
+    assert df["member_spread"].notna().all()
+    assert m["prior"] is None and m["p_lens"]["calibrated"] is False
+    assert "no calibration" in m["p_lens"]["reason"]
+
+
+def test_an_output_without_the_added_columns_is_another_run(ray_local, tiny_model, tmp_path):
+    """A folder scored before logit/member_spread/p_lens existed (its run record names no
+    columns) is not resumed into a mix of parts with and without them."""
+    from lensscan.errors import OutputError
+    from lensscan.score import fingerprint
+
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    src.mkdir()
+    _survey(src, n_shards=1, rows=20, bad=False)
+    cfg = ScoreConfig(input=str(src), output=out, model=tiny_model, progress=False)
+    score_survey(cfg)
+    old = json.loads(pathlib.Path(out, fingerprint.RUN).read_text())
+    del old["columns"], old["prior"]
+    pathlib.Path(out, fingerprint.RUN).write_text(json.dumps(old))
+    with pytest.raises(OutputError, match=r"columns: none recorded \(an older lensscan's "
+                                          r"output\) -> .*p_lens"):
+        score_survey(cfg)
+
+
+def test_job_script_passes_the_prior_through():
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("score_survey", pathlib.Path(__file__).parents[1] / "jobs" /
+                                   "score_survey.py")
+    job = module_from_spec(spec)
+    spec.loader.exec_module(job)
+    argv = job.cli_argv(job.parse(["--input", "in/", "--output", "out/", "--prior", "3e-5"]))
+    assert argv[argv.index("--prior") + 1] == "3e-05"
+    assert "--prior" not in job.cli_argv(job.parse(["--input", "in/", "--output", "out/"]))

@@ -44,6 +44,12 @@ COLUMNS: dict[str, tuple[str | None, str, str]] = {
     "score": (None, "stat.probability", "ensemble lens probability (dimensionless)"),
     "score_*": (None, "stat.probability", "lens probability of one ensemble member "
                                           "(dimensionless)"),
+    "logit": (None, "stat.fit.param", "ensemble logit: log(score / (1 - score)) before the "
+                                      "sigmoid (dimensionless)"),
+    "member_spread": (None, "stat.stdev", "standard deviation of the members' lens "
+                                          "probabilities (dimensionless)"),
+    "p_lens": (None, "stat.probability", "probability of a lens at the run's prior "
+                                         "prevalence, calibrated on validation data"),
     "distance_arcsec": ("arcsec", "pos.angDistance", "distance from the cone's centre"),
     "separation_arcsec": ("arcsec", "pos.angDistance", "separation of the cross-match"),
     "shard": (None, "meta.ref.url", "input shard holding the cutout"),

@@ -1,21 +1,25 @@
 """Query scoring output with DuckDB directly over its Parquet files, on any storage URL.
 
-Only the needed columns are read, and score cuts prune row groups by their statistics.
+Only the needed columns are read, and score cuts prune row groups by their statistics. A result
+that holds ``p_lens`` also says how many real lenses it holds in expectation
+(:func:`expected_in`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from lensscan import duck
 from lensscan.catalog.output import check_output
 from lensscan.catalog.where import referenced_columns, where_sql
 from lensscan.io import storage
-from lensscan.score import commit
+from lensscan.score import commit, expected, fingerprint
 
-#: Columns returned by default (member scores are added when present).
+#: Columns returned by default (member scores are added when present, and ``p_lens`` when the
+#: run calibrated it).
 DEFAULT_COLUMNS = ("object_id", "ra", "dec", "score", "shard", "row")
 
 
@@ -77,7 +81,8 @@ def query(
         checked by :func:`lensscan.catalog.where.where_sql`: no statements, subqueries or
         table functions; safe with untrusted text.
     columns : list of str, optional
-        Columns to return (default :data:`DEFAULT_COLUMNS` plus member scores).
+        Columns to return (default :data:`DEFAULT_COLUMNS` plus member scores, and ``p_lens``
+        when the run computed it).
     candidates : bool
         Query ``candidates.parquet`` instead of every scored row.
 
@@ -91,8 +96,9 @@ def query(
     duck.confine(con, out)  # this output only: no other file, bucket or URL from here on
     src = source_sql(out, candidates)
     available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+    default = (*DEFAULT_COLUMNS, "p_lens") if run_prior(out) is not None else DEFAULT_COLUMNS
     cols = list(columns) if columns else [c for c in available
-                                          if c in DEFAULT_COLUMNS or c.startswith("score_")]
+                                          if c in default or c.startswith("score_")]
     missing = [c for c in cols if c not in available]
     if missing:
         raise ValueError(f"unknown columns {missing}; available: {available}")
@@ -113,6 +119,23 @@ def query(
         return duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
         raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def run_prior(out: str) -> float | None:
+    """The prevalence the run behind ``out`` calibrated ``p_lens`` to (None: no p_lens)."""
+    rec = fingerprint.read(out)
+    return rec.prior if rec is not None else None
+
+
+def expected_in(table: pa.Table, prior: float | None = None) -> dict | None:
+    """Expected real lenses (sum of ``p_lens``, with its standard deviation) and purity among
+    the rows of a query result; None when it holds no ``p_lens`` values."""
+    if "p_lens" not in table.column_names:
+        return None
+    p = table.column("p_lens").to_numpy(zero_copy_only=False).astype(np.float64)
+    if not np.isfinite(p).any():
+        return None
+    return {"rows": table.num_rows, **expected.summary(p), "prior": prior}
 
 
 def _filters(min_score: float | None, cone: Cone | None, where: str | None,

@@ -24,10 +24,12 @@ class Ensemble(nn.Module):
     tta : bool
         Test-time augmentation: every member's logit is its mean over the 8 dihedral views
         (flips and 90-degree rotations) of the input, at 8 times the cost.
+    output_logits : bool
+        :meth:`forward` returns logits instead of probabilities (scoring stores both).
     """
 
     def __init__(self, members: list[nn.Module], weights: list[float], bias: float = 0.0,
-                 tta: bool = False) -> None:
+                 tta: bool = False, output_logits: bool = False) -> None:
         super().__init__()
         if len(members) != len(weights):
             raise ValueError("one weight per member")
@@ -35,6 +37,7 @@ class Ensemble(nn.Module):
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
         self.register_buffer("bias", torch.tensor(float(bias)))
         self.tta = tta
+        self.output_logits = output_logits
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, M) logits of every member (averaged over views with ``tta``)."""
@@ -45,9 +48,13 @@ class Ensemble(nn.Module):
         return logits.reshape(8, n, -1).mean(dim=0) if self.tta else logits
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(score, member_scores)``: (N,) and (N, M) probabilities."""
+        """Return ``(score, member_scores)``: (N,) and (N, M) probabilities; with
+        ``output_logits``, the ensemble logit and the member logits instead."""
         logits = self.member_logits(x)  # (N, M)
-        combined = logits @ self.weights + self.bias  # (N,)
+        # elementwise, not a matmul: stays float32 under fp16 autocast (the logit is stored)
+        combined = (logits * self.weights).sum(dim=1) + self.bias  # (N,)
+        if self.output_logits:
+            return combined, logits
         return torch.sigmoid(combined), torch.sigmoid(logits)
 
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from lensscan import duck
 from lensscan.io import storage
 from lensscan.io.checks import DUPLICATE_ID, OK, UNREADABLE, id_is_null
-from lensscan.score.duplicates import flag_duplicates
+from lensscan.score.duplicates import flag_duplicates, is_scored
 
 SCORES = "scores"
 CANDIDATES = "candidates.parquet"
@@ -51,7 +51,7 @@ def committed_units(out: str) -> set[str]:
 
 
 def _column(values: np.ndarray, name: str, null: np.ndarray) -> pa.Array:
-    if name == "score" or name.startswith("score_"):
+    if is_scored(name):
         v = np.asarray(values, np.float32)
         return pa.array(v, mask=null | np.isnan(v))
     if name in ("ra", "dec"):
@@ -98,7 +98,7 @@ def write_rejected(out: str, key: str, shard: str, rows: int, reason: str,
     quarantined as ``unreadable`` with the reason, so that the rows are counted."""
     n = int(rows)
     ids = np.full(n, None, dtype=object) if ids_as_strings else np.zeros(n, np.int64)
-    batch = {c: np.full(n, np.nan, np.float32) for c in order if c.startswith("score")}
+    batch = {c: np.full(n, np.nan, np.float32) for c in order if is_scored(c)}
     batch.update({"object_id": ids, "ra": np.full(n, np.nan), "dec": np.full(n, np.nan),
                   "shard": np.full(n, shard, dtype=object), "row": np.arange(n),
                   "status": np.full(n, f"{UNREADABLE}: {reason}", dtype=object)})

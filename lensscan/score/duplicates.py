@@ -22,6 +22,14 @@ from lensscan import duck
 from lensscan.io import storage
 from lensscan.io.checks import DUPLICATE_ID
 
+#: Float32 columns of a scored row (besides ``score_<member>``): null where it is quarantined.
+SCORED = ("score", "logit", "member_spread", "p_lens")
+
+
+def is_scored(column: str) -> bool:
+    """True for a column that holds a model output (null on quarantined rows)."""
+    return column in SCORED or column.startswith("score_")
+
 
 def _later_occurrences(con: duckdb.DuckDBPyConnection, files: list[str]) -> pa.Table:
     """(filename, row, object_id, first_shard, first_row) of each later occurrence of an id
@@ -63,7 +71,7 @@ def flag_duplicates(con: duckdb.DuckDBPyConnection, files: list[str]) -> int:
         table = table.set_column(table.column_names.index("status"), "status",
                                  pa.array(status.tolist(), pa.string()))
         for j, col in enumerate(table.column_names):
-            if col == "score" or col.startswith("score_"):
+            if is_scored(col):
                 arr = table.column(col).to_numpy(zero_copy_only=False).astype(np.float32)
                 table = table.set_column(j, col, pa.array(arr, mask=hit | np.isnan(arr)))
         buf = io.BytesIO()

@@ -2,8 +2,9 @@
 
 A run is keyed on its *fingerprint*: the model checksum, the input listing (every shard's URL,
 size and ETag or mtime), the candidate cut (threshold or top N), the preprocessing, test-time
-augmentation and the unit sizes. The input URL as typed is recorded but not part of it: ``in/``
-and ``/abs/in/`` list the same shards. The record is written before the first part is committed:
+augmentation, the unit sizes, the prior of ``p_lens`` and the output's columns. The input URL
+as typed is recorded but not part of it: ``in/`` and ``/abs/in/`` list the same shards. The
+record is written before the first part is committed:
 
     _run.json         the settings and the fingerprint
     _shards.parquet   one row per input shard: shard, size, version (ETag or mtime), the
@@ -46,6 +47,9 @@ class RunRecord:
     rows_per_unit: int  # unit size: decides the part files
     tta: bool = False  # test-time augmentation: changes every score
     first_unit_rows: int = 0  # the survey's first unit is cut into units this big (0: not cut)
+    prior: float | None = None  # prevalence p_lens is calibrated to (None: no calibration)
+    columns: list[str] | None = None  # the scores' columns (None: written before they were
+    #   recorded, without logit, member_spread and p_lens)
     shards: dict[str, Stamp] = field(default_factory=dict)  # URL -> (size, ETag/mtime)
 
     def settings(self) -> dict:
@@ -100,7 +104,7 @@ def read(out: str) -> RunRecord | None:
 
 def differences(old: RunRecord, new: RunRecord) -> list[str]:
     """What differs between two runs, in words (empty when they are the same run)."""
-    diffs = [f"{k} {a!r} -> {b!r}" for k, a, b in
+    diffs = [_setting_change(k, a, b) for k, a, b in
              ((k, old.settings()[k], v) for k, v in new.settings().items())
              if a != b and k != "model_checksum"]
     if old.model_checksum != new.model_checksum:
@@ -115,6 +119,20 @@ def differences(old: RunRecord, new: RunRecord) -> list[str]:
             more = f" and {len(urls) - 3} more" if len(urls) > 3 else ""
             diffs.append(f"{len(urls)} input shard(s) {word} ({', '.join(urls[:3])}{more})")
     return diffs
+
+
+def _setting_change(key: str, old: object, new: object) -> str:
+    """One setting's change in words; column lists by what was added and removed."""
+    if key != "columns":
+        return f"{key} {old!r} -> {new!r}"
+    if old is None:
+        return f"columns: none recorded (an older lensscan's output) -> {', '.join(new or [])}"
+    old_cols, new_cols = list(old), list(new or [])
+    added = [c for c in new_cols if c not in old_cols]
+    removed = [c for c in old_cols if c not in new_cols]
+    parts = ([f"added {', '.join(added)}"] if added else []) + \
+        ([f"removed {', '.join(removed)}"] if removed else [])
+    return "columns " + ("; ".join(parts) or "reordered")
 
 
 def has_output(out: str) -> bool:

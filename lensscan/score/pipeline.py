@@ -13,19 +13,20 @@ import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import ray
 import ray.data
 from ray.data import ActorPoolStrategy, ExecutionResources, TaskPoolStrategy
 
-from lensscan import __version__, modelcard, runtime
+from lensscan import __version__, calibration, modelcard, runtime
 from lensscan.config import ScoreConfig
 from lensscan.data.stream import ReadUnits, SurveyPlan, plan_survey, unit_key, units_to_items
 from lensscan.errors import NothingReadableError
 from lensscan.io import storage
 from lensscan.io.shards import Unit, read_unit, split_first
-from lensscan.score import commit, fingerprint
+from lensscan.score import commit, expected, fingerprint
 from lensscan.score.actor import ScoringActor
 from lensscan.score.collect import Collector
 from lensscan.score.lease import Lease
@@ -136,7 +137,8 @@ def build_dataset(units, cfg: ScoreConfig, preprocessing: dict, model_url: str, 
         ScoringActor,
         fn_constructor_kwargs={"model_url": model_url, "preprocessing": preprocessing,
                                "threads": res["threads"], "tta": cfg.tta,
-                               "precision": cfg.precision, "compile": cfg.compile},
+                               "precision": cfg.precision, "compile": cfg.compile,
+                               "prior": cfg.prior},
         batch_size=res["batch_size"],
         num_gpus=res["gpus_per_actor"],
         num_cpus=res["cpus_per_actor"],
@@ -187,6 +189,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
     OutputError
         When another run holds the output's lease, or the output holds another run and
         ``cfg.overwrite`` is not set.
+    ValueError
+        When ``cfg.prior`` is given for a model without calibration, or is not in (0, 1).
     NothingReadableError
         When no input row could be read (every shard unreadable); no manifest is written.
     StorageError
@@ -196,6 +200,10 @@ def score_survey(cfg: ScoreConfig) -> dict:
     model_url = modelcard.resolve(cfg.model)
     info = modelcard.model_info(model_url)  # cards and weight checksums; the actors load it
     threshold = cfg.threshold if cfg.threshold is not None else info.threshold
+    cal, prior = scoring_prior(cfg.model, info, cfg.prior)
+    prior_from = "--prior" if cfg.prior is not None else "model card"
+    cfg = replace(cfg, prior=prior)  # the actors calibrate p_lens to the resolved prior
+    order = output_columns(info.member_names)
     with Lease(cfg.output):
         survey, startup = plan_while_ray_starts(cfg)
         survey.units = split_first(survey.units, FIRST_UNIT_ROWS)
@@ -203,17 +211,61 @@ def score_survey(cfg: ScoreConfig) -> dict:
             input=cfg.input, model_checksum=info.checksum,
             threshold=None if cfg.top is not None else float(threshold), top=cfg.top,
             preprocessing=info.preprocessing, rows_per_unit=cfg.rows_per_unit,
-            tta=cfg.tta, first_unit_rows=FIRST_UNIT_ROWS, shards=survey.stamps)
+            tta=cfg.tta, first_unit_rows=FIRST_UNIT_ROWS, prior=prior, columns=order,
+            shards=survey.stamps)
         if fingerprint.claim(cfg.output, rec, cfg.overwrite):
             _say(cfg, f"--overwrite: cleared the earlier output in {cfg.output}")
         # the output is about to change: it is no longer complete
         storage.remove(storage.join(cfg.output, commit.MANIFEST))
-        manifest = _score(cfg, info, model_url, survey, float(threshold), t0)
+        manifest = _score(cfg, info, model_url, survey, float(threshold), order, t0)
         manifest["startup"] = {**startup, **manifest.get("startup", {})}
         manifest.update(started=started, fingerprint=rec.fingerprint,
-                        threshold=rec.threshold, top=cfg.top)
+                        threshold=rec.threshold, top=cfg.top, prior=prior,
+                        p_lens=_p_lens_report(cal, prior, prior_from,
+                                              manifest.pop("expected")))
         commit.write_json(storage.join(cfg.output, commit.MANIFEST), manifest)
     return manifest
+
+
+def output_columns(members: list[str]) -> list[str]:
+    """The scores' columns, in order: the contract's, then the additions of issue 15."""
+    return ["object_id", "ra", "dec", "score", *[f"score_{n}" for n in members], "shard",
+            "row", "status", "logit", "member_spread", "p_lens"]
+
+
+def scoring_prior(model: str, info: modelcard.ModelInfo, prior: float | None
+                  ) -> tuple[calibration.Calibration | None, float | None]:
+    """The model's calibration and the prevalence ``p_lens`` is calibrated to: ``prior`` when
+    given, else the card's; (None, None) for a model without calibration.
+
+    Raises
+    ------
+    ValueError
+        When ``prior`` is given for a model without calibration, or is not in (0, 1).
+    """
+    try:
+        cal = calibration.from_card(info.card)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{model}: the card's calibration is unusable ({exc})") from None
+    if cal is None:
+        if prior is not None:
+            raise ValueError(f"--prior {prior:g}: model {model} has no calibration, so p_lens "
+                             "cannot be computed; add one (lensscan calibrate MODEL VAL) or "
+                             "score without --prior")
+        return None, None
+    return cal, (calibration.check_prior(prior) if prior is not None else cal.prior)
+
+
+def _p_lens_report(cal: calibration.Calibration | None, prior: float | None, prior_from: str,
+                   expect: dict | None) -> dict:
+    """The manifest's ``p_lens`` entry: the calibration and prior used and what the ranked
+    list holds in expectation, or why ``p_lens`` is null."""
+    if cal is None:
+        return {"calibrated": False,
+                "reason": "the model card has no calibration, so p_lens is null; add one from "
+                          "validation data with lensscan calibrate MODEL VAL"}
+    return {"calibrated": True, "prior": prior, "prior_from": prior_from,
+            "calibration": cal.to_dict(), **(expect or {})}
 
 
 def _rejected_units(survey: SurveyPlan) -> dict[str, tuple[Unit, str]]:
@@ -246,11 +298,10 @@ def _stream(cfg: ScoreConfig, info, model_url: str, todo: list[Unit], survey: Su
 
 
 def _score(cfg: ScoreConfig, info, model_url: str, survey: SurveyPlan, threshold: float,
-           t0: float) -> dict:
+           order: list[str], t0: float) -> dict:
     """Commit what is not committed yet, then finalize; returns the manifest (less its
-    start, fingerprint and cut)."""
-    order = ["object_id", "ra", "dec", "score",
-             *[f"score_{n}" for n in info.member_names], "shard", "row", "status"]
+    start, fingerprint and cut, with the ``expected`` lenses of the ranked list when
+    ``cfg.prior`` is set)."""
     keys = {unit_key(u): u for u in survey.units}
     rejected = _rejected_units(survey)
     done = commit.committed_units(cfg.output) & (set(keys) | set(rejected))
@@ -268,9 +319,12 @@ def _score(cfg: ScoreConfig, info, model_url: str, survey: SurveyPlan, threshold
     unreadable = [{"shard": e.url, "reason": e.reason, "rows": e.rows} for e in survey.rejected]
     if unreadable:
         commit.write_json(storage.join(cfg.output, commit.QUARANTINE), {"shards": unreadable})
-    counts = commit.finalize(cfg.output, sorted(set(keys) | set(rejected)), threshold, cfg.top)
+    parts = sorted(set(keys) | set(rejected))
+    counts = commit.finalize(cfg.output, parts, threshold, cfg.top)
     if counts["rows_read"] - counts["rows_unreadable"] == 0:
         raise NothingReadableError(_nothing_read(cfg, survey, counts))
+    expect = (expected.expected_lenses(cfg.output, parts, counts["candidates"])
+              if cfg.prior is not None else None)
     elapsed, scored = time.time() - t0, collector.scored
     first = collector.first_commit
     return {
@@ -291,6 +345,7 @@ def _score(cfg: ScoreConfig, info, model_url: str, survey: SurveyPlan, threshold
         "seconds_to_first_commit": round(first[0], 3) if first else None,
         "steady_rows_per_s": _steady(first, scored, elapsed),
         "resources": res,
+        "expected": expect,
     }
 
 

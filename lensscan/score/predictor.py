@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 import torch
 
+from lensscan import calibration
 from lensscan.data.preprocess import Preprocessing, as_tensor, finite_rows, preprocess_tensor
 from lensscan.io.checks import flag_non_finite, ok_mask
 from lensscan.modelcard import load_model
@@ -86,7 +87,12 @@ class EnsemblePredictor:
         torch, so a node compiles once).
     device : str, optional
         Force a device; default :func:`actor_device`.
+    prior : float, optional
+        Prevalence of lenses that ``p_lens`` is calibrated to (the card's calibration moved to
+        it, :mod:`lensscan.calibration`); None, or a card without calibration: ``p_lens`` is NaN.
 
+    Besides ``score`` and ``score_<member>`` every row gets the ensemble ``logit``, the
+    ``member_spread`` (standard deviation of the member probabilities) and ``p_lens``.
     Rows whose status is not ``ok`` are not scored (NaN, null in the output); a row whose model
     input is not finite is quarantined as ``non_finite_input``. Each output row says which
     device scored it (``device``), so the run can report it.
@@ -94,7 +100,8 @@ class EnsemblePredictor:
 
     def __init__(self, model_url: str, preprocessing: dict | None = None,
                  threads: int | None = None, tta: bool = False, precision: str = "auto",
-                 compile: bool = False, device: str | None = None) -> None:
+                 compile: bool = False, device: str | None = None,
+                 prior: float | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
         gpu_ids = ray_gpu_ids()
@@ -105,6 +112,9 @@ class EnsemblePredictor:
         self.pre = Preprocessing.from_dict(preprocessing) if preprocessing is not None else None
         loaded = load_model(model_url)
         loaded.module.tta = tta  # mean member logit over the 8 dihedral views
+        loaded.module.output_logits = True  # probabilities follow on the host, in float32
+        self.calibration = calibration.from_card(loaded.card)
+        self.prior = prior if self.calibration is not None else None
         self.names = loaded.member_names
         self.model = loaded.module.to(self.device).eval().to(memory_format=torch.channels_last)
         self.compiled = bool(compile and self.cuda)
@@ -122,26 +132,31 @@ class EnsemblePredictor:
         status = np.asarray(batch["status"], dtype=object)
         ok = ok_mask(status)
         n = len(ok)
-        score = np.full(n, np.nan, np.float32)
-        members = np.full((n, len(self.names)), np.nan, np.float32)
+        logit = np.full(n, np.nan, np.float32)
+        member_logits = np.full((n, len(self.names)), np.nan, np.float32)
         if ok.any():
             images = batch["image"] if ok.all() else batch["image"][ok]
-            s, m, finite = self.scores(images)
+            z, m, finite = self.scores(images)
             rows = np.flatnonzero(ok)
             if not finite.all():
                 status = status.copy()
                 flag_non_finite(_scatter(finite, rows, n, True), status)
-            score[rows[finite]], members[rows[finite]] = s[finite], m[finite]
+            logit[rows[finite]], member_logits[rows[finite]] = z[finite], m[finite]
+        members = calibration.sigmoid(member_logits)  # (N, M)
         out = {k: batch[k] for k in PASS if k in batch}
         out["status"] = status
-        out["score"] = score
+        out["score"] = calibration.sigmoid(logit)
         for j, name in enumerate(self.names):
             out[f"score_{name}"] = members[:, j]
+        out["logit"] = logit
+        out["member_spread"] = members.std(axis=1)
+        out["p_lens"] = (self.calibration.p_lens(logit, self.prior) if self.prior is not None
+                         else np.full(n, np.nan, np.float32))
         out["device"] = np.full(n, self.label, dtype=object)
         return out
 
     def scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Ensemble and member probabilities, (M,) and (M, K), and which rows' model input was
+        """Ensemble and member logits, float32 (M,) and (M, K), and which rows' model input was
         finite (M,), of a batch of cutouts (raw, or model input without ``preprocessing``)."""
         if images.dtype not in (np.float32, np.float16):  # native float32/16 travel as they are
             images = images.astype(np.float32)
@@ -155,7 +170,7 @@ class EnsemblePredictor:
             return s.numpy(), m.numpy(), f.numpy()
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Preprocess and score cutouts on the device: float32 probabilities and finite rows."""
+        """Preprocess and score cutouts on the device: float32 logits and finite rows."""
         y = preprocess_tensor(x, self.pre) if self.pre else x.float()
         finite = finite_rows(y)
         y = torch.where(finite[:, None, None, None], y, 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lensscan import modelcard
+from lensscan import calibration, modelcard
 from lensscan.config import TrainConfig
 from lensscan.data.preprocess import Preprocessing
 from lensscan.io import storage
@@ -46,11 +46,16 @@ def fit_weights(logits: np.ndarray, y: np.ndarray, l2: float = 1e-3,
 
 
 def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: float = 100.0,
-                   labels: dict[str, int] | None = None, fold: bool | None = None) -> dict:
+                   labels: dict[str, int] | None = None, fold: bool | None = None,
+                   prior: float = calibration.DEFAULT_PRIOR) -> dict:
     """Fit weights on ``val`` for the members (folders under ``out``); write the ensemble card.
 
     ``labels`` (graders' labels by object_id) keep only the graded rows of ``val``, labelled
-    so; ``fold=True`` keeps only its validation fold (object_id hash), as training leaves it."""
+    so; ``fold=True`` keeps only its validation fold (object_id hash), as training leaves it.
+    Labelled validation data (no ``labels``) also gives the card its ``calibration``
+    (:mod:`lensscan.calibration`), with ``prior`` as the prevalence scoring defaults to; graded
+    rows do not: they were picked by score, so their class ratio is not one Bayes' rule can
+    move from (``lensscan calibrate`` adds one later from a labelled set)."""
     members, cards = [], []
     for url in member_urls:
         model, card = modelcard.load_member(url)
@@ -60,10 +65,11 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
     if any(c["preprocessing"] != pre for c in cards):
         raise ValueError("all members of an ensemble must share one preprocessing")
     ds = dataset(val, Preprocessing.from_dict(pre), "model", fold=fold, labels=labels)
-    probe = Ensemble(members, [1.0] * len(members))
+    probe = Ensemble(members, [1.0] * len(members), output_logits=True)
     y, s, _ = member_scores(probe.eval(), ds)
-    member_p = np.clip(s[:, 1:], 1e-7, 1 - 1e-7)
-    logits = np.log(member_p / (1 - member_p))
+    member_z = s[:, 1:]  # (N, M) member logits
+    member_p = np.clip(calibration.sigmoid(member_z), 1e-7, 1 - 1e-7)
+    logits = np.log(member_p / (1 - member_p))  # clipped at about +-16 for the weights' fit
     w, b = fit_weights(logits, y)
     ens = Ensemble(members, w.tolist(), b).eval()
     score = 1 / (1 + np.exp(-(logits @ w + b)))
@@ -88,6 +94,8 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
         "training_data": {"validation": val, **({"graded_rows_only": True} if labels else {}),
                           **({"validation_fold": "object_id hash % 10 == 0"} if fold else {})},
     }
+    if labels is None:  # the ensemble logit as scoring computes it: unclipped member logits
+        card["calibration"] = calibration.calibrate(member_z @ w + b, y, prior, val).to_dict()
     del ens
     return modelcard.save_ensemble(out, card)
 

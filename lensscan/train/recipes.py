@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from lensscan import modelcard
+from lensscan.calibration import DEFAULT_PRIOR
 from lensscan.data.grades import graded_labels
 from lensscan.io import storage
 from lensscan.train.ensemble import build_ensemble, member_config
@@ -45,7 +46,7 @@ def copy_members(src: str, out: str) -> dict[str, dict[str, Any]]:
 def train_ensemble(train_url: str, val_url: str | None, out: str,
                    members: dict[str, dict[str, Any]] | None = None,
                    init_from: str | None = None, refit_only: bool = False,
-                   **common: Any) -> dict:
+                   prior: float = DEFAULT_PRIOR, **common: Any) -> dict:
     """Train every member into ``out/<name>`` (members already finished are kept) and fit the
     ensemble on ``val_url``. ``common`` goes to every member's :class:`TrainConfig`.
 
@@ -54,7 +55,9 @@ def train_ensemble(train_url: str, val_url: str | None, out: str,
     ``refit_only`` its members are copied unchanged and only the weights are fitted. With
     ``labels`` (graders' CSVs) in ``common`` the members train on the graded rows of
     ``train_url``, with their grades as labels; the weights are fitted on ``val_url`` (its own
-    labels) or, when it is None, on the graded rows of ``train_url``'s validation fold."""
+    labels) or, when it is None, on the graded rows of ``train_url``'s validation fold. ``prior``
+    is the prevalence the card's calibration gives ``p_lens`` by default (fitted on ``val_url``
+    only: :func:`lensscan.train.ensemble.build_ensemble`)."""
     if init_from:
         init_from = modelcard.resolve(init_from)
     if refit_only:
@@ -77,7 +80,8 @@ def train_ensemble(train_url: str, val_url: str | None, out: str,
               progress=False)
         print(f"[lensscan] {name}: trained in {time.time() - t0:.0f}s", flush=True)
     if val_url:  # validation data keeps its own labels, as in each member's training
-        return build_ensemble(out, urls, val_url, common.get("prior_ratio", 100.0))
+        return build_ensemble(out, urls, val_url, common.get("prior_ratio", 100.0),
+                              prior=prior)
     if not common.get("labels"):
         raise ValueError("fitting the ensemble needs validation data or graders' labels")
     labels, _ = graded_labels(common["labels"], common.get("grade_c", "drop"))

@@ -1,0 +1,30 @@
+"""Add a calibration of ``p_lens`` to a trained model folder, weights untouched
+(``lensscan calibrate MODEL VAL``)."""
+
+from __future__ import annotations
+
+from lensscan import calibration, modelcard
+from lensscan.data.preprocess import Preprocessing
+from lensscan.train.predict import member_scores
+from lensscan.train.trainer import dataset
+
+
+def calibrate_model(model: str, val: str, prior: float = calibration.DEFAULT_PRIOR) -> dict:
+    """Fit :class:`lensscan.calibration.Calibration` on the labelled rows of ``val`` with the
+    ensemble logit of ``model`` (a member or ensemble folder, ``default`` included) and write
+    it into the folder's card as ``calibration``; returns it as a dict.
+
+    ``val`` should be a sample of both classes drawn as the survey's objects are (a simulated
+    validation set, or a random sample of the survey with labels), at any class ratio: the ratio
+    is recorded and Bayes' rule moves ``p_lens`` from it to the scoring prior. The card changes,
+    so the model's checksum changes: outputs scored before are another run to it.
+    """
+    prior = calibration.check_prior(prior)
+    url = modelcard.resolve(model)
+    loaded = modelcard.load_model(url)
+    loaded.module.output_logits = True
+    ds = dataset(val, Preprocessing.from_dict(loaded.preprocessing), "model")
+    y, s, _ = member_scores(loaded.module.eval(), ds)
+    cal = calibration.calibrate(s[:, 0], y, prior, val).to_dict()
+    modelcard.update_card(url, calibration=cal)
+    return cal
