@@ -48,6 +48,55 @@ def test_all_augmentations_keep_shape_and_mean_flux(seed):
     assert float(y.mean()) == pytest.approx(float(x.mean()), rel=0.03)
 
 
+def test_everything_off_is_the_identity():
+    x = torch.randn(8, 3, 16, 16)
+    assert torch.equal(augment(x, Augment(**OFF), torch.Generator().manual_seed(0)), x)
+
+
+def test_d4_keeps_every_sample_s_pixel_values():
+    """Random pixels: each output holds exactly its own input's values, band by band."""
+    x = torch.randn(64, 3, 10, 10)
+    out = augment(x, Augment(**dict(OFF, d4=True)), torch.Generator().manual_seed(3))
+    assert torch.equal(out.flatten(2).sort().values, x.flatten(2).sort().values)
+    assert not torch.equal(out, x)
+
+
+def test_noise_jitter_adds_noise_of_a_uniform_amplitude():
+    """Noise of sigma ``amp`` per sample, amp uniform in [0, noise_jitter] (sky-sigma units)."""
+    a = Augment(**dict(OFF, noise_jitter=0.8))
+    x = torch.full((2000, 3, 32, 32), 5.0)
+    noise = augment(x, a, torch.Generator().manual_seed(4)) - x
+    amp = noise.flatten(1).std(dim=1)  # (N,) per-sample sigma
+    assert float(noise.mean()) == pytest.approx(0.0, abs=2e-3)
+    assert float(amp.max()) <= 0.8 * 1.05 and float(amp.max()) > 0.78
+    assert float(amp.min()) < 0.02
+    assert float(amp.mean()) == pytest.approx(0.4, abs=0.02)  # uniform: mean jitter / 2
+    assert float((noise**2).mean()) == pytest.approx(0.8**2 / 3, rel=0.05)
+
+
+def test_flux_jitter_scales_each_sample_uniformly_within_its_range():
+    a = Augment(**dict(OFF, flux_jitter=0.2))
+    x = torch.rand(4000, 3, 4, 4) + 0.5
+    scale = augment(x, a, torch.Generator().manual_seed(5)) / x
+    per = scale[:, 0, 0, 0]
+    torch.testing.assert_close(scale, per[:, None, None, None].expand_as(scale))  # one factor
+    assert float(per.min()) >= 0.8 - 1e-6 and float(per.max()) <= 1.2 + 1e-6
+    assert float(per.mean()) == pytest.approx(1.0, abs=0.01)
+    assert float(per.std()) == pytest.approx(0.2 / 3**0.5, rel=0.05)  # uniform in 1 +- 0.2
+
+
+def test_psf_jitter_blurs_all_bands_alike_and_at_most_its_sigma():
+    """Without band jitter a sample's three bands get one blur; none wider than psf_jitter."""
+    x = torch.zeros(500, 3, 15, 15)
+    x[:, :, 7, 7] = 1.0
+    y = augment(x, Augment(**dict(OFF, psf_jitter=1.0)), torch.Generator().manual_seed(6))
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 0], y[:, 2])
+    np.testing.assert_allclose(y.sum(dim=(2, 3)).numpy(), 1.0, rtol=1e-5)
+    widest = _blur(x[:1], torch.tensor([1.0]))[0, 0, 7, 7]
+    assert float(y[:, 0, 7, 7].min()) >= float(widest) - 1e-6
+    assert float(y[:, 0, 7, 7].max()) > 0.95  # some draws barely blur
+
+
 def _d4_by_selection(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """The D4 of the CPU-only version: the same draws, applied one transform at a time."""
     k = torch.randint(0, 4, (x.shape[0],), generator=gen)
