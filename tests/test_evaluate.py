@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,36 +13,59 @@ from lensscan import modelcard
 from lensscan.data.preprocess import Preprocessing, preprocess
 from lensscan.io.shards import read_shard
 from lensscan.io.storage import list_shards
-from lensscan.train.evaluate import evaluate
+from lensscan.train.evaluate import _gradcam, evaluate
 
 CONTRACT = {"roc_auc", "average_precision", "recall_at_fpr_1e-2", "recall_at_fpr_1e-3",
             "precision", "recall", "f1", "confusion", "threshold", "fp_per_lens_top_100"}
 
 
+def _direct_scores(model: str, data: str) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and ensemble scores of every row, the model called directly (no Ray)."""
+    rows = [read_shard(u) for u in list_shards(data)]
+    y = np.concatenate([r["label"] for r in rows])
+    loaded = modelcard.load_model(model)
+    x = torch.from_numpy(preprocess(np.concatenate([r["image"] for r in rows]),
+                                    Preprocessing.from_dict(loaded.preprocessing)))
+    with torch.inference_mode():
+        return y, loaded.module(x)[0].numpy()
+
+
 def test_evaluate_writes_metrics_and_plots(ray_local, tiny_model, sim_survey, tmp_path):
-    report = evaluate(tiny_model, sim_survey, str(tmp_path / "rep"), gradcam=2)
+    model = str(tmp_path / "model")
+    shutil.copytree(tiny_model, model)
+    y, s = _direct_scores(model, sim_survey)
+    top = np.sort(s)[::-1]
+    # the untrained model's scores sit close together: a threshold between the 10th and 11th
+    # highest leaves 10 positives, so the confusion counts and Grad-CAM have something to show
+    thr = float((top[9] + top[10]) / 2)
+    assert top[9] > thr > top[10]
+    modelcard.update_card(model, threshold=thr)
+    report = evaluate(model, sim_survey, str(tmp_path / "rep"), gradcam=2)
     saved = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert saved["ensemble"]["roc_auc"] == report["ensemble"]["roc_auc"]
     for name in ("ensemble", "m0", "m1"):
         assert set(saved[name]) >= CONTRACT
     e = saved["ensemble"]
     assert e["n_lenses"] == 12 and e["n_nonlenses"] == 48
+    assert e["threshold"] == pytest.approx(thr)
     c = e["confusion"]
     assert c["tp"] + c["fn"] == 12 and c["fp"] + c["tn"] == 48
+    assert (c["tp"], c["fp"]) == (int(y[s > thr].sum()), int((1 - y[s > thr]).sum()))
+    assert c["tp"] + c["fp"] == 10
     assert set(e["fpr_per_kind"]) <= {"elliptical", "spiral", "ring", "merger", "companions",
                                       "edge_on", "star", "blank"}
     assert sum(b["n"] for b in e["recall_per_arc_snr"].values()) == 12
-    for png in ("roc.png", "pr.png", "confusion.png", "scores.png"):
+    for png in ("roc.png", "pr.png", "confusion.png", "scores.png", "gradcam.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
-    # independent check: the model called directly, AUC as a pairwise probability
-    rows = [read_shard(u) for u in list_shards(sim_survey)]
-    y = np.concatenate([r["label"] for r in rows])
-    loaded = modelcard.load_model(tiny_model)
-    x = torch.from_numpy(preprocess(np.concatenate([r["image"] for r in rows]),
-                                    Preprocessing.from_dict(loaded.preprocessing)))
-    with torch.inference_mode():
-        s = loaded.module(x)[0].numpy()
+    # independent check: AUC as a pairwise probability of the directly computed scores
     diff = s[y == 1][:, None] - s[y == 0][None, :]
     pairwise = ((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size
     assert e["roc_auc"] == pytest.approx(pairwise, abs=1e-6)
-    assert (tmp_path / "rep" / "gradcam.png").exists() or c["tp"] + c["fp"] == 0
+
+
+def test_no_gradcam_without_positives(tmp_path):
+    """Nothing above the threshold: no Grad-CAM figure (and the stream is not read)."""
+    y, s = np.array([1, 0, 1, 0]), np.array([0.2, 0.4, 0.3, 0.1])
+    path = tmp_path / "gradcam.png"
+    _gradcam(None, None, y, s, 0.5, {"object_id": np.arange(4)}, 4, str(path))
+    assert not path.exists()
