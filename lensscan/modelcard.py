@@ -21,7 +21,6 @@ from lensscan.errors import ModelError
 from lensscan.io import storage
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from lensscan.models.ensemble import Ensemble
@@ -221,20 +220,6 @@ def load_model(url: str = "default") -> LoadedModel:
         ens = Ensemble(modules, [float(m["weight"]) for m in card["members"]],
                        float(card.get("bias", 0.0)))
     return LoadedModel(ens.eval(), card, [n for n, _, _ in members], _checksum(card, members))
-
-
-def state_to_bytes(state: dict[str, torch.Tensor]) -> bytes:
-    """Serialise tensors with safetensors (no pickle)."""
-    from safetensors.torch import save as st_save
-
-    return st_save({k: v.detach().cpu().contiguous() for k, v in state.items()})
-
-
-def bytes_to_state(blob: bytes) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`state_to_bytes`."""
-    from safetensors.torch import load as st_load
-
-    return st_load(blob)
 
 
 __all__ = ["LoadedModel", "ModelInfo", "model_info", "load_model", "load_member", "save_member",

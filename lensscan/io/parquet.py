@@ -46,11 +46,6 @@ class ParquetInfo:
         return sum(self.row_group_rows)
 
 
-def image_type() -> pa.DataType:
-    """The canonical Arrow type of the ``image`` column."""
-    return pa.fixed_shape_tensor(pa.float32(), list(CUTOUT_SHAPE))
-
-
 def _open(url: str) -> pq.ParquetFile:
     fs, path = storage.filesystem(url)
     with storage.failures_named(url, "read"):

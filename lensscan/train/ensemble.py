@@ -71,7 +71,6 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
     member_p = np.clip(calibration.sigmoid(member_z), 1e-7, 1 - 1e-7)
     logits = np.log(member_p / (1 - member_p))  # clipped at about +-16 for the weights' fit
     w, b = fit_weights(logits, y)
-    ens = Ensemble(members, w.tolist(), b).eval()
     score = 1 / (1 + np.exp(-(logits @ w + b)))
     threshold = choose_threshold(y, score, prior_ratio)
     per_member = {c["name"]: summary(y, member_p[:, i], choose_threshold(y, member_p[:, i],
@@ -96,7 +95,6 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
     }
     if labels is None:  # the ensemble logit as scoring computes it: unclipped member logits
         card["calibration"] = calibration.calibrate(member_z @ w + b, y, prior, val).to_dict()
-    del ens
     return modelcard.save_ensemble(out, card)
 
 

@@ -7,8 +7,6 @@ import torch
 
 from lensscan.io.checks import ok_mask
 
-EXTRA = ("object_id", "kind", "arc_snr", "theta_e")
-
 
 @torch.inference_mode()
 def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
