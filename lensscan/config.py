@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+#: Side in pixels of the centre crop of a cutout that the models see: the default of
+#: :attr:`lensscan.data.preprocess.Preprocessing.crop`, and of a card that does not say.
+DEFAULT_CROP = 48
+
 
 def _from_dict(cls, d: dict[str, Any]):
     names = {f.name for f in fields(cls)}

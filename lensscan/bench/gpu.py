@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from lensscan.bench.data import synthetic_batch
+from lensscan.config import DEFAULT_CROP
 from lensscan.data.preprocess import Preprocessing, preprocess_tensor
 
 BATCH = 8192  # cutouts per forward pass on the GPU
@@ -100,7 +101,7 @@ def plain_train_rate(arch: str) -> float:
     dev = torch.device("cuda")
     model = create_model(arch).to(dev).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    x = torch.randn(TRAIN_BATCH, 3, 48, 48, device=dev).contiguous(
+    x = torch.randn(TRAIN_BATCH, 3, DEFAULT_CROP, DEFAULT_CROP, device=dev).contiguous(
         memory_format=torch.channels_last)
     y = (torch.rand(TRAIN_BATCH, device=dev) < 0.3).float()
 

@@ -155,7 +155,7 @@ def paired(model_only: ModelOnly, local: str, workdir: str, model: str, batch: i
 def flops_per_cutout(loaded) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    side = loaded.preprocessing.get("crop", 48)
+    side = Preprocessing.from_dict(loaded.preprocessing).crop
     with FlopCounterMode(display=False) as fc, torch.inference_mode():
         loaded.module(torch.zeros(1, 3, side, side))
     return float(fc.get_total_flops())

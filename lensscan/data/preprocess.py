@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from lensscan.config import DEFAULT_CROP
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -35,7 +37,7 @@ class Preprocessing:
     border: int = 6  # width in pixels of the frame used for sky and noise estimates
     noise_band: int = 1  # band whose border sets the common noise scale (1 = r)
     softening: float = 3.0  # asinh softening in units of the sky noise
-    crop: int = 48  # side of the centre crop fed to the model, pixels
+    crop: int = DEFAULT_CROP  # side of the centre crop fed to the model, pixels
     min_noise: float = 1e-6  # floor of the noise estimate (flux units)
 
     def to_dict(self) -> dict:

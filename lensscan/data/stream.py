@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lensscan.config import DEFAULT_CROP
 from lensscan.errors import ShardError, StorageError
 from lensscan.io import storage
-from lensscan.io.checks import UNREADABLE, flag_non_finite, id_is_null
+from lensscan.io.checks import CUTOUT_SHAPE, UNREADABLE, flag_non_finite, id_is_null
 from lensscan.io.shards import Unit, plan_units, read_unit
 from lensscan.io.storage import Stamp
 
@@ -204,7 +205,8 @@ class ReadUnits:
     def _unreadable(self, unit: Unit, err: ShardError) -> dict[str, np.ndarray]:
         """A unit whose bytes are corrupt: every row is quarantined with the reason."""
         n = unit.rows
-        side = int(self.preprocessing.get("crop", 48)) if self.stage == "model" else 64
+        side = (int(self.preprocessing.get("crop", DEFAULT_CROP)) if self.stage == "model"
+                else CUTOUT_SHAPE[-1])
         dtype = np.float16 if self.stage == "normalized" or self.half else np.float32
         strings = self.ids_as_strings or unit.id_kind == "string"
         out = {

@@ -21,7 +21,7 @@ import torch
 
 from lensscan import calibration
 from lensscan.data.preprocess import Preprocessing, as_tensor, finite_rows, preprocess_tensor
-from lensscan.io.checks import flag_non_finite, ok_mask
+from lensscan.io.checks import CUTOUT_SHAPE, flag_non_finite, ok_mask
 from lensscan.modelcard import load_model
 
 #: Columns carried from the read stage to the output, unchanged.
@@ -125,8 +125,9 @@ class EnsemblePredictor:
         self.label = f"{self.device}" + (f" (Ray GPU {','.join(gpu_ids)})" if gpu_ids else "")
         self._local = threading.local()
         if self.cuda:  # kernel selection and compilation now, while the reads start
-            self.scores(np.zeros((GPU_CHUNK, 3, 64, 64), np.float32) if self.pre else
-                        np.zeros((GPU_CHUNK, 3, 48, 48), np.float32))
+            side = (CUTOUT_SHAPE[-1] if self.pre else  # raw cutouts, or the card's crop
+                    Preprocessing.from_dict(loaded.preprocessing).crop)
+            self.scores(np.zeros((GPU_CHUNK, 3, side, side), np.float32))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         status = np.asarray(batch["status"], dtype=object)
