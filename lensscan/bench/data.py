@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -65,6 +66,9 @@ def s3_endpoint() -> subprocess.Popen | None:
     its memory is part of the measured process tree."""
     if os.environ.get("AWS_ENDPOINT_URL"):
         return None
+    if importlib.util.find_spec("moto") is None:
+        raise ValueError("the S3 pipeline run needs moto's server: pip install -e '.[test]', "
+                         "or pass --no-s3")
     import ray
 
     if ray.is_initialized():
