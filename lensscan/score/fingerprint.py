@@ -46,6 +46,7 @@ class RunRecord:
     preprocessing: dict  # the model card's preprocessing
     rows_per_unit: int  # unit size: decides the part files
     tta: bool = False  # test-time augmentation: changes every score
+    precision: str = "auto"  # the actors' arithmetic as asked (auto: fp16 on GPUs, fp32 on CPUs)
     first_unit_rows: int = 0  # the survey's first unit is cut into units this big (0: not cut)
     prior: float | None = None  # prevalence p_lens is calibrated to (None: no calibration)
     columns: list[str] | None = None  # the scores' columns (None: written before they were

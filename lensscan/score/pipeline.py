@@ -211,7 +211,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
             input=cfg.input, model_checksum=info.checksum,
             threshold=None if cfg.top is not None else float(threshold), top=cfg.top,
             preprocessing=info.preprocessing, rows_per_unit=cfg.rows_per_unit,
-            tta=cfg.tta, first_unit_rows=FIRST_UNIT_ROWS, prior=prior, columns=order,
+            tta=cfg.tta, precision=cfg.precision, first_unit_rows=FIRST_UNIT_ROWS,
+            prior=prior, columns=order,
             shards=survey.stamps)
         if fingerprint.claim(cfg.output, rec, cfg.overwrite):
             _say(cfg, f"--overwrite: cleared the earlier output in {cfg.output}")

@@ -121,17 +121,17 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
     return ds
 
 
-#: TrainConfig fields added after runs were named: an unset one is not part of the name, so
-#: rerunning an older command still resumes its run.
-LATER_FIELDS = ("lr_batch",)
+#: TrainConfig fields added after runs were named, with their defaults: at its default such a
+#: field is not part of the name, so rerunning an older command still resumes its run.
+LATER_FIELDS = {"lr_batch": None, "keep_labels": False}
 
 
 def run_name(cfg: TrainConfig) -> str:
     """Stable name of a training run: the same command resumes the same run."""
     key = dict(cfg.to_dict(), workers=None, gpu=None, storage=None, cpus_per_worker=None,
                torch_threads=None)
-    for name in LATER_FIELDS:  # settings added later: unset, they leave the name as it was
-        if key.get(name) is None:
+    for name, default in LATER_FIELDS.items():  # at their defaults: the name as it was
+        if key.get(name, default) == default:
             key.pop(name, None)
     digest = hashlib.sha1(repr(sorted(key.items())).encode()).hexdigest()[:10]
     return f"{cfg.member_name}-{digest}"
