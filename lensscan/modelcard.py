@@ -134,14 +134,10 @@ def update_card(url: str, **fields: Any) -> dict:
     return card
 
 
-@dataclass
-class ModelInfo:
-    """What a model folder's cards say, with every member's weights checked against its card,
-    without building the model (no torch)."""
+class _CardView:
+    """What a model's card says, for the classes that hold one."""
 
     card: dict[str, Any]
-    member_names: list[str]
-    checksum: str  # equal to LoadedModel.checksum of the same folder
 
     @property
     def preprocessing(self) -> dict:
@@ -150,6 +146,16 @@ class ModelInfo:
     @property
     def threshold(self) -> float:
         return float(self.card.get("threshold", 0.5))
+
+
+@dataclass
+class ModelInfo(_CardView):
+    """What a model folder's cards say, with every member's weights checked against its card,
+    without building the model (no torch)."""
+
+    card: dict[str, Any]
+    member_names: list[str]
+    checksum: str  # equal to LoadedModel.checksum of the same folder
 
 
 def _members(url: str, card: dict) -> list[tuple[str, str, dict]]:
@@ -189,21 +195,13 @@ def model_info(url: str = "default") -> ModelInfo:
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(_CardView):
     """A ready-to-run ensemble (a single member is wrapped as a one-member ensemble)."""
 
     module: Ensemble
     card: dict[str, Any]
     member_names: list[str]
     checksum: str
-
-    @property
-    def preprocessing(self) -> dict:
-        return self.card["preprocessing"]
-
-    @property
-    def threshold(self) -> float:
-        return float(self.card.get("threshold", 0.5))
 
 
 def load_model(url: str = "default") -> LoadedModel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 import uuid
 
 import numpy as np
@@ -153,3 +154,11 @@ def chromium(tmp_path, downloads=None):
                  f"--user-data-dir={tmp_path / 'profile'}"):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def downloaded(path, timeout: float = 10.0) -> str:
+    """The text of a file the browser downloads to ``path``, once it is there and not empty."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (path.exists() and path.stat().st_size):
+        time.sleep(0.1)
+    return path.read_text()

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import CHROMEDRIVER, CHROMIUM, finish_output, make_batch
+from conftest import CHROMEDRIVER, CHROMIUM, downloaded, finish_output, make_batch
 from conftest import chromium as _chromium
 
 from lensscan.catalog.gallery import write_gallery
@@ -279,7 +279,6 @@ def _check_larger_view(driver, shot) -> None:
 def _grade_and_export(driver, downloads, name: str) -> str:
     """Type a grader's name (not taken as grades), grade objects 2 and 3 (focused by the
     click), export with the button; returns the downloaded CSV."""
-    import time
 
     from selenium.webdriver.common.by import By
 
@@ -289,12 +288,7 @@ def _grade_and_export(driver, downloads, name: str) -> str:
     body.send_keys("a")  # object 2 -> A
     body.send_keys("n")  # object 3 -> not a lens
     driver.find_element(By.ID, "export").click()
-    path = downloads / "grades.csv"
-    for _ in range(100):
-        if path.exists() and path.stat().st_size:
-            break
-        time.sleep(0.1)
-    return path.read_text()
+    return downloaded(downloads / "grades.csv")
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium not installed")

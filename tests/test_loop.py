@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 from coadds import write_loop_survey
-from conftest import CHROMEDRIVER, CHROMIUM, chromium
+from conftest import CHROMEDRIVER, CHROMIUM, chromium, downloaded
 
 from lensscan.catalog.query import query
 from lensscan.cli import main
@@ -55,12 +55,7 @@ def _grade_in_browser(tmp_path, page: str, kinds: dict[str, str], threshold: flo
         after = driver.execute_script("return arguments[0].nextElementSibling", marker)
         assert float(after.get_attribute("data-score")) < threshold  # the run's threshold
         driver.find_element(By.ID, "export").click()
-        path = downloads / "grades.csv"
-        for _ in range(100):
-            if path.exists() and path.stat().st_size:
-                break
-            time.sleep(0.1)
-        return path.read_text()
+        return downloaded(downloads / "grades.csv")
     finally:
         driver.quit()
 
