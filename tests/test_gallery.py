@@ -148,7 +148,7 @@ def test_gallery_in_headless_chromium(tmp_path):
 def test_placeholders_in_the_title_stay_text(tmp_path):
     """The page's title holds the output's path: a folder named like the page's placeholders
     is shown as named, and the data and script go in once, where they belong."""
-    base = tmp_path / "__SCRIPT__ __DATA__ <i>"
+    base = tmp_path / "${SCRIPT} $DATA __DATA__ <i>"
     base.mkdir()
     out, _ = _run(base, n=4)
     page = tmp_path / "g.html"

@@ -8,15 +8,15 @@ stretch of :mod:`lensscan.catalog.stretch` (asinh g, r, i composite, each band i
 contrast), north up and east left, with a scale bar from the shard's pixel scale and N/E arrows,
 so the page works offline and can be mailed around; it shows one page of cards at a time, so
 500+ candidates stay responsive. The page itself is ``lensscan/assets/gallery/`` (HTML and
-script); :func:`build_gallery` fills in the data.
+script): :func:`build_gallery` fills the page's :class:`string.Template` placeholders
+(``${TITLE}``, ``${CONFIG}``, ``${DATA}``, ``${SCRIPT}``) in one substitution.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
-import re
+import string
 from collections import defaultdict
 from importlib import resources
 from urllib.parse import urlsplit
@@ -29,9 +29,9 @@ from lensscan.catalog.output import check_shards
 from lensscan.catalog.provenance import provenance
 from lensscan.catalog.query import query
 from lensscan.catalog.stretch import STRETCHES, png_data_uri, render
+from lensscan.data.display import composite_grid
 from lensscan.io import storage
 from lensscan.io.shards import read_rows, shard_optics
-from lensscan.simulate.mosaic import rgb_composite
 
 GRADES = {"a": "A", "b": "B", "c": "C", "n": "not a lens"}
 BAR_ARCSEC = (0.5, 1, 2, 5, 10, 20, 50)  # scale-bar lengths to choose from
@@ -116,11 +116,10 @@ def build_gallery(table: pa.Table, images: np.ndarray, title: str, per_page: int
     config = {"perPage": int(per_page), "grades": GRADES, "threshold": threshold,
               "stretches": [[k, labels[k]] for k in STRETCHES]}
     page = resources.files("lensscan") / "assets" / "gallery"
-    parts = {"TITLE": html.escape(title), "SCRIPT": (page / "gallery.js").read_text(),
-             "CONFIG": _script_json(config), "DATA": _script_json(items)}
-    # one pass: a title such as "__DATA__" (a folder's name) is never filled in itself
-    return re.sub(r"__(TITLE|SCRIPT|CONFIG|DATA)__", lambda m: parts[m.group(1)],
-                  (page / "gallery.html").read_text())
+    # one substitution: a title such as "${DATA}" (a folder's name) is never filled in itself
+    return string.Template((page / "gallery.html").read_text()).substitute(
+        TITLE=html.escape(title), SCRIPT=(page / "gallery.js").read_text(),
+        CONFIG=_script_json(config), DATA=_script_json(items))
 
 
 def _script_json(obj) -> str:
@@ -130,26 +129,8 @@ def _script_json(obj) -> str:
 
 def mosaic_png(table: pa.Table, images: np.ndarray, columns: int = 10) -> bytes:
     """A PNG grid of the candidates' composites, each labelled with rank, id and score."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(1, table.num_rows)
-    rows = (n + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.45), squeeze=False)
-    recs = table.to_pylist()
-    for k, ax in enumerate(axes.ravel()):
-        ax.set_axis_off()
-        if k < len(recs):
-            ax.imshow(rgb_composite(images[k]), origin="lower")
-            ax.set_title(f"#{recs[k]['rank']} {recs[k]['object_id']}\n{recs[k]['score']:.3f}",
-                         fontsize=6)
-    fig.subplots_adjust(wspace=0.05, hspace=0.35, left=0.01, right=0.99, top=0.97, bottom=0.01)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    titles = [f"#{r['rank']} {r['object_id']}\n{r['score']:.3f}" for r in table.to_pylist()]
+    return composite_grid(images, columns, titles=titles, dpi=90)
 
 
 def write_gallery(out: str, page: str, top: int = 100, min_score: float | None = None,

@@ -1,9 +1,10 @@
 """Display stretches of a (3, 64, 64) g, r, i cutout for the gallery, and PNG encoding.
 
-Every stretch subtracts each band's sky (the median of a 4-pixel border) first:
+Every stretch subtracts each band's sky (the median of a 4-pixel border,
+:func:`lensscan.data.display.sky_and_noise`) first:
 
-- ``asinh``: the Lupton-style asinh RGB composite (i, r, g as red, green, blue; one stretch for
-  all bands, so colours are kept) of :func:`lensscan.simulate.mosaic.rgb_composite`.
+- ``asinh``: the Lupton asinh RGB composite (i, r, g as red, green, blue; one stretch for
+  all bands, so colours are kept) of :func:`lensscan.data.display.rgb_composite`.
 - ``g``, ``r``, ``i``: one band in grey, in units of its own sky noise (1.4826 x the border's
   median absolute deviation), asinh-stretched from -1 sigma to its brightest pixel.
 - ``contrast``: a high-contrast composite for faint arcs: every band in units of the r-band
@@ -21,30 +22,16 @@ import io
 
 import numpy as np
 
-from lensscan.simulate.mosaic import rgb_composite
+from lensscan.data.display import rgb_composite, sky_and_noise
 
 #: key -> label, in the order the page offers them
 STRETCHES = {"asinh": "asinh g, r, i composite", "g": "g band", "r": "r band", "i": "i band",
              "contrast": "high contrast"}
-BORDER = 4  # pixels of the border that give sky and noise
-
-
-def _sky_and_noise(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(3, H, W) -> sky-subtracted image and each band's noise (3,) from the border."""
-    img = np.asarray(image, dtype=np.float64)
-    b = BORDER
-    border = np.concatenate([img[:, :b, :].reshape(3, -1), img[:, -b:, :].reshape(3, -1),
-                             img[:, b:-b, :b].reshape(3, -1), img[:, b:-b, -b:].reshape(3, -1)],
-                            axis=1)
-    sky = np.median(border, axis=1)
-    noise = 1.4826 * np.median(np.abs(border - sky[:, None]), axis=1)
-    noise = np.where(noise > 0, noise, 1e-12)
-    return img - sky[:, None, None], noise
 
 
 def band_grey(image: np.ndarray, band: int) -> np.ndarray:
     """One band of a (3, H, W) cutout as (H, W) uint8 grey (see the module docstring)."""
-    img, noise = _sky_and_noise(image)
+    img, noise = sky_and_noise(image)
     x = img[band] / noise[band]  # in sigma
     top = max(float(x.max()), 5.0)
     v = (np.arcsinh(x / 2.0) - np.arcsinh(-0.5)) / (np.arcsinh(top / 2.0) - np.arcsinh(-0.5))
@@ -53,7 +40,7 @@ def band_grey(image: np.ndarray, band: int) -> np.ndarray:
 
 def high_contrast(image: np.ndarray, soft: float = 1.0, sat: float = 12.0) -> np.ndarray:
     """(3, H, W) g, r, i -> (H, W, 3) uint8 high-contrast composite (module docstring)."""
-    img, noise = _sky_and_noise(image)
+    img, noise = sky_and_noise(image)
     x = img / noise[1]  # one scale for all bands: colours are kept
     i, r, g = x[2], x[1], x[0]
     mean = np.maximum((i + r + g) / 3.0, 1e-9)

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from lensscan import modelcard, runtime
+from lensscan.data.display import rgb_composite
 from lensscan.data.preprocess import Preprocessing
 from lensscan.io import storage
-from lensscan.simulate.mosaic import rgb_composite
 from lensscan.train import plots
 from lensscan.train.gradcam import grad_cam
 from lensscan.train.metrics import summary
