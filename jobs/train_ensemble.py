@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lensscan.calibration import DEFAULT_PRIOR, check_prior
+from lensscan.models.calibration import DEFAULT_PRIOR, check_prior
 from lensscan.train.recipes import BASELINE_MEMBER, DEFAULT_MEMBERS, train_ensemble
 
 

@@ -248,7 +248,7 @@ def _add_train(sub) -> None:
 
 def _add_calibrate(sub) -> None:
     """``lensscan calibrate``: fit the map from the ensemble logit to p_lens."""
-    from lensscan.calibration import DEFAULT_PRIOR
+    from lensscan.models.calibration import DEFAULT_PRIOR
 
     p = sub.add_parser("calibrate", help="fit p_lens's calibration on labelled validation data "
                                          "and write it into the model's card")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lensscan import calibration as C
+from lensscan.models import calibration as C
 from lensscan.score.expected import summary
 
 
@@ -138,3 +138,15 @@ def test_ensemble_fit_writes_a_calibration_of_the_scoring_logit(ray_local, tiny_
     assert (cal.prior, cal.n_val, cal.n_val_lenses) == (5e-4, 60, 12)
     a, b = C.fit_platt(*_ensemble_logits(out, sim_survey))
     assert (cal.a, cal.b) == pytest.approx((a, b), rel=1e-3, abs=1e-5)
+
+
+def test_calibration_imports_without_torch():
+    """The scoring driver and the query read p_lens's calibration without importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lensscan.models.calibration\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"

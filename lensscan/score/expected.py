@@ -1,5 +1,5 @@
 """What a survey can expect of its ranked list: the number of real lenses and the purity in the
-top N, as sums of the calibrated ``p_lens`` (:mod:`lensscan.calibration`).
+top N, as sums of the calibrated ``p_lens`` (:mod:`lensscan.models.calibration`).
 
 If each row is a lens with probability ``p_lens``, independently, the number of lenses among N
 rows has mean ``sum(p_lens)`` and variance ``sum(p_lens (1 - p_lens))``; the expected purity is

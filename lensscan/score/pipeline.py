@@ -20,12 +20,13 @@ import ray
 import ray.data
 from ray.data import ActorPoolStrategy, ExecutionResources, TaskPoolStrategy
 
-from lensscan import __version__, calibration, modelcard, runtime
+from lensscan import __version__, modelcard, runtime
 from lensscan.config import ScoreConfig
 from lensscan.data.stream import ReadUnits, SurveyPlan, plan_survey, unit_key, units_to_items
 from lensscan.errors import NothingReadableError
 from lensscan.io import storage
 from lensscan.io.shards import Unit, read_unit, split_first
+from lensscan.models import calibration
 from lensscan.score import commit, expected, fingerprint
 from lensscan.score.actor import ScoringActor
 from lensscan.score.collect import Collector

@@ -19,10 +19,10 @@ import warnings
 import numpy as np
 import torch
 
-from lensscan import calibration
 from lensscan.data.preprocess import Preprocessing, as_tensor, finite_rows, preprocess_tensor
 from lensscan.io.checks import CUTOUT_SHAPE, flag_non_finite, ok_mask
 from lensscan.modelcard import load_model
+from lensscan.models import calibration
 
 #: Columns carried from the read stage to the output, unchanged.
 PASS = ("object_id", "ra", "dec", "shard", "row", "status", "unit")
@@ -89,7 +89,8 @@ class EnsemblePredictor:
         Force a device; default :func:`actor_device`.
     prior : float, optional
         Prevalence of lenses that ``p_lens`` is calibrated to (the card's calibration moved to
-        it, :mod:`lensscan.calibration`); None, or a card without calibration: ``p_lens`` is NaN.
+        it, :mod:`lensscan.models.calibration`); None, or a card without calibration:
+        ``p_lens`` is NaN.
 
     Besides ``score`` and ``score_<member>`` every row gets the ensemble ``logit``, the
     ``member_spread`` (standard deviation of the member probabilities) and ``p_lens``.

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from lensscan import calibration, modelcard
+from lensscan import modelcard
 from lensscan.data.preprocess import Preprocessing
+from lensscan.models import calibration
 from lensscan.train.predict import member_scores
 from lensscan.train.trainer import dataset
 
 
 def calibrate_model(model: str, val: str, prior: float = calibration.DEFAULT_PRIOR) -> dict:
-    """Fit :class:`lensscan.calibration.Calibration` on the labelled rows of ``val`` with the
+    """Fit :class:`lensscan.models.calibration.Calibration` on the labelled rows of ``val`` with the
     ensemble logit of ``model`` (a member or ensemble folder, ``default`` included) and write
     it into the folder's card as ``calibration``; returns it as a dict.
 

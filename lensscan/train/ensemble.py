@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lensscan import calibration, modelcard
+from lensscan import modelcard
 from lensscan.config import TrainConfig
 from lensscan.data.preprocess import Preprocessing
 from lensscan.io import storage
+from lensscan.models import calibration
 from lensscan.models.ensemble import Ensemble
 from lensscan.train.metrics import choose_threshold, summary
 from lensscan.train.predict import member_scores
@@ -53,9 +54,9 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
     ``labels`` (graders' labels by object_id) keep only the graded rows of ``val``, labelled
     so; ``fold=True`` keeps only its validation fold (object_id hash), as training leaves it.
     Labelled validation data (no ``labels``) also gives the card its ``calibration``
-    (:mod:`lensscan.calibration`), with ``prior`` as the prevalence scoring defaults to; graded
-    rows do not: they were picked by score, so their class ratio is not one Bayes' rule can
-    move from (``lensscan calibrate`` adds one later from a labelled set)."""
+    (:mod:`lensscan.models.calibration`), with ``prior`` as the prevalence scoring defaults
+    to; graded rows do not: they were picked by score, so their class ratio is not one Bayes'
+    rule can move from (``lensscan calibrate`` adds one later from a labelled set)."""
     members, cards = [], []
     for url in member_urls:
         model, card = modelcard.load_member(url)

@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 from lensscan import modelcard
-from lensscan.calibration import DEFAULT_PRIOR
 from lensscan.data.grades import graded_labels
 from lensscan.io import storage
+from lensscan.models.calibration import DEFAULT_PRIOR
 from lensscan.train.ensemble import build_ensemble, member_config
 from lensscan.train.trainer import train
 
