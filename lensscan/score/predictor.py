@@ -21,7 +21,7 @@ import torch
 
 from lensscan import calibration
 from lensscan.data.preprocess import Preprocessing, as_tensor, finite_rows, preprocess_tensor
-from lensscan.io.checks import CUTOUT_SHAPE, flag_non_finite, ok_mask
+from lensscan.io.batch import CUTOUT_SHAPE, flag_non_finite, ok_mask
 from lensscan.modelcard import load_model
 
 #: Columns carried from the read stage to the output, unchanged.
