@@ -1,5 +1,6 @@
 """A DuckDB connection that reads any fsspec URL (local, s3:// via AWS_ENDPOINT_URL, gs://,
-memory://) without network extensions: fsspec filesystems are registered with DuckDB."""
+memory://) without network extensions: fsspec filesystems are registered with DuckDB; and the
+one ranking of scored rows that the candidates, queries and recovery share."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import duckdb
 import pyarrow as pa
 
 from lensscan.io import storage
+from lensscan.io.batch import OK
 
 
 def connect(*urls: str) -> duckdb.DuckDBPyConnection:
@@ -58,3 +60,23 @@ def sql_path(url: str) -> str:
     if storage.is_local(url):
         url = os.path.abspath(str(url).removeprefix("file://"))
     return "'" + str(url).replace("'", "''") + "'"
+
+
+#: The rows of scoring output that have a score (the others are quarantined, with a reason).
+SCORED = f"status = '{OK}' AND score IS NOT NULL"
+#: The order of a ranked list: highest score first, ties by object id.
+RANK_ORDER = "score DESC, object_id"
+
+
+def ranked_sql(src: str, columns: str = "*", min_score: float | None = None) -> str:
+    """A SELECT of the scored rows of ``src`` (a FROM clause) with their ``rank`` first:
+    1 = the highest score among every scored row, ties by object id (see :data:`RANK_ORDER`).
+
+    ``columns`` is the SQL list of the columns to keep (code's own, never text from a shard or
+    a user: a user's filter goes through :func:`lensscan.catalog.where.where_sql`). A
+    ``min_score`` cut is made before ranking, which keeps the ranks: the rows at or above a
+    score are the top of the list.
+    """
+    where = SCORED if min_score is None else f"{SCORED} AND score >= {float(min_score)!r}"
+    return (f"SELECT row_number() OVER (ORDER BY {RANK_ORDER}) AS rank, {columns} "
+            f"FROM {src} WHERE {where}")

@@ -22,7 +22,7 @@ from lensscan.data.preprocess import (
     stretch,
 )
 from lensscan.data.stream import ReadUnits, plan
-from lensscan.io.checks import NON_FINITE_INPUT, row_status
+from lensscan.io.batch import NON_FINITE_INPUT, row_status
 from lensscan.io.parquet import write_parquet
 from lensscan.io.shards import read_unit, split_first
 from lensscan.score.pipeline import half_pixels, score_survey

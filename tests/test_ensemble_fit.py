@@ -12,7 +12,7 @@ from conftest import make_batch
 
 from lensscan import modelcard
 from lensscan.data.preprocess import Preprocessing, preprocess
-from lensscan.io.checks import OK
+from lensscan.io.batch import OK
 from lensscan.train import ensemble as E
 
 

@@ -182,6 +182,36 @@ def test_truth_recovery_by_id_and_position(out, tmp_path):
     assert max(table.column("separation_arcsec").to_pylist()) < 0.2
 
 
+def test_candidates_query_and_recovery_share_one_ranking(tmp_path):
+    """Ties in score are broken by object id, the same way in candidates.parquet, a query and
+    a recovery; quarantined rows are never ranked."""
+    from lensscan.catalog.truth import recovery
+
+    rng = np.random.default_rng(5)
+    n = 400
+    score = rng.choice(np.float32([0.2, 0.5, 0.7, 0.9]), n)  # many ties
+    status = np.where(rng.random(n) < 0.1, "all_zero: every pixel is 0", "ok").astype(object)
+    score[status != "ok"] = np.nan
+    ids = rng.permutation(10 * n)[:n].astype(np.int64)
+    rows = {"object_id": ids, "ra": rng.uniform(0, 1, n), "dec": rng.uniform(0, 1, n),
+            "score": score, "score_a": score, "shard": np.full(n, "s.parquet", dtype=object),
+            "row": np.arange(n, dtype=np.int64), "status": status}
+    out = str(tmp_path / "run")
+    for k in range(2):
+        commit.write_unit(out, f"k{k}", {c: v[k::2] for c, v in rows.items()}, ORDER)
+    commit.finalize(out, ["k0", "k1"], None, 50)
+    finish_output(out)
+    ok = np.flatnonzero(status == "ok")
+    expect = ids[ok[np.lexsort((ids[ok], -score[ok]))]]  # score descending, then id
+    cand = pq.read_table(f"{out}/candidates.parquet")
+    assert cand.column("object_id").to_pylist() == list(expect[:50])
+    assert cand.column("rank").to_pylist() == list(range(1, 51))
+    assert query(out, top=50).column("object_id").to_pylist() == list(expect[:50])
+    known = [int(expect[0]), int(expect[77]), int(expect[-1])]
+    table, _ = recovery(out, pa.table({"object_id": known}))
+    assert table.column("rank").to_pylist() == [1, 78, len(expect)]
+
+
 def test_gallery_grades_csv_reads_back_as_truth(out, tmp_path, capsys):
     path, rows = out
     best = int(np.nanargmax(np.where(_ok(rows), rows["score"], np.nan)))

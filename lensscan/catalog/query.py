@@ -96,29 +96,31 @@ def query(
     duck.confine(con, out)  # this output only: no other file, bucket or URL from here on
     src = source_sql(out, candidates)
     available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
-    default = (*DEFAULT_COLUMNS, "p_lens") if run_prior(out) is not None else DEFAULT_COLUMNS
-    cols = list(columns) if columns else [c for c in available
-                                          if c in default or c.startswith("score_")]
-    missing = [c for c in cols if c not in available]
-    if missing:
-        raise ValueError(f"unknown columns {missing}; available: {available}")
+    cols = _columns(out, columns, available)
     preds, select, used = _filters(min_score, cone, where, available)
-    select = [_quote(c) for c in cols] + select
-    rank_sql = "row_number() OVER (ORDER BY score DESC, object_id)"
-    inner = sorted((set(cols) | used | {"ra", "dec", "score", "object_id", "status"})
+    inner = sorted((set(cols) | used | {"ra", "dec", "score", "object_id"})
                    & set(available))
-    sql = (
-        f"WITH ranked AS (SELECT {', '.join(_quote(c) for c in inner)}, "
-        f"{rank_sql} AS rank FROM {src} WHERE status = 'ok' AND score IS NOT NULL) "
-        f"SELECT rank, {', '.join(select)} FROM ranked WHERE {' AND '.join(preds)} "
-        f"ORDER BY score DESC, object_id"
-    )
+    ranked = duck.ranked_sql(src, ", ".join(_quote(c) for c in inner))
+    sql = (f"WITH ranked AS ({ranked}) "
+           f"SELECT rank, {', '.join([_quote(c) for c in cols] + select)} FROM ranked "
+           f"WHERE {' AND '.join(preds or ['true'])} ORDER BY {duck.RANK_ORDER}")
     if top is not None:
         sql += f" LIMIT {int(top)}"
     try:
         return duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
         raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def _columns(out: str, columns: list[str] | None, available: list[str]) -> list[str]:
+    """The columns asked for, or the default ones (see :func:`query`) among ``available``."""
+    default = (*DEFAULT_COLUMNS, "p_lens") if run_prior(out) is not None else DEFAULT_COLUMNS
+    cols = list(columns) if columns else [c for c in available
+                                          if c in default or c.startswith("score_")]
+    missing = [c for c in cols if c not in available]
+    if missing:
+        raise ValueError(f"unknown columns {missing}; available: {available}")
+    return cols
 
 
 def run_prior(out: str) -> float | None:
@@ -141,7 +143,7 @@ def expected_in(table: pa.Table, prior: float | None = None) -> dict | None:
 def _filters(min_score: float | None, cone: Cone | None, where: str | None,
              available: list[str]) -> tuple[list[str], list[str], set[str]]:
     """SQL predicates of the cuts, extra select expressions, and the columns ``where`` uses."""
-    preds = ["status = 'ok'", "score IS NOT NULL"]
+    preds: list[str] = []
     select: list[str] = []
     if min_score is not None:
         preds.append(f"score >= {float(min_score)!r}")

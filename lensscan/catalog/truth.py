@@ -107,7 +107,7 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
 
 def _check_positions(url: str, table: pa.Table) -> None:
     """Refuse positions off the sky, naming the first bad row."""
-    from lensscan.io.checks import coordinate_problems
+    from lensscan.io.batch import coordinate_problems
 
     ra = np.asarray(table.column("ra").to_numpy(zero_copy_only=False), np.float64)
     dec = np.asarray(table.column("dec").to_numpy(zero_copy_only=False), np.float64)
@@ -130,9 +130,7 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
     con.register("truth_in", truth)
     duck.confine(con, out)
     src = source_sql(out)
-    ranked = (f"SELECT object_id, ra, dec, score, row_number() OVER "
-              f"(ORDER BY score DESC, object_id) AS rank FROM {src} "
-              "WHERE status = 'ok' AND score IS NOT NULL")
+    ranked = duck.ranked_sql(src, "object_id, ra, dec, score")
     if radius_arcsec is None:
         if "object_id" not in truth.column_names:
             raise ValueError("truth has no object_id: give a cross-match radius")

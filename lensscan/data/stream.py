@@ -18,7 +18,7 @@ import numpy as np
 from lensscan.config import DEFAULT_CROP
 from lensscan.errors import ShardError, StorageError
 from lensscan.io import storage
-from lensscan.io.checks import CUTOUT_SHAPE, UNREADABLE, flag_non_finite, id_is_null
+from lensscan.io.batch import CUTOUT_SHAPE, flag_non_finite, id_is_null, quarantine_batch
 from lensscan.io.shards import Unit, plan_units, read_unit
 from lensscan.io.storage import Stamp
 
@@ -122,7 +122,7 @@ class ReadUnits:
     Object ids travel as int64 or as strings (None when null): Ray Data turns an integer
     column with nulls into float64, so a null integer id travels as 0 and its row's status
     (``missing_object_id``, ``unreadable: ...``) says that it is null (see
-    :func:`lensscan.io.checks.id_is_null`). A storage failure (not a bad file) raises
+    :func:`lensscan.io.batch.id_is_null`). A storage failure (not a bad file) raises
     :class:`StorageError` naming the shard: the run stops instead of quarantining good rows.
     """
 
@@ -209,15 +209,16 @@ class ReadUnits:
                 else CUTOUT_SHAPE[-1])
         dtype = np.float16 if self.stage == "normalized" or self.half else np.float32
         strings = self.ids_as_strings or unit.id_kind == "string"
+        q = quarantine_batch(np.arange(unit.start, unit.stop), err.reason, strings, (side, dtype))
         out = {
-            "object_id": np.full(n, None, dtype=object) if strings else np.zeros(n, np.int64),
-            "ra": np.full(n, np.nan),
-            "dec": np.full(n, np.nan),
+            "object_id": q["object_id"],
+            "ra": q["ra"],
+            "dec": q["dec"],
             "shard": np.full(n, unit.url, dtype=object),
-            "row": np.arange(unit.start, unit.stop, dtype=np.int64),
+            "row": q["row"],
             "unit": np.full(n, unit_key(unit), dtype=object),
-            "status": np.full(n, f"{UNREADABLE}: {err.reason}", dtype=object),
-            "image": np.zeros((n, 3, side, side), dtype),
+            "status": q["status"],
+            "image": q["image"],
         }
         for col in self.keep:
             if col not in out:

@@ -18,7 +18,7 @@ from astropy.utils.exceptions import AstropyWarning
 
 from lensscan.errors import ShardError, StorageError
 from lensscan.io import storage
-from lensscan.io.checks import CUTOUT_SHAPE, row_status
+from lensscan.io.batch import CUTOUT_SHAPE, Batch, make_batch
 
 DEFAULT_BANDS = ("g", "r", "i")
 
@@ -150,11 +150,9 @@ def _first_image(url: str, hdul: fits.HDUList):
     raise ShardError(url, "no image HDU with data")
 
 
-def read_fits(url: str, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
-    """Read rows ``[start, stop)`` of a FITS shard, or the one cutout of a cube file.
-
-    Returns the same batch layout as :func:`lensscan.io.parquet.read_parquet`.
-    """
+def read_fits(url: str, start: int = 0, stop: int | None = None) -> Batch:
+    """Read rows ``[start, stop)`` of a FITS shard, or the one cutout of a cube file, as a
+    checked batch (:mod:`lensscan.io.batch`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         hdul = _open(url)
@@ -172,7 +170,7 @@ def read_fits(url: str, start: int = 0, stop: int | None = None) -> dict[str, np
             hdul.close()
 
 
-def _read_shard(url: str, hdul: fits.HDUList, start: int, stop: int | None) -> dict:
+def _read_shard(url: str, hdul: fits.HDUList, start: int, stop: int | None) -> Batch:
     cut = hdul["CUTOUTS"]
     n_all = cut.header["NAXIS4"]
     stop = n_all if stop is None else min(stop, n_all)
@@ -183,42 +181,25 @@ def _read_shard(url: str, hdul: fits.HDUList, start: int, stop: int | None) -> d
         raise ShardError(url, "OBJECTS table has no OBJECT_ID column")
     raw_ids = np.asarray(table[cols["OBJECT_ID"]])
     if raw_ids.dtype.kind in "iu":
-        ids = raw_ids.astype(np.int64)
-        id_null = np.zeros(len(ids), bool)
+        ids, id_null = raw_ids, None
     else:
         ids = np.array([str(v).strip() for v in raw_ids], dtype=object)
         id_null = ids == ""
-    n = len(ids)
-    batch = {"object_id": ids}
-    for name in ("ra", "dec"):
-        batch[name] = (np.asarray(table[cols[name.upper()]], dtype=np.float64)
-                       if name.upper() in cols else np.full(n, np.nan))
-    if "LABEL" in cols:
-        batch["label"] = np.asarray(table[cols["LABEL"]], dtype=np.int8)
-    batch["image"] = images
-    batch["row"] = np.arange(start, stop, dtype=np.int64)
-    batch["status"] = row_status(images, ids, None, id_null, batch["ra"], batch["dec"])
-    return batch
+    ra, dec, label = (np.asarray(table[cols[name]]) if name in cols else None
+                      for name in ("RA", "DEC", "LABEL"))
+    return make_batch(ids, images, start, ra=ra, dec=dec, label=label, id_null=id_null)
 
 
-def _read_cube(url: str, hdul: fits.HDUList) -> dict:
+def _read_cube(url: str, hdul: fits.HDUList) -> Batch:
     hdu = _first_image(url, hdul)
     image = np.asarray(hdu.data, dtype=np.float32)[None]  # (1, 3, 64, 64)
     hdr = hdu.header
     stem = posixpath.basename(url.rstrip("/")).split(".")[0]
     oid = hdr.get("OBJECT_ID", stem)
     ids = np.array([oid], dtype=np.int64 if isinstance(oid, int) else object)
-    batch = {
-        "object_id": ids,
-        "ra": np.array([hdr.get("RA", np.nan)], dtype=np.float64),
-        "dec": np.array([hdr.get("DEC", np.nan)], dtype=np.float64),
-        "image": image,
-        "row": np.zeros(1, np.int64),
-    }
-    if "LABEL" in hdr:
-        batch["label"] = np.array([hdr["LABEL"]], dtype=np.int8)
-    batch["status"] = row_status(image, ids, ra=batch["ra"], dec=batch["dec"])
-    return batch
+    label = [hdr["LABEL"]] if "LABEL" in hdr else None
+    return make_batch(ids, image, ra=[hdr.get("RA", np.nan)], dec=[hdr.get("DEC", np.nan)],
+                      label=label)
 
 
 def write_fits(url: str, batch: dict[str, np.ndarray],

@@ -15,7 +15,7 @@ import numpy as np
 
 from lensscan.errors import ShardError
 from lensscan.io import storage
-from lensscan.io.checks import CUTOUT_SHAPE, row_status
+from lensscan.io.batch import CUTOUT_SHAPE, Batch, make_batch
 from lensscan.io.parquet import write_parquet
 
 #: Sub-folder -> (split, label).
@@ -55,18 +55,9 @@ def object_id_for(url: str, depth: int = 1) -> str:
     return "/".join([*parts[-1 - depth:-1], stem])
 
 
-def read_npy(url: str) -> dict[str, np.ndarray]:
-    """Read one ``.npy`` cutout as a one-row batch (id ``<folder>/<stem>``)."""
-    image = load_npy(url)[None]
-    ids = np.array([object_id_for(url)], dtype=object)
-    return {
-        "object_id": ids,
-        "ra": np.full(1, np.nan),
-        "dec": np.full(1, np.nan),
-        "image": image,
-        "row": np.zeros(1, np.int64),
-        "status": row_status(image, ids),
-    }
+def read_npy(url: str) -> Batch:
+    """Read one ``.npy`` cutout as a one-row checked batch (id ``<folder>/<stem>``)."""
+    return make_batch(np.array([object_id_for(url)], dtype=object), load_npy(url)[None])
 
 
 def _flush(out: str, index: int, rows: list[tuple[str, int, str, np.ndarray]]) -> str:

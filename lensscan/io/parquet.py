@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from lensscan.errors import LensscanError, ShardError, StorageError
 from lensscan.io import plainpages, storage
-from lensscan.io.checks import CUTOUT_SHAPE, row_status
+from lensscan.io.batch import COLUMNS, CUTOUT_SHAPE, Batch, make_batch
 
 NPIX = int(np.prod(CUTOUT_SHAPE))
 BANDS_KEY = b"lensscan.bands"
@@ -24,8 +24,6 @@ ZEROPOINT_KEY = b"lensscan.zeropoint"  # AB magnitude of one flux unit
 DEFAULT_BANDS = ("g", "r", "i")
 DEFAULT_PIXEL_SCALE = 0.168  # HSC
 DEFAULT_ZEROPOINT = 27.0  # HSC coadds
-#: Columns the readers understand; any other column is carried as-is (e.g. simulation truth).
-CORE_COLUMNS = ("object_id", "ra", "dec", "image", "label")
 
 
 @dataclass(frozen=True)
@@ -168,35 +166,26 @@ def decode_images(url: str, column: pa.ChunkedArray | pa.Array,
 
 
 def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
-                   images: np.ndarray | None = None, half: bool = False) -> dict[str, np.ndarray]:
+                   images: np.ndarray | None = None, half: bool = False) -> Batch:
     """Turn a shard table into a checked batch (see :func:`read_parquet`); ``images`` are the
     already decoded image column when the table lacks it."""
+    image_null = None
     if images is None:
         images, image_null = decode_images(url, table.column("image"), half)
-    else:
-        image_null = np.zeros(len(images), bool)
     ids_col = table.column("object_id")
     id_null = np.asarray(ids_col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     if pa.types.is_integer(ids_col.type) and not id_null.any():
-        ids = ids_col.to_numpy().astype(np.int64)
+        ids = ids_col.to_numpy()
     else:  # strings, or integers with nulls: Python objects, None where null (never 0)
         ids = np.asarray(ids_col.to_pylist(), dtype=object)
-    n = table.num_rows
-    batch: dict[str, np.ndarray] = {"object_id": ids}
-    for col in ("ra", "dec"):
-        if col in table.column_names:
-            batch[col] = table.column(col).cast(pa.float64()).fill_null(np.nan).to_numpy()
-        else:
-            batch[col] = np.full(n, np.nan)
-    if "label" in table.column_names:
-        batch["label"] = table.column("label").cast(pa.int8()).fill_null(-1).to_numpy()
-    batch["image"] = images
-    batch["row"] = np.arange(row_offset, row_offset + n, dtype=np.int64)
-    batch["status"] = row_status(images, ids, image_null, id_null, batch["ra"], batch["dec"])
-    for col in table.column_names:
-        if col not in batch and col not in CORE_COLUMNS:
-            batch[col] = extra_column(table.column(col))
-    return batch
+    names = table.column_names
+    ra, dec = (table.column(c).cast(pa.float64()).fill_null(np.nan).to_numpy()
+               if c in names else None for c in ("ra", "dec"))
+    label = (table.column("label").cast(pa.int8()).fill_null(-1).to_numpy()
+             if "label" in names else None)
+    extra = {c: extra_column(table.column(c)) for c in names if c not in COLUMNS}
+    return make_batch(ids, images, row_offset, ra=ra, dec=dec, label=label,
+                      image_null=image_null, id_null=id_null, extra=extra)
 
 
 def extra_column(col: pa.ChunkedArray) -> np.ndarray:
@@ -211,18 +200,11 @@ def extra_column(col: pa.ChunkedArray) -> np.ndarray:
 def read_parquet(
     url: str, row_groups: list[int] | None = None, columns: list[str] | None = None,
     half: bool = False,
-) -> dict[str, np.ndarray]:
-    """Read a Parquet shard (or some of its row groups) as one checked batch.
-
-    Returns
-    -------
-    dict
-        ``object_id`` (N,) int64 or str (object: int or str, None where null, when some ids
-        are null), ``ra``/``dec`` (N,) float64 degrees (NaN when null), ``image`` float32
-        (N, 3, 64, 64) (float16 when stored so and ``half``), ``label`` (N,) int8 (-1 when
-        unknown; only when the file has labels), ``row`` (N,) index in the shard, ``status``
-        (N,) ``"ok"`` or the quarantine reason, plus any extra columns.
-    """
+) -> Batch:
+    """Read a Parquet shard (or some of its row groups) as one checked batch
+    (:mod:`lensscan.io.batch`): ``image`` float32, or float16 when stored so and ``half``;
+    ``label`` when the file has labels; the file's other columns after the batch's own (a
+    fixed-size list column, e.g. ``psf_fwhm``, as a 2-D array)."""
     if row_groups and list(row_groups) != list(range(row_groups[0], row_groups[-1] + 1)):
         raise ValueError("row_groups must be consecutive")
     span = None
@@ -245,7 +227,7 @@ def read_parquet(
 
 def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
           row_groups: list[int] | None, columns: list[str] | None,
-          half: bool = False) -> dict[str, np.ndarray]:
+          half: bool = False) -> Batch:
     info = parquet_info(url, pf)
     offset = 0
     if row_groups:

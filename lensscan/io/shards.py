@@ -6,6 +6,7 @@ whole single-cutout file). Units are what the scoring pipeline reads, scores and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -14,6 +15,7 @@ from lensscan.errors import ShardError
 from lensscan.io import npy as npy_io
 from lensscan.io import parquet as pq_io
 from lensscan.io import storage
+from lensscan.io.batch import Batch
 
 
 class _Fits:
@@ -52,6 +54,20 @@ class Unit:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Format:
+    """How the shards of one format are planned, read and written (see :data:`FORMATS`)."""
+
+    plan: Callable[[str, int], list[Unit]]  # (url, rows_per_unit) -> units
+    read: Callable[[Unit, bool], Batch]  # (unit, half) -> its rows
+    read_all: Callable[[str], Batch]  # url -> every row
+    optics: Callable[[str], tuple[tuple[str, ...], float]]  # url -> (bands, arcsec/pixel)
+    num_rows: Callable[[str], int]  # url -> rows in the shard, from its footer or headers
+    images: Callable[[str, np.ndarray], np.ndarray]  # (url, rows) -> their images
+    write: Callable[[str, Batch, tuple[str, ...], int], None] | None  # None: not written
+    splits: bool = True  # a unit can be cut into smaller ones (see split_first)
+
+
 def shard_format(url: str) -> str:
     """``parquet``, ``fits`` or ``npy`` from the file name."""
     suffix = storage.shard_suffix(url)
@@ -62,85 +78,45 @@ def shard_format(url: str) -> str:
 
 def plan_units(url: str, rows_per_unit: int = 2048) -> list[Unit]:
     """Split one shard into units of about ``rows_per_unit`` rows (reads headers only)."""
-    fmt = shard_format(url)
-    if fmt == "npy":
-        return [Unit(url, fmt, 0, 1, id_kind="string")]
-    if fmt == "fits":
-        info = fits_io.fits_info(url)
-        return [
-            Unit(url, fmt, s, min(s + rows_per_unit, info.num_rows), id_kind=info.id_kind)
-            for s in range(0, max(info.num_rows, 1), rows_per_unit)
-        ] if info.num_rows else []
-    info = pq_io.parquet_info(url)
-    units: list[Unit] = []
-    start = rg0 = acc = 0
-    for rg, n in enumerate(info.row_group_rows):
-        acc += n
-        if acc >= rows_per_unit or rg == len(info.row_group_rows) - 1:
-            units.append(Unit(url, fmt, start, start + acc, rg0, rg + 1, info.id_kind,
-                              info.image_dtype))
-            start, rg0, acc = start + acc, rg + 1, 0
-    return [u for u in units if u.rows > 0]
+    return FORMATS[shard_format(url)].plan(url, rows_per_unit)
 
 
 def split_first(units: list[Unit], rows: int) -> list[Unit]:
     """``units`` with the first one cut into units of ``rows`` rows (Parquet and FITS): the run
     commits its first unit after one small batch instead of a full unit's worth of model calls.
     A part of a Parquet row group is read with its row group and sliced."""
-    if not units or units[0].fmt not in ("parquet", "fits") or units[0].rows <= rows:
+    if not units or not FORMATS[units[0].fmt].splits or units[0].rows <= rows:
         return list(units)
     u = units[0]
     return [replace(u, start=s, stop=min(s + rows, u.stop)) for s in range(u.start, u.stop, rows)
             ] + list(units[1:])
 
 
-def read_unit(unit: Unit, half: bool = False) -> dict[str, np.ndarray]:
-    """Read one unit as a checked batch (see :func:`lensscan.io.parquet.read_parquet`; with
-    ``half`` a float16 Parquet shard's pixels stay float16)."""
-    if unit.fmt == "parquet":
-        batch = pq_io.read_parquet(unit.url, list(range(unit.rg_start, unit.rg_stop)),
-                                   half=half)
-        first = int(batch["row"][0]) if len(batch["row"]) else unit.start
-        if first == unit.start and len(batch["row"]) == unit.rows:
-            return batch
-        # a unit that is part of a row group (see split_first): its rows only
-        return {k: v[unit.start - first:unit.stop - first] for k, v in batch.items()}
-    if unit.fmt == "fits":
-        return fits_io.read_fits(unit.url, unit.start, unit.stop)
-    return npy_io.read_npy(unit.url)
+def read_unit(unit: Unit, half: bool = False) -> Batch:
+    """Read one unit as a checked batch (:mod:`lensscan.io.batch`; with ``half`` a float16
+    Parquet shard's pixels stay float16)."""
+    return FORMATS[unit.fmt].read(unit, half)
 
 
-def read_shard(url: str) -> dict[str, np.ndarray]:
+def read_shard(url: str) -> Batch:
     """Read a whole shard of any format as one checked batch."""
-    fmt = shard_format(url)
-    if fmt == "parquet":
-        return pq_io.read_parquet(url)
-    if fmt == "fits":
-        return fits_io.read_fits(url)
-    return npy_io.read_npy(url)
+    return FORMATS[shard_format(url)].read_all(url)
 
 
 def shard_optics(url: str) -> tuple[tuple[str, ...], float]:
     """A shard's band names and pixel scale (arcsec/pixel): a Parquet shard's
     ``lensscan.bands`` and ``lensscan.pixel_scale`` metadata, a FITS shard's ``BANDS`` header;
     the defaults (g, r, i at 0.168") where the file does not say."""
-    fmt = shard_format(url)
-    if fmt == "parquet":
-        info = pq_io.parquet_info(url)
-        return info.bands, info.pixel_scale
-    bands = fits_io.fits_info(url).bands if fmt == "fits" else pq_io.DEFAULT_BANDS
-    return tuple(bands), pq_io.DEFAULT_PIXEL_SCALE
+    return FORMATS[shard_format(url)].optics(url)
 
 
-def write_shard(url: str, batch: dict[str, np.ndarray], bands: tuple[str, ...] = ("g", "r", "i"),
+def write_shard(url: str, batch: Batch, bands: tuple[str, ...] = ("g", "r", "i"),
                 row_group_size: int = 1024) -> None:
     """Write a batch as a Parquet or FITS shard, chosen by the file name."""
-    if shard_format(url) == "parquet":
-        pq_io.write_parquet(url, batch, bands, row_group_size)
-    elif shard_format(url) == "fits":
-        fits_io.write_fits(url, batch, bands)
-    else:
+    write = FORMATS[shard_format(url)].write
+    if write is None:
         raise ValueError(f"{url}: write .parquet or .fits shards")
+    write(url, batch, bands, row_group_size)
 
 
 def read_rows(url: str, rows: list[int] | np.ndarray) -> np.ndarray:
@@ -152,16 +128,42 @@ def read_rows(url: str, rows: list[int] | np.ndarray) -> np.ndarray:
     ShardError
         When a row lies past the shard's end (the shard is not the one that was scored)."""
     rows = np.asarray(rows, dtype=np.int64)
-    fmt = shard_format(url)
-    n = 1 if fmt == "npy" else (fits_io.fits_info(url).num_rows if fmt == "fits"
-                                else pq_io.parquet_info(url).num_rows)
+    fmt = FORMATS[shard_format(url)]
+    n = fmt.num_rows(url)
     if len(rows) and (rows.min() < 0 or rows.max() >= n):
         raise ShardError(url, f"has {n} rows, row {int(rows.max())} was asked for: the shard "
                               "is not the one that was scored")
-    if fmt == "npy":
-        return npy_io.load_npy(url)[None].repeat(len(rows), axis=0)
-    if fmt == "fits":
-        return np.concatenate([fits_io.read_fits(url, int(r), int(r) + 1)["image"] for r in rows])
+    return fmt.images(url, rows)
+
+
+def _plan_parquet(url: str, rows_per_unit: int) -> list[Unit]:
+    info = pq_io.parquet_info(url)
+    units: list[Unit] = []
+    start = rg0 = acc = 0
+    for rg, n in enumerate(info.row_group_rows):
+        acc += n
+        if acc >= rows_per_unit or rg == len(info.row_group_rows) - 1:
+            units.append(Unit(url, "parquet", start, start + acc, rg0, rg + 1, info.id_kind,
+                              info.image_dtype))
+            start, rg0, acc = start + acc, rg + 1, 0
+    return [u for u in units if u.rows > 0]
+
+
+def _read_parquet_unit(unit: Unit, half: bool) -> Batch:
+    batch = pq_io.read_parquet(unit.url, list(range(unit.rg_start, unit.rg_stop)), half=half)
+    first = int(batch["row"][0]) if len(batch["row"]) else unit.start
+    if first == unit.start and len(batch["row"]) == unit.rows:
+        return batch
+    # a unit that is part of a row group (see split_first): its rows only
+    return {k: v[unit.start - first:unit.stop - first] for k, v in batch.items()}
+
+
+def _parquet_optics(url: str) -> tuple[tuple[str, ...], float]:
+    info = pq_io.parquet_info(url)
+    return info.bands, info.pixel_scale
+
+
+def _parquet_images(url: str, rows: np.ndarray) -> np.ndarray:
     info = pq_io.parquet_info(url)
     bounds = np.cumsum((0,) + info.row_group_rows)
     groups = sorted({int(np.searchsorted(bounds, r, side="right") - 1) for r in rows})
@@ -171,6 +173,52 @@ def read_rows(url: str, rows: list[int] | np.ndarray) -> np.ndarray:
         batch = pq_io.read_parquet(url, [g], columns=["object_id", "image"])
         out[sel] = batch["image"][rows[sel] - bounds[g]]
     return out
+
+
+def _plan_fits(url: str, rows_per_unit: int) -> list[Unit]:
+    info = fits_io.fits_info(url)
+    return [
+        Unit(url, "fits", s, min(s + rows_per_unit, info.num_rows), id_kind=info.id_kind)
+        for s in range(0, max(info.num_rows, 1), rows_per_unit)
+    ] if info.num_rows else []
+
+
+def _fits_images(url: str, rows: np.ndarray) -> np.ndarray:
+    return np.concatenate([fits_io.read_fits(url, int(r), int(r) + 1)["image"] for r in rows])
+
+
+#: Shard format (see :func:`shard_format`) -> its readers and writer. FITS functions are
+#: looked up on call, so that a worker reading only Parquet never imports astropy.
+FORMATS: dict[str, Format] = {
+    "parquet": Format(
+        plan=_plan_parquet,
+        read=_read_parquet_unit,
+        read_all=pq_io.read_parquet,
+        optics=_parquet_optics,
+        num_rows=lambda url: pq_io.parquet_info(url).num_rows,
+        images=_parquet_images,
+        write=pq_io.write_parquet,
+    ),
+    "fits": Format(
+        plan=_plan_fits,
+        read=lambda unit, half: fits_io.read_fits(unit.url, unit.start, unit.stop),
+        read_all=lambda url: fits_io.read_fits(url),
+        optics=lambda url: (tuple(fits_io.fits_info(url).bands), pq_io.DEFAULT_PIXEL_SCALE),
+        num_rows=lambda url: fits_io.fits_info(url).num_rows,
+        images=_fits_images,
+        write=lambda url, batch, bands, rg_size: fits_io.write_fits(url, batch, bands),
+    ),
+    "npy": Format(
+        plan=lambda url, rows_per_unit: [Unit(url, "npy", 0, 1, id_kind="string")],
+        read=lambda unit, half: npy_io.read_npy(unit.url),
+        read_all=npy_io.read_npy,
+        optics=lambda url: (pq_io.DEFAULT_BANDS, pq_io.DEFAULT_PIXEL_SCALE),
+        num_rows=lambda url: 1,
+        images=lambda url, rows: npy_io.load_npy(url)[None].repeat(len(rows), axis=0),
+        write=None,
+        splits=False,
+    ),
+}
 
 
 def claim_survey_folder(url: str, overwrite: bool = False) -> int:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from lensscan import duck
 from lensscan.io import storage
-from lensscan.io.checks import DUPLICATE_ID, OK, UNREADABLE, id_is_null
+from lensscan.io.batch import DUPLICATE_ID, OK, UNREADABLE, id_is_null, quarantine_batch
 from lensscan.score.duplicates import flag_duplicates, is_scored
 
 SCORES = "scores"
@@ -97,11 +97,9 @@ def write_rejected(out: str, key: str, shard: str, rows: int, reason: str,
     """Commit the rows of a shard rejected at planning (its footer said how many): every row
     quarantined as ``unreadable`` with the reason, so that the rows are counted."""
     n = int(rows)
-    ids = np.full(n, None, dtype=object) if ids_as_strings else np.zeros(n, np.int64)
-    batch = {c: np.full(n, np.nan, np.float32) for c in order if is_scored(c)}
-    batch.update({"object_id": ids, "ra": np.full(n, np.nan), "dec": np.full(n, np.nan),
-                  "shard": np.full(n, shard, dtype=object), "row": np.arange(n),
-                  "status": np.full(n, f"{UNREADABLE}: {reason}", dtype=object)})
+    batch = quarantine_batch(np.arange(n), reason, ids_as_strings, image=None)
+    batch["shard"] = np.full(n, shard, dtype=object)
+    batch.update({c: np.full(n, np.nan, np.float32) for c in order if is_scored(c)})
     return write_unit(out, key, batch, order)
 
 
@@ -130,14 +128,9 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
     reasons = dict(con.execute(
         f"SELECT split_part(status, ':', 1) AS r, count(*) FROM {src} WHERE status <> '{OK}' "
         "GROUP BY r ORDER BY r").fetchall())
-    where = f"status = '{OK}' AND score IS NOT NULL"
-    if top is None:
-        where += f" AND score >= {float(threshold)!r}"
+    ranked = duck.ranked_sql(src, "*", threshold if top is None else None)
     limit = f"LIMIT {int(top)}" if top is not None else ""
-    table = duck.fetch_arrow(
-        con,
-        f"SELECT row_number() OVER (ORDER BY score DESC, object_id) AS rank, * FROM {src} "
-        f"WHERE {where} ORDER BY score DESC, object_id {limit}")
+    table = duck.fetch_arrow(con, f"{ranked} ORDER BY rank {limit}")
     table = table.set_column(0, "rank", table.column("rank").cast(pa.int64()))
     _write_table(storage.join(out, CANDIDATES), table)
     return {"rows_read": int(n_all), "rows_scored": int(n_ok),

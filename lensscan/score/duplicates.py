@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from lensscan import duck
 from lensscan.io import storage
-from lensscan.io.checks import DUPLICATE_ID
+from lensscan.io.batch import DUPLICATE_ID
 
 #: Float32 columns of a scored row (besides ``score_<member>``): null where it is quarantined.
 SCORED = ("score", "logit", "member_spread", "p_lens")

@@ -14,7 +14,6 @@ import math
 import numpy as np
 
 from lensscan import duck
-from lensscan.io.checks import OK
 from lensscan.score import commit
 
 #: The list lengths the manifest reports (those up to the rows scored), besides the candidates.
@@ -39,10 +38,10 @@ def expected_lenses(out: str, keys: list[str], candidates: int) -> dict:
     files = [commit.part_url(out, k) for k in keys]
     con = duck.connect(out)
     src = f"read_parquet([{', '.join(duck.sql_path(f) for f in files)}], union_by_name=true)"
-    ok = f"status = '{OK}' AND score IS NOT NULL"
+    ok = duck.SCORED
     n_ok, total = con.execute(f"SELECT count(*), sum(p_lens) FROM {src} WHERE {ok}").fetchone()
     ns = sorted({n for n in (*TOP_N, candidates) if 0 < n <= n_ok})
-    best = con.execute(f"SELECT p_lens FROM {src} WHERE {ok} ORDER BY score DESC, object_id "
+    best = con.execute(f"SELECT p_lens FROM {src} WHERE {ok} ORDER BY {duck.RANK_ORDER} "
                        f"LIMIT {int(max(ns, default=0))}").fetchnumpy()["p_lens"]
     p = np.asarray(best, np.float64)  # DuckDB hands NULLs back masked; none are expected
     scored = con.execute(f"SELECT sum(p_lens * (1 - p_lens)) FROM {src} WHERE {ok}").fetchone()

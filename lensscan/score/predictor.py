@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lensscan.data.preprocess import Preprocessing, as_tensor, finite_rows, preprocess_tensor
-from lensscan.io.checks import CUTOUT_SHAPE, flag_non_finite, ok_mask
+from lensscan.io.batch import CUTOUT_SHAPE, flag_non_finite, ok_mask
 from lensscan.modelcard import load_model
 from lensscan.models import calibration
 

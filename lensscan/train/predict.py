@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lensscan.io.checks import ok_mask
+from lensscan.io.batch import ok_mask
 
 
 @torch.inference_mode()

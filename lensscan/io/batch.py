@@ -1,7 +1,11 @@
-"""Per-row checks of decoded cutouts.
+"""The checked batch: what every shard reader returns, and the status of each of its rows.
 
-Readers never drop a row: each row gets a status, ``"ok"`` or the reason it must be quarantined,
-so that later stages can count it. Whole-file problems raise :class:`lensscan.errors.ShardError`.
+A batch is a ``dict[str, np.ndarray]`` with one row per cutout and the columns of
+:data:`DTYPES`, in that order (``label`` only when the file has labels), followed by the file's
+other columns as they are (e.g. simulation truth). Readers never drop a row: each row gets a
+status, ``"ok"`` or the reason it must be quarantined, so that later stages can count it.
+Whole-file problems raise :class:`lensscan.errors.ShardError`; the rows of a file that cannot be
+read at all are :func:`quarantine_batch` rows.
 """
 
 from __future__ import annotations
@@ -10,12 +14,26 @@ import numpy as np
 
 #: Shape of one cutout: (band, y, x).
 CUTOUT_SHAPE = (3, 64, 64)
+#: A batch: column name -> one value per row.
+Batch = dict[str, np.ndarray]
+#: Columns of a checked batch and the dtypes each may have, in order. ``object_id``: int64, or
+#: object (str; int or None when some ids are null); ``image``: (N, 3, 64, 64) float32, float16
+#: when a reader is asked to keep float16 pixels; ``label``: -1 when unknown; ``row``: index of
+#: the row in its shard; ``status``: ``"ok"`` or the quarantine reason.
+DTYPES: dict[str, tuple[np.dtype, ...]] = {
+    "object_id": (np.dtype(np.int64), np.dtype(object)),
+    "ra": (np.dtype(np.float64),),  # degrees, NaN when null
+    "dec": (np.dtype(np.float64),),  # degrees, NaN when null
+    "label": (np.dtype(np.int8),),
+    "image": (np.dtype(np.float32), np.dtype(np.float16)),
+    "row": (np.dtype(np.int64),),
+    "status": (np.dtype(object),),
+}
+COLUMNS = tuple(DTYPES)
 OK = "ok"
 MISSING_ID = "missing_object_id"
 UNREADABLE = "unreadable"
 DUPLICATE_ID = "duplicate_object_id"
-#: Statuses whose rows have no usable object id: the output holds a null id for them.
-NULL_ID_STATUSES = (MISSING_ID, UNREADABLE)
 #: Status of a row whose pixels overflow float32 in the preprocessing (e.g. values near 3e38).
 NON_FINITE_INPUT = ("non_finite_input: pixel values overflow float32 in the preprocessing "
                     "(sky subtraction and noise scaling)")
@@ -125,3 +143,75 @@ def row_status(
                     status[i] = f"{DUPLICATE_ID}: {plain!r} appears earlier in this shard"
                 seen.add(key)
     return status
+
+
+def make_batch(
+    object_id: np.ndarray,
+    image: np.ndarray,
+    row_start: int = 0,
+    *,
+    ra: np.ndarray | None = None,
+    dec: np.ndarray | None = None,
+    label: np.ndarray | None = None,
+    image_null: np.ndarray | None = None,
+    id_null: np.ndarray | None = None,
+    extra: Batch | None = None,
+) -> Batch:
+    """A checked batch of decoded rows, their status computed by :func:`row_status`.
+
+    Parameters
+    ----------
+    object_id : ndarray, shape (N,)
+        Ids: integers (stored int64) or anything else (stored as object: str, or int/None
+        when some ids are null).
+    image : ndarray, shape (N, 3, 64, 64)
+        Decoded cutouts (float16 stays float16, anything else becomes float32).
+    row_start : int
+        Index in the shard of the first row.
+    ra, dec : ndarray of float, shape (N,), optional
+        Degrees, NaN when null (all NaN when not given).
+    label : ndarray of int, shape (N,), optional
+        1 lens, 0 not a lens, -1 unknown; the column is left out when not given.
+    image_null, id_null : ndarray of bool, shape (N,), optional
+        Rows whose image or id was null in the file.
+    extra : dict, optional
+        The file's other columns (none of :data:`COLUMNS`), carried as they are after the
+        batch's own columns.
+    """
+    ids = np.asarray(object_id)
+    ids = ids.astype(np.int64 if ids.dtype.kind in "iu" else object)
+    image = np.asarray(image)
+    if image.dtype != np.float16:
+        image = image.astype(np.float32, copy=False)
+    n = len(ids)
+    batch: Batch = {"object_id": ids, "ra": _degrees(ra, n), "dec": _degrees(dec, n)}
+    if label is not None:
+        batch["label"] = np.asarray(label).astype(np.int8, copy=False)
+    batch["image"] = image
+    batch["row"] = np.arange(row_start, row_start + n, dtype=np.int64)
+    batch["status"] = row_status(image, ids, image_null, id_null, batch["ra"], batch["dec"])
+    batch.update(extra or {})
+    return batch
+
+
+def _degrees(values: np.ndarray | None, n: int) -> np.ndarray:
+    return np.full(n, np.nan) if values is None else np.asarray(values, dtype=np.float64)
+
+
+def quarantine_batch(rows: np.ndarray, reason: str, strings: bool,
+                     image: tuple[int, np.dtype] | None = (CUTOUT_SHAPE[-1], np.float32)) -> Batch:
+    """The rows ``rows`` (indices in their shard) of a file that could not be read, every one
+    quarantined as ``unreadable: <reason>``: null ids (None with ``strings``, else 0 in int64:
+    the status says it is null, see :func:`id_is_null`), no position, and blank
+    ``(N, 3, side, side)`` images of ``image = (side, dtype)`` (no image column when None:
+    rows that are counted, never scored)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    ids = np.full(n, None, dtype=object) if strings else np.zeros(n, np.int64)
+    batch: Batch = {"object_id": ids, "ra": np.full(n, np.nan), "dec": np.full(n, np.nan)}
+    if image is not None:
+        side, dtype = image
+        batch["image"] = np.zeros((n, CUTOUT_SHAPE[0], side, side), dtype)
+    batch["row"] = rows
+    batch["status"] = np.full(n, f"{UNREADABLE}: {reason}", dtype=object)
+    return batch
