@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from conftest import finish_output, make_batch
+from support import finish_output, make_batch
 
 from lensscan.catalog.truth import read_truth, recovery
 from lensscan.cli import main

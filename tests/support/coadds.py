@@ -181,7 +181,7 @@ def write_loop_survey(root) -> dict[str, str]:
     return kinds
 
 
-if __name__ == "__main__":  # python tests/coadds.py DIR [--loop]: the README's example coadds
+if __name__ == "__main__":  # python tests/support/coadds.py DIR [--loop]: the README's coadds
     import json
     import pathlib
     import sys

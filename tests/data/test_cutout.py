@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.nddata import Cutout2D
-from coadds import BANDS, OBJECTS, A, positions, tile_image, tile_wcs, write_coadd
+from support.coadds import BANDS, OBJECTS, A, positions, tile_image, tile_wcs, write_coadd
 
 from lensscan.cli import main
 from lensscan.config import CutoutConfig

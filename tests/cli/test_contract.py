@@ -13,7 +13,7 @@ import pytest
 
 from lensscan.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = "lensscan/assets/docs/contract.md"
 SHARED = ROOT.parent / "shared" / "DESIGN.md"
 

@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 import pytest
-from conftest import CHROMEDRIVER, CHROMIUM, downloaded, finish_output, make_batch
-from conftest import chromium as _chromium
+from support import CHROMEDRIVER, CHROMIUM, downloaded, finish_output, make_batch
+from support import chromium as _chromium
 
 from lensscan.catalog.gallery import write_gallery
 from lensscan.cli import main

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import make_batch
+from support import make_batch
 
 from lensscan.cli import main
 from lensscan.errors import OutputError

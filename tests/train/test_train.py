@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import make_batch
+from support import make_batch
 
 from lensscan.io.parquet import write_parquet
 from lensscan.io.storage import filesystem

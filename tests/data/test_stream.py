@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_batch
+from support import make_batch
 
 from lensscan.data.preprocess import Preprocessing
 from lensscan.data.stream import ReadUnits, plan

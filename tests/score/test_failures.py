@@ -12,7 +12,7 @@ import time
 
 import boto3
 import pytest
-from conftest import free_port, make_batch
+from support import free_port, make_batch
 
 from lensscan.io.parquet import write_parquet
 

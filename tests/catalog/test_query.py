@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from conftest import finish_output
+from support import finish_output
 
 from lensscan.catalog import formats
 from lensscan.catalog.names import iau_names

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_batch
+from support import make_batch
 
 from lensscan import modelcard
 from lensscan.cli import main
@@ -463,7 +463,7 @@ def test_an_output_without_the_added_columns_is_another_run(ray_local, tiny_mode
 def test_job_script_passes_the_prior_through():
     from importlib.util import module_from_spec, spec_from_file_location
 
-    spec = spec_from_file_location("score_survey", pathlib.Path(__file__).parents[1] / "jobs" /
+    spec = spec_from_file_location("score_survey", pathlib.Path(__file__).parents[2] / "jobs" /
                                    "score_survey.py")
     job = module_from_spec(spec)
     spec.loader.exec_module(job)

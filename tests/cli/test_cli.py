@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_batch
+from support import make_batch
 
 from lensscan.cli import main
 from lensscan.io.parquet import write_parquet
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_simulate_npy_then_import(tmp_path, capsys):

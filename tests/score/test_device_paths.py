@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference_preprocess as ref
 import torch
-from conftest import make_batch
+from support import make_batch
+from support import reference_preprocess as ref
 
 from lensscan import modelcard
 from lensscan.config import ScoreConfig

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import make_batch
+from support import make_batch
 
 from lensscan import modelcard
 from lensscan.data.preprocess import Preprocessing, preprocess

@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.io.votable import parse
 from astropy.io.votable.ucd import check_ucd
 from astropy.table import Table
-from conftest import finish_output
+from support import finish_output
 
 from lensscan.catalog import formats
 from lensscan.catalog.names import iau_names

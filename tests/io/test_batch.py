@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_batch
+from support import make_batch
 
 from lensscan.data.preprocess import Preprocessing
 from lensscan.data.stream import ReadUnits

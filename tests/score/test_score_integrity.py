@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_batch
+from support import make_batch
 
 from lensscan import modelcard
 from lensscan.catalog.query import query

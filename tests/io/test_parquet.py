@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_batch
+from support import make_batch
 
 from lensscan.errors import ShardError
 from lensscan.io import parquet as pio

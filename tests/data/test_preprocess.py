@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_batch
+from support import make_batch
 
 from lensscan.data.preprocess import (
     Preprocessing,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_batch
+from support import make_batch
 
 from lensscan.cli import main
 from lensscan.data.grades import agreement, combine, describe, graded_labels, latest, read_grades
@@ -149,7 +149,7 @@ def test_ensemble_job_refits_the_default_weights_on_graded_rows(tmp_path):
 
     data, grades = _graded_survey(tmp_path)
     out = tmp_path / "ens"
-    job = pathlib.Path(__file__).resolve().parents[1] / "jobs" / "train_ensemble.py"
+    job = pathlib.Path(__file__).resolve().parents[2] / "jobs" / "train_ensemble.py"
     run = subprocess.run([sys.executable, str(job), "--train", data, "--out", str(out),
                           "--labels", grades[0], "--labels", grades[1], "--init-from", "default",
                           "--refit-only"], capture_output=True, text=True, timeout=600)

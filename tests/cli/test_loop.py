@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
-from coadds import write_loop_survey
-from conftest import CHROMEDRIVER, CHROMIUM, chromium, downloaded
+from support import CHROMEDRIVER, CHROMIUM, chromium, downloaded
+from support.coadds import write_loop_survey
 
 from lensscan.catalog.query import query
 from lensscan.cli import main

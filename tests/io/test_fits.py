@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import make_batch
+from support import make_batch
 
 from lensscan.errors import ShardError
 from lensscan.io import fits as fio

@@ -12,7 +12,7 @@ import tempfile
 import uuid
 
 import pytest
-from conftest import make_batch
+from support import make_batch
 
 from lensscan import runtime
 from lensscan.io import storage

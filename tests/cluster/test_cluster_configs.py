@@ -8,7 +8,7 @@ import shlex
 import pytest
 import yaml
 
-CLUSTER = pathlib.Path(__file__).resolve().parents[1] / "cluster"
+CLUSTER = pathlib.Path(__file__).resolve().parents[2] / "cluster"
 ROOT = CLUSTER.parent
 
 

@@ -16,12 +16,12 @@ import tempfile
 import time
 
 import pytest
-from conftest import free_port, make_batch
+from support import free_port, make_batch
 
 from lensscan.io import storage
 from lensscan.io.parquet import write_parquet
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 RAY = str(pathlib.Path(sys.executable).parent / "ray")
 
 
