@@ -9,14 +9,19 @@ Local Ray::
 family renders every object. Each member trains without one family (``--exclude
 <choice>_family=<family>``) and is scored on that family's set, next to a reference member
 trained on every family with the same recipe. Rerunning the same command keeps finished members
-and test sets; the matrix is written to ``OUT/matrix.json`` and printed as Markdown.
+and test sets; the matrix is written to ``OUT/matrix.json`` and printed as Markdown. The members'
+options (``--init``, ``--epochs``, ...) are generated from :class:`lensscan.config.TrainConfig`; the
+schedule's defaults are the matrix's (:data:`lensscan.train.robustness.MATRIX_SCHEDULE`).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from lensscan.cli.options import add_options, values
+from lensscan.config import TrainConfig
 from lensscan.train.robustness import (
+    MATRIX_SCHEDULE,
     families,
     hsc_families,
     make_test_sets,
@@ -24,8 +29,11 @@ from lensscan.train.robustness import (
     robustness_matrix,
 )
 
+#: The settings of :class:`~lensscan.config.TrainConfig` that the job gives every member.
+MEMBER_OPTIONS = ("init", "epochs", "steps_per_epoch", "lr", "precision")
 
-def main(argv: list[str] | None = None) -> None:
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", required=True, help="URL of labelled training shards (broad)")
     ap.add_argument("--val", required=True, help="URL of labelled validation shards")
@@ -38,21 +46,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--test-lenses", type=int, default=200)
     ap.add_argument("--test-nonlenses", type=int, default=5000)
     ap.add_argument("--test-seed", type=int, default=30)
-    ap.add_argument("--init", help="member folder whose weights start every member")
+    add_options(ap, TrainConfig, only=MEMBER_OPTIONS, defaults=MATRIX_SCHEDULE,
+                why="the matrix's schedule")
     ap.add_argument("--init-saw-hsc", action="store_true",
                     help="the --init weights were trained on the hsc preset's families")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--steps-per-epoch", type=int, default=250)
-    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse(argv)
     pairs = [] if a.reference_only else families(a.choices)
     if a.make_tests:
         make_test_sets(a.tests, pairs, a.test_lenses, a.test_nonlenses, a.test_seed)
     cells = robustness_matrix(a.train, a.val, a.tests, a.out, pairs,
-                              init_saw=hsc_families() if a.init_saw_hsc else None, init=a.init,
-                              epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, lr=a.lr,
-                              precision=a.precision)
+                              init_saw=hsc_families() if a.init_saw_hsc else None,
+                              **values(TrainConfig, a, MEMBER_OPTIONS))
     print(markdown(cells))
 
 

@@ -20,6 +20,10 @@ weights are refitted on the graded validation fold::
 (and, with ``--val``, the calibration of p_lens). To add a calibration to an ensemble without
 touching its weights, use ``lensscan calibrate MODEL VAL``.
 
+The members' options (``--epochs``, ``--lr``, ``--labels``, ...) are generated from
+:class:`lensscan.config.TrainConfig`, as ``lensscan train``'s are; the schedule's defaults are the
+ensemble's (:data:`lensscan.train.recipes.ENSEMBLE_SCHEDULE`: 8 epochs of 200 steps).
+
 Rerunning the same command after an interruption keeps finished members and resumes the member
 in progress from its last checkpoint.
 """
@@ -29,50 +33,52 @@ from __future__ import annotations
 import argparse
 import json
 
+from lensscan.cli.options import add_options, values
+from lensscan.config import TrainConfig
 from lensscan.models.calibration import DEFAULT_PRIOR, check_prior
-from lensscan.train.recipes import BASELINE_MEMBER, DEFAULT_MEMBERS, train_ensemble
+from lensscan.train.recipes import (
+    BASELINE_MEMBER,
+    DEFAULT_MEMBERS,
+    ENSEMBLE_SCHEDULE,
+    train_ensemble,
+)
+
+#: The settings of :class:`~lensscan.config.TrainConfig` that the job gives every member (the
+#: others are the recipe's or the ensemble's).
+MEMBER_OPTIONS = ("labels", "grade_c", "epochs", "steps_per_epoch", "batch_size", "lr",
+                  "precision", "workers", "gpu")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", required=True, help="URL of labelled training shards")
     ap.add_argument("--val", help="URL of labelled validation shards (with --labels: default "
                     "the graded rows of a tenth of --train, by object_id hash)")
-    ap.add_argument("--labels", action="append", metavar="GRADES_CSV",
-                    help="graders' CSVs: train on the graded rows of --train with these labels; "
-                         "repeatable (grades are averaged)")
-    ap.add_argument("--grade-c", choices=["drop", "lens", "nonlens"], default="drop",
-                    help="objects graded C on average: left out (default), lens or non-lens")
+    ap.add_argument("--out", required=True, help="URL of the ensemble folder to write")
+    add_options(ap, TrainConfig, only=MEMBER_OPTIONS, defaults=ENSEMBLE_SCHEDULE,
+                why="the ensemble's schedule")
     ap.add_argument("--refit-only", action="store_true",
                     help="keep the members of --init-from and refit only the ensemble weights")
-    ap.add_argument("--out", required=True, help="URL of the ensemble folder to write")
     ap.add_argument("--prior", type=float, default=DEFAULT_PRIOR, metavar="P",
                     help="prevalence of lenses that scoring calibrates p_lens to by default "
                          "(stored in the card's calibration, fitted on --val; default %(default)g)")
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--steps-per-epoch", type=int, default=200)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     ap.add_argument("--init-from", metavar="ENSEMBLE",
                     help="start each member from its namesake in this ensemble ('default': "
                          "the bundled one) (fine-tuning)")
-    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                    help="bf16: bfloat16 autocast; fp32: full precision; auto (default): bf16 "
-                         "where the device computes it natively, else fp32")
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--baseline", action="store_true",
                     help="train the original project's CNN recipe instead of the ensemble")
     a = ap.parse_args(argv)
     if not a.val and not a.labels:
         ap.error("--val is required without --labels")
+    return a
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse(argv)
     members = BASELINE_MEMBER if a.baseline else DEFAULT_MEMBERS
     card = train_ensemble(a.train, a.val, a.out, members, init_from=a.init_from,
-                          refit_only=a.refit_only, lr=a.lr, epochs=a.epochs,
-                          steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size,
-                          workers=a.workers, gpu=a.gpu, precision=a.precision,
-                          labels=a.labels or [], grade_c=a.grade_c,
-                          prior=check_prior(a.prior))
+                          refit_only=a.refit_only, prior=check_prior(a.prior),
+                          **values(TrainConfig, a, MEMBER_OPTIONS))
     print(json.dumps(card["metrics"]["validation"], indent=2))
 
 

@@ -1,13 +1,37 @@
-"""Configuration dataclasses: every default documented once, here."""
+"""Configuration dataclasses: every setting defined once, here, with its default and help.
+
+Each field is made by :func:`option`, which stores the help text (and, where the command line
+needs them, choices, a metavar or a flag name) in the field's metadata; ``lensscan.cli.options``
+generates the options of ``lensscan`` and of ``jobs/`` from it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 #: Side in pixels of the centre crop of a cutout that the models see: the default of
 #: :attr:`lensscan.data.preprocess.Preprocessing.crop`, and of a card that does not say.
 DEFAULT_CROP = 48
+
+
+def option(default: Any = MISSING, help: str = "", *, choices: list[str] | None = None,
+           metavar: str | tuple[str, ...] | None = None, flag: str | None = None,
+           per_band: bool = False, exclusive: str | None = None, cli: bool = True) -> Any:
+    """A dataclass field with its default and what its command-line option shows.
+
+    ``help`` describes the option as typed: for a boolean that defaults to True, its
+    ``--no-NAME`` flag. ``flag`` replaces the ``--NAME`` derived from the field's name;
+    ``per_band``: a list written as one comma-separated value per band (``g,r,i``);
+    ``exclusive``: options with the same group name cannot be given together; ``cli=False``: a
+    setting of the library only (no option). No ``default``: the field is required. A list or
+    dict default is copied for every instance."""
+    meta = {"help": help, "choices": choices, "metavar": metavar, "flag": flag,
+            "per_band": per_band, "exclusive": exclusive, "cli": cli}
+    meta = {k: v for k, v in meta.items() if v is not None and v is not False} | {"cli": cli}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def _from_dict(cls, d: dict[str, Any]):
@@ -22,42 +46,60 @@ def _from_dict(cls, d: dict[str, Any]):
 class TrainConfig:
     """One member's training run (``lensscan train``)."""
 
-    data: str  # URL of training shards (labelled)
-    out: str  # URL of the model folder to write
-    val: str | None = None  # URL of validation shards; default: 10% of `data` by object_id hash
-    arch: str = "resnet"  # architecture name (lensscan.models.list_models())
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
-    name: str | None = None  # member name; default: arch + seed
-    epochs: int = 12  # maximum epochs
-    steps_per_epoch: int | None = None  # default: one pass over the training rows
-    batch_size: int = 128  # per worker
-    lr: float = 2e-3  # AdamW peak learning rate (one-cycle schedule)
-    lr_batch: int | None = None  # batch size `lr` is tuned for: peak lr * sqrt(batch / lr_batch)
-    weight_decay: float = 5e-4  # AdamW weight decay
-    loss: str = "focal"  # "focal" or "bce" (class-weighted)
-    focal_gamma: float = 2.0  # focusing parameter of the focal loss
-    lens_fraction: float = 0.3  # share of lenses in every batch (balanced sampling)
-    patience: int = 4  # early stopping: epochs without a better val AUC, from mid-schedule
-    seed: int = 0  # seeds weights, sampling and augmentation
-    workers: int = 1  # Ray Train workers (DDP)
-    gpu: bool = False  # one GPU per worker
-    cpus_per_worker: float = 1.0  # CPUs reserved per worker
-    torch_threads: int | None = None  # intra-op threads per worker; default: cpus_per_worker
-    storage: str | None = None  # checkpoint root URL; default: <out>/_train
-    max_rows: int | None = None  # cap training rows (quick runs and tests)
-    prior_ratio: float = 100.0  # non-lenses per lens where the model will run
-    augment: dict[str, Any] = field(default_factory=dict)  # lensscan.data.augment.Augment
-    preprocessing: dict[str, Any] = field(default_factory=dict)  # data.preprocess.Preprocessing
-    init: str | None = None  # URL of a trained member whose weights start this run (fine-tuning)
-    precision: str = "auto"  # "bf16": bfloat16 autocast, "fp32": full precision, "auto": bf16
-    #   where the device computes it natively (GPUs, CPUs with AVX-512 BF16 or AMX), else fp32
-    exclude: list[str] = field(default_factory=list)  # "COLUMN=VALUE": rows left out of training
-    #   and validation (a rendering family held out, e.g. "psf_family=gaussian")
-    labels: list[str] = field(default_factory=list)  # graders' CSVs: train on the graded rows
-    #   of `data` with their combined grades as labels (lensscan.data.grades)
-    grade_c: str = "drop"  # C-like objects (mean grade 0.5-1.5): "drop", "lens" or "nonlens"
-    keep_labels: bool = False  # with labels: rows nobody graded keep their own `label` (e.g.
-    #   inject's lenses and negatives) instead of being left out; a grade overrides a label
+    data: str = option(help="URL of training shards (labelled)")
+    out: str = option(help="URL of the model folder to write")
+    val: str | None = option(None, "URL of validation shards (default: a tenth of the training "
+                             "data, by object_id hash)")
+    arch: str = option("resnet", "architecture name (lensscan.models.list_models())")
+    arch_kwargs: dict[str, Any] = option({}, "passed to create_model", cli=False)
+    name: str | None = option(None, "member name (default: architecture and seed, e.g. "
+                              "resnet_s0)")
+    epochs: int = option(12, "maximum epochs")
+    steps_per_epoch: int | None = option(None, "training steps per epoch (default: one pass over "
+                                         "the training rows)")
+    batch_size: int = option(128, "cutouts per batch, per worker")
+    lr: float = option(2e-3, "AdamW peak learning rate (one-cycle schedule)")
+    lr_batch: int | None = option(None, "the batch size --lr is tuned for: the peak learning rate "
+                                  "is scaled by sqrt(batch-size / B) (larger GPU batches, e.g. "
+                                  "--batch-size 512 --lr-batch 128)", metavar="B")
+    weight_decay: float = option(5e-4, "AdamW weight decay")
+    loss: str = option("focal", "focal loss or class-weighted binary cross-entropy",
+                       choices=["focal", "bce"])
+    focal_gamma: float = option(2.0, "focusing parameter of the focal loss")
+    lens_fraction: float = option(0.3, "share of lenses in every batch (balanced sampling)")
+    patience: int = option(4, "stop after this many epochs without a better validation AUC "
+                           "(counted from the schedule's second half)")
+    seed: int = option(0, "seeds weights, sampling and augmentation")
+    workers: int = option(1, "Ray Train workers (DDP)")
+    gpu: bool = option(False, "one GPU per worker")
+    cpus_per_worker: float = option(1.0, "CPUs reserved per worker")
+    torch_threads: int | None = option(None, "intra-op threads per worker (default: "
+                                       "--cpus-per-worker)")
+    storage: str | None = option(None, "checkpoint root URL (default: OUT/_train)")
+    max_rows: int | None = option(None, "cap training rows (quick runs and tests)")
+    prior_ratio: float = option(100.0, "non-lenses per lens where the model will run")
+    augment: dict[str, Any] = option({}, "lensscan.data.augment.Augment's settings", cli=False)
+    preprocessing: dict[str, Any] = option({}, "lensscan.data.preprocess.Preprocessing's settings",
+                                           cli=False)
+    init: str | None = option(None, "start from this trained member's weights (fine-tuning, "
+                              "fresh schedule); 'default' or an ensemble: its member of the same "
+                              "architecture", metavar="MODEL")
+    precision: str = option("auto", "bf16: bfloat16 autocast; fp32: full precision; auto "
+                            "(default): bf16 where the device computes it natively (GPUs, CPUs "
+                            "with AVX-512 BF16 or AMX), else fp32",
+                            choices=["auto", "bf16", "fp32"])
+    exclude: list[str] = option([], "leave rows with this column value out of training and "
+                                "validation (e.g. psf_family=gaussian to hold a rendering family "
+                                "out); repeatable", metavar="COLUMN=VALUE")
+    labels: list[str] = option([], "graders' CSVs (object_id,grade[,grader,time,score]): train on "
+                               "the graded rows of the training data with A/B -> lens, 'not a "
+                               "lens' -> non-lens (grades of several CSVs averaged; "
+                               "lensscan.data.grades); repeatable", metavar="GRADES_CSV")
+    grade_c: str = option("drop", "objects graded C on average (mean grade 0.5-1.5): left out "
+                          "(default), lens or non-lens", choices=["drop", "lens", "nonlens"])
+    keep_labels: bool = option(False, "with --labels: rows nobody graded keep their own label "
+                               "column (e.g. lensscan inject's lenses and negatives) instead of "
+                               "being left out; a grade overrides a row's label")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,26 +117,39 @@ class TrainConfig:
 class ScoreConfig:
     """A scoring run (``lensscan score`` and ``jobs/score_survey.py``)."""
 
-    input: str  # URL of shards (folder, glob or file)
-    output: str  # URL of the output folder
-    model: str = "default"  # model folder URL or "default" (bundled ensemble)
-    threshold: float | None = None  # candidate cut; default: the model's operating threshold
-    top: int | None = None  # keep the N best as candidates instead of a threshold
-    batch_size: int | None = None  # cutouts per model call; default 512 on CPU, 8192 on a GPU
-    rows_per_unit: int = 2048  # rows per work unit (commit granularity)
-    actors: int | None = None  # scoring actors; default: one per GPU, else one per CPU (<= 8)
-    gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
-    cpus_per_actor: float | None = None  # default: sized from the cluster
-    torch_threads: int | None = None  # intra-op threads per CPU actor; default: its CPUs
-    read_tasks: int | None = None  # concurrent read/preprocess tasks; default: 4 per free CPU
-    object_store_mb: float | None = None  # object store for blocks in flight; default: sized
-    overwrite: bool = False  # clear an output that holds another run instead of refusing
-    tta: bool = False  # average every member over the 8 flips and rotations (8x the model cost)
-    precision: str = "auto"  # autocast: "auto" (fp16 on GPUs, fp32 on CPU), fp32, fp16, bf16
-    compile: bool = False  # torch.compile the ensemble on GPU actors (pays on long runs only)
-    prior: float | None = None  # prevalence of lenses p_lens is calibrated to; default: the
-    #   model card's calibration prior (refused for a model without calibration)
-    progress: bool = True  # print progress while running
+    input: str = option(help="URL of the cutout shards (folder, glob or file)")
+    output: str = option(help="URL of the output folder")
+    model: str = option("default", "model folder URL or 'default' (the bundled ensemble)")
+    threshold: float | None = option(None, "candidate score cut (default: model's)",
+                                     exclusive="cut")
+    top: int | None = option(None, "keep the N best as candidates", exclusive="cut")
+    batch_size: int | None = option(None, "cutouts per model call (default: 512 on CPU, 8192 on "
+                                    "a GPU)")
+    rows_per_unit: int = option(2048, "rows per work unit, the commit granularity")
+    actors: int | None = option(None, "scoring actors (default: one per GPU, else one per CPU, "
+                                "at most 8)")
+    gpus_per_actor: float | None = option(None, "GPUs per scoring actor (default: 1 when the "
+                                          "cluster has GPUs, else 0)")
+    cpus_per_actor: float | None = option(None, "CPUs per scoring actor (default: sized from "
+                                          "the cluster)")
+    torch_threads: int | None = option(None, "intra-op threads per CPU actor (default: its CPUs)")
+    read_tasks: int | None = option(None, "concurrent read/preprocess tasks (default: 4 per CPU "
+                                    "the actors leave)")
+    object_store_mb: float | None = option(None, "object-store memory for blocks in flight "
+                                           "(default: sized from the read tasks, actors and "
+                                           "block size)")
+    overwrite: bool = option(False, "the output holds another run (other input, model, cut or "
+                             "prior): clear it and score anew instead of refusing")
+    tta: bool = option(False, "test-time augmentation: average every member over the 8 flips and "
+                       "rotations of each cutout (8x the model's cost)")
+    precision: str = option("auto", "autocast of the model: auto is fp16 on GPUs and fp32 on CPU",
+                            choices=["auto", "fp32", "fp16", "bf16"])
+    compile: bool = option(False, "torch.compile the ensemble on GPU actors (compiled once per "
+                           "node and cached; pays on long runs, when the GPU is the bottleneck)")
+    prior: float | None = option(None, "prevalence of lenses (e.g. 1e-4) that p_lens is "
+                                 "calibrated to (default: the model card's calibration prior); "
+                                 "refused for a model without calibration", metavar="P")
+    progress: bool = option(True, "print no progress while running", flag="--no-progress")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,23 +159,32 @@ class ScoreConfig:
 class CutoutConfig:
     """Cutouts of catalogue objects from coadd images (``lensscan cutout``)."""
 
-    catalog: str  # URL of the catalogue: CSV, Parquet, FITS or VOTable
-    images: str  # URL glob of the coadd images with a {band} placeholder
-    out: str  # URL of the folder of Parquet shards to write
-    bands: list[str] = field(default_factory=lambda: ["g", "r", "i"])  # output band names
-    band_names: list[str] | None = None  # the bands as the file names spell them; default: bands
-    pixel_scale: float = 0.168  # arcsec / pixel of the survey (HSC)
-    scale_tolerance: float = 0.005  # relative pixel-scale mismatch accepted without --resample
-    zeropoint: float = 27.0  # AB zero-point of the output fluxes (images that say theirs are
-    #   scaled to it; images that do not are taken to be at it already)
-    resample: bool = False  # reproject every stamp onto a pixel_scale TAN grid (reproject)
-    id_col: str = "object_id"  # catalogue column names (case-insensitive)
-    ra_col: str = "ra"
-    dec_col: str = "dec"
-    psf_fwhm: list[float] | None = None  # per-band PSF FWHM, arcsec, for every row (psf_fwhm)
-    shard_size: int = 4096  # rows per output shard at most
-    tasks: int | None = None  # tile tasks in flight; default: 2 per cluster CPU
-    overwrite: bool = False  # clear a non-empty output folder first
+    catalog: str = option(help="URL of the catalogue: CSV, Parquet, FITS or VOTable with "
+                          "object_id, ra, dec")
+    images: str = option(help="URL glob of the coadd images with a {band} placeholder")
+    out: str = option(help="folder of Parquet shards to write")
+    bands: list[str] = option(["g", "r", "i"], "output band names, in order", per_band=True)
+    band_names: list[str] | None = option(None, "the bands as the file names spell them "
+                                          "(default: --bands), e.g. G,R,I", per_band=True)
+    pixel_scale: float = option(0.168, "the survey's arcsec per pixel (HSC's by default); other "
+                                "images are refused")
+    scale_tolerance: float = option(0.005, "relative pixel-scale mismatch accepted without "
+                                    "--resample")
+    zeropoint: float = option(27.0, "AB zero-point of the output fluxes; images whose header "
+                              "gives another are scaled to it (those that give none are taken "
+                              "to be at it already)")
+    resample: bool = option(False, "reproject images of another pixel scale onto a "
+                            "--pixel-scale TAN grid (needs reproject)")
+    id_col: str = option("object_id", "the catalogue's object id column (case-insensitive)")
+    ra_col: str = option("ra", "the catalogue's RA column (case-insensitive)")
+    dec_col: str = option("dec", "the catalogue's Dec column (case-insensitive)")
+    psf_fwhm: list[float] | None = option(None, "PSF FWHM (arcsec) per band for every row, as "
+                                          "the psf_fwhm column (default: the catalogue's "
+                                          "psf_fwhm or psf_fwhm_<band>, if any)",
+                                          metavar="G,R,I", per_band=True)
+    shard_size: int = option(4096, "rows per shard at most")
+    tasks: int | None = option(None, "tile tasks in flight (default: 2 per CPU)")
+    overwrite: bool = option(False, "clear a non-empty --out first")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,39 +200,53 @@ class InjectConfig:
     from the cutout's border). The slope 0.5 is Faber-Jackson (L ~ sigma^4) with an isothermal
     mass (theta_E ~ sigma^2); a 1" lens has m_r ~ 21 inside 2" (the simulator's deflectors)."""
 
-    survey: str  # URL of the survey's shards (hosts and negatives come from it)
-    out: str  # URL of the training set folder to write
-    lenses: int  # lensed sources to paint (hosts are reused when fewer match)
-    negatives: int  # survey cutouts (not hosts) to add as non-lenses
-    hosts: str | None = None  # a --where-style expression over the survey's columns, or the
-    #   URL of a catalogue of host ids (CSV/Parquet/FITS/VOTable); default: every row
-    host_id_col: str = "object_id"  # id column of a host catalogue
-    host_negatives: float = 0.5  # share of the negatives drawn from the host pool (the rest
-    #   from the whole survey), so that a host's looks alone do not tell lenses apart
-    false_positives: list[str] = field(default_factory=list)  # grades CSVs: rows graded
-    #   "not a lens" join as non-lenses
-    theta_e_col: str | None = None  # host column with the Einstein radius (arcsec) to use
-    theta_e_ref: float = 1.0  # arcsec at host_mag_ref
-    host_mag_ref: float = 21.0  # r magnitude inside the aperture of a 1" lens
-    theta_e_slope: float = 0.5  # theta_E ~ L^slope
-    theta_e_scatter: float = 0.15  # dex
-    theta_e_range: tuple[float, float] = (0.5, 3.0)  # arcsec
-    aperture: float = 2.0  # arcsec radius of the host's aperture magnitude
-    psf_fwhm: list[float] | None = None  # g, r, i FWHM (arcsec) where a row has no psf_fwhm
-    psf_fwhm_cols: list[str] | None = None  # or three columns with it (e.g. seeing_g, _r, _i)
-    psf_family: str = "moffat"  # "moffat" or "gaussian"
-    psf_beta: float = 3.0  # Moffat slope
-    gain: list[float] = field(default_factory=lambda: [600.0, 800.0, 1500.0])  # electrons per
-    #   flux unit, g r i (the simulator's HSC coadd values): Poisson noise of the added flux
-    poisson: bool = True  # add the added flux's Poisson noise (False: noiseless, for checks)
-    min_arc_snr: float = 10.0  # fainter arcs are brightened to 1-2 times this S/N
-    paint_floor: float = 1e-3  # pixels where the arc adds less than this times the sky noise
-    #   are left untouched
-    preset: str = "broad"  # simulator population of sources and masses ("hsc" or "broad")
-    supersample: int = 2  # sub-pixels per pixel side where the source is ray-traced
-    seed: int = 0  # injection k uses default_rng([seed, k])
-    shard_size: int = 2048  # rows per output shard, about
-    overwrite: bool = False  # clear a non-empty output folder first
+    survey: str = option(help="the survey's shards, where hosts and negatives come from (e.g. "
+                         "the output of lensscan cutout)")
+    out: str = option(help="folder of training shards to write")
+    lenses: int = option(help="lensed sources to paint (hosts are reused when fewer match)")
+    negatives: int = option(help="survey cutouts (not hosts) as non-lenses")
+    hosts: str | None = option(None, "the hosts: a filter over the survey's columns (\"mag_r < 21 "
+                               "AND kind = 'red'\": comparisons, AND, OR, NOT, parentheses) or a "
+                               "catalogue of ids, CSV/Parquet/FITS/VOTable (default: every row)",
+                               metavar="EXPR|CATALOG")
+    host_id_col: str = option("object_id", "id column of a host catalogue")
+    host_negatives: float = option(0.5, "share of the negatives drawn from the host pool (the "
+                                   "rest from the whole survey), so that a host's looks alone do "
+                                   "not tell lenses apart")
+    false_positives: list[str] = option([], "rows graded 'not a lens' join as non-lenses; "
+                                        "repeatable", metavar="GRADES_CSV")
+    theta_e_col: str | None = option(None, "host column with the Einstein radius (arcsec) "
+                                     "(default: from the host's brightness)")
+    theta_e_ref: float = option(1.0, "Einstein radius (arcsec) of a host as bright as "
+                                "--host-mag-ref")
+    host_mag_ref: float = option(21.0, "r magnitude inside the aperture of a 1\" lens")
+    theta_e_slope: float = option(0.5, "theta_E ~ L^slope")
+    theta_e_scatter: float = option(0.15, "scatter (dex) of the Einstein radius at a given "
+                                    "brightness")
+    theta_e_range: tuple[float, float] = option((0.5, 3.0), "Einstein radii (arcsec) are clipped "
+                                                "to this range", metavar=("MIN", "MAX"))
+    aperture: float = option(2.0, "arcsec radius of the host's aperture magnitude")
+    psf_fwhm: list[float] | None = option(None, "PSF FWHM (arcsec) per band for rows without a "
+                                          "psf_fwhm column", metavar="G,R,I", per_band=True)
+    psf_fwhm_cols: list[str] | None = option(None, "take the PSF FWHM from these columns (e.g. "
+                                             "seeing_g,seeing_r,seeing_i)",
+                                             metavar="COL_G,COL_R,COL_I", per_band=True)
+    psf_family: str = option("moffat", "profile of the PSF the arcs are convolved with",
+                             choices=["moffat", "gaussian"])
+    psf_beta: float = option(3.0, "Moffat slope")
+    gain: list[float] = option([600.0, 800.0, 1500.0], "electrons per flux unit, for the Poisson "
+                               "noise of the added flux (default: the simulator's HSC coadd "
+                               "values)", metavar="G,R,I", per_band=True)
+    poisson: bool = option(True, "add the arcs without noise (for checks)", flag="--no-poisson")
+    min_arc_snr: float = option(10.0, "fainter arcs are brightened to 1-2 times this S/N")
+    paint_floor: float = option(1e-3, "pixels where the arc adds less than this times the sky "
+                                "noise are left untouched")
+    preset: str = option("broad", "the simulator's population of sources and masses",
+                         choices=["hsc", "broad"])
+    supersample: int = option(2, "sub-pixels per pixel side where the source is ray-traced")
+    seed: int = option(0, "injection k uses default_rng([seed, k])")
+    shard_size: int = option(2048, "rows per output shard, about")
+    overwrite: bool = option(False, "clear a non-empty --out first")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

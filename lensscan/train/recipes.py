@@ -20,6 +20,10 @@ DEFAULT_MEMBERS: dict[str, dict[str, Any]] = {
                   "augment": {"noise_jitter": 1.0, "psf_jitter": 0.8}},
 }
 
+#: The schedule of every member of an ensemble (``jobs/train_ensemble.py``'s defaults): fewer,
+#: fixed-length epochs than a single :class:`~lensscan.config.TrainConfig` run's.
+ENSEMBLE_SCHEDULE: dict[str, Any] = {"epochs": 8, "steps_per_epoch": 200}
+
 #: The original project's recipe on the same data: its CNN, class-weighted BCE, the natural class
 #: mix in every batch and no augmentation.
 BASELINE_MEMBER: dict[str, dict[str, Any]] = {

@@ -30,6 +30,9 @@ from lensscan.train.trainer import dataset, train
 
 #: The recipe of every member of the matrix: the bundled ensemble's first member.
 MATRIX_MEMBER: dict[str, Any] = {"arch": "resnet", "seed": 0, "loss": "focal"}
+#: The schedule of every member of the matrix (``jobs/robustness.py``'s defaults): shorter, and at
+#: a lower peak learning rate, than a single :class:`~lensscan.config.TrainConfig` run's.
+MATRIX_SCHEDULE: dict[str, Any] = {"epochs": 4, "steps_per_epoch": 250, "lr": 1e-3}
 REFERENCE = "all_families"
 COMPLETE = "_complete.json"  # written into a test set's folder once all its shards are
 

@@ -458,15 +458,3 @@ def test_an_output_without_the_added_columns_is_another_run(ray_local, tiny_mode
     with pytest.raises(OutputError, match=r"columns: none recorded \(an older lensscan's "
                                           r"output\) -> .*p_lens"):
         score_survey(cfg)
-
-
-def test_job_script_passes_the_prior_through():
-    from importlib.util import module_from_spec, spec_from_file_location
-
-    spec = spec_from_file_location("score_survey", pathlib.Path(__file__).parents[2] / "jobs" /
-                                   "score_survey.py")
-    job = module_from_spec(spec)
-    spec.loader.exec_module(job)
-    argv = job.cli_argv(job.parse(["--input", "in/", "--output", "out/", "--prior", "3e-5"]))
-    assert argv[argv.index("--prior") + 1] == "3e-05"
-    assert "--prior" not in job.cli_argv(job.parse(["--input", "in/", "--output", "out/"]))

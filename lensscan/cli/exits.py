@@ -1,0 +1,37 @@
+"""How a command ends: the exit status and the one-line report of an error, shared by ``lensscan``
+and the scripts in ``jobs/``."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from lensscan.errors import LensscanError, StorageError
+
+#: Exit statuses (README, "Exit status").
+EXIT_OK, EXIT_REFUSED, EXIT_STORAGE = 0, 2, 3
+
+
+def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
+    """Run ``fn(*args)`` as ``lensscan CMD``; returns the exit status: 0 done, 2 refused or bad
+    input (one line naming the file or URL), 3 storage failed under the run (rerun the same
+    command). Warnings that an output is incomplete are one line too."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            fn(*args)
+            status = EXIT_OK
+        except StorageError as exc:
+            print(f"lensscan {cmd}: error: {exc}", file=sys.stderr)
+            status = EXIT_STORAGE
+        except (LensscanError, FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
+            print(f"lensscan {cmd}: error: {exc}", file=sys.stderr)
+            status = EXIT_REFUSED
+    for w in caught:
+        if type(w.message).__name__ == "IncompleteOutputWarning":
+            print(f"lensscan {cmd}: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return status

@@ -1,0 +1,148 @@
+"""Command-line options generated from the config dataclasses (:mod:`lensscan.config`).
+
+:func:`add_options` adds one option per field, with the type, default, choices, metavar and help
+the field declares; :func:`from_args` builds the config back from the parsed arguments. ``lensscan``
+and the scripts in ``jobs/`` both use them, so a setting is written once, in its dataclass.
+
+How a field becomes an option: a required field is ``--NAME`` with ``required=True`` (or a
+positional argument where the command names it so); a boolean is a flag, ``--NAME`` when it
+defaults to False and ``--no-NAME`` when it defaults to True; a list is a repeatable option, or
+one comma-separated value per band (``per_band``); a pair is two values (``--NAME MIN MAX``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, Field, fields
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+
+def options_of(cls: type, only: Iterable[str] | None = None) -> list[Field]:
+    """The fields of ``cls`` that are command-line options, in declaration order (``only``:
+    these, in this order)."""
+    named = {f.name: f for f in fields(cls) if f.metadata.get("cli", True)}
+    wanted = list(named if only is None else only)
+    unknown = set(wanted) - set(named)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no options {sorted(unknown)}")
+    return [named[n] for n in wanted]
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, *, positional: Iterable[str] = (),
+                only: Iterable[str] | None = None, defaults: Mapping[str, Any] | None = None,
+                why: str = "") -> None:
+    """Add the options of the config dataclass ``cls`` to ``parser`` (``only``: of these fields).
+
+    ``positional``: fields given as positional arguments instead of ``--NAME``. ``defaults``:
+    defaults of this command that differ from the dataclass's, ``why`` says whose they are (it is
+    added to the help)."""
+    hints = get_type_hints(cls)
+    positional = set(positional)
+    groups: dict[str, Any] = {}
+    for f in options_of(cls, only):
+        default = _default(f)
+        meta = dict(f.metadata)
+        if defaults and f.name in defaults:
+            default = defaults[f.name]
+            meta["help"] = f"{meta['help']}; here %(default)s by default ({why})"
+        exclusive = meta.get("exclusive")
+        if exclusive and exclusive not in groups:
+            groups[exclusive] = parser.add_mutually_exclusive_group()
+        target = groups[exclusive] if exclusive else parser
+        flags, kw = _argument(f.name, hints[f.name], meta, default, f.name in positional)
+        target.add_argument(*flags, **kw)
+
+
+def from_args(cls: type, args: argparse.Namespace) -> Any:
+    """The config ``cls`` from the parsed options (those not given keep the dataclass's
+    defaults). A malformed per-band value raises ValueError."""
+    return cls(**values(cls, args))
+
+
+def values(cls: type, args: argparse.Namespace, only: Iterable[str] | None = None
+           ) -> dict[str, Any]:
+    """The config fields found in ``args`` (``only``: these), converted to the fields' types;
+    options left unset (None) are left out, so that the dataclass's defaults apply."""
+    hints = get_type_hints(cls)
+    out = {}
+    for f in options_of(cls, only):
+        if not hasattr(args, f.name):
+            continue
+        value = _convert(hints[f.name], f, getattr(args, f.name))
+        if value is not None:
+            out[f.name] = value
+    return out
+
+
+def _default(f: Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def _argument(name: str, hint: Any, meta: dict, default: Any, positional: bool
+              ) -> tuple[list[str], dict[str, Any]]:
+    """The flags and keywords of ``add_argument`` for one field."""
+    kw: dict[str, Any] = {"help": meta["help"]}
+    if "metavar" in meta:
+        kw["metavar"] = meta["metavar"]
+    kind = _bare(hint)
+    if positional:
+        return [name], kw | ({"type": kind} if kind in (int, float) else {})
+    flag = meta.get("flag") or "--" + ("no-" if default is True else "") + name.replace("_", "-")
+    kw["dest"] = name
+    if "choices" in meta:
+        kw["choices"] = meta["choices"]
+    if kind is bool:
+        kw["action"] = "store_false" if default is True else "store_true"
+        return [flag], kw
+    if default is MISSING:
+        kw["required"] = True
+    else:
+        kw["default"] = default
+    if get_origin(kind) is list:
+        kw["default"] = None  # from_args fills in the dataclass's
+        if not meta.get("per_band"):
+            kw["action"] = "append"
+    elif get_origin(kind) is tuple:
+        items = get_args(kind)
+        kw.update(nargs=len(items), type=items[0])
+    elif kind in (int, float):
+        kw["type"] = kind
+    elif kind is not str:
+        raise TypeError(f"{name}: no command-line form for {hint}")
+    return [flag], kw
+
+
+def _bare(hint: Any) -> Any:
+    """``X`` of ``X | None``."""
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint
+
+
+def _convert(hint: Any, f: Field, value: Any) -> Any:
+    """The field's value of the option's ``value``."""
+    kind = _bare(hint)
+    if value is None:
+        return None
+    if f.metadata.get("per_band"):
+        if value == "" and f.default is None:
+            return None
+        return [get_args(kind)[0](v) for v in _per_band(value)]
+    if get_origin(kind) is tuple:
+        return tuple(value)
+    return value
+
+
+def _per_band(text: str) -> list[str]:
+    """The values of ``g,r,i``: three, comma-separated."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if len(names) != 3:
+        raise ValueError(f"give three comma-separated bands, not {text!r}")
+    return names

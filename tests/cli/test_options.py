@@ -1,0 +1,178 @@
+"""Settings live once: the options of ``lensscan train/score/cutout/inject`` and of the job scripts
+are generated from the config dataclasses, and every value given on the command line reaches the
+config the library is called with."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import types
+from dataclasses import fields
+from importlib.util import module_from_spec, spec_from_file_location
+from typing import Any, get_args, get_origin, get_type_hints
+
+import pytest
+
+from lensscan.cli import main, parser, scoring
+from lensscan.cli.options import from_args, options_of, values
+from lensscan.config import CutoutConfig, InjectConfig, ScoreConfig, TrainConfig
+from lensscan.train.recipes import ENSEMBLE_SCHEDULE
+from lensscan.train.robustness import MATRIX_SCHEDULE
+
+JOBS = pathlib.Path(__file__).resolve().parents[2] / "jobs"
+
+#: Each command, its config and the arguments it needs (its required settings).
+COMMANDS = {
+    "train": (TrainConfig, ["D", "--out", "O"], {"data": "D", "out": "O"}),
+    "score": (ScoreConfig, ["IN", "OUT"], {"input": "IN", "output": "OUT"}),
+    "cutout": (CutoutConfig, ["CAT", "IMG_{band}", "--out", "O"],
+               {"catalog": "CAT", "images": "IMG_{band}", "out": "O"}),
+    "inject": (InjectConfig, ["S", "--out", "O", "--lenses", "3", "--negatives", "4"],
+               {"survey": "S", "out": "O", "lenses": 3, "negatives": 4}),
+}
+
+#: ``lensscan train``'s options before they were generated (every one must stay).
+TRAIN_FLAGS = ["--out", "--val", "--arch", "--name", "--epochs", "--steps-per-epoch",
+               "--batch-size", "--lr", "--lr-batch", "--loss", "--seed", "--workers", "--gpu",
+               "--storage", "--max-rows", "--patience", "--init", "--labels", "--grade-c",
+               "--keep-labels", "--precision", "--exclude"]
+
+
+def _job(name: str):
+    spec = spec_from_file_location(name, JOBS / f"{name}.py")
+    mod = module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _command(cmd: str) -> argparse.ArgumentParser:
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[cmd]
+
+
+def _action(p: argparse.ArgumentParser, dest: str) -> argparse.Action:
+    found = [a for a in p._actions if a.dest == dest]
+    assert len(found) == 1, f"{dest} is not one option of {p.prog}"
+    return found[0]
+
+
+def _other_value(cls: type, name: str, action: argparse.Action) -> tuple[list[str], Any]:
+    """Arguments that set the field ``name`` to a value other than its default, and that value."""
+    f = next(f for f in fields(cls) if f.name == name)
+    hint = get_type_hints(cls)[name]
+    kind = hint
+    if isinstance(hint, types.UnionType):  # X | None
+        kind = next(a for a in get_args(hint) if a is not type(None))
+    flag = action.option_strings[:1]
+    if kind is bool:
+        return flag, not f.default
+    if action.choices:
+        choice = next(c for c in action.choices if c != f.default)
+        return [*flag, choice], choice
+    if get_origin(kind) is tuple:
+        return [*flag, "0.7", "2.5"], (0.7, 2.5)
+    if get_origin(kind) is list:
+        item = get_args(kind)[0]
+        if f.metadata.get("per_band"):
+            return [*flag, "1,2,3"], [item(v) for v in "123"]
+        return [*flag, "a", *flag, "b"], ["a", "b"]
+    text = {int: "7", float: "0.25", str: "elsewhere"}[kind]
+    return [*flag, text], kind(text)
+
+
+@pytest.mark.parametrize("cmd", sorted(COMMANDS))
+def test_defaults_are_the_configs(cmd):
+    """Nothing given: the command's config is the dataclass's defaults."""
+    cls, argv, required = COMMANDS[cmd]
+    assert from_args(cls, _command(cmd).parse_args(argv)) == cls(**required)
+
+
+@pytest.mark.parametrize("cmd,name", [(cmd, f.name) for cmd in sorted(COMMANDS)
+                                      for f in options_of(COMMANDS[cmd][0])
+                                      if f.name not in COMMANDS[cmd][2]])
+def test_every_option_reaches_the_config(cmd, name):
+    cls, argv, required = COMMANDS[cmd]
+    p = _command(cmd)
+    extra, expected = _other_value(cls, name, _action(p, name))
+    cfg = from_args(cls, p.parse_args([*argv, *extra]))
+    assert getattr(cfg, name) == expected != getattr(cls(**required), name)
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(ScoreConfig)])
+def test_every_score_setting_is_an_option_of_lensscan_score_and_the_job(name):
+    """A field added to ScoreConfig is an option of both, and reaches the config both score with
+    (the job runs lensscan score's own handler)."""
+    job = _job("score_survey")
+    assert job.score is scoring.score and _command("score").get_default("fn") is scoring.score
+    cli, jp = _command("score"), job.parser()
+    if name in ("input", "output"):
+        assert _action(cli, name).option_strings == []  # lensscan score IN OUT
+        assert _action(jp, name).option_strings == [f"--{name}"] and _action(jp, name).required
+        return
+    for p, argv in ((cli, ["IN", "OUT"]), (jp, ["--input", "IN", "--output", "OUT"])):
+        extra, expected = _other_value(ScoreConfig, name, _action(p, name))
+        cfg = from_args(ScoreConfig, p.parse_args([*argv, *extra]))
+        assert (cfg.input, cfg.output) == ("IN", "OUT")
+        assert getattr(cfg, name) == expected != getattr(ScoreConfig("IN", "OUT"), name)
+
+
+def test_train_keeps_every_option_it_had():
+    p = _command("train")
+    flags = {s for a in p._actions for s in a.option_strings}
+    assert set(TRAIN_FLAGS) <= flags
+    assert _action(p, "data").option_strings == []  # positional DATA
+    every = {f.name for f in fields(TrainConfig)}
+    assert {f.name for f in options_of(TrainConfig)} == every - {"arch_kwargs", "augment",
+                                                                 "preprocessing"}
+
+
+def test_threshold_and_top_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        _command("score").parse_args(["IN", "OUT", "--threshold", "0.5", "--top", "3"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_malformed_band_list_is_one_line(capsys, tmp_path):
+    assert main(["cutout", "c.csv", "i_{band}.fits", "--out", str(tmp_path / "o"),
+                 "--bands", "g,r"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lensscan cutout: error: give three comma-separated bands, not 'g,r'"]
+    assert main(["inject", "s", "--out", str(tmp_path / "o"), "--lenses", "1", "--negatives",
+                 "1", "--gain", "1,x,3"]) == 2
+    assert "could not convert string to float: 'x'" in capsys.readouterr().err
+
+
+def test_score_job_refuses_in_one_line_as_lensscan_score(tmp_path, capsys):
+    job = _job("score_survey")
+    missing = str(tmp_path / "missing")
+    assert job.main(["--input", missing, "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lensscan score: error:")
+    assert "no such file or folder" in err[0]
+
+
+def test_the_ensemble_job_gives_every_member_its_schedule_and_settings(capsys):
+    ens = _job("train_ensemble")
+    assert ENSEMBLE_SCHEDULE == {"epochs": 8, "steps_per_epoch": 200}  # as documented
+    common = values(TrainConfig, ens.parse(["--train", "T", "--val", "V", "--out", "O"]),
+                    ens.MEMBER_OPTIONS)
+    plain = TrainConfig("T", "O")
+    assert common == {**{n: getattr(plain, n) for n in ens.MEMBER_OPTIONS if n != "labels"},
+                      **ENSEMBLE_SCHEDULE}
+    a = ens.parse(["--train", "T", "--labels", "g.csv", "--out", "O", "--epochs", "2", "--gpu"])
+    common = values(TrainConfig, a, ens.MEMBER_OPTIONS)
+    assert (common["labels"], common["epochs"], common["gpu"]) == (["g.csv"], 2, True)
+    with pytest.raises(SystemExit):
+        ens.parse(["--train", "T", "--out", "O"])
+    assert "--val is required without --labels" in capsys.readouterr().err
+
+
+def test_the_matrix_job_gives_every_member_its_schedule():
+    rob = _job("robustness")
+    a = rob.parse(["--train", "T", "--val", "V", "--tests", "X", "--out", "O"])
+    common = values(TrainConfig, a, rob.MEMBER_OPTIONS)
+    assert common == {**MATRIX_SCHEDULE, "precision": "auto"}  # no --init: none
+    a = rob.parse(["--train", "T", "--val", "V", "--tests", "X", "--out", "O", "--init", "M",
+                   "--lr", "3e-4"])
+    assert values(TrainConfig, a, rob.MEMBER_OPTIONS) == {**MATRIX_SCHEDULE, "lr": 3e-4,
+                                                               "precision": "auto", "init": "M"}
