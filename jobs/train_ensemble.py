@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
                           workers=a.workers, gpu=a.gpu, precision=a.precision,
                           labels=a.labels or [], grade_c=a.grade_c,
                           prior=check_prior(a.prior))
-    print(json.dumps(card["metrics"]["validation"], indent=2))
+    print(json.dumps(card.metrics["validation"], indent=2))
 
 
 if __name__ == "__main__":

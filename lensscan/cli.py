@@ -70,11 +70,11 @@ def _train(a) -> None:
                       exclude=a.exclude or [], labels=a.labels or [], grade_c=a.grade_c,
                       keep_labels=a.keep_labels, lr_batch=a.lr_batch)
     card = train(cfg)
-    if "grades" in card["training"]:
+    if "grades" in card.training:
         from lensscan.data.grades import describe
 
-        print(describe(card["training"]["grades"]))
-    print(json.dumps(card["metrics"]["validation"], indent=2))
+        print(describe(card.training["grades"]))
+    print(json.dumps(card.metrics["validation"], indent=2))
 
 
 def _evaluate(a) -> None:
