@@ -43,7 +43,7 @@ def driver_runtime_env(local: bool, warm_hook: str | None = None) -> dict:
 def ensure_ray(num_cpus: int | None = None, quiet: bool = True,
                warm_hook: str | None = None) -> None:
     """Start or join Ray once per process (``warm_hook``: see :func:`driver_runtime_env`)."""
-    hide_ray_noise()
+    hide_ray_noise()  # before ray.init, which warns about token authentication
     if ray.is_initialized():
         return
     local = not os.environ.get("RAY_ADDRESS")
@@ -58,6 +58,7 @@ def ensure_ray(num_cpus: int | None = None, quiet: bool = True,
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not quiet
     ctx.print_on_execution_start = not quiet
+    hide_ray_noise()  # Ray Data's console handler too, now that Ray Data is imported
 
 
 #: Ray Train's placement-group cleaner polls the State API every second and warns each time it
@@ -126,7 +127,8 @@ def native_stderr_filtered() -> Iterator[None]:
 
     On a terminal, a line that arrives while an unterminated one (a progress line) is shown
     first clears it. Child processes started inside the block would inherit the pipe: Ray's own
-    are started before it (:func:`ensure_ray`)."""
+    are started before it (:func:`ensure_ray`). What is written just before the process dies
+    at once (``abort``) may not reach the terminal: Ray's log files keep it."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)

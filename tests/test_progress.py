@@ -53,26 +53,32 @@ def test_plain_lines_only_when_rows_moved(monkeypatch):
 def test_terminal_line_is_redrawn_in_place_and_finished():
     term = _Terminal()
     p = P.Progress(stream=term)
+    p.begin("starting Ray")
     p.start(200)
     p.update(120)
     p.say("a line of its own")
     p.update(200)
     p.close()
     text = term.getvalue()
-    assert text.startswith("\r[lensscan] 0/200 rows scored, starting the scoring actors")
+    assert text.startswith("\r[lensscan] starting Ray (0s)\x1b[K")
+    assert "\r[lensscan] 0/200 rows scored, starting the scoring actors" in text
     assert "\r\x1b[K[lensscan] a line of its own\n" in text  # the progress line cleared first
     last = text.split("\n")[-2]  # the progress line, finished by close()
     assert last.startswith("[lensscan] 200/200 rows scored (100%)") and text.endswith("\n")
 
 
-def test_quiet_shows_nothing():
+def test_quiet_shows_nothing_and_a_run_without_rows_leaves_no_line():
     term = _Terminal()
     p = P.Progress(enabled=False, stream=term)
     p.say("x")
+    p.begin("starting Ray")
     p.start(10)
     p.update(10)
     p.close()
     assert term.getvalue() == ""
+    with P.Progress(stream=term) as p:
+        p.begin("starting Ray")
+    assert term.getvalue() == "\r[lensscan] starting Ray (0s)\x1b[K\r\x1b[K"  # cleared
 
 
 def test_ray_noise_dropped_from_ray_loggers_real_warnings_kept(capsys):
@@ -145,6 +151,7 @@ def test_real_run_on_a_terminal(tiny_model, tmp_path):
     err = b"".join(got).decode(errors="replace")
     assert proc.returncode == 0, err[-3000:]
     assert "scored 300 of 300 rows" in proc.stdout
+    assert "\r[lensscan] listing the input, starting Ray (0s)" in err  # from the start
     assert "\r[lensscan] 0/300 rows scored, starting the scoring actors" in err
     assert "[lensscan] 300/300 rows scored (100%)" in err
     assert "lensscan score: unreadable shard " in err and "broken.parquet" in err

@@ -79,7 +79,7 @@ class Collector:
         """Drain ``batches`` (the Ray Data stream), telling ``progress`` the rows scored;
         returns the rows committed."""
         try:
-            with _storage_failures_unlogged():
+            with _failures_unlogged():
                 for batch in batches:
                     self.add(batch, t0)
                     progress.update(self.received)
@@ -138,7 +138,7 @@ def storage_failure_in(exc: BaseException) -> StorageError | None:
     return None
 
 
-class _HideStorageFailures(logging.Filter):
+class _HideRunFailures(logging.Filter):
     """Drops Ray Data's console report of a storage failure or an unusable model (a traceback
     per failed task) and the summary after it: the run reports the failure itself, in one
     line."""
@@ -156,12 +156,12 @@ class _HideStorageFailures(logging.Filter):
 
 
 @contextlib.contextmanager
-def _storage_failures_unlogged() -> Iterator[None]:
-    """Attach :class:`_HideStorageFailures` to Ray Data's console handlers (not its log file,
+def _failures_unlogged() -> Iterator[None]:
+    """Attach :class:`_HideRunFailures` to Ray Data's console handlers (not its log file,
     which keeps everything) while the stream runs."""
     handlers = [h for h in logging.getLogger("ray.data").handlers
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
-    flt = _HideStorageFailures()
+    flt = _HideRunFailures()
     for h in handlers:
         h.addFilter(flt)
     try:

@@ -51,8 +51,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
     prior_from = "--prior" if cfg.prior is not None else "model card"
     cfg = replace(cfg, prior=prior)  # the actors calibrate p_lens to the resolved prior
     columns = output_columns(info.member_names)
-    progress = Progress(enabled=cfg.progress)
-    with Lease(cfg.output):
+    with Lease(cfg.output), Progress(enabled=cfg.progress) as progress:
+        progress.begin("listing the input, starting Ray")
         plan = plan_run(cfg, info, threshold, columns, progress.say)
         streamed = stream_units(cfg, model_url, info.preprocessing, plan.todo,
                                 plan.survey.ids_as_strings, columns, t0, progress)

@@ -1,9 +1,10 @@
 """What a scoring run tells its user on stderr while it runs: a few ``[lensscan]`` lines and the
 progress of the rows scored (count, share, rate, time left).
 
-On a terminal the progress is one line redrawn in place (twice a second, so that the time
-shown moves while the actors start); elsewhere (a log file, a pipe) it is a plain line every
-:data:`EVERY_S` seconds when rows were scored since the last one. A quiet run shows nothing.
+On a terminal the progress is one line redrawn in place twice a second, from the run's start
+(what it is doing and for how long: listing the input, starting Ray, starting the actors) to
+its last row; elsewhere (a log file, a pipe) it is a plain line every :data:`EVERY_S` seconds
+when rows were scored since the last one. A quiet run shows nothing.
 """
 
 from __future__ import annotations
@@ -40,15 +41,17 @@ def progress_text(rows: int, total: int, elapsed: float, rate: float | None) -> 
 
 
 class Progress:
-    """The run's voice on ``stream`` (default: stderr): :meth:`say` a line, and between
-    :meth:`start` and :meth:`close` the progress of the rows scored (:meth:`update`)."""
+    """The run's voice on ``stream`` (default: stderr): :meth:`say` a line; :meth:`begin` what
+    the run does before its rows flow, then :meth:`start` and :meth:`update` the rows scored;
+    :meth:`close` (or the end of a ``with`` block) finishes a terminal's progress line."""
 
     def __init__(self, enabled: bool = True, stream: TextIO | None = None) -> None:
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.tty = enabled and _isatty(self.stream)
+        self.phase: str | None = None  # what the run does before its rows flow
         self.total = self.rows = 0
-        self.t0 = self.first = 0.0  # when the stream started; when its first rows arrived
+        self.t0 = self.first = 0.0  # when the phase or stream began; when rows first arrived
         self.first_rows = 0
         self.last_line = 0.0  # when a plain progress line was last written
         self.last_rows = 0
@@ -57,6 +60,12 @@ class Progress:
         self._ticker: threading.Thread | None = None
         self._shown = False  # a progress line is on the terminal, unterminated
 
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def say(self, msg: str) -> None:
         """One ``[lensscan]`` line (on a terminal, on a line of its own)."""
         if self.enabled:
@@ -64,15 +73,16 @@ class Progress:
                 self._write(("\r\x1b[K" if self._shown else "") + f"[lensscan] {msg}\n")
                 self._shown = False
 
+    def begin(self, phase: str) -> None:
+        """The run does ``phase`` (shown on a terminal with its seconds so far)."""
+        self.phase, self.t0 = phase, time.time()
+        self._show()
+
     def start(self, total: int) -> None:
         """The stream of ``total`` rows starts."""
-        self.total, self.rows, self.t0 = total, 0, time.time()
+        self.phase, self.total, self.rows, self.t0 = None, total, 0, time.time()
         self.last_line = self.t0
-        if self.tty:
-            self._draw()
-            self._ticker = threading.Thread(target=self._tick, daemon=True,
-                                            name="lensscan-progress")
-            self._ticker.start()
+        self._show()
 
     def update(self, rows: int) -> None:
         """``rows`` rows have been scored so far (cheap: called once per batch)."""
@@ -87,23 +97,36 @@ class Progress:
 
     def text(self, now: float) -> str:
         """The progress line as of ``now``."""
+        if self.phase is not None:
+            return f"{self.phase} ({_duration(now - self.t0)})"
         # rows/s since the first rows arrived: the actors' start-up is not scoring time
         more, span = self.rows - self.first_rows, now - self.first
         rate = more / span if self.first_rows and more > 0 and span > 0 else None
         return progress_text(self.rows, self.total, now - self.t0, rate)
 
     def close(self) -> None:
-        """The stream ended (or failed): a terminal's progress line is drawn a last time, and
-        finished."""
+        """A terminal's progress line is drawn a last time and finished (or cleared when no
+        row was to be scored: the run ended, or failed, before its stream)."""
         self._stop.set()
         if self._ticker is None:
             return
         self._ticker.join()
         self._ticker = None
         with self._lock:
-            self._write(("\r\x1b[K" if self._shown else "") +
-                        f"[lensscan] {self.text(time.time())}\n")
+            last = "" if self.phase is not None else f"[lensscan] {self.text(time.time())}\n"
+            self._write(("\r\x1b[K" if self._shown else "") + last)
             self._shown = False
+
+    def _show(self) -> None:
+        """Draw the line now and keep redrawing it (a terminal only)."""
+        if not self.tty:
+            return
+        self._draw()
+        if self._ticker is None:
+            self._stop.clear()
+            self._ticker = threading.Thread(target=self._tick, daemon=True,
+                                            name="lensscan-progress")
+            self._ticker.start()
 
     def _tick(self) -> None:
         while not self._stop.wait(REDRAW_S):

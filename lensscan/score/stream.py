@@ -93,11 +93,9 @@ def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: di
     ds = build_dataset(units, cfg, preprocessing, model_url, res, blocks, ids_as_strings)
     collector = Collector(cfg.output, units, list(todo), columns)
     progress.start(sum(u.rows for u in units))
-    try:
-        with runtime.native_stderr_filtered():
-            collector.run(ds.iter_batches(batch_size=None, batch_format="numpy",
-                                          prefetch_batches=2), t0, progress)
-    finally:
-        progress.close()
+    with runtime.native_stderr_filtered():
+        collector.run(ds.iter_batches(batch_size=None, batch_format="numpy",
+                                      prefetch_batches=2), t0, progress)
+    progress.close()  # the last progress line, before the commit stage
     return Streamed(res, collector.scored, collector.first_commit, collector.devices)
 
