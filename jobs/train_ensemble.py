@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     card = train_ensemble(a.train, a.val, a.out, members, init_from=a.init_from,
                           refit_only=a.refit_only, prior=check_prior(a.prior),
                           **values(TrainConfig, a, MEMBER_OPTIONS))
-    print(json.dumps(card["metrics"]["validation"], indent=2))
+    print(json.dumps(card.metrics["validation"], indent=2))
 
 
 if __name__ == "__main__":

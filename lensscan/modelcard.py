@@ -4,15 +4,18 @@ A *member* folder holds ``card.json`` and ``model.safetensors``. An *ensemble* f
 own ``card.json`` (member names and weights, bias, threshold, metrics) and one sub-folder per
 member. ``--model default`` is the ensemble shipped in ``lensscan/assets/default_model``.
 
-Reading cards and checking weights (:func:`model_info`) needs no torch: a scoring driver never
-imports it (seconds of start-up); torch is imported where modules are built.
+A card is read into a :class:`ModelCard` and written back from it unchanged, key order
+included. Reading cards (:func:`model_info`) needs no torch and reads no weights: a scoring
+driver never imports torch (seconds of start-up); torch is imported where modules are built,
+and weights are checked against their card where they are loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +33,116 @@ WEIGHTS = "model.safetensors"
 FORMAT = "lensscan-model/1"
 
 
+def _present(obj: Any) -> dict[str, Any]:
+    """The fields of a dataclass that are set (not None), in declaration order."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj) if getattr(obj, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of an ensemble card: its name, folder (relative to the ensemble's) and weight
+    of its logit in the ensemble's."""
+
+    name: str
+    path: str
+    weight: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "weight": self.weight}
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A member's weights file: name, SHA-256, stored dtype and size in bytes."""
+
+    file: str | None = None  # default: model.safetensors
+    sha256: str | None = None
+    dtype: str | None = None  # "float16" or "float32"
+    bytes: int | None = None
+
+    @property
+    def filename(self) -> str:
+        return self.file or WEIGHTS
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model folder's ``card.json`` says. ``None`` is a key the card does not have.
+
+    Member cards have ``arch``, ``arch_kwargs`` and ``weights``; ensemble cards ``members``,
+    ``bias`` and ``combine``. Keys lensscan does not know are kept in ``extra``; ``order`` is the
+    order of the keys as read, so that a card is written back exactly as it was (a new card's
+    keys follow the fields' order). The dicts are the card's own: treat them as read-only.
+    """
+
+    name: str | None = None
+    arch: str | None = None  # architecture (lensscan.models.create_model)
+    arch_kwargs: dict[str, Any] | None = None
+    bands: list[str] | None = None
+    input: dict[str, Any] | None = None  # shape, dtype and units of the cutouts
+    preprocessing: dict[str, Any] | None = None  # lensscan.data.preprocess.Preprocessing
+    members: tuple[Member, ...] | None = None
+    bias: float | None = None  # added to the weighted sum of the member logits
+    combine: str | None = None  # how the member logits are combined, in words
+    training: dict[str, Any] | None = None  # config, run name, history, best epoch, grades
+    metrics: dict[str, Any] | None = None  # "validation" (and per member)
+    threshold: float | None = None  # operating threshold on the score
+    threshold_rule: str | None = None
+    training_data: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None  # lensscan.models.calibration.Calibration.to_dict()
+    format: str | None = None  # FORMAT
+    kind: str | None = None  # "member" or "ensemble"
+    lensscan_version: str | None = None
+    weights: Weights | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    order: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def operating_threshold(self) -> float:
+        """The score cut candidates are taken at: the card's threshold, 0.5 when it has none."""
+        return float(self.threshold if self.threshold is not None else 0.5)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelCard:
+        """A card from its JSON object (KeyError or TypeError when a member or the weights
+        entry is malformed)."""
+        known = {f.name for f in fields(cls)} - {"extra", "order"}
+        kw: dict[str, Any] = {k: v for k, v in d.items() if k in known}
+        if kw.get("members") is not None:
+            kw["members"] = tuple(Member(m["name"], m["path"], m["weight"])
+                                  for m in kw["members"])
+        if kw.get("weights") is not None:
+            kw["weights"] = Weights(**kw["weights"])
+        return cls(**kw, extra={k: v for k, v in d.items() if k not in known}, order=tuple(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's JSON object: the keys it was read with in their order, then the keys set
+        since (fields in their order, then extra keys)."""
+        own = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("extra", "order")}
+        values = {**{k: v for k, v in own.items() if v is not None or k in self.order},
+                  **self.extra}
+        if values.get("members") is not None:
+            values["members"] = [m.to_dict() for m in values["members"]]
+        if values.get("weights") is not None:
+            values["weights"] = _present(values["weights"])
+        keys = [k for k in self.order if k in values]
+        return {k: values[k] for k in [*keys, *(k for k in values if k not in self.order)]}
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelCard:
+        return cls.from_dict(json.loads(text))
+
+    def to_json(self) -> str:
+        """The card as ``card.json`` holds it (``from_json(text).to_json() == text``)."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def updated(self, **values: Any) -> ModelCard:
+        """This card with ``values`` (JSON values, as the card holds them) set: a key it has
+        keeps its place, a new one comes last."""
+        return ModelCard.from_dict({**self.to_dict(), **values})
+
+
 def default_model_url() -> str:
     """Path of the ensemble bundled with the package."""
     return str(resources.files("lensscan") / "assets" / "default_model")
@@ -40,11 +153,11 @@ def resolve(url: str) -> str:
     return default_model_url() if url in ("default", "", None) else url
 
 
-def read_card(url: str) -> dict[str, Any]:
+def read_card(url: str) -> ModelCard:
     """Read and check a model folder's card."""
     card_url = storage.join(url, CARD)
     try:
-        card = json.loads(storage.read_bytes(card_url))
+        raw = json.loads(storage.read_bytes(card_url))
     except FileNotFoundError:
         raise ModelError(f"{url}: not a lensscan model folder (no {CARD})") from None
     except (NotADirectoryError, IsADirectoryError):
@@ -53,12 +166,21 @@ def read_card(url: str) -> dict[str, Any]:
                          f"{WEIGHTS}{hint}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{card_url}: card is not valid JSON ({exc})") from None
-    if card.get("format") != FORMAT:
-        raise ModelError(f"{card_url}: unknown card format {card.get('format')!r}, want {FORMAT}")
-    return card
+    fmt = raw.get("format") if isinstance(raw, dict) else None
+    if fmt != FORMAT:
+        raise ModelError(f"{card_url}: unknown card format {fmt!r}, want {FORMAT}")
+    try:
+        return ModelCard.from_dict(raw)
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"{card_url}: malformed card ({type(exc).__name__}: {exc})") from None
 
 
-def save_member(url: str, model: nn.Module, card: dict[str, Any], half: bool = True) -> dict:
+def _write_card(url: str, card: ModelCard) -> None:
+    storage.write_bytes_atomic(storage.join(url, CARD), card.to_json().encode())
+
+
+def save_member(url: str, model: nn.Module, card: ModelCard | Mapping[str, Any],
+                half: bool = True) -> ModelCard:
     """Write a member folder: weights (float16 when ``half``) and the card with their checksum."""
     from safetensors.torch import save as st_save
 
@@ -66,32 +188,42 @@ def save_member(url: str, model: nn.Module, card: dict[str, Any], half: bool = T
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     blob = st_save(state)
-    card = dict(card, format=FORMAT, kind="member", lensscan_version=__version__,
-                weights={"file": WEIGHTS, "sha256": hashlib.sha256(blob).hexdigest(),
-                         "dtype": "float16" if half else "float32", "bytes": len(blob)})
+    card = _as_card(card).updated(
+        format=FORMAT, kind="member", lensscan_version=__version__,
+        weights={"file": WEIGHTS, "sha256": hashlib.sha256(blob).hexdigest(),
+                 "dtype": "float16" if half else "float32", "bytes": len(blob)})
     storage.write_bytes_atomic(storage.join(url, WEIGHTS), blob)
-    storage.write_bytes_atomic(storage.join(url, CARD), json.dumps(card, indent=2).encode())
+    _write_card(url, card)
     return card
 
 
-def _checked_weights(url: str, card: dict) -> tuple[str, bytes]:
+def _as_card(card: ModelCard | Mapping[str, Any]) -> ModelCard:
+    return card if isinstance(card, ModelCard) else ModelCard.from_dict(card)
+
+
+def _weights_url(url: str, card: ModelCard) -> str:
+    """The URL of the weights of member folder ``url``."""
+    if card.kind != "member":
+        raise ModelError(f"{url}: card kind is {card.kind!r}, expected 'member'")
+    return storage.join(url, (card.weights or Weights()).filename)
+
+
+def _checked_weights(url: str, card: ModelCard) -> tuple[str, bytes]:
     """A member's weights URL and bytes, checked against the card's checksum."""
-    if card.get("kind") != "member":
-        raise ModelError(f"{url}: card kind is {card.get('kind')!r}, expected 'member'")
-    wmeta = card.get("weights", {})
-    wurl = storage.join(url, wmeta.get("file", WEIGHTS))
+    wmeta = card.weights or Weights()
+    wurl = _weights_url(url, card)
     try:
         blob = storage.read_bytes(wurl)
     except FileNotFoundError:
         raise ModelError(f"{wurl}: weights file missing") from None
     digest = hashlib.sha256(blob).hexdigest()
-    if wmeta.get("sha256") != digest:
-        raise ModelError(f"{wurl}: checksum mismatch (card says {wmeta.get('sha256')}, file is "
+    if wmeta.sha256 != digest:
+        raise ModelError(f"{wurl}: checksum mismatch (card says {wmeta.sha256}, file is "
                          f"{digest}): the weights were modified or belong to another model")
     return wurl, blob
 
 
-def load_member(url: str, card: dict | None = None) -> tuple[nn.Module, dict]:
+def load_member(url: str, card: ModelCard | None = None) -> tuple[nn.Module, ModelCard]:
     """Build the architecture named in the card and load its checked weights (float32, eval)."""
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
@@ -105,7 +237,7 @@ def load_member(url: str, card: dict | None = None) -> tuple[nn.Module, dict]:
     except (SafetensorError, ValueError) as exc:
         raise ModelError(f"{wurl}: not a valid safetensors file ({exc})") from None
     try:
-        model = create_model(card["arch"], **card.get("arch_kwargs", {}))
+        model = create_model(card.arch, **(card.arch_kwargs or {}))
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"{url}: card describes an unknown architecture ({exc})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
@@ -113,84 +245,88 @@ def load_member(url: str, card: dict | None = None) -> tuple[nn.Module, dict]:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise ModelError(f"{wurl}: weights do not match architecture {card['arch']!r} "
+        raise ModelError(f"{wurl}: weights do not match architecture {card.arch!r} "
                          f"({first})") from None
     return model.eval(), card
 
 
-def save_ensemble(url: str, card: dict[str, Any]) -> dict:
+def save_ensemble(url: str, card: ModelCard | Mapping[str, Any]) -> ModelCard:
     """Write an ensemble card (members must already be saved in sub-folders of ``url``)."""
-    card = dict(card, format=FORMAT, kind="ensemble", lensscan_version=__version__)
-    storage.write_bytes_atomic(storage.join(url, CARD), json.dumps(card, indent=2).encode())
+    card = _as_card(card).updated(format=FORMAT, kind="ensemble", lensscan_version=__version__)
+    _write_card(url, card)
     return card
 
 
-def update_card(url: str, **fields: Any) -> dict:
-    """Set ``fields`` in the card of model folder ``url`` (weights untouched, so only the
+def update_card(url: str, **values: Any) -> ModelCard:
+    """Set ``values`` in the card of model folder ``url`` (weights untouched, so only the
     model's checksum changes); returns the new card."""
     url = resolve(url)
-    card = {**read_card(url), **fields}
-    storage.write_bytes_atomic(storage.join(url, CARD), json.dumps(card, indent=2).encode())
+    card = read_card(url).updated(**values)
+    _write_card(url, card)
     return card
 
 
 class _CardView:
     """What a model's card says, for the classes that hold one."""
 
-    card: dict[str, Any]
+    card: ModelCard
 
     @property
     def preprocessing(self) -> dict:
-        return self.card["preprocessing"]
+        return self.card.preprocessing
 
     @property
     def threshold(self) -> float:
-        return float(self.card.get("threshold", 0.5))
+        return self.card.operating_threshold
 
 
 @dataclass
 class ModelInfo(_CardView):
-    """What a model folder's cards say, with every member's weights checked against its card,
-    without building the model (no torch)."""
+    """What a model folder's cards say, without reading weights or building the model (no
+    torch): what a scoring driver needs."""
 
-    card: dict[str, Any]
+    card: ModelCard
     member_names: list[str]
     checksum: str  # equal to LoadedModel.checksum of the same folder
 
 
-def _members(url: str, card: dict) -> list[tuple[str, str, dict]]:
+def _members(url: str, card: ModelCard) -> list[tuple[str, str, ModelCard]]:
     """(name, URL, card) of every member of a member or ensemble folder, checked to share the
     ensemble's preprocessing."""
-    if card.get("kind") == "member":
-        return [(card.get("name", "model"), url, card)]
-    if card.get("kind") != "ensemble":
-        raise ModelError(f"{url}: card kind {card.get('kind')!r} is neither member nor ensemble")
+    if card.kind == "member":
+        return [(card.name or "model", url, card)]
+    if card.kind != "ensemble":
+        raise ModelError(f"{url}: card kind {card.kind!r} is neither member nor ensemble")
     out = []
-    for m in card["members"]:
-        murl = storage.join(url, m["path"])
+    for m in card.members or ():
+        murl = storage.join(url, m.path)
         mcard = read_card(murl)
-        if mcard.get("preprocessing") != card.get("preprocessing"):
-            raise ModelError(f"{url}: member {m['name']!r} uses other preprocessing than the "
+        if mcard.preprocessing != card.preprocessing:
+            raise ModelError(f"{url}: member {m.name!r} uses other preprocessing than the "
                              "ensemble card")
-        out.append((m["name"], murl, mcard))
+        out.append((m.name, murl, mcard))
     return out
 
 
-def _checksum(card: dict, members: list[tuple[str, str, dict]]) -> str:
-    digest = hashlib.sha256(json.dumps(card, sort_keys=True).encode())
-    if card.get("kind") == "ensemble":
+def _checksum(card: ModelCard, members: list[tuple[str, str, ModelCard]]) -> str:
+    digest = hashlib.sha256(json.dumps(card.to_dict(), sort_keys=True).encode())
+    if card.kind == "ensemble":
         for _, _, mcard in members:
-            digest.update(mcard["weights"]["sha256"].encode())
+            digest.update((mcard.weights or Weights()).sha256.encode())
     return digest.hexdigest()
 
 
 def model_info(url: str = "default") -> ModelInfo:
-    """Read and check a model folder (cards, every weights file's checksum) without torch."""
+    """Read and check a model folder's cards, and that every member's weights file is there
+    (its bytes are not read: they are checked against their card where they are loaded,
+    :func:`load_member`)."""
     url = resolve(url)
     card = read_card(url)
     members = _members(url, card)
     for _, murl, mcard in members:
-        _checked_weights(murl, mcard)
+        wurl = _weights_url(murl, mcard)
+        if not storage.exists(wurl):
+            raise ModelError(f"{wurl}: weights file missing")
     return ModelInfo(card, [name for name, _, _ in members], _checksum(card, members))
 
 
@@ -199,7 +335,7 @@ class LoadedModel(_CardView):
     """A ready-to-run ensemble (a single member is wrapped as a one-member ensemble)."""
 
     module: Ensemble
-    card: dict[str, Any]
+    card: ModelCard
     member_names: list[str]
     checksum: str
 
@@ -212,13 +348,14 @@ def load_model(url: str = "default") -> LoadedModel:
     card = read_card(url)
     members = _members(url, card)
     modules = [load_member(murl, mcard)[0] for _, murl, mcard in members]
-    if card.get("kind") == "member":
+    if card.kind == "member":
         ens = Ensemble(modules, [1.0], 0.0)
     else:
-        ens = Ensemble(modules, [float(m["weight"]) for m in card["members"]],
-                       float(card.get("bias", 0.0)))
+        ens = Ensemble(modules, [float(m.weight) for m in card.members],
+                       float(card.bias if card.bias is not None else 0.0))
     return LoadedModel(ens.eval(), card, [n for n, _, _ in members], _checksum(card, members))
 
 
-__all__ = ["LoadedModel", "ModelInfo", "model_info", "load_model", "load_member", "save_member",
-           "save_ensemble", "read_card", "update_card", "resolve", "default_model_url"]
+__all__ = ["LoadedModel", "Member", "ModelCard", "ModelInfo", "Weights", "model_info",
+           "load_model", "load_member", "save_member", "save_ensemble", "read_card",
+           "update_card", "resolve", "default_model_url"]

@@ -84,7 +84,7 @@ def train_rates(workdir: str, n: int = 24000) -> dict:
     cfg = TrainConfig(data=data, val=val, out=out, epochs=2, steps_per_epoch=TRAIN_STEPS,
                       batch_size=TRAIN_BATCH, lr_batch=128, gpu=True, workers=1, patience=10)
     card = train(cfg, progress=False)
-    last = card["training"]["history"][-1]
+    last = card.training["history"][-1]
     res = {"train_cutouts_s": TRAIN_STEPS * TRAIN_BATCH / last["seconds"],
            "train_batch": TRAIN_BATCH, "plain_loop_cutouts_s": plain_train_rate(cfg.arch)}
     res["train_over_plain_loop"] = res["train_cutouts_s"] / res["plain_loop_cutouts_s"]

@@ -21,7 +21,9 @@ from lensscan.bench.memory import GpuSampler, PeakMemory
 from lensscan.config import ScoreConfig
 from lensscan.data.preprocess import Preprocessing, preprocess
 from lensscan.io import storage
-from lensscan.score.pipeline import CPU_BATCH, GPU_BATCH, score_survey
+from lensscan.score.actor import WARM_HOOK
+from lensscan.score.pipeline import score_survey
+from lensscan.score.resources import CPU_BATCH, GPU_BATCH
 
 MODEL_ONLY_BATCHES = 8  # batches per model-only measurement (one of a pair)
 COLD_N = 2000  # cutouts of the cold start: a user's first small survey
@@ -190,7 +192,7 @@ def run_bench(n: int = 20000, model: str = "default", batch: int | None = None,
     server = s3_endpoint() if s3 else None
     if cold:  # before this process starts Ray: the user's own first run, Ray start included
         res["cold_start"] = cold_start(workdir, model)
-    runtime.ensure_ray()
+    runtime.ensure_ray(warm_hook=WARM_HOOK)
     warm_up(workdir, model, batch)
     model_only = ModelOnly(loaded, res["batch_size"], threads)
     with PeakMemory() as mem, GpuSampler() as gpu:

@@ -16,11 +16,11 @@ def _train(a) -> None:
         raise ValueError(f"--arch {a.arch!r}: unknown architecture; choose one of "
                          f"{', '.join(list_models())}")
     card = train(from_args(TrainConfig, a))
-    if "grades" in card["training"]:
+    if "grades" in card.training:
         from lensscan.data.grades import describe
 
-        print(describe(card["training"]["grades"]))
-    print(json.dumps(card["metrics"]["validation"], indent=2))
+        print(describe(card.training["grades"]))
+    print(json.dumps(card.metrics["validation"], indent=2))
 
 
 def _evaluate(a) -> None:

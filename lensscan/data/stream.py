@@ -1,14 +1,15 @@
 """Ray Data streams of cutouts: plan units of every shard, read them in CPU tasks.
 
-Training and scoring share this read stage: a dataset of *units* (row ranges of shards, see
-:mod:`lensscan.io.shards`) is mapped by :class:`ReadUnits` into batches of rows carrying
-provenance (``shard``, ``row``), a ``status`` and the image: as decoded (scoring: the actor
-preprocesses on its device), normalised (training) or preprocessed (evaluation).
+Training and scoring share this read stage (:func:`lensscan.data.readstage.read_stage`): a
+dataset of *units* (row ranges of shards, see :mod:`lensscan.io.shards`) is mapped by
+:class:`ReadUnits` into batches of rows carrying provenance (``unit``: the unit's index in the
+run's list, whose driver knows its shard; ``row``), a ``status`` and the image: as decoded
+(scoring: the actor preprocesses on its device), normalised (training) or preprocessed
+(evaluation).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -81,15 +82,13 @@ def plan(
     return p.units, p.rejected
 
 
-def unit_key(unit: Unit) -> str:
-    """Stable name of a unit: a hash of its shard URL and its first row."""
-    digest = hashlib.sha1(unit.url.encode()).hexdigest()[:16]
-    return f"{digest}-{unit.start:010d}"
+#: Item key of a unit's index in the run's list (see :func:`units_to_items`).
+INDEX = "index"
 
 
 def units_to_items(units: list[Unit]) -> list[dict]:
-    """Units as rows for ``ray.data.from_items``."""
-    return [u.to_dict() for u in units]
+    """Units as rows for ``ray.data.from_items``, each with its index in ``units``."""
+    return [{**u.to_dict(), INDEX: i} for i, u in enumerate(units)]
 
 
 #: Stages of :class:`ReadUnits`: what its ``image`` column holds.
@@ -97,7 +96,8 @@ STAGES = ("raw", "normalized", "model")
 
 
 class ReadUnits:
-    """Ray Data map_batches function: unit descriptors -> rows with their images.
+    """Ray Data map_batches function: unit items (:func:`units_to_items`) -> rows with their
+    images; every row's ``unit`` (int32) is its unit's index.
 
     Parameters
     ----------
@@ -141,7 +141,9 @@ class ReadUnits:
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # a unit at a time (in blocks of at most block_rows): a task holds one unit's pixels
         for i in range(len(batch["url"])):
-            out = self._one(Unit(**{k: _scalar(batch[k][i]) for k in batch}))
+            item = {k: _scalar(batch[k][i]) for k in batch}
+            index = item.pop(INDEX)
+            out = self._one(Unit(**item), index)
             n = len(out["status"])
             step = self.block_rows or n or 1
             for lo in range(0, max(n, 1), step):
@@ -162,14 +164,14 @@ class ReadUnits:
             raw = np.where(np.isfinite(images), images, 0.0)
             return to_float16(normalize(raw, p))
 
-    def _one(self, unit: Unit) -> dict[str, np.ndarray]:
+    def _one(self, unit: Unit, index: int) -> dict[str, np.ndarray]:
         try:
             with storage.failures_named(unit.url, "read"):
                 rows = read_unit(unit, half=self.half)
         except StorageError:
             raise
         except ShardError as err:
-            return self._unreadable(unit, err)
+            return self._unreadable(unit, index, err)
         n = len(rows["object_id"])
         status = rows["status"].astype(object)
         image = self._image(rows["image"], status)
@@ -177,9 +179,8 @@ class ReadUnits:
             "object_id": self._ids(rows["object_id"], id_is_null(status)),
             "ra": rows["ra"],
             "dec": rows["dec"],
-            "shard": np.full(n, unit.url, dtype=object),
             "row": rows["row"],
-            "unit": np.full(n, unit_key(unit), dtype=object),
+            "unit": np.full(n, index, np.int32),
             "status": status,
             "image": image,
         }
@@ -202,7 +203,7 @@ class ReadUnits:
         out[~null] = ids[~null].astype(np.int64)
         return out
 
-    def _unreadable(self, unit: Unit, err: ShardError) -> dict[str, np.ndarray]:
+    def _unreadable(self, unit: Unit, index: int, err: ShardError) -> dict[str, np.ndarray]:
         """A unit whose bytes are corrupt: every row is quarantined with the reason."""
         n = unit.rows
         side = (int(self.preprocessing.get("crop", DEFAULT_CROP)) if self.stage == "model"
@@ -214,9 +215,8 @@ class ReadUnits:
             "object_id": q["object_id"],
             "ra": q["ra"],
             "dec": q["dec"],
-            "shard": np.full(n, unit.url, dtype=object),
             "row": q["row"],
-            "unit": np.full(n, unit_key(unit), dtype=object),
+            "unit": np.full(n, index, np.int32),
             "status": q["status"],
             "image": q["image"],
         }

@@ -11,7 +11,7 @@ which assumes only that the cutouts of each class look alike in the validation s
 survey (the class-conditional densities are the same; only their mix differs).
 
 Pure numpy: the scoring driver and the query never import torch. The parameters live in the
-model card (``card["calibration"]``, :meth:`Calibration.to_dict`).
+model card (``ModelCard.calibration``, :meth:`Calibration.to_dict`).
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def calibrate(z: np.ndarray, y: np.ndarray, prior: float = DEFAULT_PRIOR,
                        n_val=int(len(y)), n_val_lenses=int(y.sum()), fitted_on=fitted_on)
 
 
-def from_card(card: dict[str, Any]) -> Calibration | None:
-    """The card's calibration, or None when it has none."""
-    d = card.get("calibration")
+def from_card(card: Any) -> Calibration | None:
+    """The calibration of a card (a :class:`lensscan.modelcard.ModelCard` or its dict), or None
+    when it has none."""
+    d = card.get("calibration") if isinstance(card, dict) else card.calibration
     return Calibration.from_dict(d) if d else None

@@ -1,6 +1,8 @@
 """The driver's side of a scoring run: gather the scored rows of each unit as they stream in
-and commit the unit once all its rows are there; turn a storage failure anywhere in the stream
-into one :class:`StorageError` naming the URL."""
+(rows name their unit by its index in the run's list; the driver knows its shard) and commit
+the unit once all its rows are there; turn a storage failure anywhere in the stream into one
+:class:`StorageError` naming the URL, and a model the actors cannot load into its
+:class:`ModelError`."""
 
 from __future__ import annotations
 
@@ -8,14 +10,15 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from lensscan.errors import StorageError
+from lensscan.errors import ModelError, StorageError
 from lensscan.io import storage
 from lensscan.io.shards import Unit
 from lensscan.score import commit
+from lensscan.score.progress import Progress
 
 
 class Collector:
@@ -25,16 +28,20 @@ class Collector:
     ----------
     out : str
         Output folder URL.
-    units : dict
-        Unit key -> :class:`Unit` of every unit the stream will deliver.
+    units : list of Unit
+        Every unit the stream will deliver; a row's ``unit`` is its unit's index here.
+    keys : list of str
+        The units' keys (their part files' names), in the same order.
     order : list of str
         Output columns, in order.
     """
 
-    def __init__(self, out: str, units: dict[str, Unit], order: list[str]) -> None:
-        self.out, self.units, self.order = out, units, order
-        self.pending: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-        self.seen: dict[str, np.ndarray] = {}  # per unit: which of its rows have arrived
+    def __init__(self, out: str, units: list[Unit], keys: list[str], order: list[str]) -> None:
+        self.out, self.units, self.keys, self.order = out, units, keys, order
+        self.carried = [c for c in order if c != "shard"]  # on every row; shard: per unit
+        self.pending: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        self.seen: dict[int, np.ndarray] = {}  # per unit: which of its rows have arrived
+        self.received = 0  # rows scored (each row once)
         self.scored = 0
         self.first_commit: tuple[float, int] | None = None  # (seconds, rows) at the first commit
         self.devices: dict[str, int] = {}  # rows scored per device (the actors' ``device``)
@@ -45,49 +52,58 @@ class Collector:
             names, counts = np.unique(batch["device"].astype(str), return_counts=True)
             for name, count in zip(names.tolist(), counts.tolist(), strict=True):
                 self.devices[name] = self.devices.get(name, 0) + count
-        for key in np.unique(batch["unit"]):
-            unit = self.units[key]
-            got = self.seen.setdefault(key, np.zeros(unit.rows, bool))
-            idx = np.flatnonzero(batch["unit"] == key)
+        for i in np.unique(batch["unit"]).tolist():
+            unit = self.units[i]
+            got = self.seen.setdefault(i, np.zeros(unit.rows, bool))
+            idx = np.flatnonzero(batch["unit"] == i)
             # a retried task may deliver rows again: keep the first copy of each row
             local, first = np.unique(batch["row"][idx] - unit.start, return_index=True)
             fresh = idx[first][~got[local]]
             got[local] = True
-            for col in self.order:
-                self.pending[key][col].append(batch[col][fresh])
+            self.received += len(fresh)
+            for col in self.carried:
+                self.pending[i][col].append(batch[col][fresh])
             if got.all():
-                rows = {c: np.concatenate(v) for c, v in self.pending.pop(key).items()}
-                del self.seen[key]
-                self.scored += commit.write_unit(self.out, key, rows, self.order)
-                if self.first_commit is None:
-                    self.first_commit = (time.time() - t0, self.scored)
+                self._commit(i, t0)
 
-    def run(self, batches, t0: float, total: int, say: Callable[[str], None]) -> int:
-        """Drain ``batches`` (the Ray Data stream); returns the rows committed."""
-        last = time.time()
+    def _commit(self, i: int, t0: float) -> None:
+        """Write unit ``i``'s part, its rows named by their shard."""
+        rows = {c: np.concatenate(v) for c, v in self.pending.pop(i).items()}
+        del self.seen[i]
+        rows["shard"] = np.full(len(rows["row"]), self.units[i].url, dtype=object)
+        self.scored += commit.write_unit(self.out, self.keys[i], rows, self.order)
+        if self.first_commit is None:
+            self.first_commit = (time.time() - t0, self.scored)
+
+    def run(self, batches, t0: float, progress: Progress) -> int:
+        """Drain ``batches`` (the Ray Data stream), telling ``progress`` the rows scored;
+        returns the rows committed."""
         try:
-            with _storage_failures_unlogged():
+            with _failures_unlogged():
                 for batch in batches:
                     self.add(batch, t0)
-                    if time.time() - last > 5:
-                        rate = self.scored / max(time.time() - t0, 1e-9)
-                        say(f"committed {self.scored}/{total} rows ({rate:.0f} rows/s)")
-                        last = time.time()
+                    progress.update(self.received)
         except Exception as exc:
-            failure = storage_failure_in(exc)
+            failure = failure_in(exc)
             if failure is None:
                 raise
             raise failure from None
         if self.pending:
-            missing = ", ".join(sorted(self.pending)[:5])
+            missing = ", ".join(sorted(self.keys[i] for i in self.pending)[:5])
             raise RuntimeError(f"the stream ended with incomplete units ({missing}); rerun to "
                                "finish them")
         return self.scored
 
 
-def storage_failure_in(exc: BaseException) -> StorageError | None:
-    """The storage failure behind an error of the stream (Ray wraps task errors, sometimes
-    twice), as a plain :class:`StorageError`; None when the error is of another kind."""
+def failure_in(exc: BaseException) -> StorageError | ModelError | None:
+    """The storage failure (:func:`storage_failure_in`) or the unusable model behind an error
+    of the stream, as a plain error whose message is meant for the user; None when the error
+    is of another kind."""
+    return storage_failure_in(exc) or model_failure_in(exc)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the errors behind it (Ray wraps task errors, sometimes twice)."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -95,19 +111,37 @@ def storage_failure_in(exc: BaseException) -> StorageError | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        yield e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+
+
+def model_failure_in(exc: BaseException) -> ModelError | None:
+    """The :class:`ModelError` an actor raised (:class:`lensscan.score.actor.ScoringActor`),
+    as a plain one; None when there is none."""
+    for e in _chain(exc):
+        if type(e) is ModelError:  # not Ray's wrapper, which derives from it
+            # the message is one line; Ray Data appends its retry notes to the error's
+            return ModelError(str(e).splitlines()[0] if str(e) else "")
+    return None
+
+
+def storage_failure_in(exc: BaseException) -> StorageError | None:
+    """The storage failure behind an error of the stream (Ray wraps task errors, sometimes
+    twice), as a plain :class:`StorageError`; None when the error is of another kind."""
+    for e in _chain(exc):
         url, reason = getattr(e, "url", None), getattr(e, "reason", None)
         if isinstance(e, StorageError) and isinstance(url, str) and isinstance(reason, str):
             return StorageError(url, reason)
         if storage.is_storage_failure(e) and not isinstance(e, StorageError):
             return StorageError(str(getattr(e, "filename", None) or "storage"),
                                 f"storage failed ({storage.short(e)})")
-        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
     return None
 
 
-class _HideStorageFailures(logging.Filter):
-    """Drops Ray Data's console report of a storage failure (a traceback per failed task) and
-    the summary after it: the run reports the failure itself, in one line."""
+class _HideRunFailures(logging.Filter):
+    """Drops Ray Data's console report of a storage failure or an unusable model (a traceback
+    per failed task) and the summary after it: the run reports the failure itself, in one
+    line."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,19 +149,19 @@ class _HideStorageFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and storage_failure_in(exc) is not None:
+        if exc is not None and failure_in(exc) is not None:
             self.tripped = True
             return False
         return not (self.tripped and record.levelno <= logging.ERROR)
 
 
 @contextlib.contextmanager
-def _storage_failures_unlogged() -> Iterator[None]:
-    """Attach :class:`_HideStorageFailures` to Ray Data's console handlers (not its log file,
+def _failures_unlogged() -> Iterator[None]:
+    """Attach :class:`_HideRunFailures` to Ray Data's console handlers (not its log file,
     which keeps everything) while the stream runs."""
     handlers = [h for h in logging.getLogger("ray.data").handlers
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
-    flt = _HideStorageFailures()
+    flt = _HideRunFailures()
     for h in handlers:
         h.addFilter(flt)
     try:

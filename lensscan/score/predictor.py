@@ -25,7 +25,7 @@ from lensscan.modelcard import load_model
 from lensscan.models import calibration
 
 #: Columns carried from the read stage to the output, unchanged.
-PASS = ("object_id", "ra", "dec", "shard", "row", "status", "unit")
+PASS = ("object_id", "ra", "dec", "row", "status", "unit")
 #: Rows per chunk on a GPU: the unit of copy/compute overlap (and the compiled batch shape).
 GPU_CHUNK = 2048
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}

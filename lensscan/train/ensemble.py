@@ -48,7 +48,7 @@ def fit_weights(logits: np.ndarray, y: np.ndarray, l2: float = 1e-3,
 
 def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: float = 100.0,
                    labels: dict[str, int] | None = None, fold: bool | None = None,
-                   prior: float = calibration.DEFAULT_PRIOR) -> dict:
+                   prior: float = calibration.DEFAULT_PRIOR) -> modelcard.ModelCard:
     """Fit weights on ``val`` for the members (folders under ``out``); write the ensemble card.
 
     ``labels`` (graders' labels by object_id) keep only the graded rows of ``val``, labelled
@@ -62,8 +62,8 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
         model, card = modelcard.load_member(url)
         members.append(model)
         cards.append(card)
-    pre = cards[0]["preprocessing"]
-    if any(c["preprocessing"] != pre for c in cards):
+    pre = cards[0].preprocessing
+    if any(c.preprocessing != pre for c in cards):
         raise ValueError("all members of an ensemble must share one preprocessing")
     ds = dataset(val, Preprocessing.from_dict(pre), "model", fold=fold, labels=labels)
     probe = Ensemble(members, [1.0] * len(members), output_logits=True)
@@ -74,28 +74,28 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
     w, b = fit_weights(logits, y)
     score = 1 / (1 + np.exp(-(logits @ w + b)))
     threshold = choose_threshold(y, score, prior_ratio)
-    per_member = {c["name"]: summary(y, member_p[:, i], choose_threshold(y, member_p[:, i],
+    per_member = {c.name: summary(y, member_p[:, i], choose_threshold(y, member_p[:, i],
                                                                           prior_ratio))
                   for i, c in enumerate(cards)}
-    card = {
-        "name": storage.join(out).rstrip("/").split("/")[-1],
-        "bands": ["g", "r", "i"],
-        "input": cards[0]["input"],
-        "preprocessing": pre,
-        "members": [{"name": c["name"], "path": _rel(out, u), "weight": float(wi)}
-                    for c, u, wi in zip(cards, member_urls, w, strict=True)],
-        "bias": b,
-        "combine": "sigmoid(sum_i weight_i * logit_i + bias)",
-        "threshold": threshold,
-        "threshold_rule": f"max lens F1 on validation re-weighted to {prior_ratio:g} "
-                          "non-lenses per lens",
-        "metrics": {"validation": summary(y, score, threshold),
-                    "validation_members": per_member},
-        "training_data": {"validation": val, **({"graded_rows_only": True} if labels else {}),
-                          **({"validation_fold": "object_id hash % 10 == 0"} if fold else {})},
-    }
-    if labels is None:  # the ensemble logit as scoring computes it: unclipped member logits
-        card["calibration"] = calibration.calibrate(member_z @ w + b, y, prior, val).to_dict()
+    card = modelcard.ModelCard(
+        name=storage.join(out).rstrip("/").split("/")[-1],
+        bands=["g", "r", "i"],
+        input=cards[0].input,
+        preprocessing=pre,
+        members=tuple(modelcard.Member(c.name, _rel(out, u), float(wi))
+                      for c, u, wi in zip(cards, member_urls, w, strict=True)),
+        bias=b,
+        combine="sigmoid(sum_i weight_i * logit_i + bias)",
+        threshold=threshold,
+        threshold_rule=f"max lens F1 on validation re-weighted to {prior_ratio:g} "
+                       "non-lenses per lens",
+        metrics={"validation": summary(y, score, threshold), "validation_members": per_member},
+        training_data={"validation": val, **({"graded_rows_only": True} if labels else {}),
+                       **({"validation_fold": "object_id hash % 10 == 0"} if fold else {})},
+        # the ensemble logit as scoring computes it: unclipped member logits
+        calibration=calibration.calibrate(member_z @ w + b, y, prior, val).to_dict()
+        if labels is None else None,
+    )
     return modelcard.save_ensemble(out, card)
 
 

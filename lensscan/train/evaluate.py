@@ -59,13 +59,13 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     report["ensemble"].update(_by_truth(y, s, thr, extra))
     curves = {"ensemble": (y, s)}
     histories = {}
-    for j, m in enumerate(loaded.card.get("members", [])):
-        mcard = modelcard.read_card(storage.join(modelcard.resolve(model_url), m["path"]))
+    for j, m in enumerate(loaded.card.members or ()):
+        mcard = modelcard.read_card(storage.join(modelcard.resolve(model_url), m.path))
         ms = s_all[:, 1 + j]
-        report[m["name"]] = summary(y, ms, float(mcard.get("threshold", 0.5)))
-        report[m["name"]].update(_by_truth(y, ms, float(mcard.get("threshold", 0.5)), extra))
-        curves[m["name"]] = (y, ms)
-        histories[m["name"]] = mcard.get("training", {}).get("history", [])
+        report[m.name] = summary(y, ms, mcard.operating_threshold)
+        report[m.name].update(_by_truth(y, ms, mcard.operating_threshold, extra))
+        curves[m.name] = (y, ms)
+        histories[m.name] = (mcard.training or {}).get("history", [])
     for name, url in (also or {}).items():
         other = modelcard.load_model(url)
         other.module.tta = tta

@@ -138,13 +138,13 @@ def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """Weights of the trained member ``cfg.init`` (checked like any model load), which must have
     the same architecture as ``cfg``; the run starts from them with a fresh schedule."""
     member, card = modelcard.load_member(cfg.init)
-    if card["arch"] != cfg.arch or card.get("arch_kwargs", {}) != cfg.arch_kwargs:
+    if card.arch != cfg.arch or (card.arch_kwargs or {}) != cfg.arch_kwargs:
         raise ModelError(f"{cfg.init}: cannot start {cfg.member_name} from it: it is a "
-                         f"{card['arch']!r} {card.get('arch_kwargs', {})}, the run trains "
+                         f"{card.arch!r} {card.arch_kwargs or {}}, the run trains "
                          f"{cfg.arch!r} {cfg.arch_kwargs}")
-    if card.get("preprocessing") != cfg.preprocessing:
+    if card.preprocessing != cfg.preprocessing:
         raise ModelError(f"{cfg.init}: cannot start {cfg.member_name} from it: it was trained "
-                         f"with preprocessing {card.get('preprocessing')}, the run uses "
+                         f"with preprocessing {card.preprocessing}, the run uses "
                          f"{cfg.preprocessing}")
     return member.state_dict()
 

@@ -38,19 +38,19 @@ def copy_members(src: str, out: str) -> dict[str, dict[str, Any]]:
     """Copy the member folders of the ensemble ``src`` into ``out`` unchanged (those already
     there are kept); returns them as a recipe, so that :func:`train_ensemble` keeps them all."""
     card = modelcard.read_card(src)
-    for m in card["members"]:
+    for m in card.members or ():
         for name in (modelcard.CARD, modelcard.WEIGHTS):
-            dst = storage.join(out, m["name"], name)
+            dst = storage.join(out, m.name, name)
             if not storage.exists(dst):
-                storage.write_bytes_atomic(dst, storage.read_bytes(storage.join(src, m["path"],
+                storage.write_bytes_atomic(dst, storage.read_bytes(storage.join(src, m.path,
                                                                                 name)))
-    return {m["name"]: {} for m in card["members"]}
+    return {m.name: {} for m in card.members or ()}
 
 
 def train_ensemble(train_url: str, val_url: str | None, out: str,
                    members: dict[str, dict[str, Any]] | None = None,
                    init_from: str | None = None, refit_only: bool = False,
-                   prior: float = DEFAULT_PRIOR, **common: Any) -> dict:
+                   prior: float = DEFAULT_PRIOR, **common: Any) -> modelcard.ModelCard:
     """Train every member into ``out/<name>`` (members already finished are kept) and fit the
     ensemble on ``val_url``. ``common`` goes to every member's :class:`TrainConfig`.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import ray
@@ -25,7 +26,8 @@ from lensscan import modelcard, runtime
 from lensscan.config import TrainConfig
 from lensscan.data.augment import Augment
 from lensscan.data.preprocess import Preprocessing
-from lensscan.data.stream import ReadUnits, plan, units_to_items
+from lensscan.data.readstage import read_stage
+from lensscan.data.stream import ReadUnits, plan
 from lensscan.io import storage
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
@@ -107,9 +109,7 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
         raise errors[0]
     pairs = parse_exclude(exclude or [])
     keep = tuple(dict.fromkeys(keep_extra + tuple(c for c, _ in pairs)))
-    ds = ray.data.from_items(units_to_items(units), override_num_blocks=max(1, len(units)))
-    ds = ds.map_batches(ReadUnits(pre.to_dict(), stage, keep=keep), batch_size=1,
-                        num_cpus=read_cpus)
+    ds = read_stage(units, ReadUnits(pre.to_dict(), stage, keep=keep), read_cpus)
     if labels is not None:
         ds = ds.map_batches(Relabel(labels, keep_labels), batch_size=None, num_cpus=read_cpus)
     if pairs:
@@ -137,20 +137,27 @@ def run_name(cfg: TrainConfig) -> str:
     return f"{cfg.member_name}-{digest}"
 
 
-def check(cfg: TrainConfig) -> tuple[dict[str, int] | None, dict | None]:
-    """Complete ``cfg`` (absolute URLs: workers run in other folders; ``--init default``
-    resolved to a member; full preprocessing and augmentation), refuse what cannot train before
-    any worker starts, and read the graders' labels (``None`` without ``--labels``)."""
-    cfg.preprocessing = Preprocessing.from_dict(cfg.preprocessing).to_dict()
-    if cfg.init:  # "default" or an ensemble: its member of this architecture
-        cfg.init = resolve_init(cfg.init, cfg.arch, cfg.arch_kwargs, cfg.member_name)
-    for key in ("data", "val", "out", "init", "storage"):
-        if getattr(cfg, key):
-            setattr(cfg, key, storage.absolute(getattr(cfg, key)))
-    cfg.labels = [storage.absolute(u) for u in cfg.labels]
+def complete(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` completed, as a copy (the caller's is left as it is): absolute URLs (workers run
+    in other folders), ``--init default`` resolved to a member, full preprocessing and
+    augmentation."""
+    init = cfg.init
+    if init:  # "default" or an ensemble: its member of this architecture
+        init = storage.absolute(resolve_init(init, cfg.arch, cfg.arch_kwargs, cfg.member_name))
+    urls = {k: storage.absolute(v) for k in ("data", "val", "out", "storage")
+            if (v := getattr(cfg, k))}
+    return replace(cfg, **urls, init=init,
+                   preprocessing=Preprocessing.from_dict(cfg.preprocessing).to_dict(),
+                   labels=[storage.absolute(u) for u in cfg.labels],
+                   augment=Augment(**cfg.augment).to_dict())
+
+
+def check(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, int] | None, dict | None]:
+    """:func:`complete` ``cfg``, refuse what cannot train before any worker starts, and read the
+    graders' labels (``None`` without ``--labels``); returns the completed copy too."""
     if cfg.keep_labels and not cfg.labels:
         raise ValueError("--keep-labels keeps ungraded rows beside graded ones: give --labels")
-    cfg.augment = Augment(**cfg.augment).to_dict()
+    cfg = complete(cfg)
     check_precision(cfg.precision)
     pairs = [c for c, _ in parse_exclude(cfg.exclude)]
     check_columns(cfg.data, pairs)
@@ -158,18 +165,26 @@ def check(cfg: TrainConfig) -> tuple[dict[str, int] | None, dict | None]:
         check_columns(cfg.val, pairs)
     if cfg.init:
         initial_weights(cfg)
-    return train_labels(cfg)
+    return cfg, *train_labels(cfg)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Train one member and write its model folder to ``cfg.out``; returns the card."""
-    labels, grades = check(cfg)
+def _sized(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the CPUs and threads of its workers fitted to the cluster (a copy)."""
+    if cfg.gpu:
+        return cfg
+    free = runtime.cluster_cpus() - 0.5  # leave room for the Ray Data read tasks
+    return replace(cfg, cpus_per_worker=max(0.25, min(cfg.cpus_per_worker, free / cfg.workers)),
+                   torch_threads=cfg.torch_threads or max(1, round(runtime.cluster_cpus() /
+                                                                   cfg.workers)))
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> modelcard.ModelCard:
+    """Train one member and write its model folder to ``cfg.out``; returns the card. ``cfg``
+    is left as it is; the card records the run's completed copy."""
+    cfg, labels, grades = check(cfg)
     pre = Preprocessing.from_dict(cfg.preprocessing)
     runtime.ensure_ray(quiet=not progress)
-    if not cfg.gpu:
-        free = runtime.cluster_cpus() - 0.5  # leave room for the Ray Data read tasks
-        cfg.cpus_per_worker = max(0.25, min(cfg.cpus_per_worker, free / cfg.workers))
-        cfg.torch_threads = cfg.torch_threads or max(1, round(runtime.cluster_cpus() / cfg.workers))
+    cfg = _sized(cfg)
     fold = None if cfg.val else False
     ds_train = dataset(cfg.data, pre, "normalized", max_rows=cfg.max_rows, fold=fold,
                        exclude=cfg.exclude, labels=labels, keep_labels=cfg.keep_labels)
@@ -205,19 +220,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     y_val, s_val, _ = member_scores(model, ds_val_for_scoring(cfg, pre, labels))
     threshold = choose_threshold(y_val, s_val, cfg.prior_ratio)
-    card = {
-        "name": cfg.member_name,
-        "arch": cfg.arch,
-        "arch_kwargs": cfg.arch_kwargs,
-        "bands": ["g", "r", "i"],
-        "input": {"shape": [3, 64, 64], "dtype": "float32", "units": "linear flux"},
-        "preprocessing": pre.to_dict(),
-        "training": {"config": cfg.to_dict(), "run": run_name(cfg), "history": state["history"],
-                     "best_epoch": state["best_epoch"] + 1,
-                     **({"grades": grades} if grades else {})},
-        "metrics": {"validation": summary(y_val, s_val, threshold)},
-        "threshold": threshold,
-    }
+    card = modelcard.ModelCard(
+        name=cfg.member_name,
+        arch=cfg.arch,
+        arch_kwargs=cfg.arch_kwargs,
+        bands=["g", "r", "i"],
+        input={"shape": [3, 64, 64], "dtype": "float32", "units": "linear flux"},
+        preprocessing=pre.to_dict(),
+        training={"config": cfg.to_dict(), "run": run_name(cfg), "history": state["history"],
+                  "best_epoch": state["best_epoch"] + 1, **({"grades": grades} if grades else {})},
+        metrics={"validation": summary(y_val, s_val, threshold)},
+        threshold=threshold,
+    )
     return modelcard.save_member(cfg.out, model, card)
 
 

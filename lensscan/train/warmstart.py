@@ -20,16 +20,16 @@ def resolve_init(init: str, arch: str, arch_kwargs: dict[str, Any], name: str) -
     """
     url = modelcard.resolve(init)
     card = modelcard.read_card(url)
-    if card.get("kind") != "ensemble":
+    if card.kind != "ensemble":
         return url
     fits = []
-    for m in card["members"]:
-        member = storage.join(url, m["path"])
+    for m in card.members or ():
+        member = storage.join(url, m.path)
         mcard = modelcard.read_card(member)
-        if mcard.get("arch") == arch and mcard.get("arch_kwargs", {}) == arch_kwargs:
-            fits.append((m["name"] != name, member))
+        if mcard.arch == arch and (mcard.arch_kwargs or {}) == arch_kwargs:
+            fits.append((m.name != name, member))
     if not fits:
-        have = ", ".join(m["name"] for m in card["members"])
+        have = ", ".join(m.name for m in card.members or ())
         raise ModelError(f"{init}: no member of this ensemble ({have}) is a {arch!r} "
                          f"{arch_kwargs or ''} to start from")
     return sorted(fits, key=lambda f: f[0])[0][1]

@@ -134,7 +134,7 @@ def test_ensemble_fit_writes_a_calibration_of_the_scoring_logit(ray_local, tiny_
     for m in ("m0", "m1"):  # as training writes it
         modelcard.update_card(f"{out}/{m}", input={"shape": [3, 64, 64], "dtype": "float32"})
     card = build_ensemble(out, [f"{out}/m0", f"{out}/m1"], sim_survey, prior=5e-4)
-    cal = C.Calibration.from_dict(card["calibration"])
+    cal = C.Calibration.from_dict(card.calibration)
     assert (cal.prior, cal.n_val, cal.n_val_lenses) == (5e-4, 60, 12)
     a, b = C.fit_platt(*_ensemble_logits(out, sim_survey))
     assert (cal.a, cal.b) == pytest.approx((a, b), rel=1e-3, abs=1e-5)

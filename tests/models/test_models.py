@@ -47,7 +47,7 @@ def test_member_round_trip_without_pickle(tmp_path):
     loaded, got = modelcard.load_member(str(tmp_path / "m"))
     x = torch.randn(3, 3, 48, 48)
     torch.testing.assert_close(loaded(x), model(x))
-    assert got["weights"]["sha256"] and got["threshold"] == 0.7
+    assert got.weights.sha256 and got.threshold == 0.7
 
 
 def test_float16_storage_is_close(tmp_path):
@@ -55,7 +55,7 @@ def test_float16_storage_is_close(tmp_path):
     card = {"name": "r", "arch": "resnet", "arch_kwargs": {"widths": [8, 8, 16, 16]},
             "preprocessing": Preprocessing().to_dict()}
     saved = modelcard.save_member(str(tmp_path / "m"), model, card, half=True)
-    assert saved["weights"]["dtype"] == "float16"
+    assert saved.weights.dtype == "float16"
     loaded, _ = modelcard.load_member(str(tmp_path / "m"))
     x = torch.randn(8, 3, 48, 48)
     torch.testing.assert_close(torch.sigmoid(loaded(x)), torch.sigmoid(model(x)), atol=2e-2,
@@ -130,9 +130,9 @@ def test_bundled_default_model_loads():
     assert isinstance(loaded.module, Ensemble)
     assert 0 < loaded.threshold < 1
     assert len(loaded.member_names) >= 2
-    total = sum(m["weights"]["bytes"] for m in
-                [modelcard.read_card(modelcard.default_model_url() + "/" + m["path"])
-                 for m in loaded.card["members"]])
+    total = sum(m.weights.bytes for m in
+                [modelcard.read_card(modelcard.default_model_url() + "/" + m.path)
+                 for m in loaded.card.members])
     assert total <= 20 * 2**20
 
 

@@ -21,12 +21,13 @@ from lensscan.data.preprocess import (
     preprocess_tensor,
     stretch,
 )
-from lensscan.data.stream import ReadUnits, plan
+from lensscan.data.stream import ReadUnits, plan, units_to_items
 from lensscan.io.batch import NON_FINITE_INPUT, row_status
 from lensscan.io.parquet import write_parquet
 from lensscan.io.shards import read_unit, split_first
-from lensscan.score.pipeline import half_pixels, score_survey
+from lensscan.score.pipeline import score_survey
 from lensscan.score.predictor import EnsemblePredictor, actor_device, amp_dtype
+from lensscan.score.resources import half_pixels
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -170,7 +171,7 @@ def test_predictor_preprocesses_and_scores_on_its_device(tiny_model, device):
     images = _hard_batch(40, seed=7)
     ids = np.arange(40)
     batch = {"object_id": ids, "ra": np.zeros(40), "dec": np.zeros(40), "row": ids,
-             "shard": np.full(40, "s", object), "unit": np.full(40, "u", object),
+             "unit": np.zeros(40, np.int32),
              "status": row_status(images, ids), "image": images}
     loaded = modelcard.load_model(tiny_model)
     pred = EnsemblePredictor(tiny_model, preprocessing=loaded.preprocessing, device=device,
@@ -201,7 +202,7 @@ def test_float16_shards_are_read_as_float16(tmp_path):
     assert sorted(u.dtype for u in units) == ["float16", "float32"]
     half = [u for u in units if u.dtype == "float16"]
     assert half_pixels(half) and not half_pixels(units)
-    items = {k: np.array([v]) for k, v in half[0].to_dict().items()}
+    items = {k: np.array([v]) for k, v in units_to_items(half)[0].items()}
     (block,) = ReadUnits(Preprocessing().to_dict(), "raw", half=True)(items)
     assert block["image"].dtype == np.float16 and block["image"].shape == (30, 3, 64, 64)
     np.testing.assert_array_equal(block["image"], b["image"].astype(np.float16))

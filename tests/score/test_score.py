@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -26,13 +27,9 @@ from lensscan.io import fits as fio
 from lensscan.io.parquet import write_parquet
 from lensscan.io.shards import Unit
 from lensscan.io.storage import filesystem
-from lensscan.score.pipeline import (
-    MIN_STORE_MB,
-    build_dataset,
-    resources,
-    score_survey,
-    store_budget,
-)
+from lensscan.score.pipeline import score_survey
+from lensscan.score.resources import MIN_STORE_MB, Resources, resources, store_budget
+from lensscan.score.stream import build_dataset
 
 CONTRACT = ["object_id", "ra", "dec", "score", "score_m0", "score_m1", "shard", "row", "status"]
 
@@ -142,7 +139,8 @@ def test_tta_scores_are_the_mean_over_views_and_another_run(ray_local, tiny_mode
 
 
 def test_object_store_budget_sized_from_blocks_and_applied(ray_local):
-    res = {"actors": 2, "read_tasks": 2, "gpus_per_actor": 0.0, "batch_size": 512}
+    res = Resources(actors=2, gpus_per_actor=0.0, cpus_per_actor=0.75, threads=1, read_tasks=2,
+                    batch_size=512)
     row = 3 * 64 * 64 * 4  # a decoded float32 cutout: the read tasks only decode
     block = 2048 * row
     cfg = ScoreConfig(input="x", output="y")
@@ -152,12 +150,12 @@ def test_object_store_budget_sized_from_blocks_and_applied(ray_local):
     assert store_budget(ScoreConfig(input="x", output="y", object_store_mb=300), res, 2048,
                         row) == 300 * 2**20
     # a GPU actor holds the batches queued at it (four of 8192 float16 cutouts here)
-    gpu = {"actors": 1, "read_tasks": 15, "gpus_per_actor": 1.0, "batch_size": 8192}
+    gpu = Resources(actors=1, gpus_per_actor=1.0, cpus_per_actor=1.0, threads=1, read_tasks=15,
+                    batch_size=8192)
     assert store_budget(cfg, gpu, 2048, row // 2) == (17 * 2048 + 4 * 8192) * (row // 2)
     units = [Unit(url="a.parquet", fmt="parquet", start=0, stop=2048)]
-    res = {**res, "cpus_per_actor": 0.75, "threads": 1, "row_bytes": row,
-           "object_store_bytes": 123 * 2**20}
-    ds = build_dataset(units, cfg, Preprocessing().to_dict(), "unused", res)
+    res = replace(res, row_bytes=row, object_store_bytes=123 * 2**20)
+    ds = build_dataset(units, cfg, Preprocessing().to_dict(), "unused", res, blocks=1)
     assert ds.context.execution_options.resource_limits.object_store_memory == 123 * 2**20
     assert ds.context.target_max_block_size == 512 * row  # a read block is one actor batch
 
@@ -166,11 +164,11 @@ def test_small_survey_gets_no_more_actors_than_read_tasks(ray_local):
     """Actors and reads beyond what the run's read tasks can feed would sit idle (and Ray Data
     warns about each); on CPU the one actor left takes the threads."""
     cfg = ScoreConfig(input="x", output="y")
-    assert resources(cfg)["actors"] == 2
-    assert resources(cfg, blocks=1) == {"actors": 1, "gpus_per_actor": 0.0,
-                                        "cpus_per_actor": 1.5, "threads": 2, "read_tasks": 1,
-                                        "batch_size": 512}
-    assert resources(cfg, blocks=3)["actors"] == 2
+    assert resources(cfg).actors == 2
+    assert resources(cfg, blocks=1) == Resources(actors=1, gpus_per_actor=0.0,
+                                                 cpus_per_actor=1.5, threads=2, read_tasks=1,
+                                                 batch_size=512)
+    assert resources(cfg, blocks=3).actors == 2
 
 
 def test_every_read_task_feeds_the_actors(ray_local, tiny_model, tmp_path):
@@ -337,18 +335,18 @@ def test_killed_actor_is_replaced_and_rows_stay_once(ray_local, tiny_model, tmp_
 def test_gpu_reads_sized_from_measured_rates():
     """A GPU run gets as many concurrent reads as the GPUs can take at the measured decode rate
     of a read task, at most one per CPU the actors leave, and GPU-sized batches."""
-    from lensscan.score.pipeline import GPU_ACTOR_RATE, GPU_BATCH
+    from lensscan.score.resources import GPU_ACTOR_RATE, GPU_BATCH
 
     cfg = ScoreConfig(input="x", output="y")
     res = resources(cfg, read_rate=GPU_ACTOR_RATE / 4, cpus=16, gpus=1)
-    assert (res["actors"], res["gpus_per_actor"], res["read_tasks"]) == (1, 1.0, 4)
-    assert res["batch_size"] == GPU_BATCH
-    assert resources(cfg, read_rate=GPU_ACTOR_RATE / 40, cpus=16, gpus=1)["read_tasks"] == 15
-    assert resources(cfg, read_rate=GPU_ACTOR_RATE / 40, cpus=16, gpus=2)["read_tasks"] == 14
-    assert resources(cfg, read_rate=1e9, cpus=16, gpus=2)["read_tasks"] == 1
+    assert (res.actors, res.gpus_per_actor, res.read_tasks) == (1, 1.0, 4)
+    assert res.batch_size == GPU_BATCH
+    assert resources(cfg, read_rate=GPU_ACTOR_RATE / 40, cpus=16, gpus=1).read_tasks == 15
+    assert resources(cfg, read_rate=GPU_ACTOR_RATE / 40, cpus=16, gpus=2).read_tasks == 14
+    assert resources(cfg, read_rate=1e9, cpus=16, gpus=2).read_tasks == 1
     res = resources(ScoreConfig(input="x", output="y", read_tasks=3, batch_size=100),
                     read_rate=1.0, cpus=16, gpus=1)
-    assert (res["read_tasks"], res["batch_size"]) == (3, 100)
+    assert (res.read_tasks, res.batch_size) == (3, 100)
 
 
 #: A calibration written into a copy of the tiny model (a Platt map fitted at 1 lens in 4).

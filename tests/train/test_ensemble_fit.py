@@ -107,17 +107,17 @@ def test_build_ensemble_writes_the_fitted_card(members, monkeypatch):
         z = np.stack([m(x).reshape(-1).numpy() for m in models], axis=1).astype(np.float64)
     y = batch["label"][ok]
     w, b = E.fit_weights(z, y)
-    got = np.array([m["weight"] for m in card["members"]])
+    got = np.array([m.weight for m in card.members])
     np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-6)
-    assert card["bias"] == pytest.approx(b, rel=1e-4, abs=1e-6)
+    assert card.bias == pytest.approx(b, rel=1e-4, abs=1e-6)
     assert got[0] > got[1]  # the labels follow m0
-    assert [(m["name"], m["path"]) for m in card["members"]] == [("m0", "m0"), ("m1", "m1")]
-    assert card["name"] == "ens" and card["preprocessing"] == Preprocessing().to_dict()
-    v = card["metrics"]["validation"]
+    assert [(m.name, m.path) for m in card.members] == [("m0", "m0"), ("m1", "m1")]
+    assert card.name == "ens" and card.preprocessing == Preprocessing().to_dict()
+    v = card.metrics["validation"]
     assert (v["n_lenses"], v["n_nonlenses"]) == (int(y.sum()), int((1 - y).sum()))
-    assert v["roc_auc"] >= card["metrics"]["validation_members"]["m1"]["roc_auc"]
-    assert 0.0 < card["threshold"] < 1.0 and "20 non-lenses" in card["threshold_rule"]
-    assert "calibration" in card  # labelled validation data: calibrated too
+    assert v["roc_auc"] >= card.metrics["validation_members"]["m1"]["roc_auc"]
+    assert 0.0 < card.threshold < 1.0 and "20 non-lenses" in card.threshold_rule
+    assert card.calibration is not None  # labelled validation data: calibrated too
 
     # the folder loads back as the ensemble whose scores the card describes
     loaded = modelcard.load_model(out)
@@ -131,8 +131,8 @@ def test_build_ensemble_with_graded_rows_has_no_calibration(members, monkeypatch
     out, urls, batch = members
     monkeypatch.setattr(E, "dataset", lambda *a, **k: _Batches(batch))
     card = E.build_ensemble(out, urls, "val", labels={1: 1}, fold=True)
-    assert "calibration" not in card
-    assert card["training_data"] == {"validation": "val", "graded_rows_only": True,
+    assert card.calibration is None and "calibration" not in card.to_dict()
+    assert card.training_data == {"validation": "val", "graded_rows_only": True,
                                      "validation_fold": "object_id hash % 10 == 0"}
 
 

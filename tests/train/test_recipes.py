@@ -39,13 +39,13 @@ def test_default_recipe_is_the_bundled_models():
     """Each member of the bundled ensemble was trained from its recipe, under its name."""
     root = modelcard.default_model_url()
     card = modelcard.read_card(root)
-    assert [m["name"] for m in card["members"]] == list(R.DEFAULT_MEMBERS)
-    for m in card["members"]:
-        trained = modelcard.read_card(f"{root}/{m['path']}")["training"]["config"]
-        spec = R.DEFAULT_MEMBERS[m["name"]]
-        assert trained["name"] == m["name"]
+    assert [m.name for m in card.members] == list(R.DEFAULT_MEMBERS)
+    for m in card.members:
+        trained = modelcard.read_card(f"{root}/{m.path}").training["config"]
+        spec = R.DEFAULT_MEMBERS[m.name]
+        assert trained["name"] == m.name
         for key in ("arch", "seed", "loss"):
-            assert trained[key] == spec[key], (m["name"], key)
+            assert trained[key] == spec[key], (m.name, key)
         assert trained["augment"].items() >= spec.get("augment", {}).items()
 
 

@@ -83,11 +83,11 @@ def test_robustness_matrix_holds_a_family_out(two_psf_surveys, ray_local):
     assert (cell.choice, cell.family, cell.lenses, cell.nonlenses) == ("psf", "gaussian", 3, 6)
     assert 0 <= cell.auc <= 1 and 0 <= cell.ref_auc <= 1 and not cell.init_saw
     held = read_card(os.path.join(out, "without_psf_gaussian"))
-    assert held["training"]["config"]["exclude"] == ["psf_family=gaussian"]
+    assert held.training["config"]["exclude"] == ["psf_family=gaussian"]
     ref = read_card(os.path.join(out, "all_families"))
-    assert ref["training"]["config"]["exclude"] == []
+    assert ref.training["config"]["exclude"] == []
     # the held-out member never saw a Gaussian PSF: fewer training rows than the reference
-    rows = [c["training"]["history"][0]["train_rows"] for c in (held, ref)]
+    rows = [c.training["history"][0]["train_rows"] for c in (held, ref)]
     assert 0 < rows[0] < rows[1]
     with open(os.path.join(out, "matrix.json")) as fh:
         saved = json.load(fh)

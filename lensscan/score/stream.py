@@ -1,0 +1,101 @@
+"""The streaming stage of a scoring run: read tasks decode the units, ensemble actors
+preprocess and score them, and the driver commits each unit as its last row comes back.
+
+Only scores travel back to the driver (never pixels), each row naming its unit by index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray.data
+from ray.data import ActorPoolStrategy, ExecutionResources
+
+from lensscan import runtime
+from lensscan.config import ScoreConfig
+from lensscan.data.readstage import read_stage
+from lensscan.data.stream import ReadUnits
+from lensscan.io.shards import Unit
+from lensscan.score.actor import WARM_HOOK, ScoringActor
+from lensscan.score.collect import Collector
+from lensscan.score.progress import Progress
+from lensscan.score.resources import (
+    GPU_CALLS,
+    GPU_TASKS_IN_FLIGHT,
+    READ_CPUS,
+    Resources,
+    half_pixels,
+    size_run,
+)
+
+
+@dataclass
+class Streamed:
+    """What the stream did: resources asked for, rows committed, the first commit."""
+
+    resources: Resources | None = None  # None: nothing was left to score
+    scored: int = 0  # rows committed
+    first_commit: tuple[float, int] | None = None  # (seconds since the start, rows) then
+    devices: dict[str, int] = field(default_factory=dict)  # rows scored per device
+
+    def resources_report(self) -> dict[str, Any] | None:
+        """The manifest's ``resources``."""
+        if self.resources is None:
+            return None
+        return {**self.resources.to_dict(), "devices": dict(sorted(self.devices.items()))}
+
+
+def build_dataset(units: list[Unit], cfg: ScoreConfig, preprocessing: dict, model_url: str,
+                  res: Resources, blocks: int, ids_as_strings: bool = False) -> ray.data.Dataset:
+    """The streaming Ray Data plan (nothing runs until it is iterated): ``blocks`` read tasks
+    decode, actors preprocess and score."""
+    read = ReadUnits(preprocessing, "raw", ids_as_strings=ids_as_strings,
+                     half=half_pixels(units), block_rows=res.batch_size)
+    ds = read_stage(units, read, READ_CPUS, blocks=blocks, tasks=res.read_tasks)
+    pool = ActorPoolStrategy(size=res.actors, **(
+        {"max_tasks_in_flight_per_actor": GPU_TASKS_IN_FLIGHT,
+         "max_concurrent_calls_per_actor": GPU_CALLS, "enable_true_multi_threading": True}
+        if res.gpu else {}))
+    ds = ds.map_batches(
+        ScoringActor,
+        fn_constructor_kwargs={"model_url": model_url, "preprocessing": preprocessing,
+                               "threads": res.threads, "tta": cfg.tta,
+                               "precision": cfg.precision, "compile": cfg.compile,
+                               "prior": cfg.prior},
+        batch_size=res.batch_size,
+        num_gpus=res.gpus_per_actor,
+        num_cpus=res.cpus_per_actor,
+        compute=pool,
+    )  # Ray Data restarts dead actors and retries their batches by default
+    # per dataset, not Ray-wide: the cap holds for this run only
+    ds.context.execution_options.resource_limits = ExecutionResources.for_limits(
+        object_store_memory=res.object_store_bytes)
+    # a read block is one actor batch (Ray Data would merge a task's output up to 128 MB): the
+    # first unit's batches go to every actor at once, and it is committed sooner
+    ds.context.target_max_block_size = res.batch_size * res.row_bytes
+    # an error of a task (StorageError, ModelError) reaches the driver as itself, not wrapped in
+    # Ray Data's UserCodeException, which drops it: the run reports it in one line
+    ds.context.raise_original_map_exception = True
+    return ds
+
+
+def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: dict[str, Unit],
+                 ids_as_strings: bool, columns: list[str], t0: float,
+                 progress: Progress) -> Streamed:
+    """Score the units ``todo`` (by key: their part's name) through Ray Data, committing each
+    into ``cfg.output`` as it completes; ``t0``: the run's start (``time.time()``)."""
+    if not todo:
+        return Streamed()
+    units = list(todo.values())
+    runtime.ensure_ray(warm_hook=WARM_HOOK)
+    res, blocks = size_run(cfg, units)
+    ds = build_dataset(units, cfg, preprocessing, model_url, res, blocks, ids_as_strings)
+    collector = Collector(cfg.output, units, list(todo), columns)
+    progress.start(sum(u.rows for u in units))
+    with runtime.native_stderr_filtered():
+        collector.run(ds.iter_batches(batch_size=None, batch_format="numpy",
+                                      prefetch_batches=2), t0, progress)
+    progress.close()  # the last progress line, before the commit stage
+    return Streamed(res, collector.scored, collector.first_commit, collector.devices)
+
