@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from lensscan import __version__, calibration
+from lensscan import __version__
 from lensscan.config import ScoreConfig
 from lensscan.io import storage
 from lensscan.modelcard import ModelInfo
+from lensscan.models import calibration
 from lensscan.score import commit, expected
 from lensscan.score.finish import unreadable_shards
 from lensscan.score.plan import RunPlan
