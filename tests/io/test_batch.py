@@ -10,7 +10,7 @@ import pytest
 from support import make_batch
 
 from lensscan.data.preprocess import Preprocessing
-from lensscan.data.stream import ReadUnits
+from lensscan.data.stream import ReadUnits, units_to_items
 from lensscan.errors import ShardError
 from lensscan.io import fits as fio
 from lensscan.io.batch import COLUMNS, DTYPES, OK, id_is_null, ok_mask
@@ -109,8 +109,9 @@ def test_unreadable_unit_rows_carry_the_reason(tmp_path, id_kind, stage):
     unit = Unit(str(tmp_path / "bad.parquet"), "parquet", 4, 9, 0, 1, id_kind)
     with pytest.raises(ShardError) as err:
         read_unit(unit)
-    (rows,) = ReadUnits(Preprocessing().to_dict(), stage)(
-        {k: np.array([v]) for k, v in unit.to_dict().items()})
+    (item,) = units_to_items([unit])
+    batch = {k: np.array([v]) for k, v in item.items()}
+    (rows,) = ReadUnits(Preprocessing().to_dict(), stage)(batch)
     assert list(rows["status"]) == [f"unreadable: {err.value.reason}"] * 5
     assert "not a readable Parquet file" in err.value.reason
     assert list(rows["row"]) == [4, 5, 6, 7, 8]
