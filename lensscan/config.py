@@ -14,6 +14,9 @@ from typing import Any
 #: :attr:`lensscan.data.preprocess.Preprocessing.crop`, and of a card that does not say.
 DEFAULT_CROP = 48
 
+#: How shards can store their pixels: float32, or float16 (half the bytes: 24 KiB a cutout)
+PIXEL_TYPES = ("float32", "float16")
+
 
 def option(default: Any = MISSING, help: str = "", *, choices: list[str] | None = None,
            metavar: str | tuple[str, ...] | None = None, flag: str | None = None,
@@ -183,6 +186,9 @@ class CutoutConfig:
                                           "psf_fwhm or psf_fwhm_<band>, if any)",
                                           metavar="G,R,I", per_band=True)
     shard_size: int = option(4096, "rows per shard at most")
+    pixels: str = option("float32", "how the shards store pixels: float16 halves the bytes "
+                         "(24 KiB a cutout; what GPU clusters should read), float32 keeps "
+                         "every bit", choices=list(PIXEL_TYPES))
     tasks: int | None = option(None, "tile tasks in flight (default: 2 per CPU)")
     overwrite: bool = option(False, "clear a non-empty --out first")
 

@@ -119,7 +119,7 @@ def cut_tile(tile: coadd.Tile, name: str, rows: dict, cfg: CutoutConfig) -> dict
             if clean.any():
                 write_parquet(storage.join(cfg.out, f"{name}-{k:03d}.parquet"),
                               {c: v[clean] for c, v in batch.items()}, tuple(cfg.bands),
-                              metadata=meta)
+                              metadata=meta, pixels=cfg.pixels)
             written.append(part["row"][clean])
             masked.append(part["row"][~clean])
     return {"written": np.concatenate(written), "masked": np.concatenate(masked)}

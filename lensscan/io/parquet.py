@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lensscan.config import PIXEL_TYPES
 from lensscan.errors import LensscanError, ShardError, StorageError
 from lensscan.io import plainpages, storage
 from lensscan.io.batch import COLUMNS, CUTOUT_SHAPE, Batch, make_batch
@@ -285,12 +286,14 @@ def _plain_images(url: str, pf: pq.ParquetFile, groups: list[int],
 
 
 def batch_to_table(batch: dict[str, np.ndarray], bands: tuple[str, ...] = DEFAULT_BANDS,
-                   metadata: dict[bytes, bytes] | None = None) -> pa.Table:
+                   metadata: dict[bytes, bytes] | None = None, pixels: str = "float32"
+                   ) -> pa.Table:
     """Build a shard table with the canonical schema from a batch (inverse of the reader).
 
     A 2-D extra column (e.g. ``psf_fwhm``, (N, 3)) becomes a fixed-size list; ``metadata`` is
-    added to the file's key-value metadata (e.g. :data:`PIXEL_SCALE_KEY`)."""
-    images = np.ascontiguousarray(batch["image"], dtype=np.float32)
+    added to the file's key-value metadata (e.g. :data:`PIXEL_SCALE_KEY`). ``pixels``: how the
+    image is stored, one of :data:`PIXEL_TYPES`."""
+    images = pixel_array(batch["image"], pixels)
     if images.shape[1:] != CUTOUT_SHAPE:
         raise ValueError(f"image batch must be (N, 3, 64, 64), got {images.shape}")
     cols: dict[str, pa.Array] = {}
@@ -308,6 +311,22 @@ def batch_to_table(batch: dict[str, np.ndarray], bands: tuple[str, ...] = DEFAUL
     table = pa.table(cols)
     return table.replace_schema_metadata({BANDS_KEY: ",".join(bands).encode(),
                                           **(metadata or {})})
+
+
+F16_MAX = float(np.finfo(np.float16).max)  # 65504
+
+
+def pixel_array(images: np.ndarray, pixels: str = "float32") -> np.ndarray:
+    """``images`` as stored with ``pixels``: float16 keeps 11 significant bits (a relative step of
+    1/2048, far below a pixel's noise) and is clipped to +-65504 (a saturated star's core;
+    non-finite values stay as they are, so the reader still quarantines them)."""
+    if pixels not in PIXEL_TYPES:
+        raise ValueError(f"pixels must be one of {', '.join(PIXEL_TYPES)}, got {pixels!r}")
+    if pixels == "float16":
+        x = np.asarray(images, dtype=np.float32)
+        clipped = np.where(np.isfinite(x), np.clip(x, -F16_MAX, F16_MAX), x)
+        return np.ascontiguousarray(clipped.astype(np.float16))
+    return np.ascontiguousarray(images, dtype=np.float32)
 
 
 def flux_metadata(pixel_scale: float, zeropoint: float) -> dict[bytes, bytes]:
@@ -328,10 +347,12 @@ def write_parquet(
     bands: tuple[str, ...] = DEFAULT_BANDS,
     row_group_size: int = 1024,
     metadata: dict[bytes, bytes] | None = None,
+    pixels: str = "float32",
 ) -> None:
     """Write a batch as one Parquet shard, atomically (see :func:`storage.write_bytes_atomic`);
-    ``metadata`` goes to the file's key-value metadata beside ``lensscan.bands``."""
-    table = batch_to_table(batch, bands, metadata)
+    ``metadata`` goes to the file's key-value metadata beside ``lensscan.bands``; ``pixels``:
+    float32 or float16 (:func:`pixel_array`)."""
+    table = batch_to_table(batch, bands, metadata, pixels)
     sink = pa.BufferOutputStream()
     # Noisy float pixels do not compress: store them plain so reads run at disk speed.
     compression = {c: ("none" if c == "image" else "zstd") for c in table.column_names}

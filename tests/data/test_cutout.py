@@ -44,7 +44,10 @@ def _read_output(out: str) -> tuple[dict, dict]:
                           missing.column("reason").to_pylist(), strict=True))
 
 
-def _check(out: str, root) -> None:
+def _check(out: str, root, float16: bool = False) -> None:
+    """Every object where its fate puts it; pixels exact, or to float16's precision (11 bits,
+    an absolute 2**-25 below 2**-14)."""
+    rtol, atol = (2.0 ** -11, 2.0 ** -25) if float16 else (0.0, 0.0)
     rows, missing = _read_output(out)
     expected = {**{k: fate for k, (_, fate) in OBJECTS.items()}, "nan_pos": "no_tile"}
     assert set(rows) | set(missing) == set(expected) and not set(rows) & set(missing)
@@ -55,7 +58,8 @@ def _check(out: str, root) -> None:
             for b, band in enumerate(BANDS):
                 image, wcs = tile_image(root, fate, band)
                 ref = Cutout2D(image, SkyCoord(*pos[name], unit="deg"), (64, 64), wcs=wcs)
-                np.testing.assert_array_equal(rows[name]["image"][b], ref.data, err_msg=name)
+                np.testing.assert_allclose(rows[name]["image"][b], ref.data, rtol=rtol, atol=atol,
+                                           err_msg=name)
             cx, cy = ref.input_position_cutout
             assert rows[name]["offset_x"] == pytest.approx(cx - 31.5, abs=1e-5)
             assert rows[name]["offset_y"] == pytest.approx(cy - 31.5, abs=1e-5)
@@ -112,10 +116,11 @@ def test_cutouts_on_s3(tmp_path, s3_bucket, ray_local, capsys):
     out = f"{s3_bucket}/shards"
     assert main(["cutout", f"{s3_bucket}/cat.parquet",
                  f"{s3_bucket}/coadd/*/calexp-HSC-{{band}}-*.fits", "--out", out,
-                 "--band-names", "G,R,I", "--id-col", "ID"]) == 0
+                 "--band-names", "G,R,I", "--id-col", "ID", "--pixels", "float16"]) == 0
     assert json.loads(capsys.readouterr().out)["counts"]["cutouts"] == 5
     fs.invalidate_cache()
-    _check(out, tmp_path / "coadd")
+    assert {parquet_info(u).image_dtype for u in list_shards(out)} == {"float16"}
+    _check(out, tmp_path / "coadd", float16=True)
 
 
 def test_local_output_matches_expectations(tmp_path, ray_local, capsys):

@@ -66,6 +66,30 @@ def test_fixed_size_list_and_float16_accepted(tmp_path, dtype):
     assert np.isnan(got["ra"]).all()
 
 
+def test_float16_shards_half_the_bytes_clipped_not_infinite(tmp_path):
+    batch = make_batch(20, seed=4)
+    batch["image"][0, 1, 5, 5] = 1e6  # a saturated core: beyond float16's 65504
+    batch["image"][1, 0, 0, 0] = np.nan  # stays NaN: the reader still quarantines the row
+    full, half = str(tmp_path / "f32.parquet"), str(tmp_path / "f16.parquet")
+    pio.write_parquet(full, batch)
+    pio.write_parquet(half, batch, pixels="float16")
+    assert pio.parquet_info(half).image_dtype == "float16"
+    assert pio.parquet_info(full).image_dtype == "float32"
+    sizes = [pq.ParquetFile(u).metadata.row_group(0).column(3).total_uncompressed_size
+             for u in (full, half)]
+    assert sizes[1] < 0.55 * sizes[0]
+    got = pio.read_parquet(half)  # decoded as float32 by default, float16 with half=True
+    assert got["image"].dtype == np.float32 and pio.read_parquet(half, half=True)[
+        "image"].dtype == np.float16
+    assert got["image"][0, 1, 5, 5] == 65504.0
+    assert list(got["status"][:3]) == ["ok", "non_finite_pixels: 1 NaN/inf values", "ok"]
+    ok = np.ones(20, bool)
+    ok[:2] = False
+    np.testing.assert_allclose(got["image"][ok], batch["image"][ok], rtol=2 ** -11, atol=1e-7)
+    with pytest.raises(ValueError, match="pixels must be one of float32, float16"):
+        pio.write_parquet(half, batch, pixels="int8")
+
+
 def test_string_ids_and_null_coordinates(tmp_path):
     batch = make_batch(4, seed=4)
     batch["object_id"] = np.array(["a", "b", "c", "d"], dtype=object)
