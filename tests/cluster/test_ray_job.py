@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,11 +61,15 @@ def ray_head():
         os.killpg(proc.pid, signal.SIGTERM)
         pytest.fail(f"the job server did not answer: {r.stderr[-1000:]}")
     yield address, client_env
+    # Ray's own shutdown of every daemon takes half a minute here: a few seconds' grace, then
+    # the whole process group (the head's daemons and workers; nothing else is in it)
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=8)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow
