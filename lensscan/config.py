@@ -14,6 +14,11 @@ from typing import Any
 #: :attr:`lensscan.data.preprocess.Preprocessing.crop`, and of a card that does not say.
 DEFAULT_CROP = 48
 
+#: ``lensscan score --engine auto`` scores surveys of at most this many rows in its own process
+#: (no Ray) when no Ray cluster is running: a first unit committed in seconds, not after Ray and
+#: its actors have started.
+LOCAL_MAX_ROWS = 50_000
+
 #: How shards can store their pixels: float32, or float16 (half the bytes: 24 KiB a cutout)
 PIXEL_TYPES = ("float32", "float16")
 
@@ -153,6 +158,11 @@ class ScoreConfig:
                                  "calibrated to (default: the model card's calibration prior); "
                                  "refused for a model without calibration", metavar="P")
     progress: bool = option(True, "print no progress while running", flag="--no-progress")
+    engine: str = option("auto", "where the model runs: ray (Ray Data read tasks and actors, on "
+                         "a cluster or a local Ray), local (this process: a reader thread and "
+                         "the model, no Ray) or auto (local for a survey of at most "
+                         f"{LOCAL_MAX_ROWS:,} rows when no Ray cluster is running and no "
+                         "actor option is given, else ray)", choices=["auto", "ray", "local"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

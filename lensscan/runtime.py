@@ -73,6 +73,12 @@ def local_worker() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def cluster_running() -> bool:
+    """True when this process runs on a Ray cluster: one named by ``RAY_ADDRESS`` (a submitted
+    job, ``ray start``), or Ray already started in this process."""
+    return bool(os.environ.get("RAY_ADDRESS")) or ray.is_initialized()
+
+
 def cluster_cpus() -> float:
     """CPUs of the Ray cluster."""
     return float(ray.cluster_resources().get("CPU", 1.0))

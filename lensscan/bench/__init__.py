@@ -5,14 +5,18 @@
 (b) ``plain_loop``: the original project's way: load each ``.npy``, preprocess, one model call
     per file;
 (c) ``pipeline_local``: the full Ray Data pipeline from Parquet on local disk;
-(d) ``pipeline_s3``: the same from an S3 server on 127.0.0.1 (moto, as in the tests).
+(d) ``pipeline_s3``: the same from an S3 server on 127.0.0.1 (moto, as in the tests);
+(e) ``pipeline_inprocess``: (c)'s survey scored in this process, without Ray
+    (``--engine local``, :mod:`lensscan.score.inprocess`).
 
-(a), (c) and (d) are measured in alternation (``pairs`` rounds of a c a d, each pipeline run
-between two model-only runs) and the ratios are medians with their range. ``cold_start`` is a
-user's first small run in a fresh process (Ray start included). ``--scaling`` also scores 10x
-more cutouts to show time growing linearly and memory staying flat. With CUDA, ``gpu`` holds the
-model alone eager and compiled, the actor's path from raw cutouts, GPU utilisation and memory
-while scoring, and training against a plain torch loop.
+(a), (c), (d) and (e) are measured in alternation (``pairs`` rounds of a c a d a e, each
+pipeline run between two model-only runs) and the ratios are medians with their range.
+``cold_start`` is a user's first small run in a fresh process (``--engine auto``: the local
+engine), ``cold_start_ray`` the same with ``--engine ray`` (Ray start included).
+``--scaling`` also scores 10x more cutouts (Ray engine) to show time growing linearly and memory
+staying flat. With CUDA, ``gpu`` holds the model alone eager and compiled, the actor's path
+from raw cutouts, GPU utilisation and memory while scoring, and training against a plain torch
+loop.
 """
 
 from lensscan.bench.data import synthetic_batch, write_survey

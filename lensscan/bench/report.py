@@ -12,7 +12,8 @@ def report(res: dict) -> str:
     """Human-readable lines with the ratios."""
     lines = [f"cutouts: {res['n']}, batch {res['batch_size']}, {res['threads']} threads, "
              f"device {res.get('device', 'cpu')}, {res.get('pairs', 1)} pairs"]
-    for key in ("model_only", "plain_loop", "pipeline_local", "pipeline_s3"):
+    for key in ("model_only", "plain_loop", "pipeline_local", "pipeline_s3",
+                "pipeline_inprocess"):
         if key in res:
             extra = ""
             if res.get(f"{key}_steady"):
@@ -20,15 +21,17 @@ def report(res: dict) -> str:
                          f"{res[f'{key}_steady']:.1f} cutouts/s)")
             lines.append(f"{key:>15}: {res[key]:9.1f} cutouts/s{extra}")
     for key in ("pipeline_local_over_model_only", "pipeline_s3_over_model_only",
-                "pipeline_local_steady_over_model_only", "pipeline_s3_steady_over_model_only",
+                "pipeline_inprocess_over_model_only", "pipeline_local_steady_over_model_only",
+                "pipeline_s3_steady_over_model_only", "pipeline_inprocess_steady_over_model_only",
                 "pipeline_local_over_plain_loop"):
         if key in res:
             lines.append(f"{key}: {res[key]:.2f}{_range(res, key)}")
-    cold = res.get("cold_start")
-    if cold:
-        lines.append(f"cold start ({cold['n']} cutouts, fresh process, Ray started): first "
-                     f"unit committed after {cold['first_commit_s']:.1f}s, "
-                     f"{cold['wall_s']:.1f}s in all")
+    for key in ("cold_start", "cold_start_ray"):
+        cold = res.get(key)
+        if cold:
+            lines.append(f"cold start ({cold['n']} cutouts, fresh process, {cold['engine']} "
+                         f"engine): first unit committed after {cold['first_commit_s']:.1f}s, "
+                         f"{cold['wall_s']:.1f}s in all")
     lines.append(f"peak memory of the process tree: {res['peak_pss_mb']:.0f} MB PSS "
                  f"({res['peak_rss_mb']:.0f} MB summed RSS)")
     lines.append(f"model: {res['flops_per_cutout'] / 1e6:.1f} MFLOP/cutout, "

@@ -78,29 +78,33 @@ def plain_loop(loaded, n: int, workdir: str) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def pipeline(input_url: str, out_url: str, model: str, batch: int | None) -> dict:
-    """(c, d) A full scoring run (Ray already up): end-to-end rows/s and wall time, start-up time
-    (until the first unit is committed) and the steady rate after it."""
+def pipeline(input_url: str, out_url: str, model: str, batch: int | None,
+             engine: str = "ray") -> dict:
+    """(c, d, e) A full scoring run (Ray already up for ``engine="ray"``): end-to-end rows/s
+    and wall time, start-up time (until the first unit is committed) and the steady rate after
+    it."""
     t0 = time.perf_counter()
     m = score_survey(ScoreConfig(input=input_url, output=out_url, model=model, batch_size=batch,
-                                 progress=False))
+                                 progress=False, engine=engine))
     seconds = time.perf_counter() - t0
     return {"rate": m["counts"]["rows_scored"] / seconds, "seconds": seconds,
             "startup_s": m["seconds_to_first_commit"], "steady": m["steady_rows_per_s"],
             "devices": (m["resources"] or {}).get("devices")}
 
 
-def cold_start(workdir: str, model: str) -> dict:
-    """A user's first run: ``lensscan score`` of :data:`COLD_N` cutouts in a fresh process that
-    starts its own Ray (before the bench starts its own). ``first_commit_s`` counts from the
-    start of the scoring call (Ray start, planning, actor start, model load, the first unit);
-    ``wall_s`` from the process start to its exit (imports and Ray's shutdown too)."""
+def cold_start(workdir: str, model: str, engine: str = "auto") -> dict:
+    """A user's first run: ``lensscan score --engine ENGINE`` of :data:`COLD_N` cutouts in a
+    fresh process, before the bench starts its own Ray (``auto``: what a user gets, the local
+    engine; ``ray``: Ray started by the run). ``first_commit_s`` counts from the start of the
+    scoring call (Ray start, planning, actor start, model load, the first unit); ``wall_s``
+    from the process start to its exit (imports and Ray's shutdown too)."""
     src, out = os.path.join(workdir, "cold"), os.path.join(workdir, "cold-out")
     write_survey(src, COLD_N)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "lensscan.cli", "score", src, out, "--model",
-                        model], env=env, capture_output=True, text=True, timeout=1800)
+                        model, "--engine", engine], env=env, capture_output=True, text=True,
+                       timeout=1800)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"cold start run failed: {r.stderr[-2000:]}")
@@ -108,8 +112,9 @@ def cold_start(workdir: str, model: str) -> dict:
         m = json.load(fh)
     shutil.rmtree(src, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
-    return {"n": COLD_N, "wall_s": wall, "first_commit_s": m["seconds_to_first_commit"],
-            "scoring_s": m["seconds"], "startup": m.get("startup")}
+    return {"n": COLD_N, "engine": (m["resources"] or {}).get("engine"), "wall_s": wall,
+            "first_commit_s": m["seconds_to_first_commit"], "scoring_s": m["seconds"],
+            "startup": m.get("startup")}
 
 
 def _ratio(values: list[float]) -> dict:
@@ -119,17 +124,19 @@ def _ratio(values: list[float]) -> dict:
 def paired(model_only: ModelOnly, local: str, workdir: str, model: str, batch: int | None,
            pairs: int, s3: bool) -> dict:
     """Model-only and the pipelines in alternation, each pipeline run between two model-only
-    runs (a c a d a c a ...): each ratio is to the mean of its two neighbours, so a drift of the
-    machine's speed moves both sides, and the median of ``pairs`` ratios is reported with its
-    range, as paired timing tools do."""
+    runs (a c a d a e a c a ...): each ratio is to the mean of its two neighbours, so a drift
+    of the machine's speed moves both sides, and the median of ``pairs`` ratios is reported
+    with its range, as paired timing tools do."""
     a = [model_only()]
-    runs: dict[str, list[dict]] = {"local": [], "s3": []}
+    runs: dict[str, list[dict]] = {"local": [], "s3": [], "inprocess": []}
+    kinds = ("local", "s3", "inprocess") if s3 else ("local", "inprocess")
     with s3_copy(local) if s3 else contextlib.nullcontext() as bucket:
         for i in range(pairs):
-            for kind in ("local", "s3") if s3 else ("local",):
+            for kind in kinds:
                 src = f"{bucket}/survey/" if kind == "s3" else local
                 out = f"{bucket}/out-{i}/" if kind == "s3" else os.path.join(workdir, f"out-{i}")
-                runs[kind].append(pipeline(src, out, model, batch))
+                engine = "local" if kind == "inprocess" else "ray"
+                runs[kind].append(pipeline(src, out, model, batch, engine))
                 storage.remove(out)
                 a.append(model_only())
                 runs[kind][-1]["model_only"] = (a[-2] + a[-1]) / 2
@@ -192,6 +199,7 @@ def run_bench(n: int = 20000, model: str = "default", batch: int | None = None,
     server = s3_endpoint() if s3 else None
     if cold:  # before this process starts Ray: the user's own first run, Ray start included
         res["cold_start"] = cold_start(workdir, model)
+        res["cold_start_ray"] = cold_start(workdir, model, "ray")
     runtime.ensure_ray(warm_hook=WARM_HOOK)
     warm_up(workdir, model, batch)
     model_only = ModelOnly(loaded, res["batch_size"], threads)

@@ -143,11 +143,16 @@ class ReadUnits:
         for i in range(len(batch["url"])):
             item = {k: _scalar(batch[k][i]) for k in batch}
             index = item.pop(INDEX)
-            out = self._one(Unit(**item), index)
-            n = len(out["status"])
-            step = self.block_rows or n or 1
-            for lo in range(0, max(n, 1), step):
-                yield {k: v[lo:lo + step] for k, v in out.items()}
+            yield from self.blocks(Unit(**item), index)
+
+    def blocks(self, unit: Unit, index: int) -> Iterator[dict[str, np.ndarray]]:
+        """The rows of ``unit`` (``index``: its place in the run's list), in blocks of at most
+        ``block_rows``."""
+        out = self._one(unit, index)
+        n = len(out["status"])
+        step = self.block_rows or n or 1
+        for lo in range(0, max(n, 1), step):
+            yield {k: v[lo:lo + step] for k, v in out.items()}
 
     def _image(self, images: np.ndarray, status: np.ndarray) -> np.ndarray:
         """The stage's image column from decoded cutouts."""

@@ -19,6 +19,7 @@ from dataclasses import replace
 from lensscan import modelcard
 from lensscan.config import ScoreConfig
 from lensscan.models import calibration
+from lensscan.score import inprocess
 from lensscan.score.finish import commit_run
 from lensscan.score.lease import Lease
 from lensscan.score.manifest import build_manifest, now, write_manifest
@@ -53,7 +54,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
     cfg = replace(cfg, prior=prior)  # the actors calibrate p_lens to the resolved prior
     columns = output_columns(info.member_names)
     with Lease(cfg.output), Progress(enabled=cfg.progress) as progress:
-        progress.begin("listing the input, starting Ray")
+        progress.begin("listing the input" if inprocess.use_local(cfg)
+                       else "listing the input, starting Ray")
         plan = plan_run(cfg, info, threshold, columns, progress.say)
         streamed = stream_units(cfg, model_url, info.preprocessing, plan.todo,
                                 plan.survey.ids_as_strings, columns, t0, progress)

@@ -15,7 +15,7 @@ from lensscan.data.stream import SurveyPlan, plan_survey
 from lensscan.io import storage
 from lensscan.io.shards import Unit, split_first
 from lensscan.modelcard import ModelInfo
-from lensscan.score import commit, fingerprint
+from lensscan.score import commit, fingerprint, inprocess
 from lensscan.score.actor import WARM_HOOK
 
 FIRST_UNIT_ROWS = 256  # the first unit is cut into units this big: a first commit in seconds
@@ -102,7 +102,7 @@ def plan_while_ray_starts(cfg: ScoreConfig) -> tuple[SurveyPlan, dict[str, float
     with ThreadPoolExecutor(1) as pool:
         planned = pool.submit(_timed, plan_survey, cfg.input, cfg.rows_per_unit, 8, stamps)
         t = time.perf_counter()
-        if stamps:
+        if stamps and not inprocess.use_local(cfg):  # a local run may not need Ray at all
             runtime.ensure_ray(warm_hook=WARM_HOOK)
         timing["ray_s"] = time.perf_counter() - t
         survey, timing["plan_s"] = planned.result()

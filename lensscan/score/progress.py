@@ -28,11 +28,13 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def progress_text(rows: int, total: int, elapsed: float, rate: float | None) -> str:
+def progress_text(rows: int, total: int, elapsed: float, rate: float | None,
+                  waiting: str = "starting the scoring actors") -> str:
     """The progress of ``rows`` scored of ``total`` after ``elapsed`` seconds, at ``rate``
-    rows/s (None while it cannot be told)."""
+    rows/s (None while it cannot be told); ``waiting``: what the run does before its first
+    row is scored."""
     if not rows:
-        return f"0/{total} rows scored, starting the scoring actors ({_duration(elapsed)})"
+        return f"0/{total} rows scored, {waiting} ({_duration(elapsed)})"
     text = f"{rows}/{total} rows scored ({100 * rows / max(total, 1):.0f}%)"
     if not rate:
         return text
@@ -50,6 +52,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.tty = enabled and _isatty(self.stream)
         self.phase: str | None = None  # what the run does before its rows flow
+        self.waiting = "starting the scoring actors"  # ... and before its first row is scored
         self.total = self.rows = 0
         self.t0 = self.first = 0.0  # when the phase or stream began; when rows first arrived
         self.first_rows = 0
@@ -78,9 +81,11 @@ class Progress:
         self.phase, self.t0 = phase, time.time()
         self._show()
 
-    def start(self, total: int) -> None:
-        """The stream of ``total`` rows starts."""
+    def start(self, total: int, waiting: str = "starting the scoring actors") -> None:
+        """The stream of ``total`` rows starts; ``waiting``: what it does before its first
+        row is scored."""
         self.phase, self.total, self.rows, self.t0 = None, total, 0, time.time()
+        self.waiting = waiting
         self.last_line = self.t0
         self._show()
 
@@ -102,7 +107,7 @@ class Progress:
         # rows/s since the first rows arrived: the actors' start-up is not scoring time
         more, span = self.rows - self.first_rows, now - self.first
         rate = more / span if self.first_rows and more > 0 and span > 0 else None
-        return progress_text(self.rows, self.total, now - self.t0, rate)
+        return progress_text(self.rows, self.total, now - self.t0, rate, self.waiting)
 
     def close(self) -> None:
         """A terminal's progress line is drawn a last time and finished (or cleared when no

@@ -17,6 +17,7 @@ from lensscan.config import ScoreConfig
 from lensscan.data.readstage import read_stage
 from lensscan.data.stream import ReadUnits
 from lensscan.io.shards import Unit
+from lensscan.score import inprocess
 from lensscan.score.actor import WARM_HOOK, ScoringActor
 from lensscan.score.collect import Collector
 from lensscan.score.progress import Progress
@@ -38,12 +39,14 @@ class Streamed:
     scored: int = 0  # rows committed
     first_commit: tuple[float, int] | None = None  # (seconds since the start, rows) then
     devices: dict[str, int] = field(default_factory=dict)  # rows scored per device
+    engine: str | None = None  # "ray" or "local" (:mod:`lensscan.score.inprocess`)
 
     def resources_report(self) -> dict[str, Any] | None:
         """The manifest's ``resources``."""
         if self.resources is None:
             return None
-        return {**self.resources.to_dict(), "devices": dict(sorted(self.devices.items()))}
+        return {"engine": self.engine, **self.resources.to_dict(),
+                "devices": dict(sorted(self.devices.items()))}
 
 
 def build_dataset(units: list[Unit], cfg: ScoreConfig, preprocessing: dict, model_url: str,
@@ -88,14 +91,28 @@ def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: di
     if not todo:
         return Streamed()
     units = list(todo.values())
-    runtime.ensure_ray(warm_hook=WARM_HOOK)
-    res, blocks = size_run(cfg, units)
-    ds = build_dataset(units, cfg, preprocessing, model_url, res, blocks, ids_as_strings)
     collector = Collector(cfg.output, units, list(todo), columns)
-    progress.start(sum(u.rows for u in units))
+    if inprocess.use_local(cfg, sum(u.rows for u in units)):
+        res = inprocess.local_resources(cfg, cuda=_cuda())
+        batches = inprocess.score_units(cfg, model_url, preprocessing, units, ids_as_strings,
+                                        res)
+        engine, waiting = "local", "loading the model"
+    else:
+        runtime.ensure_ray(warm_hook=WARM_HOOK)
+        res, blocks = size_run(cfg, units)
+        ds = build_dataset(units, cfg, preprocessing, model_url, res, blocks, ids_as_strings)
+        batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+        engine, waiting = "ray", "starting the scoring actors"
+    progress.start(sum(u.rows for u in units), waiting)
     with runtime.native_stderr_filtered():
-        collector.run(ds.iter_batches(batch_size=None, batch_format="numpy",
-                                      prefetch_batches=2), t0, progress)
+        collector.run(batches, t0, progress)
     progress.close()  # the last progress line, before the commit stage
-    return Streamed(res, collector.scored, collector.first_commit, collector.devices)
+    return Streamed(res, collector.scored, collector.first_commit, collector.devices, engine)
+
+
+def _cuda() -> bool:
+    """True when this process can use a GPU (the local engine's device); imports torch."""
+    import torch
+
+    return torch.cuda.is_available()
 

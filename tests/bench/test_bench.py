@@ -22,9 +22,9 @@ def test_bench_json_keys(ray_local, tiny_model, capsys):
     assert all(res[k] > 0 for k in KEYS - {"scaling", "cold_start"})
     assert [row["n"] for row in res["scaling"]] == [300, 3000]
     assert all(row["peak_pss_mb"] > 0 and row["cutouts_s"] > 0 for row in res["scaling"])
-    # model-only and the pipelines in alternation: a c a d a c a d a
-    assert res["pairs"] == 2 and len(res["model_only_runs"]) == 5
-    for kind in ("local", "s3"):
+    # model-only and the pipelines in alternation: a c a d a e a c a d a e a
+    assert res["pairs"] == 2 and len(res["model_only_runs"]) == 7
+    for kind in ("local", "s3", "inprocess"):
         runs = res[f"pipeline_{kind}_runs"]
         assert len(runs) == 2 and all(r["startup_s"] > 0 for r in runs)
         ratios = sorted(r["rate"] / r["model_only"] for r in runs)
@@ -32,8 +32,12 @@ def test_bench_json_keys(ray_local, tiny_model, capsys):
         assert (lo, hi) == pytest.approx((ratios[0], ratios[-1]))
         assert lo <= res[f"pipeline_{kind}_over_model_only"] <= hi
         assert res[f"pipeline_{kind}_startup_s"] > 0
-    cold = res["cold_start"]  # a fresh process with its own Ray: start-up counted
-    assert 0 < cold["first_commit_s"] < cold["wall_s"] and cold["startup"]["ray_s"] > 0
+    cold = res["cold_start"]  # a user's first small run: the local engine, no Ray started
+    assert cold["engine"] == "local" and 0 < cold["first_commit_s"] < cold["wall_s"]
+    cold = res["cold_start_ray"]  # a fresh process with its own Ray: start-up counted
+    assert cold["engine"] == "ray" and 0 < cold["first_commit_s"] < cold["wall_s"]
+    assert cold["startup"]["ray_s"] > 0
+    assert {r["devices"]["cpu"] for r in res["pipeline_inprocess_runs"]} == {300}
     assert res["device"] == "cpu" and "gpu" not in res
 
 

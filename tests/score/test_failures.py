@@ -49,7 +49,8 @@ def _one_line_failure(err: str, url_part: str) -> str:
 
 
 @pytest.mark.slow
-def test_s3_endpoint_lost_mid_run(tiny_model, tmp_path):
+@pytest.mark.parametrize("engine", ["ray", "local"])
+def test_s3_endpoint_lost_mid_run(tiny_model, tmp_path, engine):
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
@@ -78,7 +79,7 @@ def test_s3_endpoint_lost_mid_run(tiny_model, tmp_path):
         out = str(tmp_path / "out")
         proc = subprocess.Popen(
             [sys.executable, "-m", "lensscan.cli", "score", "s3://lost/in/", out, "--model",
-             tiny_model, "--batch-size", "25", "--rows-per-unit", "50"],
+             tiny_model, "--batch-size", "25", "--rows-per-unit", "50", "--engine", engine],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True)
         try:

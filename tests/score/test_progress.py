@@ -5,6 +5,7 @@ the terminal while real ones show. The last test is a real run under a pseudo-te
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import pty
@@ -128,9 +129,14 @@ def _read_all(fd: int, into: list[bytes]) -> None:
 
 
 @pytest.mark.slow
-def test_real_run_on_a_terminal(tiny_model, tmp_path):
+@pytest.mark.parametrize("engine, begin, waiting", [
+    ("ray", "listing the input, starting Ray", "starting the scoring actors"),
+    ("auto", "listing the input", "loading the model"),  # 300 rows, no cluster: local
+])
+def test_real_run_on_a_terminal(tiny_model, tmp_path, engine, begin, waiting):
     """``lensscan score`` with stderr on a pseudo-terminal: a progress line redrawn in place,
-    a real error (an unreadable shard) shown, none of Ray's noise."""
+    a real error (an unreadable shard) shown, none of Ray's noise; each engine says what it
+    waits for."""
     src = tmp_path / "in"
     for k in range(2):
         write_parquet(str(src / f"p{k}.parquet"), make_batch(150, seed=k, start_id=k * 1000),
@@ -143,7 +149,8 @@ def test_real_run_on_a_terminal(tiny_model, tmp_path):
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, "-m", "lensscan.cli", "score", str(src),
-                           str(tmp_path / "out"), "--model", tiny_model, "--batch-size", "50"],
+                           str(tmp_path / "out"), "--model", tiny_model, "--batch-size", "50",
+                           "--engine", engine],
                           stdout=subprocess.PIPE, stderr=slave, text=True, timeout=600, env=env)
     os.close(slave)
     reader.join(timeout=30)
@@ -151,8 +158,10 @@ def test_real_run_on_a_terminal(tiny_model, tmp_path):
     err = b"".join(got).decode(errors="replace")
     assert proc.returncode == 0, err[-3000:]
     assert "scored 300 of 300 rows" in proc.stdout
-    assert "\r[lensscan] listing the input, starting Ray (0s)" in err  # from the start
-    assert "\r[lensscan] 0/300 rows scored, starting the scoring actors" in err
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["resources"]["engine"] == ("ray" if engine == "ray" else "local")
+    assert f"\r[lensscan] {begin} (0s)" in err  # from the start
+    assert f"\r[lensscan] 0/300 rows scored, {waiting}" in err
     assert "[lensscan] 300/300 rows scored (100%)" in err
     assert "lensscan score: unreadable shard " in err and "broken.parquet" in err
     for noise in runtime.RAY_NOISE:

@@ -65,12 +65,15 @@ def _direct_scores(model_url, batch):
     return score.numpy(), members.numpy()
 
 
-def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_path):
+@pytest.mark.parametrize("engine", ["ray", "local"])
+def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_path, engine):
+    """Both engines (Ray Data actors; this process) give the contract's output, every row once,
+    the same quarantine and the scores of the model called directly."""
     src, out = tmp_path / "in", str(tmp_path / "out")
     src.mkdir()
     batches = _survey(src)
     m = score_survey(ScoreConfig(input=str(src), output=out, model=tiny_model, rows_per_unit=100,
-                                 batch_size=64, progress=False))
+                                 batch_size=64, progress=False, engine=engine))
     df = _read_scores(out)
     assert list(df.columns[: len(CONTRACT)]) == CONTRACT
     assert len(df) == 450 and not df.duplicated(["shard", "row"]).any()
@@ -101,13 +104,19 @@ def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_pa
     assert manifest["counts"]["candidates"] == len(cand) and manifest["threshold"] == 0.5
     assert manifest["model"]["checksum"] and manifest["lensscan_version"]
     assert 0 < manifest["seconds_to_first_commit"] <= manifest["seconds"]
-    # 2 CPUs: two single-threaded CPU actors; reads capped at what the actors leave
-    # and the blocks in flight get a bounded share of the object store (tiny blocks: the floor)
-    assert manifest["resources"] == {"actors": 2, "gpus_per_actor": 0.0, "cpus_per_actor": 0.75,
-                                     "threads": 1, "read_tasks": 2, "batch_size": 64,
-                                     "row_bytes": 3 * 64 * 64 * 4,
-                                     "object_store_bytes": MIN_STORE_MB * 2**20,
-                                     "devices": {"cpu": 450}}
+    if engine == "ray":
+        # 2 CPUs: two single-threaded CPU actors; reads capped at what the actors leave
+        # and the blocks in flight get a bounded share of the object store (tiny blocks: the
+        # floor)
+        assert manifest["resources"] == {
+            "engine": "ray", "actors": 2, "gpus_per_actor": 0.0, "cpus_per_actor": 0.75,
+            "threads": 1, "read_tasks": 2, "batch_size": 64, "row_bytes": 3 * 64 * 64 * 4,
+            "object_store_bytes": MIN_STORE_MB * 2**20, "devices": {"cpu": 450}}
+    else:  # one model with every core's threads, one reader thread
+        cpus = os.cpu_count()
+        assert manifest["resources"] == {
+            "engine": "local", "actors": 1, "gpus_per_actor": 0.0, "cpus_per_actor": cpus,
+            "threads": cpus, "read_tasks": 1, "batch_size": 64, "devices": {"cpu": 450}}
     assert set(manifest["startup"]) >= {"list_s", "ray_s", "plan_s"}
 
 

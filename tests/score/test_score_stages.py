@@ -159,8 +159,8 @@ def test_manifest_fields_in_their_order(tmp_path):
     res = Resources(actors=2, gpus_per_actor=0.0, cpus_per_actor=0.75, threads=1, read_tasks=2,
                     batch_size=64, row_bytes=12288, object_store_bytes=1)
     counts = {"rows_read": 203, "candidates": 3}
-    m = build_manifest(cfg, info, plan, Streamed(res, 200, (1.0, 40), {"cpu": 200}), counts,
-                       "then", 0.0, None, "model card")
+    m = build_manifest(cfg, info, plan, Streamed(res, 200, (1.0, 40), {"cpu": 200}, "ray"),
+                       counts, "then", 0.0, None, "model card")
     assert list(m) == ["lensscan_version", "input", "output", "model", "ids_as_strings",
                        "counts", "unreadable_shards", "finished", "seconds",
                        "throughput_rows_per_s", "seconds_to_first_commit",
@@ -169,8 +169,8 @@ def test_manifest_fields_in_their_order(tmp_path):
     assert m["model"] == {"url": "m", "name": "tiny", "checksum": "sum", "members": ["m0"],
                           "tta": False}
     assert m["counts"] == {**counts, "shards_unreadable": 1, "rows_scored_this_run": 200}
-    assert list(m["resources"]) == ["actors", "gpus_per_actor", "cpus_per_actor", "threads",
-                                    "read_tasks", "batch_size", "row_bytes",
+    assert list(m["resources"]) == ["engine", "actors", "gpus_per_actor", "cpus_per_actor",
+                                    "threads", "read_tasks", "batch_size", "row_bytes",
                                     "object_store_bytes", "devices"]
     assert m["fingerprint"] == plan.record.fingerprint and m["threshold"] == 0.5
     assert m["p_lens"]["calibrated"] is False and m["seconds_to_first_commit"] == 1.0

@@ -54,8 +54,8 @@ def test_secret_key_in_no_log_output_or_console(s3_bucket, tiny_model, tmp_path)
     out = f"{s3_bucket}/run"
     try:
         r = subprocess.run([sys.executable, "-m", "lensscan.cli", "score", f"{s3_bucket}/cut/",
-                            out, "--model", tiny_model], env=env, capture_output=True,
-                           text=True, timeout=600)
+                            out, "--model", tiny_model, "--engine", "ray"], env=env,
+                           capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         assert "scored 40 of 40 rows" in r.stdout
         assert secret not in r.stdout + r.stderr

@@ -1,0 +1,89 @@
+"""The two places a survey is scored: Ray Data actors, and this process (``--engine local``,
+:mod:`lensscan.score.inprocess`). Their outputs are compared in ``test_score.py``; here: which
+one a run picks, and how each fails."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from support import make_batch
+
+from lensscan import modelcard
+from lensscan.config import LOCAL_MAX_ROWS, ScoreConfig
+from lensscan.errors import ModelError
+from lensscan.io.parquet import write_parquet
+from lensscan.io.shards import plan_units
+from lensscan.score import inprocess
+from lensscan.score.pipeline import score_survey
+
+
+def _cfg(**kw) -> ScoreConfig:
+    return ScoreConfig(input="in", output="out", progress=False, **kw)
+
+
+def test_auto_is_local_only_for_a_small_survey_without_a_cluster():
+    auto = _cfg()
+    assert inprocess.use_local(auto, 2000, cluster=False)
+    assert inprocess.use_local(auto, None, cluster=False)  # before the rows are counted
+    assert inprocess.use_local(auto, LOCAL_MAX_ROWS, cluster=False)
+    assert not inprocess.use_local(auto, LOCAL_MAX_ROWS + 1, cluster=False)
+    assert not inprocess.use_local(auto, 2000, cluster=True)  # RAY_ADDRESS, or Ray started
+    for option in inprocess.RAY_LAYOUT:  # a Ray layout asked for: a Ray run
+        assert not inprocess.use_local(replace(auto, **{option: 1}), 2000, cluster=False)
+    assert inprocess.use_local(_cfg(engine="local"), 10**9, cluster=True)
+    assert not inprocess.use_local(_cfg(engine="ray"), 10, cluster=False)
+
+
+def _units(root, shards=2, rows=120):
+    for k in range(shards):
+        write_parquet(str(root / f"p{k}.parquet"), make_batch(rows, seed=k, start_id=k * 1000),
+                      row_group_size=40)
+    return [u for k in range(shards) for u in plan_units(str(root / f"p{k}.parquet"), 40)]
+
+
+def _readers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "lensscan-reader"]
+
+
+def test_local_engine_reader_stops_with_the_run(tiny_model, tmp_path):
+    """A consumer that stops early stops the reader too (no thread left behind); a shard that
+    vanishes under the run has its rows quarantined, each with the reason."""
+    src = tmp_path / "in"
+    units = _units(src)
+    cfg = _cfg(batch_size=16)
+    res = inprocess.local_resources(cfg, cuda=False)
+    pre = modelcard.model_info(tiny_model).preprocessing
+    batches = inprocess.score_units(cfg, tiny_model, pre, units, False, res)
+    first = next(batches)
+    assert len(first["score"]) == 16 and np.isfinite(first["score"]).all()
+    batches.close()  # the driver stops (an error elsewhere): the reader stops with it
+    assert not _readers()
+    (src / "p1.parquet").unlink()  # a shard gone since planning: its rows are quarantined
+    got = list(inprocess.score_units(cfg, tiny_model, pre, units, False, res))
+    status = np.concatenate([b["status"] for b in got])
+    unit = np.concatenate([b["unit"] for b in got])
+    assert len(status) == 240 and (status[unit < 3] == "ok").all()
+    assert all(s.startswith("unreadable") for s in status[unit >= 3]), set(status[unit >= 3])
+    assert not _readers()
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_modified_weights_fail_the_run_in_one_line(request, tiny_model, tmp_path, engine):
+    """Weights that are not the card's: the run stops with the ModelError of the process that
+    loads them (the actors', or this one's), one line, and writes no manifest."""
+    if engine == "ray":
+        request.getfixturevalue("ray_local")
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    (model / "m1" / "model.safetensors").write_bytes(b"not the weights")
+    _units(tmp_path / "in", shards=1)
+    out = tmp_path / "out"
+    with pytest.raises(ModelError, match=r"m1/model\.safetensors: checksum mismatch") as err:
+        score_survey(ScoreConfig(input=str(tmp_path / "in"), output=str(out),
+                                 model=str(model), progress=False, engine=engine))
+    assert "\n" not in str(err.value)
+    assert not (out / "_manifest.json").exists()
