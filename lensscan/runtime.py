@@ -75,7 +75,8 @@ def local_worker() -> None:
 
 def cluster_running() -> bool:
     """True when this process runs on a Ray cluster: one named by ``RAY_ADDRESS`` (a submitted
-    job, ``ray start``), or Ray already started in this process."""
+    job's driver, or a user's shell after ``ray start``), or Ray already started in this
+    process."""
     return bool(os.environ.get("RAY_ADDRESS")) or ray.is_initialized()
 
 

@@ -24,9 +24,17 @@ from lensscan import runtime
 from lensscan.config import LOCAL_MAX_ROWS, ScoreConfig
 from lensscan.data.stream import ReadUnits
 from lensscan.io.shards import Unit
-from lensscan.score.resources import CPU_BATCH, GPU_BATCH, Resources, half_pixels
+from lensscan.score.resources import (
+    CPU_BATCH,
+    DECODED_CUTOUT,
+    GPU_BATCH,
+    Resources,
+    half_pixels,
+)
 
 READ_AHEAD = 2  # decoded blocks waiting for the model (bounded: memory stays flat)
+STOP_WAIT_S = 5.0  # how long a run that ends waits for its reader thread (a daemon) to stop
+ENGINES = ("auto", "ray", "local")
 _DONE = object()  # the reader's last item
 
 #: Options that lay out Ray's actors and tasks: given one, a run is a Ray run.
@@ -36,21 +44,44 @@ RAY_LAYOUT = ("actors", "gpus_per_actor", "cpus_per_actor", "read_tasks", "objec
 def use_local(cfg: ScoreConfig, rows: int | None = None, cluster: bool | None = None) -> bool:
     """True when the run scores in this process: ``--engine local``, or ``auto`` with no Ray
     cluster (``cluster``, default :func:`lensscan.runtime.cluster_running`), no Ray layout
-    option and at most :data:`LOCAL_MAX_ROWS` rows (``rows=None``: not counted yet)."""
-    if cfg.engine != "auto":
-        return cfg.engine == "local"
-    cluster = runtime.cluster_running() if cluster is None else cluster
-    if cluster or any(getattr(cfg, f) is not None for f in RAY_LAYOUT):
+    option and at most :data:`LOCAL_MAX_ROWS` rows to score (``rows=None``: not counted yet).
+
+    Raises
+    ------
+    ValueError
+        For an engine other than auto, ray and local; for ``--engine local`` with a layout of
+        Ray's actors (``--gpus-per-actor 0``, a CPU run, excepted).
+    """
+    if cfg.engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {cfg.engine!r}")
+    layout = [f for f in RAY_LAYOUT if getattr(cfg, f) is not None]
+    if cfg.engine == "local":
+        if [f for f in layout if f != "gpus_per_actor"]:
+            options = ", ".join("--" + f.replace("_", "-") for f in layout)
+            raise ValueError(f"{options}: options of Ray's actors, for --engine ray (or auto)")
+        return True
+    if cfg.engine == "ray":
         return False
-    return rows is None or rows <= LOCAL_MAX_ROWS
+    cluster = runtime.cluster_running() if cluster is None else cluster
+    return not cluster and not layout and (rows is None or rows <= LOCAL_MAX_ROWS)
+
+
+def rows_at_least(stamps: dict) -> int:
+    """About the fewest rows shards of these sizes hold (``stamps``: a listing's
+    :class:`~lensscan.io.storage.Stamp` by URL), known before any footer is read: a row takes
+    at most a float64 cutout, 96 KiB. A survey above :data:`LOCAL_MAX_ROWS` by this count is
+    scored on Ray, which then starts while the footers are read."""
+    return sum(s.size for s in stamps.values()) // (DECODED_CUTOUT * 8)
 
 
 def local_resources(cfg: ScoreConfig, cuda: bool) -> Resources:
-    """The manifest's ``resources`` of a run in this process: one model, every core's threads."""
+    """The manifest's ``resources`` of a run in this process: one model, every core's threads,
+    on the GPU when there is one (unless ``--gpus-per-actor 0``)."""
     cpus = os.cpu_count() or 1
-    return Resources(actors=1, gpus_per_actor=1.0 if cuda else 0.0, cpus_per_actor=float(cpus),
+    gpu = cuda and cfg.gpus_per_actor != 0
+    return Resources(actors=1, gpus_per_actor=1.0 if gpu else 0.0, cpus_per_actor=float(cpus),
                      threads=cfg.torch_threads or cpus, read_tasks=1,
-                     batch_size=cfg.batch_size or (GPU_BATCH if cuda else CPU_BATCH))
+                     batch_size=cfg.batch_size or (GPU_BATCH if gpu else CPU_BATCH))
 
 
 def score_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, units: list[Unit],
@@ -64,23 +95,24 @@ def score_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, units: li
     stop = threading.Event()
     reader = threading.Thread(target=_read, args=(read, units, blocks, stop),
                               name="lensscan-reader", daemon=True)
-    reader.start()  # the first block is read while torch is imported and the model loads
+    reader.start()  # the first block is read while the model loads
     try:
         from lensscan.score.predictor import EnsemblePredictor  # torch
 
         predictor = EnsemblePredictor(model_url, preprocessing, threads=res.threads,
                                       tta=cfg.tta, precision=cfg.precision,
-                                      compile=cfg.compile, prior=cfg.prior)
+                                      compile=cfg.compile, prior=cfg.prior,
+                                      device="cuda" if res.gpu else "cpu")
         while (block := blocks.get()) is not _DONE:
             if isinstance(block, BaseException):
                 raise block
             yield predictor(block)
     finally:
         stop.set()
-        while reader.is_alive():  # unblock a reader waiting to put, so that it sees ``stop``
-            with contextlib.suppress(queue.Empty):
-                blocks.get(timeout=0.1)
-        reader.join()
+        with contextlib.suppress(queue.Empty):  # free a reader blocked on a full queue
+            while True:
+                blocks.get_nowait()
+        reader.join(timeout=STOP_WAIT_S)  # a read in progress (slow storage) is not waited out
 
 
 def _read(read: ReadUnits, units: list[Unit], blocks: queue.Queue,
@@ -89,10 +121,22 @@ def _read(read: ReadUnits, units: list[Unit], blocks: queue.Queue,
     that stopped it)."""
     try:
         for index, unit in enumerate(units):
+            if stop.is_set():
+                return
             for block in read.blocks(unit, index):
-                if stop.is_set():
+                if not _put(blocks, block, stop):
                     return
-                blocks.put(block)
-        blocks.put(_DONE)
+        _put(blocks, _DONE, stop)
     except BaseException as exc:  # noqa: BLE001  (handed to the scoring loop, raised there)
-        blocks.put(exc)
+        _put(blocks, exc, stop)
+
+
+def _put(blocks: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put ``item`` once there is room, unless the run stops first (then False)."""
+    while not stop.is_set():
+        try:
+            blocks.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lensscan import runtime
-from lensscan.config import ScoreConfig
+from lensscan.config import LOCAL_MAX_ROWS, ScoreConfig
 from lensscan.data.stream import SurveyPlan, plan_survey
 from lensscan.io import storage
 from lensscan.io.shards import Unit, split_first
@@ -76,10 +76,15 @@ def plan_run(cfg: ScoreConfig, info: ModelInfo, threshold: float, columns: list[
     rejected = rejected_units(survey)
     done = commit.committed_units(cfg.output) & (set(units) | set(rejected))
     plan = RunPlan(survey, rec, units, rejected, done, startup)
-    say(f"{len(units)} units, {len(done & set(units))} already committed, "
-        f"{sum(u.rows for u in plan.todo.values())} rows to score"
+    rows = sum(u.rows for u in plan.todo.values())
+    say(f"{len(units)} units, {len(done & set(units))} already committed, {rows} rows to score"
         + (" (ids as strings: the shards mix integer and string ids)"
            if survey.ids_as_strings else ""))
+    if rows and not inprocess.use_local(cfg, rows) and not runtime.cluster_running():
+        say(f"more than {LOCAL_MAX_ROWS:,} rows: starting Ray")
+        t = time.perf_counter()
+        runtime.ensure_ray(warm_hook=WARM_HOOK)
+        startup["ray_s"] = round(startup["ray_s"] + time.perf_counter() - t, 3)
     return plan
 
 
@@ -102,7 +107,9 @@ def plan_while_ray_starts(cfg: ScoreConfig) -> tuple[SurveyPlan, dict[str, float
     with ThreadPoolExecutor(1) as pool:
         planned = pool.submit(_timed, plan_survey, cfg.input, cfg.rows_per_unit, 8, stamps)
         t = time.perf_counter()
-        if stamps and not inprocess.use_local(cfg):  # a local run may not need Ray at all
+        # a survey that may be scored in this process does not start Ray (plan_run starts it
+        # when the footers show more rows than that engine takes)
+        if stamps and not inprocess.use_local(cfg, inprocess.rows_at_least(stamps)):
             runtime.ensure_ray(warm_hook=WARM_HOOK)
         timing["ray_s"] = time.perf_counter() - t
         survey, timing["plan_s"] = planned.result()

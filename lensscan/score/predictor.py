@@ -105,7 +105,7 @@ class EnsemblePredictor:
                  prior: float | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
-        gpu_ids = ray_gpu_ids()
+        gpu_ids = None if device else ray_gpu_ids()  # a device given: not a Ray actor's
         self.device = torch.device(device) if device else actor_device(
             gpu_ids, torch.cuda.is_available())
         self.cuda = self.device.type == "cuda"

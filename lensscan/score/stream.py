@@ -104,8 +104,13 @@ def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: di
         batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
         engine, waiting = "ray", "starting the scoring actors"
     progress.start(sum(u.rows for u in units), waiting)
-    with runtime.native_stderr_filtered():
-        collector.run(batches, t0, progress)
+    try:
+        with runtime.native_stderr_filtered():
+            collector.run(batches, t0, progress)
+    finally:  # as soon as the run stops (an error of a commit too): the local engine's reader
+        close = getattr(batches, "close", None)  # thread stops with it
+        if close is not None:
+            close()
     progress.close()  # the last progress line, before the commit stage
     return Streamed(res, collector.scored, collector.first_commit, collector.devices, engine)
 

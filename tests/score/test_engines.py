@@ -38,6 +38,29 @@ def test_auto_is_local_only_for_a_small_survey_without_a_cluster():
     assert not inprocess.use_local(_cfg(engine="ray"), 10, cluster=False)
 
 
+def test_engine_options_checked():
+    with pytest.raises(ValueError, match="engine must be one of auto, ray, local, not 'Local'"):
+        inprocess.use_local(_cfg(engine="Local"), 10, cluster=False)
+    with pytest.raises(ValueError, match=r"^--actors, --read-tasks: options of Ray's actors"):
+        inprocess.use_local(_cfg(engine="local", actors=2, read_tasks=1), 10, cluster=False)
+    cpu = _cfg(engine="local", gpus_per_actor=0.0)  # a CPU run: honoured by the local engine
+    assert inprocess.use_local(cpu, 10, cluster=False)
+    assert inprocess.local_resources(cpu, cuda=True).gpus_per_actor == 0.0
+    assert inprocess.local_resources(cpu, cuda=True).batch_size == 512
+    assert inprocess.local_resources(_cfg(), cuda=True).gpus_per_actor == 1.0
+
+
+def test_a_listing_big_enough_starts_ray_while_the_footers_are_read():
+    from lensscan.io.storage import Stamp
+
+    cutout64 = 3 * 64 * 64 * 8  # no row takes more than a float64 cutout
+    stamps = {f"s{k}": Stamp(cutout64 * 1000, "mtime 0") for k in range(60)}
+    assert inprocess.rows_at_least(stamps) == 60_000
+    assert not inprocess.use_local(_cfg(), inprocess.rows_at_least(stamps), cluster=False)
+    assert inprocess.use_local(_cfg(), inprocess.rows_at_least({"s": stamps["s0"]}),
+                               cluster=False)
+
+
 def _units(root, shards=2, rows=120):
     for k in range(shards):
         write_parquet(str(root / f"p{k}.parquet"), make_batch(rows, seed=k, start_id=k * 1000),
