@@ -36,6 +36,7 @@ READ_AHEAD = 2  # decoded blocks waiting for the model (bounded: memory stays fl
 STOP_WAIT_S = 5.0  # how long a run that ends waits for its reader thread (a daemon) to stop
 ENGINES = ("auto", "ray", "local")
 _DONE = object()  # the reader's last item
+WAITING = "loading the model"  # what the progress line says before the first row is scored
 
 #: Options that lay out Ray's actors and tasks: given one, a run is a Ray run.
 RAY_LAYOUT = ("actors", "gpus_per_actor", "cpus_per_actor", "read_tasks", "object_store_mb")
@@ -74,9 +75,14 @@ def rows_at_least(stamps: dict) -> int:
     return sum(s.size for s in stamps.values()) // (DECODED_CUTOUT * 8)
 
 
-def local_resources(cfg: ScoreConfig, cuda: bool) -> Resources:
+def local_resources(cfg: ScoreConfig, cuda: bool | None = None) -> Resources:
     """The manifest's ``resources`` of a run in this process: one model, every core's threads,
-    on the GPU when there is one (unless ``--gpus-per-actor 0``)."""
+    on the GPU when there is one (``cuda``, default: torch finds one; imports torch) unless
+    ``--gpus-per-actor 0``."""
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
     cpus = os.cpu_count() or 1
     gpu = cuda and cfg.gpus_per_actor != 0
     return Resources(actors=1, gpus_per_actor=1.0 if gpu else 0.0, cpus_per_actor=float(cpus),

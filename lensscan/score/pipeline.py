@@ -58,7 +58,7 @@ def score_survey(cfg: ScoreConfig) -> dict:
                        else "listing the input, starting Ray")
         plan = plan_run(cfg, info, threshold, columns, progress.say)
         streamed = stream_units(cfg, model_url, info.preprocessing, plan.todo,
-                                plan.survey.ids_as_strings, columns, t0, progress)
+                                plan.survey.ids_as_strings, columns, t0, progress, plan.local)
         counts = commit_run(cfg, plan, threshold, columns)
         manifest = build_manifest(cfg, info, plan, streamed, counts, started, t0, cal,
                                   prior_from)

@@ -37,6 +37,7 @@ class RunPlan:
     rejected: dict[str, tuple[Unit, str]]  # shards rejected at planning (rows known), by key
     done: set[str]  # keys of the units (and rejected shards) committed by an earlier try
     startup: dict[str, float]  # seconds spent listing, starting Ray and planning
+    local: bool = False  # scored in this process (:mod:`lensscan.score.inprocess`), not on Ray
 
     @property
     def todo(self) -> dict[str, Unit]:
@@ -80,7 +81,8 @@ def plan_run(cfg: ScoreConfig, info: ModelInfo, threshold: float, columns: list[
     say(f"{len(units)} units, {len(done & set(units))} already committed, {rows} rows to score"
         + (" (ids as strings: the shards mix integer and string ids)"
            if survey.ids_as_strings else ""))
-    if rows and not inprocess.use_local(cfg, rows) and not runtime.cluster_running():
+    plan.local = inprocess.use_local(cfg, rows)
+    if rows and not plan.local and not runtime.cluster_running():
         say(f"more than {LOCAL_MAX_ROWS:,} rows: starting Ray")
         t = time.perf_counter()
         runtime.ensure_ray(warm_hook=WARM_HOOK)

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import TextIO
 
+#: What a Ray run does before its first row is scored (the progress line says so).
+ACTORS_STARTING = "starting the scoring actors"
 EVERY_S = 10.0  # seconds between two progress lines when stderr is not a terminal
 REDRAW_S = 0.5  # seconds between two redraws of the progress line on a terminal
 
@@ -29,7 +31,7 @@ def _duration(seconds: float) -> str:
 
 
 def progress_text(rows: int, total: int, elapsed: float, rate: float | None,
-                  waiting: str = "starting the scoring actors") -> str:
+                  waiting: str = ACTORS_STARTING) -> str:
     """The progress of ``rows`` scored of ``total`` after ``elapsed`` seconds, at ``rate``
     rows/s (None while it cannot be told); ``waiting``: what the run does before its first
     row is scored."""
@@ -52,7 +54,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.tty = enabled and _isatty(self.stream)
         self.phase: str | None = None  # what the run does before its rows flow
-        self.waiting = "starting the scoring actors"  # ... and before its first row is scored
+        self.waiting = ACTORS_STARTING  # ... and before its first row is scored
         self.total = self.rows = 0
         self.t0 = self.first = 0.0  # when the phase or stream began; when rows first arrived
         self.first_rows = 0
@@ -81,7 +83,7 @@ class Progress:
         self.phase, self.t0 = phase, time.time()
         self._show()
 
-    def start(self, total: int, waiting: str = "starting the scoring actors") -> None:
+    def start(self, total: int, waiting: str = ACTORS_STARTING) -> None:
         """The stream of ``total`` rows starts; ``waiting``: what it does before its first
         row is scored."""
         self.phase, self.total, self.rows, self.t0 = None, total, 0, time.time()

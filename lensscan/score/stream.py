@@ -20,7 +20,7 @@ from lensscan.io.shards import Unit
 from lensscan.score import inprocess
 from lensscan.score.actor import WARM_HOOK, ScoringActor
 from lensscan.score.collect import Collector
-from lensscan.score.progress import Progress
+from lensscan.score.progress import ACTORS_STARTING, Progress
 from lensscan.score.resources import (
     GPU_CALLS,
     GPU_TASKS_IN_FLIGHT,
@@ -85,25 +85,27 @@ def build_dataset(units: list[Unit], cfg: ScoreConfig, preprocessing: dict, mode
 
 def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: dict[str, Unit],
                  ids_as_strings: bool, columns: list[str], t0: float,
-                 progress: Progress) -> Streamed:
-    """Score the units ``todo`` (by key: their part's name) through Ray Data, committing each
-    into ``cfg.output`` as it completes; ``t0``: the run's start (``time.time()``)."""
+                 progress: Progress, local: bool | None = None) -> Streamed:
+    """Score the units ``todo`` (by key: their part's name) through Ray Data, or in this
+    process when ``local`` (None: :func:`lensscan.score.inprocess.use_local` decides), committing
+    each into ``cfg.output`` as it completes; ``t0``: the run's start (``time.time()``)."""
     if not todo:
         return Streamed()
     units = list(todo.values())
     collector = Collector(cfg.output, units, list(todo), columns)
-    if inprocess.use_local(cfg, sum(u.rows for u in units)):
-        res = inprocess.local_resources(cfg, cuda=_cuda())
+    rows = sum(u.rows for u in units)
+    if inprocess.use_local(cfg, rows) if local is None else local:
+        res = inprocess.local_resources(cfg)
         batches = inprocess.score_units(cfg, model_url, preprocessing, units, ids_as_strings,
                                         res)
-        engine, waiting = "local", "loading the model"
+        engine, waiting = "local", inprocess.WAITING
     else:
         runtime.ensure_ray(warm_hook=WARM_HOOK)
         res, blocks = size_run(cfg, units)
         ds = build_dataset(units, cfg, preprocessing, model_url, res, blocks, ids_as_strings)
         batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
-        engine, waiting = "ray", "starting the scoring actors"
-    progress.start(sum(u.rows for u in units), waiting)
+        engine, waiting = "ray", ACTORS_STARTING
+    progress.start(rows, waiting)
     try:
         with runtime.native_stderr_filtered():
             collector.run(batches, t0, progress)
@@ -113,11 +115,4 @@ def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: di
             close()
     progress.close()  # the last progress line, before the commit stage
     return Streamed(res, collector.scored, collector.first_commit, collector.devices, engine)
-
-
-def _cuda() -> bool:
-    """True when this process can use a GPU (the local engine's device); imports torch."""
-    import torch
-
-    return torch.cuda.is_available()
 
