@@ -7,9 +7,12 @@
 (c) ``pipeline_local``: the full Ray Data pipeline from Parquet on local disk;
 (d) ``pipeline_s3``: the same from an S3 server on 127.0.0.1 (moto, as in the tests);
 (e) ``pipeline_inprocess``: (c)'s survey scored in this process, without Ray
-    (``--engine local``, :mod:`lensscan.score.inprocess`).
+    (``--engine local``, :mod:`lensscan.score.inprocess`);
+(f) ``pipeline_inprocess_s3``: (d)'s survey scored in this process.
 
-(a), (c), (d) and (e) are measured in alternation (``pairs`` rounds of a c a d a e, each
+``auto_engine`` says which pair a user's ``lensscan score`` (``--engine auto``, a fresh process)
+runs for ``n`` rows: (e) and (f) up to ``config.LOCAL_MAX_ROWS``, (c) and (d) above.
+(a) and the pipelines are measured in alternation (``pairs`` rounds of a c a d a e a f, each
 pipeline run between two model-only runs) and the ratios are medians with their range.
 ``cold_start`` is a user's first small run in a fresh process (``--engine auto``: the local
 engine), ``cold_start_ray`` the same with ``--engine ray`` (Ray start included).

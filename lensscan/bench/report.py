@@ -12,18 +12,22 @@ def report(res: dict) -> str:
     """Human-readable lines with the ratios."""
     lines = [f"cutouts: {res['n']}, batch {res['batch_size']}, {res['threads']} threads, "
              f"device {res.get('device', 'cpu')}, {res.get('pairs', 1)} pairs"]
+    if "auto_engine" in res:
+        lines.append(f"lensscan score --engine auto runs {res['n']} cutouts on the "
+                     f"{res['auto_engine']} engine: "
+                     + ("pipeline_inprocess and pipeline_inprocess_s3 below"
+                        if res["auto_engine"] == "local" else "pipeline_local and pipeline_s3"))
     for key in ("model_only", "plain_loop", "pipeline_local", "pipeline_s3",
-                "pipeline_inprocess"):
+                "pipeline_inprocess", "pipeline_inprocess_s3"):
         if key in res:
             extra = ""
             if res.get(f"{key}_steady"):
                 extra = (f"  (first unit committed after {res[f'{key}_startup_s']:.1f}s, then "
                          f"{res[f'{key}_steady']:.1f} cutouts/s)")
-            lines.append(f"{key:>15}: {res[key]:9.1f} cutouts/s{extra}")
-    for key in ("pipeline_local_over_model_only", "pipeline_s3_over_model_only",
-                "pipeline_inprocess_over_model_only", "pipeline_local_steady_over_model_only",
-                "pipeline_s3_steady_over_model_only", "pipeline_inprocess_steady_over_model_only",
-                "pipeline_local_over_plain_loop"):
+            lines.append(f"{key:>21}: {res[key]:9.1f} cutouts/s{extra}")
+    ratios = [f"pipeline_{kind}{steady}_over_model_only" for steady in ("", "_steady")
+              for kind in ("local", "s3", "inprocess", "inprocess_s3")]
+    for key in ratios + ["pipeline_local_over_plain_loop", "pipeline_inprocess_over_plain_loop"]:
         if key in res:
             lines.append(f"{key}: {res[key]:.2f}{_range(res, key)}")
     for key in ("cold_start", "cold_start_ray"):

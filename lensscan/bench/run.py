@@ -18,7 +18,7 @@ import torch
 from lensscan import modelcard, runtime
 from lensscan.bench.data import s3_copy, s3_endpoint, stop_s3, synthetic_batch, write_survey
 from lensscan.bench.memory import GpuSampler, PeakMemory
-from lensscan.config import ScoreConfig
+from lensscan.config import LOCAL_MAX_ROWS, ScoreConfig
 from lensscan.data.preprocess import Preprocessing, preprocess
 from lensscan.io import storage
 from lensscan.score.actor import WARM_HOOK
@@ -27,6 +27,9 @@ from lensscan.score.resources import CPU_BATCH, GPU_BATCH
 
 MODEL_ONLY_BATCHES = 8  # batches per model-only measurement (one of a pair)
 COLD_N = 2000  # cutouts of the cold start: a user's first small survey
+#: The timed pipelines, in the order they alternate with model-only runs: (c) and (d) on Ray,
+#: (e) and (f) the same inputs in the process (``--engine local``).
+PIPELINES = ("local", "s3", "inprocess", "inprocess_s3")
 
 
 class ModelOnly:
@@ -124,18 +127,19 @@ def _ratio(values: list[float]) -> dict:
 def paired(model_only: ModelOnly, local: str, workdir: str, model: str, batch: int | None,
            pairs: int, s3: bool) -> dict:
     """Model-only and the pipelines in alternation, each pipeline run between two model-only
-    runs (a c a d a e a c a ...): each ratio is to the mean of its two neighbours, so a drift
+    runs (a c a d a e a f a c a ...): each ratio is to the mean of its two neighbours, so a drift
     of the machine's speed moves both sides, and the median of ``pairs`` ratios is reported
     with its range, as paired timing tools do."""
     a = [model_only()]
-    runs: dict[str, list[dict]] = {"local": [], "s3": [], "inprocess": []}
-    kinds = ("local", "s3", "inprocess") if s3 else ("local", "inprocess")
+    runs: dict[str, list[dict]] = {kind: [] for kind in PIPELINES}
+    kinds = [k for k in PIPELINES if s3 or not k.endswith("s3")]
     with s3_copy(local) if s3 else contextlib.nullcontext() as bucket:
         for i in range(pairs):
             for kind in kinds:
-                src = f"{bucket}/survey/" if kind == "s3" else local
-                out = f"{bucket}/out-{i}/" if kind == "s3" else os.path.join(workdir, f"out-{i}")
-                engine = "local" if kind == "inprocess" else "ray"
+                on_s3 = kind.endswith("s3")
+                src = f"{bucket}/survey/" if on_s3 else local
+                out = f"{bucket}/out-{i}/" if on_s3 else os.path.join(workdir, f"out-{i}")
+                engine = "local" if kind.startswith("inprocess") else "ray"
                 runs[kind].append(pipeline(src, out, model, batch, engine))
                 storage.remove(out)
                 a.append(model_only())
@@ -189,7 +193,9 @@ def run_bench(n: int = 20000, model: str = "default", batch: int | None = None,
     loaded = modelcard.load_model(model)
     cuda = torch.cuda.is_available()
     res: dict = {"n": n, "batch_size": batch or (GPU_BATCH if cuda else CPU_BATCH),
-                 "threads": threads, "device": torch.cuda.get_device_name() if cuda else "cpu"}
+                 "threads": threads, "device": torch.cuda.get_device_name() if cuda else "cpu",
+                 # what ``lensscan score --engine auto`` runs for n rows in a fresh process
+                 "auto_engine": "local" if n <= LOCAL_MAX_ROWS else "ray"}
     res["flops_per_cutout"] = flops_per_cutout(loaded)
     res["matmul_gflops"] = matmul_gflops(threads)
     res["plain_loop_n"] = min(plain_n, n)
@@ -212,6 +218,7 @@ def run_bench(n: int = 20000, model: str = "default", batch: int | None = None,
     res["model_gflops"] = res["model_only"] * res["flops_per_cutout"] / 1e9
     res["plain_loop_over_model_only"] = res["plain_loop"] / res["model_only"]
     res["pipeline_local_over_plain_loop"] = res["pipeline_local"] / res["plain_loop"]
+    res["pipeline_inprocess_over_plain_loop"] = res["pipeline_inprocess"] / res["plain_loop"]
     if cuda:
         from lensscan.bench.gpu import gpu_figures
 

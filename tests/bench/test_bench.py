@@ -22,9 +22,10 @@ def test_bench_json_keys(ray_local, tiny_model, capsys):
     assert all(res[k] > 0 for k in KEYS - {"scaling", "cold_start"})
     assert [row["n"] for row in res["scaling"]] == [300, 3000]
     assert all(row["peak_pss_mb"] > 0 and row["cutouts_s"] > 0 for row in res["scaling"])
-    # model-only and the pipelines in alternation: a c a d a e a c a d a e a
-    assert res["pairs"] == 2 and len(res["model_only_runs"]) == 7
-    for kind in ("local", "s3", "inprocess"):
+    # model-only and the pipelines in alternation: a c a d a e a f a c a d a e a f a
+    assert res["pairs"] == 2 and len(res["model_only_runs"]) == 9
+    assert res["auto_engine"] == "local"  # 300 rows: a user's run stays in the process
+    for kind in ("local", "s3", "inprocess", "inprocess_s3"):
         runs = res[f"pipeline_{kind}_runs"]
         assert len(runs) == 2 and all(r["startup_s"] > 0 for r in runs)
         ratios = sorted(r["rate"] / r["model_only"] for r in runs)
@@ -37,7 +38,8 @@ def test_bench_json_keys(ray_local, tiny_model, capsys):
     cold = res["cold_start_ray"]  # a fresh process with its own Ray: start-up counted
     assert cold["engine"] == "ray" and 0 < cold["first_commit_s"] < cold["wall_s"]
     assert cold["startup"]["ray_s"] > 0
-    assert {r["devices"]["cpu"] for r in res["pipeline_inprocess_runs"]} == {300}
+    for kind in ("inprocess", "inprocess_s3"):
+        assert {r["devices"]["cpu"] for r in res[f"pipeline_{kind}_runs"]} == {300}
     assert res["device"] == "cpu" and "gpu" not in res
 
 
