@@ -15,8 +15,10 @@ def report(res: dict) -> str:
     if "auto_engine" in res:
         lines.append(f"lensscan score --engine auto runs {res['n']} cutouts on the "
                      f"{res['auto_engine']} engine: "
-                     + ("pipeline_inprocess and pipeline_inprocess_s3 below"
-                        if res["auto_engine"] == "local" else "pipeline_local and pipeline_s3"))
+                     + " and ".join(k for k in (
+                         ("pipeline_inprocess", "pipeline_inprocess_s3")
+                         if res["auto_engine"] == "local" else ("pipeline_local", "pipeline_s3"))
+                         if k in res))
     for key in ("model_only", "plain_loop", "pipeline_local", "pipeline_s3",
                 "pipeline_inprocess", "pipeline_inprocess_s3"):
         if key in res:

@@ -43,6 +43,8 @@ class ModelOnly:
 
         torch.set_num_threads(threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":  # as the scoring model sets it (then for the process)
+            torch.backends.cudnn.benchmark = True
         self.batch, self.batches = batch, batches
         pre = Preprocessing.from_dict(loaded.preprocessing)
         x = torch.from_numpy(preprocess(synthetic_batch(batch, 0, 1)["image"], pre))
@@ -245,10 +247,14 @@ def _scaling(workdir: str, n: int, model: str, batch: int | None) -> list[dict]:
 
 
 def warm_up(workdir: str, model: str, batch: int | None) -> None:
-    """Score a few hundred rows untimed, so that Ray Data's per-cluster service actors (stats,
-    autoscaling coordinator) exist, as on a long-lived cluster. Every timed run still starts its
-    own scoring actors and read tasks."""
+    """Score a few hundred rows untimed on each engine, so that Ray Data's per-cluster service
+    actors (stats, autoscaling coordinator) exist, as on a long-lived cluster, and this
+    process's first model load is behind it. Every timed run still starts its own scoring
+    actors and read tasks, or loads its own model."""
     src = os.path.join(workdir, "warmup")
     write_survey(src, 600)
-    pipeline(src, os.path.join(workdir, "warmup-out"), model, batch)
+    for engine in ("ray", "local"):
+        out = os.path.join(workdir, f"warmup-{engine}")
+        pipeline(src, out, model, batch, engine)
+        shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(src, ignore_errors=True)

@@ -24,13 +24,8 @@ from lensscan import runtime
 from lensscan.config import LOCAL_MAX_ROWS, ScoreConfig
 from lensscan.data.stream import ReadUnits
 from lensscan.io.shards import Unit
-from lensscan.score.resources import (
-    CPU_BATCH,
-    DECODED_CUTOUT,
-    GPU_BATCH,
-    Resources,
-    half_pixels,
-)
+from lensscan.score.build import predictor_kwargs, unit_reader
+from lensscan.score.resources import DECODED_CUTOUT, Resources, batch_size
 
 READ_AHEAD = 2  # decoded blocks waiting for the model (bounded: memory stays flat)
 STOP_WAIT_S = 5.0  # how long a run that ends waits for its reader thread (a daemon) to stop
@@ -51,7 +46,7 @@ def use_local(cfg: ScoreConfig, rows: int | None = None, cluster: bool | None = 
     ------
     ValueError
         For an engine other than auto, ray and local; for ``--engine local`` with a layout of
-        Ray's actors (``--gpus-per-actor 0``, a CPU run, excepted).
+        Ray's actors (``--gpus-per-actor`` 0, the CPU, or 1, the GPU, excepted).
     """
     if cfg.engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {cfg.engine!r}")
@@ -60,6 +55,9 @@ def use_local(cfg: ScoreConfig, rows: int | None = None, cluster: bool | None = 
         if [f for f in layout if f != "gpus_per_actor"]:
             options = ", ".join("--" + f.replace("_", "-") for f in layout)
             raise ValueError(f"{options}: options of Ray's actors, for --engine ray (or auto)")
+        if cfg.gpus_per_actor not in (None, 0, 1):
+            raise ValueError(f"--gpus-per-actor {cfg.gpus_per_actor:g}: with --engine local, 0 "
+                             "(the CPU) or 1 (the GPU); one model runs in the process")
         return True
     if cfg.engine == "ray":
         return False
@@ -69,25 +67,34 @@ def use_local(cfg: ScoreConfig, rows: int | None = None, cluster: bool | None = 
 
 def rows_at_least(stamps: dict) -> int:
     """About the fewest rows shards of these sizes hold (``stamps``: a listing's
-    :class:`~lensscan.io.storage.Stamp` by URL), known before any footer is read: a row takes
-    at most a float64 cutout, 96 KiB. A survey above :data:`LOCAL_MAX_ROWS` by this count is
-    scored on Ray, which then starts while the footers are read."""
+    :class:`~lensscan.io.storage.Stamp` by URL), known before any footer is read, taking a row
+    for a float64 cutout, 96 KiB. A first try above :data:`LOCAL_MAX_ROWS` by this count starts
+    Ray while the footers are read; the rows the footers count then decide the engine."""
     return sum(s.size for s in stamps.values()) // (DECODED_CUTOUT * 8)
 
 
 def local_resources(cfg: ScoreConfig, cuda: bool | None = None) -> Resources:
     """The manifest's ``resources`` of a run in this process: one model, every core's threads,
     on the GPU when there is one (``cuda``, default: torch finds one; imports torch) unless
-    ``--gpus-per-actor 0``."""
+    ``--gpus-per-actor 0``.
+
+    Raises
+    ------
+    ValueError
+        For ``--gpus-per-actor 1`` without a GPU.
+    """
     if cuda is None:
         import torch
 
         cuda = torch.cuda.is_available()
+    if cfg.gpus_per_actor == 1 and not cuda:
+        raise ValueError("--gpus-per-actor 1: torch finds no CUDA GPU on this machine "
+                         "(0 scores on the CPU)")
     cpus = os.cpu_count() or 1
     gpu = cuda and cfg.gpus_per_actor != 0
     return Resources(actors=1, gpus_per_actor=1.0 if gpu else 0.0, cpus_per_actor=float(cpus),
                      threads=cfg.torch_threads or cpus, read_tasks=1,
-                     batch_size=cfg.batch_size or (GPU_BATCH if gpu else CPU_BATCH))
+                     batch_size=batch_size(cfg, gpu))
 
 
 def score_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, units: list[Unit],
@@ -95,8 +102,7 @@ def score_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, units: li
     """Scored batches of ``units``, as the Ray path's actors return them (each row naming its
     unit by index). A read's :class:`~lensscan.errors.StorageError` and a model's
     :class:`~lensscan.errors.ModelError` are raised here, as themselves."""
-    read = ReadUnits(preprocessing, "raw", ids_as_strings=ids_as_strings,
-                     half=half_pixels(units), block_rows=res.batch_size)
+    read = unit_reader(preprocessing, units, ids_as_strings, res)
     blocks: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
     stop = threading.Event()
     reader = threading.Thread(target=_read, args=(read, units, blocks, stop),
@@ -105,9 +111,7 @@ def score_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, units: li
     try:
         from lensscan.score.predictor import EnsemblePredictor  # torch
 
-        predictor = EnsemblePredictor(model_url, preprocessing, threads=res.threads,
-                                      tta=cfg.tta, precision=cfg.precision,
-                                      compile=cfg.compile, prior=cfg.prior,
+        predictor = EnsemblePredictor(**predictor_kwargs(cfg, model_url, preprocessing, res),
                                       device="cuda" if res.gpu else "cpu")
         while (block := blocks.get()) is not _DONE:
             if isinstance(block, BaseException):

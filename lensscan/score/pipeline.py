@@ -7,8 +7,9 @@ and commits each unit's Parquet part atomically once all its rows are in;
 :mod:`~lensscan.score.manifest` writes the manifest last. The run holds the output's lease (one
 writer at a time) and records its fingerprint there; a rerun of the same run skips committed
 units, so an interrupted run ends with every input row exactly once, and a different run into
-the same output is refused unless ``overwrite``. The driver reads the model's cards, never its
-weights (the actors load and check those).
+the same output is refused unless ``overwrite``. On Ray, the driver reads the model's cards,
+never its weights (the actors load and check those); the local engine
+(:mod:`~lensscan.score.inprocess`) loads them in this process.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
         When another run holds the output's lease, or the output holds another run and
         ``cfg.overwrite`` is not set.
     ValueError
-        When ``cfg.prior`` is given for a model without calibration, or is not in (0, 1).
+        When ``cfg.prior`` is given for a model without calibration, or is not in (0, 1); for
+        an unknown engine, or options of Ray's actors with ``--engine local``.
     NothingReadableError
         When no input row could be read (every shard unreadable); no manifest is written.
     StorageError
@@ -53,9 +55,9 @@ def score_survey(cfg: ScoreConfig) -> dict:
     prior_from = "--prior" if cfg.prior is not None else "model card"
     cfg = replace(cfg, prior=prior)  # the actors calibrate p_lens to the resolved prior
     columns = output_columns(info.member_names)
+    local = inprocess.use_local(cfg)  # the options checked before the output is touched
     with Lease(cfg.output), Progress(enabled=cfg.progress) as progress:
-        progress.begin("listing the input" if inprocess.use_local(cfg)
-                       else "listing the input, starting Ray")
+        progress.begin("listing the input" if local else "listing the input, starting Ray")
         plan = plan_run(cfg, info, threshold, columns, progress.say)
         streamed = stream_units(cfg, model_url, info.preprocessing, plan.todo,
                                 plan.survey.ids_as_strings, columns, t0, progress, plan.local)

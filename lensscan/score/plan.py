@@ -61,7 +61,8 @@ def plan_run(cfg: ScoreConfig, info: ModelInfo, threshold: float, columns: list[
     OutputError
         When the output holds another run and ``cfg.overwrite`` is not set.
     """
-    survey, startup = plan_while_ray_starts(cfg)
+    cluster = runtime.cluster_running()  # before this run starts Ray itself
+    survey, startup = plan_while_ray_starts(cfg, cluster)
     survey.units = split_first(survey.units, FIRST_UNIT_ROWS)
     rec = fingerprint.RunRecord(
         input=cfg.input, model_checksum=info.checksum,
@@ -81,7 +82,8 @@ def plan_run(cfg: ScoreConfig, info: ModelInfo, threshold: float, columns: list[
     say(f"{len(units)} units, {len(done & set(units))} already committed, {rows} rows to score"
         + (" (ids as strings: the shards mix integer and string ids)"
            if survey.ids_as_strings else ""))
-    plan.local = inprocess.use_local(cfg, rows)
+    # by the rows left to score (an early start of Ray on the shards' bytes does not decide)
+    plan.local = inprocess.use_local(cfg, rows, cluster)
     if rows and not plan.local and not runtime.cluster_running():
         say(f"more than {LOCAL_MAX_ROWS:,} rows: starting Ray")
         t = time.perf_counter()
@@ -100,9 +102,12 @@ def rejected_units(survey: SurveyPlan) -> dict[str, tuple[Unit, str]]:
     return out
 
 
-def plan_while_ray_starts(cfg: ScoreConfig) -> tuple[SurveyPlan, dict[str, float]]:
+def plan_while_ray_starts(cfg: ScoreConfig, cluster: bool
+                          ) -> tuple[SurveyPlan, dict[str, float]]:
     """List the input (a wrong URL fails at once), then read the shards' footers in threads
-    while Ray starts; returns the plan and the seconds each took."""
+    while Ray starts (``cluster``: Ray was running before the run); returns the plan and the
+    seconds each took. Ray starts here only for a first try whose shards' bytes alone show
+    more rows than the local engine takes: a resumed run may have few rows left."""
     t = time.perf_counter()
     stamps = storage.shard_stamps(cfg.input)
     timing = {"list_s": time.perf_counter() - t}
@@ -111,7 +116,8 @@ def plan_while_ray_starts(cfg: ScoreConfig) -> tuple[SurveyPlan, dict[str, float
         t = time.perf_counter()
         # a survey that may be scored in this process does not start Ray (plan_run starts it
         # when the footers show more rows than that engine takes)
-        if stamps and not inprocess.use_local(cfg, inprocess.rows_at_least(stamps)):
+        if (stamps and not inprocess.use_local(cfg, inprocess.rows_at_least(stamps), cluster)
+                and (cluster or not fingerprint.has_output(cfg.output))):
             runtime.ensure_ray(warm_hook=WARM_HOOK)
         timing["ray_s"] = time.perf_counter() - t
         survey, timing["plan_s"] = planned.result()

@@ -84,8 +84,12 @@ def resources(cfg: ScoreConfig, blocks: int | None = None, read_rate: float | No
         reads = min(most, cfg.read_tasks or max(1, math.floor((cpus - actors * cpa) /
                                                                READ_CPUS)))
     return Resources(actors=actors, gpus_per_actor=gpa, cpus_per_actor=cpa, threads=threads,
-                     read_tasks=reads,
-                     batch_size=cfg.batch_size or (GPU_BATCH if gpa > 0 else CPU_BATCH))
+                     read_tasks=reads, batch_size=batch_size(cfg, gpa > 0))
+
+
+def batch_size(cfg: ScoreConfig, gpu: bool) -> int:
+    """Cutouts per model call: ``--batch-size``, else the GPU's or the CPU's default."""
+    return cfg.batch_size or (GPU_BATCH if gpu else CPU_BATCH)
 
 
 def store_budget(cfg: ScoreConfig, res: Resources, block_rows: int, row_bytes: int) -> int:

@@ -6,6 +6,7 @@ Only scores travel back to the driver (never pixels), each row naming its unit b
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +16,10 @@ from ray.data import ActorPoolStrategy, ExecutionResources
 from lensscan import runtime
 from lensscan.config import ScoreConfig
 from lensscan.data.readstage import read_stage
-from lensscan.data.stream import ReadUnits
 from lensscan.io.shards import Unit
 from lensscan.score import inprocess
 from lensscan.score.actor import WARM_HOOK, ScoringActor
+from lensscan.score.build import predictor_kwargs, unit_reader
 from lensscan.score.collect import Collector
 from lensscan.score.progress import ACTORS_STARTING, Progress
 from lensscan.score.resources import (
@@ -26,7 +27,6 @@ from lensscan.score.resources import (
     GPU_TASKS_IN_FLIGHT,
     READ_CPUS,
     Resources,
-    half_pixels,
     size_run,
 )
 
@@ -53,8 +53,7 @@ def build_dataset(units: list[Unit], cfg: ScoreConfig, preprocessing: dict, mode
                   res: Resources, blocks: int, ids_as_strings: bool = False) -> ray.data.Dataset:
     """The streaming Ray Data plan (nothing runs until it is iterated): ``blocks`` read tasks
     decode, actors preprocess and score."""
-    read = ReadUnits(preprocessing, "raw", ids_as_strings=ids_as_strings,
-                     half=half_pixels(units), block_rows=res.batch_size)
+    read = unit_reader(preprocessing, units, ids_as_strings, res)
     ds = read_stage(units, read, READ_CPUS, blocks=blocks, tasks=res.read_tasks)
     pool = ActorPoolStrategy(size=res.actors, **(
         {"max_tasks_in_flight_per_actor": GPU_TASKS_IN_FLIGHT,
@@ -62,10 +61,7 @@ def build_dataset(units: list[Unit], cfg: ScoreConfig, preprocessing: dict, mode
         if res.gpu else {}))
     ds = ds.map_batches(
         ScoringActor,
-        fn_constructor_kwargs={"model_url": model_url, "preprocessing": preprocessing,
-                               "threads": res.threads, "tta": cfg.tta,
-                               "precision": cfg.precision, "compile": cfg.compile,
-                               "prior": cfg.prior},
+        fn_constructor_kwargs=predictor_kwargs(cfg, model_url, preprocessing, res),
         batch_size=res.batch_size,
         num_gpus=res.gpus_per_actor,
         num_cpus=res.cpus_per_actor,
@@ -106,8 +102,8 @@ def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: di
         batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
         engine, waiting = "ray", ACTORS_STARTING
     progress.start(rows, waiting)
-    try:
-        with runtime.native_stderr_filtered():
+    try:  # Ray's C++ core writes to fd 2: filtered on Ray runs (nothing to filter in process)
+        with runtime.native_stderr_filtered() if engine == "ray" else contextlib.nullcontext():
             collector.run(batches, t0, progress)
     finally:  # as soon as the run stops (an error of a commit too): the local engine's reader
         close = getattr(batches, "close", None)  # thread stops with it

@@ -48,6 +48,21 @@ def test_engine_options_checked():
     assert inprocess.local_resources(cpu, cuda=True).gpus_per_actor == 0.0
     assert inprocess.local_resources(cpu, cuda=True).batch_size == 512
     assert inprocess.local_resources(_cfg(), cuda=True).gpus_per_actor == 1.0
+    with pytest.raises(ValueError, match="^--gpus-per-actor 0.5: with --engine local, 0"):
+        inprocess.use_local(_cfg(engine="local", gpus_per_actor=0.5), 10, cluster=False)
+    gpu = _cfg(engine="local", gpus_per_actor=1.0)
+    assert inprocess.local_resources(gpu, cuda=True).gpus_per_actor == 1.0
+    with pytest.raises(ValueError, match="^--gpus-per-actor 1: torch finds no CUDA GPU"):
+        inprocess.local_resources(gpu, cuda=False)
+
+
+def test_refused_options_leave_the_output_untouched(tiny_model, tmp_path):
+    _units(tmp_path / "in", shards=1)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="^--actors: options of Ray's actors"):
+        score_survey(ScoreConfig(input=str(tmp_path / "in"), output=str(out), model=tiny_model,
+                                 progress=False, engine="local", actors=2))
+    assert not out.exists()  # no lease taken, nothing written
 
 
 def test_a_listing_big_enough_starts_ray_while_the_footers_are_read():
@@ -59,6 +74,34 @@ def test_a_listing_big_enough_starts_ray_while_the_footers_are_read():
     assert not inprocess.use_local(_cfg(), inprocess.rows_at_least(stamps), cluster=False)
     assert inprocess.use_local(_cfg(), inprocess.rows_at_least({"s": stamps["s0"]}),
                                cluster=False)
+
+
+_EARLY_START = """
+import sys, ray
+from lensscan.config import ScoreConfig
+from lensscan.score import inprocess, plan
+inprocess.LOCAL_MAX_ROWS = 50  # the shards' 240 rows take the bytes of more than 50
+cfg = ScoreConfig(input=sys.argv[1], output=sys.argv[2], progress=False)
+survey, startup = plan.plan_while_ray_starts(cfg, cluster=False)
+print(sum(u.rows for u in survey.units), ray.is_initialized(), startup["ray_s"] < 1)
+"""
+
+
+def test_a_resumed_run_does_not_start_ray_on_the_shards_bytes(tmp_path):
+    """Ray starts early on the listing's bytes only on a first try: a resumed run may have few
+    rows left, which the footers count before the engine is chosen. (A fresh process: this
+    one may have Ray up already.)"""
+    import subprocess
+    import sys
+
+    _units(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_run.json").write_text("{}")  # an earlier try's record
+    r = subprocess.run([sys.executable, "-c", _EARLY_START, str(tmp_path / "in"), str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["240", "False", "True"]
 
 
 def _units(root, shards=2, rows=120):
