@@ -160,10 +160,9 @@ class ScoreConfig:
     progress: bool = option(True, "print no progress while running", flag="--no-progress")
     engine: str = option("auto", "where the model runs: ray (Ray Data read tasks and actors, on "
                          "a cluster or a local Ray), local (this process: a reader thread and "
-                         "the model, no Ray) or auto (local with at most "
-                         f"{LOCAL_MAX_ROWS:,} rows left to score when no Ray cluster is "
-                         "running and no "
-                         "actor option is given, else ray)", choices=["auto", "ray", "local"])
+                         f"the model, no Ray) or auto (local with at most {LOCAL_MAX_ROWS:,} "
+                         "rows left to score when no Ray cluster is running and no actor "
+                         "option is given, else ray)", choices=["auto", "ray", "local"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,12 +18,13 @@ import torch
 from lensscan import modelcard, runtime
 from lensscan.bench.data import s3_copy, s3_endpoint, stop_s3, synthetic_batch, write_survey
 from lensscan.bench.memory import GpuSampler, PeakMemory
-from lensscan.config import LOCAL_MAX_ROWS, ScoreConfig
+from lensscan.config import ScoreConfig
 from lensscan.data.preprocess import Preprocessing, preprocess
 from lensscan.io import storage
 from lensscan.score.actor import WARM_HOOK
+from lensscan.score.inprocess import use_local
 from lensscan.score.pipeline import score_survey
-from lensscan.score.resources import CPU_BATCH, GPU_BATCH
+from lensscan.score.resources import batch_size
 
 MODEL_ONLY_BATCHES = 8  # batches per model-only measurement (one of a pair)
 COLD_N = 2000  # cutouts of the cold start: a user's first small survey
@@ -194,10 +195,11 @@ def run_bench(n: int = 20000, model: str = "default", batch: int | None = None,
     threads = os.cpu_count() or 1
     loaded = modelcard.load_model(model)
     cuda = torch.cuda.is_available()
-    res: dict = {"n": n, "batch_size": batch or (GPU_BATCH if cuda else CPU_BATCH),
-                 "threads": threads, "device": torch.cuda.get_device_name() if cuda else "cpu",
+    user = ScoreConfig(input=workdir, output=workdir, model=model, batch_size=batch)
+    res: dict = {"n": n, "batch_size": batch_size(user, cuda), "threads": threads,
+                 "device": torch.cuda.get_device_name() if cuda else "cpu",
                  # what ``lensscan score --engine auto`` runs for n rows in a fresh process
-                 "auto_engine": "local" if n <= LOCAL_MAX_ROWS else "ray"}
+                 "auto_engine": "local" if use_local(user, n, cluster=False) else "ray"}
     res["flops_per_cutout"] = flops_per_cutout(loaded)
     res["matmul_gflops"] = matmul_gflops(threads)
     res["plain_loop_n"] = min(plain_n, n)
