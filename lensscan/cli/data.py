@@ -16,7 +16,7 @@ def _demo(a) -> None:
 
 def _simulate(a) -> None:
     from lensscan.io.shards import claim_survey_folder
-    from lensscan.simulate.population import preset, with_families
+    from lensscan.simulate.population import preset, with_families, with_theta_e
     from lensscan.simulate.survey import SurveySpec, simulate_survey
 
     removed = claim_survey_folder(a.out, a.overwrite)
@@ -24,7 +24,7 @@ def _simulate(a) -> None:
         print(f"--overwrite: removed {removed} shards of the earlier survey in {a.out}",
               file=sys.stderr)
     conditions, population = preset(a.preset)
-    population = with_families(population, a.family or [])
+    population = with_theta_e(with_families(population, a.family or []), a.theta_e)
     spec = SurveySpec(a.lenses, a.nonlenses, seed=a.seed, test_fraction=a.test_fraction,
                       population=population, conditions=conditions)
     print(json.dumps(simulate_survey(a.out, spec, a.format, a.shard_size, a.workers)))
@@ -72,6 +72,9 @@ def add_simulate(sub) -> None:
     p.add_argument("--family", action="append", metavar="CHOICE=FAMILY",
                    help="render every object's CHOICE (psf, noise, background, neighbours, "
                         "source, deflector, mass) with FAMILY only; repeatable")
+    p.add_argument("--theta-e", metavar="LO,HI",
+                   help="draw every Einstein radius (and the deflector it sizes, lens or not) "
+                        "log-uniform in LO..HI arcsec instead of the preset's range")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true",
                    help="OUT already holds shards: remove them first instead of refusing")

@@ -239,6 +239,21 @@ def with_families(pop: Population, pairs: list[str]) -> Population:
     return replace(pop, rendering=replace(pop.rendering, **forced)) if forced else pop
 
 
+def with_theta_e(pop: Population, text: str | None) -> Population:
+    """``pop`` with every Einstein radius drawn log-uniform in ``"LO,HI"`` arcsec and no
+    small-separation tail (a focused training set). Deflectors of lenses and of the isolated and
+    paired non-lenses follow the change alike, so the classes still differ only by lensing."""
+    if not text:
+        return pop
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--theta-e {text!r}: give LO,HI in arcsec, e.g. 1.4,3.0") from None
+    if not 0.1 <= lo < hi <= 5.0:
+        raise ValueError(f"--theta-e {text!r}: need 0.1 <= LO < HI <= 5.0 arcsec")
+    return replace(pop, theta_e=(lo, hi), small_theta_e_frac=0.0)
+
+
 def _broad() -> tuple[SurveyConditions, Population]:
     """The training prior: wider conditions and populations, every rendering family, harder
     contaminants and paired non-lenses (see the module docstring)."""

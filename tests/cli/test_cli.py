@@ -44,6 +44,25 @@ def test_simulate_presets(tmp_path, capsys):
     assert len(set(seeing["broad"].column(1).to_pylist())) > 1
 
 
+def test_simulate_theta_e_range(tmp_path, capsys):
+    """`--theta-e LO,HI` draws every Einstein radius in that range (no small-separation tail) and
+    sizes the non-lenses' deflectors alike; a malformed range is one line and exit 2."""
+    out = str(tmp_path / "big")
+    assert main(["simulate", out, "--lenses", "12", "--nonlenses", "12", "--seed", "3",
+                 "--workers", "1", "--preset", "broad", "--theta-e", "1.4,3.0"]) == 0
+    capsys.readouterr()
+    t = pq.read_table(out, columns=["kind", "theta_e", "deflector_reff"]).to_pylist()
+    theta = [r["theta_e"] for r in t if r["kind"] == "lens"]
+    assert len(theta) == 12 and min(theta) >= 1.4 and max(theta) <= 3.0
+    paired = [r["deflector_reff"] for r in t if r["kind"] == "paired"]
+    assert paired and set(paired) <= {r["deflector_reff"] for r in t if r["kind"] == "lens"}
+    for bad in ("3,1", "1.4", "a,b"):
+        assert main(["simulate", str(tmp_path / "bad"), "--lenses", "1", "--nonlenses", "1",
+                     "--theta-e", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--theta-e" in err[0], err
+
+
 def test_simulate_refuses_a_folder_holding_a_survey(tmp_path, capsys):
     """A new survey written over an old one left the old one's extra shards behind: refused,
     or the old shards removed first with --overwrite."""
