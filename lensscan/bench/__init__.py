@@ -5,7 +5,8 @@
 (b) ``plain_loop``: the original project's way: load each ``.npy``, preprocess, one model call
     per file;
 (c) ``pipeline_local``: the full Ray Data pipeline from Parquet on local disk;
-(d) ``pipeline_s3``: the same from an S3 server on 127.0.0.1 (moto, as in the tests);
+(d) ``pipeline_s3``: the same from an S3 server on 127.0.0.1 (moto, as in the tests); each
+    S3 run's ``server_cpu_s`` is the CPU the server took from the same cores;
 (e) ``pipeline_inprocess``: (c)'s survey scored in this process, without Ray
     (``--engine local``, :mod:`lensscan.score.inprocess`);
 (f) ``pipeline_inprocess_s3``: (d)'s survey scored in this process.

@@ -120,6 +120,18 @@ def s3_copy(local: str) -> Iterator[str]:
         fs.invalidate_cache()
 
 
+def server_cpu_s(server: subprocess.Popen | None) -> float | None:
+    """CPU seconds the S3 test server has used so far (None: an outside endpoint, not
+    measured). A real object store serves from other machines; this one takes its CPU from
+    the cores that score, so the S3 runs report it."""
+    if server is None:
+        return None
+    import psutil
+
+    t = psutil.Process(server.pid).cpu_times()
+    return t.user + t.system
+
+
 def stop_s3(server: subprocess.Popen | None) -> None:
     """Stop the S3 test server and give the caller back its own AWS settings."""
     if server is None:

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 
 from lensscan import modelcard, runtime
-from lensscan.bench.data import s3_copy, s3_endpoint, stop_s3, synthetic_batch, write_survey
+from lensscan.bench.data import (
+    s3_copy,
+    s3_endpoint,
+    server_cpu_s,
+    stop_s3,
+    synthetic_batch,
+    write_survey,
+)
 from lensscan.bench.memory import GpuSampler, PeakMemory
 from lensscan.config import ScoreConfig
 from lensscan.data.preprocess import Preprocessing, preprocess
@@ -128,7 +135,7 @@ def _ratio(values: list[float]) -> dict:
 
 
 def paired(model_only: ModelOnly, local: str, workdir: str, model: str, batch: int | None,
-           pairs: int, s3: bool) -> dict:
+           pairs: int, s3: bool, server: subprocess.Popen | None = None) -> dict:
     """Model-only and the pipelines in alternation, each pipeline run between two model-only
     runs (a c a d a e a f a c a ...): each ratio is to the mean of its two neighbours, so a drift
     of the machine's speed moves both sides, and the median of ``pairs`` ratios is reported
@@ -143,7 +150,10 @@ def paired(model_only: ModelOnly, local: str, workdir: str, model: str, batch: i
                 src = f"{bucket}/survey/" if on_s3 else local
                 out = f"{bucket}/out-{i}/" if on_s3 else os.path.join(workdir, f"out-{i}")
                 engine = "local" if kind.startswith("inprocess") else "ray"
+                cpu0 = server_cpu_s(server) if on_s3 else None
                 runs[kind].append(pipeline(src, out, model, batch, engine))
+                if cpu0 is not None:  # the test server's share of the 2 cores
+                    runs[kind][-1]["server_cpu_s"] = round(server_cpu_s(server) - cpu0, 1)
                 storage.remove(out)
                 a.append(model_only())
                 runs[kind][-1]["model_only"] = (a[-2] + a[-1]) / 2
@@ -214,7 +224,7 @@ def run_bench(n: int = 20000, model: str = "default", batch: int | None = None,
     warm_up(workdir, model, batch)
     model_only = ModelOnly(loaded, res["batch_size"], threads)
     with PeakMemory() as mem, GpuSampler() as gpu:
-        res.update(paired(model_only, local, workdir, model, batch, pairs, s3))
+        res.update(paired(model_only, local, workdir, model, batch, pairs, s3, server))
     res["peak_pss_mb"], res["peak_rss_mb"] = mem.mb, mem.rss_mb
     if cuda:
         res["gpu_while_scoring"] = gpu.summary(after=res.get("pipeline_local_startup_s") or 0)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from lensscan.config import PIXEL_TYPES
 from lensscan.errors import LensscanError, ShardError, StorageError
-from lensscan.io import plainpages, storage
+from lensscan.io import footers, plainpages, storage
 from lensscan.io.batch import COLUMNS, CUTOUT_SHAPE, Batch, make_batch
 
 NPIX = int(np.prod(CUTOUT_SHAPE))
@@ -59,9 +59,11 @@ def _open(url: str) -> pq.ParquetFile:
             raise _failure(url, "not a readable Parquet file", exc) from exc
 
 
-def _open_file(url: str, fh) -> pq.ParquetFile:
+def _open_file(url: str, fh, version=None) -> pq.ParquetFile:
+    """A remote shard's ``ParquetFile``; its footer is read once per process and object
+    version (:mod:`lensscan.io.footers`; ``version``: the fsspec file that says it)."""
     try:
-        return pq.ParquetFile(fh)
+        return footers.open_parquet(url, fh, version)
     except (pa.ArrowInvalid, OSError) as exc:
         raise _failure(url, "not a readable Parquet file", exc) from exc
 
@@ -212,13 +214,14 @@ def read_parquet(
     with storage.failures_named(url, "read"):
         if storage.is_local(url):
             pf = _open(url)
-        else:  # one GET for the footer, one for the rows asked for
+        else:  # one GET for the rows asked for, and one for the footer unless this process
+            # read it before
             fs, path = storage.filesystem(url)
             try:
                 span = storage.SpanFile(fs.open(path, "rb", cache_type="none"))
             except FileNotFoundError as exc:
                 raise ShardError(url, "file not found") from exc
-            pf = _open_file(url, span)
+            pf = _open_file(url, span, span.raw)
         try:
             return _read(url, pf, span, row_groups, columns, half)
         finally:

@@ -103,10 +103,13 @@ def list_shards(url: str, suffixes: Iterable[str] = SHARD_SUFFIXES) -> list[str]
 
 def shard_stamps(url: str, suffixes: Iterable[str] = SHARD_SUFFIXES) -> dict[str, Stamp]:
     """Like :func:`list_shards`, with each shard's :class:`Stamp` from the same listing (one
-    LIST request per 1,000 objects on object stores, no request per file)."""
+    LIST request per 1,000 objects on object stores, no request per file). The listing is
+    fresh: what this process listed before is dropped (a shard rewritten since then is seen
+    with its new version, and read as it, not refused for a stale ETag)."""
     fs, path = filesystem(url)
     suffixes = tuple(suffixes)
     with failures_named(url, "list"):
+        fs.invalidate_cache()
         if any(ch in path for ch in "*?["):
             found = fs.glob(path, detail=True)
         elif fs.isfile(path):
@@ -243,6 +246,19 @@ def read_bytes(url: str) -> bytes:
     fs, path = filesystem(url)
     with failures_named(url, "read"):
         return fs.cat_file(path)
+
+
+def list_into_cache(url: str) -> None:
+    """List the folder ``url`` of an object store (one request per thousand files), so that the
+    filesystem's later ``info`` calls on its files come from the listing instead of one HEAD
+    request each: DuckDB asks for every file's size and version on every query. Nothing to do
+    on a local disk. A write into the folder drops the listing (fsspec invalidates it)."""
+    if is_local(url):
+        return
+    fs, path = filesystem(url)
+    with failures_named(url, "list"):
+        fs.invalidate_cache(path)
+        fs.ls(path, detail=True)
 
 
 def exists(url: str) -> bool:

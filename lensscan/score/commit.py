@@ -121,7 +121,9 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
         return {"rows_read": 0, "rows_scored": 0, "rows_quarantined": 0, "candidates": 0,
                 "rows_unreadable": 0, "duplicate_object_ids": 0, "quarantine_reasons": {}}
     con = duck.connect(out)
-    flag_duplicates(con, files)
+    storage.list_into_cache(storage.join(out, SCORES))  # no HEAD per file and query
+    if flag_duplicates(con, files):  # parts rewritten: list them again
+        storage.list_into_cache(storage.join(out, SCORES))
     src = f"read_parquet([{', '.join(duck.sql_path(f) for f in files)}], union_by_name=true)"
     n_all, n_ok = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE status = '{OK}') FROM {src}").fetchone()

@@ -47,3 +47,24 @@ def test_read_speed_reports_both_numbers(capsys):
     assert main(["bench", "--read-only", "--n", "500"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["read_n"] == 500 and res["raw_read_mb_s"] > 0 and res["parquet_read_mb_s"] > 0
+
+
+def test_server_cpu_is_measured():
+    """The S3 runs report the test server's CPU seconds (it shares the cores that score)."""
+    import subprocess
+    import sys
+    import time
+
+    from lensscan.bench.data import server_cpu_s
+
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import time; sum(range(3 * 10**7)); time.sleep(30)"])
+    try:
+        time.sleep(0.3)
+        first = server_cpu_s(proc)
+        time.sleep(2.0)
+        assert server_cpu_s(proc) > first >= 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert server_cpu_s(None) is None

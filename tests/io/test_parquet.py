@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import make_batch
+from support import make_batch, s3_calls
 
 from lensscan.errors import ShardError
 from lensscan.io import parquet as pio
@@ -227,3 +227,36 @@ def test_corrupt_image_page_named(tmp_path):
     with pytest.raises(ShardError, match=r"bad\.parquet: corrupt image data \(row group 1"):
         pio.read_parquet(str(url))
     np.testing.assert_array_equal(pio.read_parquet(str(url), [0])["row"], np.arange(10))
+
+
+def test_remote_footer_read_once_per_version(s3_bucket):
+    """A unit of a shard on object storage costs one GET (its rows) once this process has read
+    the shard's footer; a rewritten shard is read with its new footer, never the old one."""
+    import boto3
+
+    from lensscan.data.stream import plan_survey
+    from lensscan.io import footers
+
+    url = f"{s3_bucket}/f/s.parquet"
+    batch = make_batch(300, seed=4)
+    pio.write_parquet(url, batch, row_group_size=100)
+    footers.clear()
+    with s3_calls(url) as calls:
+        units = plan_survey(f"{s3_bucket}/f/", rows_per_unit=100).units
+        got = [read_unit(u) for u in units]
+    assert len(units) == 3 and calls["GetObject"] == 1 + 3, calls
+    np.testing.assert_array_equal(np.concatenate([g["image"] for g in got]), batch["image"])
+
+    # rewritten by another writer, with other row groups: the planner's fresh listing has the
+    # new ETag, so the kept footer (of the old version) is not used
+    new = make_batch(250, seed=5, start_id=1000)
+    pio.write_parquet(f"{s3_bucket}/g/s.parquet", new, row_group_size=50)
+    bucket = s3_bucket.removeprefix("s3://")
+    boto3.client("s3").copy_object(Bucket=bucket, Key="f/s.parquet",
+                                   CopySource={"Bucket": bucket, "Key": "g/s.parquet"})
+    units = plan_survey(f"{s3_bucket}/f/", rows_per_unit=100).units
+    got = [read_unit(u) for u in units]
+    assert [u.rows for u in units] == [100, 100, 50]
+    np.testing.assert_array_equal(np.concatenate([g["object_id"] for g in got]),
+                                  new["object_id"])
+    np.testing.assert_array_equal(np.concatenate([g["image"] for g in got]), new["image"])

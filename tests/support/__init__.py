@@ -5,9 +5,12 @@ in ``support.coadds``; today's frozen numpy preprocessing in ``support.reference
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -76,3 +79,26 @@ def downloaded(path, timeout: float = 10.0) -> str:
     while time.time() < deadline and not (path.exists() and path.stat().st_size):
         time.sleep(0.1)
     return path.read_text()
+
+
+@contextlib.contextmanager
+def s3_calls(url: str) -> Iterator[collections.Counter]:
+    """Count the S3 requests, by operation (``GetObject``, ``HeadObject``, ...), that this
+    process's filesystem for ``url`` sends inside the block (the client's own request events:
+    the requests really go to the test server)."""
+    from fsspec.asyn import sync
+
+    from lensscan.io import storage
+
+    fs, _ = storage.filesystem(url)
+    client = sync(fs.loop, fs.set_session)
+    calls: collections.Counter = collections.Counter()
+
+    def count(model, **_) -> None:
+        calls[model.name] += 1
+
+    client.meta.events.register("before-call.s3", count)
+    try:
+        yield calls
+    finally:
+        client.meta.events.unregister("before-call.s3", count)
