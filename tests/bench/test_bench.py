@@ -57,12 +57,12 @@ def test_server_cpu_is_measured():
 
     from lensscan.bench.data import server_cpu_s
 
-    proc = subprocess.Popen([sys.executable, "-c",
-                             "import time; sum(range(3 * 10**7)); time.sleep(30)"])
+    busy = "import time\nt = time.time()\nwhile time.time() - t < 4: pass\ntime.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", busy])
     try:
-        time.sleep(0.3)
+        time.sleep(0.5)
         first = server_cpu_s(proc)
-        time.sleep(2.0)
+        time.sleep(1.0)
         assert server_cpu_s(proc) > first >= 0
     finally:
         proc.kill()
