@@ -32,9 +32,12 @@ def report(res: dict) -> str:
     for key in ratios + ["pipeline_local_over_plain_loop", "pipeline_inprocess_over_plain_loop"]:
         if key in res:
             lines.append(f"{key}: {res[key]:.2f}{_range(res, key)}")
-    for kind in ("s3", "inprocess_s3"):
-        cpu = [r["server_cpu_s"] for r in res.get(f"pipeline_{kind}_runs", [])
-               if r.get("server_cpu_s") is not None]
+    for kind in ("local", "s3", "inprocess", "inprocess_s3"):
+        runs = res.get(f"pipeline_{kind}_runs", [])
+        peak = [r["peak_pss_mb"] for r in runs if r.get("peak_pss_mb")]
+        cpu = [r["server_cpu_s"] for r in runs if r.get("server_cpu_s") is not None]
+        if peak:
+            lines.append(f"pipeline_{kind}: peak memory {max(peak):.0f} MB PSS")
         if cpu:
             lines.append(f"pipeline_{kind}: the S3 test server used {min(cpu):.1f}-"
                          f"{max(cpu):.1f} CPU seconds per run, on the cores that score")

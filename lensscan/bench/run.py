@@ -151,8 +151,10 @@ def paired(model_only: ModelOnly, local: str, workdir: str, model: str, batch: i
                 out = f"{bucket}/out-{i}/" if on_s3 else os.path.join(workdir, f"out-{i}")
                 engine = "local" if kind.startswith("inprocess") else "ray"
                 cpu0 = server_cpu_s(server) if on_s3 else None
-                runs[kind].append(pipeline(src, out, model, batch, engine))
-                if cpu0 is not None:  # the test server's share of the 2 cores
+                with PeakMemory() as mem:  # this run's own peak (the tree's: the server too)
+                    runs[kind].append(pipeline(src, out, model, batch, engine))
+                runs[kind][-1]["peak_pss_mb"] = round(mem.mb)
+                if cpu0 is not None:  # the test server's share of the cores
                     runs[kind][-1]["server_cpu_s"] = round(server_cpu_s(server) - cpu0, 1)
                 storage.remove(out)
                 a.append(model_only())

@@ -3,8 +3,10 @@
 Reading a unit of a shard on object storage takes two GETs: the footer, then the unit's rows.
 The footer is the same for every unit of a shard, and the planner has already read it: a
 process that reads several units of one shard (the local engine always; a Ray read task often)
-reads it once. A footer is kept under its shard's URL, size and ETag (or modification time), so
-an object that was rewritten has another key and is never decoded with a stale footer.
+reads it once. A footer is kept under its shard's URL, size and ETag, and only for files whose
+reads are conditional on that ETag (s3fs sends ``If-Match``): an object rewritten since its
+footer was kept fails its read (the run stops and can be resumed) instead of being decoded
+with a stale footer. Other stores (gcsfs, http) read the footer with every unit, as before.
 """
 
 from __future__ import annotations
@@ -16,29 +18,29 @@ import pyarrow.parquet as pq
 
 from lensscan.io.storage import Stamp
 
-#: Footers kept per process (a few kB to a few hundred kB each).
-MAX_FOOTERS = 256
+#: Bytes of footers kept per process (their serialized size), oldest dropped first.
+MAX_BYTES = 64 * 2**20
 
 _footers: OrderedDict[tuple[str, Stamp], pq.FileMetaData] = OrderedDict()
-_lock = threading.Lock()  # the planner lists footers from several threads
+_held = 0  # serialized bytes of the kept footers
+_lock = threading.Lock()  # the planner reads footers from several threads
 
 
 def key(url: str, fh) -> tuple[str, Stamp] | None:
-    """The cache key of an open fsspec file (its ``details``: size and ETag or mtime), or None
-    when the file does not say its version (then nothing is cached)."""
+    """The cache key of an open fsspec file: its URL and version (size and ETag from its
+    ``details``); None when its reads are not conditional on that ETag (nothing is kept)."""
     details = getattr(fh, "details", None)
-    if not isinstance(details, dict) or not details.get("size"):
+    pinned = (getattr(fh, "read_kw", None) or {}).get("IfMatch")
+    if not isinstance(details, dict) or not pinned or details.get("ETag") != pinned:
         return None
-    stamp = Stamp.of(details)
-    if stamp.version in ("mtime 0.000000", "etag "):
-        return None
-    return url, stamp
+    return url, Stamp.of(details)
 
 
 def open_parquet(url: str, fh, version=None) -> pq.ParquetFile:
     """A ``ParquetFile`` over ``fh`` that reuses the footer this process read before for the
-    same version of ``url`` (``version``: the object whose ``details`` say it, default
-    ``fh``); otherwise it reads the footer and keeps it."""
+    same version of ``url`` (``version``: the fsspec file whose ``details`` and reads say it,
+    default ``fh``); otherwise it reads the footer, and keeps it when the version is pinned."""
+    global _held
     k = key(url, fh if version is None else version)
     with _lock:
         md = _footers.get(k) if k else None
@@ -47,13 +49,17 @@ def open_parquet(url: str, fh, version=None) -> pq.ParquetFile:
     pf = pq.ParquetFile(fh, metadata=md)
     if k is not None and md is None:
         with _lock:
-            _footers[k] = pf.metadata
-            while len(_footers) > MAX_FOOTERS:
-                _footers.popitem(last=False)
+            if k not in _footers:
+                _footers[k] = pf.metadata
+                _held += pf.metadata.serialized_size
+            while _held > MAX_BYTES and len(_footers) > 1:
+                _held -= _footers.popitem(last=False)[1].serialized_size
     return pf
 
 
 def clear() -> None:
     """Forget every kept footer."""
+    global _held
     with _lock:
         _footers.clear()
+        _held = 0

@@ -104,8 +104,9 @@ def list_shards(url: str, suffixes: Iterable[str] = SHARD_SUFFIXES) -> list[str]
 def shard_stamps(url: str, suffixes: Iterable[str] = SHARD_SUFFIXES) -> dict[str, Stamp]:
     """Like :func:`list_shards`, with each shard's :class:`Stamp` from the same listing (one
     LIST request per 1,000 objects on object stores, no request per file). The listing is
-    fresh: what this process listed before is dropped (a shard rewritten since then is seen
-    with its new version, and read as it, not refused for a stale ETag)."""
+    fresh: every listing the filesystem kept is dropped first, so a shard rewritten since this
+    process last listed it is seen, and read, as its new version, not refused for a stale
+    ETag."""
     fs, path = filesystem(url)
     suffixes = tuple(suffixes)
     with failures_named(url, "list"):

@@ -33,6 +33,7 @@ def test_bench_json_keys(ray_local, tiny_model, capsys):
         assert (lo, hi) == pytest.approx((ratios[0], ratios[-1]))
         assert lo <= res[f"pipeline_{kind}_over_model_only"] <= hi
         assert res[f"pipeline_{kind}_startup_s"] > 0
+        assert all(r["peak_pss_mb"] > 0 for r in runs)  # each run's own peak
     cold = res["cold_start"]  # a user's first small run: the local engine, no Ray started
     assert cold["engine"] == "local" and 0 < cold["first_commit_s"] < cold["wall_s"]
     cold = res["cold_start_ray"]  # a fresh process with its own Ray: start-up counted
@@ -68,3 +69,16 @@ def test_server_cpu_is_measured():
         proc.kill()
         proc.wait()
     assert server_cpu_s(None) is None
+
+
+def test_report_names_the_s3_servers_cpu_and_peaks():
+    from lensscan.bench.report import report
+
+    res = {"n": 100, "batch_size": 64, "threads": 2, "model_only": 500.0, "peak_pss_mb": 1.0,
+           "peak_rss_mb": 1.0, "flops_per_cutout": 1e8, "model_gflops": 50.0,
+           "matmul_gflops": 200.0, "pipeline_s3": 300.0,
+           "pipeline_s3_runs": [{"server_cpu_s": 6.5, "peak_pss_mb": 900},
+                                {"server_cpu_s": 7.25, "peak_pss_mb": 1000}, {}]}
+    text = report(res)
+    assert "the S3 test server used 6.5-7.2 CPU seconds per run" in text
+    assert "pipeline_s3: peak memory 1000 MB PSS" in text

@@ -229,34 +229,57 @@ def test_corrupt_image_page_named(tmp_path):
     np.testing.assert_array_equal(pio.read_parquet(str(url), [0])["row"], np.arange(10))
 
 
-def test_remote_footer_read_once_per_version(s3_bucket):
-    """A unit of a shard on object storage costs one GET (its rows) once this process has read
-    the shard's footer; a rewritten shard is read with its new footer, never the old one."""
-    import boto3
+def _parquet_bytes(table: pa.Table, rows_per_group: int, pad: int = 0) -> bytes:
+    """``table`` as Parquet bytes, uncompressed and without dictionaries (the size depends on
+    the layout only), with ``pad`` bytes of metadata in the footer."""
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, table.schema, compression="none", use_dictionary=False) as w:
+        w.write_table(table, row_group_size=rows_per_group)
+        w.add_key_value_metadata({"pad": "x" * pad})  # in the footer, byte for byte
+    return sink.getvalue().to_pybytes()
 
+
+def _same_size(tmp_path, a, a_rows: int, b, b_rows: int) -> tuple[bytes, bytes]:
+    """Batches ``a`` and ``b`` as Parquet files of one size, in row groups of ``a_rows``
+    and ``b_rows`` rows (the smaller one padded in its footer)."""
+    files = []
+    for k, (batch, rows) in enumerate([(a, a_rows), (b, b_rows)]):
+        pio.write_parquet(str(tmp_path / f"{k}.parquet"), batch)  # lensscan's schema
+        table = pq.read_table(str(tmp_path / f"{k}.parquet"))
+        files.append([table, rows, _parquet_bytes(table, rows)])
+    small, big = sorted(files, key=lambda f: len(f[2]))
+    for pad in range(max(0, len(big[2]) - len(small[2]) - 64), len(big[2]) - len(small[2]) + 1):
+        small[2] = _parquet_bytes(small[0], small[1], pad)  # the pad's framing takes bytes too
+        if len(small[2]) == len(big[2]):
+            return files[0][2], files[1][2]
+    raise AssertionError("no padding gives the same size")
+
+
+def test_remote_footer_read_once_per_version(tmp_path, s3_bucket):
+    """A unit of a shard on object storage costs one GET (its rows) once this process has read
+    the shard's footer; a shard rewritten with the same size but other row groups is read with
+    its new footer, never the kept one."""
     from lensscan.data.stream import plan_survey
-    from lensscan.io import footers
+    from lensscan.io import footers, storage
 
     url = f"{s3_bucket}/f/s.parquet"
-    batch = make_batch(300, seed=4)
-    pio.write_parquet(url, batch, row_group_size=100)
+    old, new = make_batch(60, seed=4), make_batch(60, seed=5, start_id=1000)
+    first, second = _same_size(tmp_path, old, 20, new, 30)
+    assert len(first) == len(second)
+    storage.write_bytes_atomic(url, first)
     footers.clear()
     with s3_calls(url) as calls:
-        units = plan_survey(f"{s3_bucket}/f/", rows_per_unit=100).units
+        units = plan_survey(f"{s3_bucket}/f/", rows_per_unit=20).units
         got = [read_unit(u) for u in units]
     assert len(units) == 3 and calls["GetObject"] == 1 + 3, calls
-    np.testing.assert_array_equal(np.concatenate([g["image"] for g in got]), batch["image"])
+    np.testing.assert_array_equal(np.concatenate([g["image"] for g in got]), old["image"])
 
-    # rewritten by another writer, with other row groups: the planner's fresh listing has the
-    # new ETag, so the kept footer (of the old version) is not used
-    new = make_batch(250, seed=5, start_id=1000)
-    pio.write_parquet(f"{s3_bucket}/g/s.parquet", new, row_group_size=50)
-    bucket = s3_bucket.removeprefix("s3://")
-    boto3.client("s3").copy_object(Bucket=bucket, Key="f/s.parquet",
-                                   CopySource={"Bucket": bucket, "Key": "g/s.parquet"})
-    units = plan_survey(f"{s3_bucket}/f/", rows_per_unit=100).units
+    # the same URL and size, another ETag and other row groups: the kept footer would decode
+    # it wrongly; the planner's fresh listing has the new ETag, so it is not used
+    storage.write_bytes_atomic(url, second)
+    units = plan_survey(f"{s3_bucket}/f/", rows_per_unit=20).units
     got = [read_unit(u) for u in units]
-    assert [u.rows for u in units] == [100, 100, 50]
+    assert [u.rows for u in units] == [30, 30]
     np.testing.assert_array_equal(np.concatenate([g["object_id"] for g in got]),
                                   new["object_id"])
     np.testing.assert_array_equal(np.concatenate([g["image"] for g in got]), new["image"])
