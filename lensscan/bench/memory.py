@@ -24,6 +24,7 @@ class PeakMemory:
     def __init__(self, interval: float = 0.5) -> None:
         self.interval, self._stop = interval, threading.Event()
         self.pss = self.rss = 0
+        self._lap = 0  # peak PSS since the last :meth:`lap`
 
     @staticmethod
     def _one(p: psutil.Process) -> tuple[int, int]:
@@ -51,10 +52,19 @@ class PeakMemory:
         while not self._stop.is_set():
             pss, rss = self._sample()
             self.pss, self.rss = max(self.pss, pss), max(self.rss, rss)
+            self._lap = max(self._lap, pss)
             self._stop.wait(self.interval)
+
+    def lap(self) -> float:
+        """Peak PSS in MB since the previous call (or the start), from the same samples: one
+        run's own peak inside a longer measurement, without a second sampler."""
+        pss, _ = self._sample()
+        peak, self._lap = max(self._lap, pss), 0
+        return peak / 2**20
 
     def __enter__(self) -> PeakMemory:
         self.pss, self.rss = self._sample()
+        self._lap = self.pss
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self

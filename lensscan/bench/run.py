@@ -135,7 +135,8 @@ def _ratio(values: list[float]) -> dict:
 
 
 def paired(model_only: ModelOnly, local: str, workdir: str, model: str, batch: int | None,
-           pairs: int, s3: bool, server: subprocess.Popen | None = None) -> dict:
+           pairs: int, s3: bool, server: subprocess.Popen | None = None,
+           mem: PeakMemory | None = None) -> dict:
     """Model-only and the pipelines in alternation, each pipeline run between two model-only
     runs (a c a d a e a f a c a ...): each ratio is to the mean of its two neighbours, so a drift
     of the machine's speed moves both sides, and the median of ``pairs`` ratios is reported
@@ -151,9 +152,11 @@ def paired(model_only: ModelOnly, local: str, workdir: str, model: str, batch: i
                 out = f"{bucket}/out-{i}/" if on_s3 else os.path.join(workdir, f"out-{i}")
                 engine = "local" if kind.startswith("inprocess") else "ray"
                 cpu0 = server_cpu_s(server) if on_s3 else None
-                with PeakMemory() as mem:  # this run's own peak (the tree's: the server too)
-                    runs[kind].append(pipeline(src, out, model, batch, engine))
-                runs[kind][-1]["peak_pss_mb"] = round(mem.mb)
+                if mem is not None:
+                    mem.lap()
+                runs[kind].append(pipeline(src, out, model, batch, engine))
+                if mem is not None:  # this run's own peak (the tree's: the server too)
+                    runs[kind][-1]["peak_pss_mb"] = round(mem.lap())
                 if cpu0 is not None:  # the test server's share of the cores
                     runs[kind][-1]["server_cpu_s"] = round(server_cpu_s(server) - cpu0, 1)
                 storage.remove(out)
@@ -226,7 +229,7 @@ def run_bench(n: int = 20000, model: str = "default", batch: int | None = None,
     warm_up(workdir, model, batch)
     model_only = ModelOnly(loaded, res["batch_size"], threads)
     with PeakMemory() as mem, GpuSampler() as gpu:
-        res.update(paired(model_only, local, workdir, model, batch, pairs, s3, server))
+        res.update(paired(model_only, local, workdir, model, batch, pairs, s3, server, mem))
     res["peak_pss_mb"], res["peak_rss_mb"] = mem.mb, mem.rss_mb
     if cuda:
         res["gpu_while_scoring"] = gpu.summary(after=res.get("pipeline_local_startup_s") or 0)
