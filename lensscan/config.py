@@ -50,6 +50,9 @@ def _from_dict(cls, d: dict[str, Any]):
     return cls(**d)
 
 
+#: Characters that make an input URL a glob (fsspec's).
+GLOB_CHARS = frozenset("*?[")
+
 @dataclass
 class TrainConfig:
     """One member's training run (``lensscan train``)."""

@@ -35,6 +35,7 @@ def confine(con: duckdb.DuckDBPyConnection, *folders: str) -> None:
     """Let ``con`` touch no file outside ``folders`` (URLs), then lock its configuration: no
     other local file, bucket or URL can be read or written, whatever SQL runs next."""
     allowed = [_dir(f) for f in folders]
+    allowed += [escape_glob(a) for a in allowed if escape_glob(a) != a]  # as sql_path names them
     con.execute("SET allowed_directories = ?", [allowed])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -55,11 +56,23 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = 
     return rel.arrow()
 
 
-def sql_path(url: str) -> str:
-    """A URL as DuckDB sees it, quoted as a SQL string literal."""
+def escape_glob(path: str) -> str:
+    """``path`` with the characters DuckDB reads as a glob (``*``, ``?``, ``[``) written as
+    one-character classes: a pattern that matches this very path."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def sql_path(url: str, glob: str | None = None) -> str:
+    """A URL as DuckDB sees it, quoted as a SQL string literal. The characters DuckDB reads as
+    a glob (``*``, ``?``, ``[``) are escaped as one-character classes, so that the path names
+    this very file or folder (``runs/o[1]`` is not ``runs/o1``); ``glob`` (``"*.parquet"``) is
+    appended under it as a pattern."""
     if storage.is_local(url):
         url = os.path.abspath(str(url).removeprefix("file://"))
-    return "'" + str(url).replace("'", "''") + "'"
+    url = escape_glob(str(url))
+    if glob:
+        url = url.rstrip("/") + "/" + glob
+    return "'" + url.replace("'", "''") + "'"
 
 
 #: The rows of scoring output that have a score (the others are quarantined, with a reason).

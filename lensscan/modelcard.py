@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -297,13 +298,22 @@ def _members(url: str, card: ModelCard) -> list[tuple[str, str, ModelCard]]:
         return [(card.name or "model", url, card)]
     if card.kind != "ensemble":
         raise ModelError(f"{url}: card kind {card.kind!r} is neither member nor ensemble")
+    if not card.members:
+        raise ModelError(f"{url}: the ensemble card lists no members")
     out = []
+    numbers = [m.weight for m in card.members or ()] + [card.bias or 0.0]
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers):
+        raise ModelError(f"{url}: the card's member weights and bias must be finite numbers "
+                         f"(weights {[m.weight for m in card.members or ()]}, bias {card.bias})")
     for m in card.members or ():
         murl = storage.join(url, m.path)
         mcard = read_card(murl)
         if mcard.preprocessing != card.preprocessing:
             raise ModelError(f"{url}: member {m.name!r} uses other preprocessing than the "
                              "ensemble card")
+        if not (mcard.weights and mcard.weights.sha256):
+            raise ModelError(f"{murl}: card has no weights.sha256, so its weights cannot be "
+                             "checked")
         out.append((m.name, murl, mcard))
     return out
 

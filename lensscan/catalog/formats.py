@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 
@@ -89,7 +90,7 @@ def to_text_table(table: pa.Table, max_rows: int = 50) -> str:
             return ""
         if isinstance(v, float):
             return f"{v:.6g}"
-        return str(v)
+        return printable(str(v))
 
     cells = [[fmt(r[c]) for c in cols] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
@@ -99,6 +100,43 @@ def to_text_table(table: pa.Table, max_rows: int = 50) -> str:
     if table.num_rows > max_rows:
         lines.append(f"... {table.num_rows - max_rows} more rows")
     return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (escape sequences, newlines,
+    carriage returns) written as its escape, ``\\x1b``: ids from shards are untrusted."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def _text_fits(table: pa.Table, fits_in: Callable[[str], bool], what: str,
+               other: str) -> None:
+    """Refuse text that a format cannot hold (``fits_in`` false), naming the column and row."""
+    for name in table.column_names:
+        col = table.column(name)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        for i, v in enumerate(col.to_pylist()):
+            if v is not None and not fits_in(v):
+                raise ValueError(f"column {name!r} row {i + 1} holds {what} "
+                                 f"({printable(v[:40])!r}); use --format {other}")
+
+
+def _ascii_only(table: pa.Table) -> None:
+    _text_fits(table, str.isascii, "non-ASCII text, which FITS tables cannot hold",
+               "votable, parquet or csv")
+
+
+def _xml_text(text: str) -> bool:
+    """True when XML 1.0 can hold ``text``: no control character but tab, LF and CR."""
+    return all(c >= " " or c in "\t\n\r" for c in text)
+
+
+def _xml_only(table: pa.Table) -> None:
+    _text_fits(table, _xml_text, "control characters, which XML (VOTable) cannot hold",
+               "parquet or csv")
 
 
 def _astropy(table: pa.Table):
@@ -125,6 +163,7 @@ def _astropy(table: pa.Table):
 def _fits(table: pa.Table, prov: Provenance | None) -> bytes:
     from astropy.io import fits
 
+    _ascii_only(table)
     hdu = fits.table_to_hdu(_astropy(table))
     hdu.name = "LENSSCAN"
     head = hdu.header
@@ -156,6 +195,7 @@ def _votable(table: pa.Table, prov: Provenance | None) -> bytes:
     from astropy.io.votable import from_table
     from astropy.io.votable.tree import Info
 
+    _xml_only(table)
     vot = from_table(_astropy(table))
     resource = vot.resources[0]
     resource.description = "lensscan catalogue of strong-lens candidates"

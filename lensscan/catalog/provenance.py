@@ -8,7 +8,6 @@ written or interrupted, from its ``_run.json`` (fingerprint and model checksum o
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from lensscan import __version__
@@ -57,7 +56,7 @@ def provenance(out: str) -> Provenance:
     url = storage.join(out, commit.MANIFEST)
     out = storage.absolute(out)
     if storage.exists(url):
-        m = json.loads(storage.read_bytes(url))
+        m = fingerprint.read_json(url)
         model = m.get("model") or {}
         return Provenance(out, True, m.get("lensscan_version"), model.get("name"),
                           model.get("url"), model.get("checksum"), m.get("fingerprint"),

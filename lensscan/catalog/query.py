@@ -7,6 +7,7 @@ that holds ``p_lens`` also says how many real lenses it holds in expectation
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,7 @@ def source_sql(out: str, candidates: bool = False) -> str:
     """The FROM clause over the scores dataset (or the candidate file)."""
     if candidates:
         return f"read_parquet({duck.sql_path(storage.join(out, commit.CANDIDATES))})"
-    return (f"read_parquet({duck.sql_path(storage.join(out, commit.SCORES, '*.parquet'))}, "
+    return (f"read_parquet({duck.sql_path(storage.join(out, commit.SCORES), '*.parquet')}, "
             "union_by_name=true)")
 
 
@@ -91,11 +92,15 @@ def query(
     pyarrow.Table
         With ``rank`` (1 = highest score among all scored rows) first.
     """
+    check_numbers(top, min_score, cone)
     check_output(out)
     con = duck.connect(out)
     duck.confine(con, out)  # this output only: no other file, bucket or URL from here on
     src = source_sql(out, candidates)
-    available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+    try:
+        available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+    except Exception as exc:  # duckdb raises many types; e.g. no part committed yet
+        raise ValueError(f"{out}: cannot read the scores ({str(exc).splitlines()[0]})") from None
     cols = _columns(out, columns, available)
     preds, select, used = _filters(min_score, cone, where, available)
     inner = sorted((set(cols) | used | {"ra", "dec", "score", "object_id"})
@@ -110,6 +115,26 @@ def query(
         return duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
         raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def check_numbers(top: int | None, min_score: float | None, cone: Cone | None) -> None:
+    """Refuse numbers that select nothing meaningful, in one line.
+
+    Raises
+    ------
+    ValueError
+        For a negative ``top``, a ``min_score`` that is not finite, or a cone whose centre is
+        off the sky or whose radius is not a positive number of arcsec.
+    """
+    if top is not None and not 0 <= top < 2**63:
+        raise ValueError(f"--top {top}: must be 0 or more")
+    if min_score is not None and not math.isfinite(min_score):
+        raise ValueError(f"--min-score {min_score}: must be a finite score")
+    if cone is not None:
+        ra, dec, r = cone.ra, cone.dec, cone.radius_arcsec
+        if not (0 <= ra < 360 and -90 <= dec <= 90 and math.isfinite(r) and r > 0):
+            raise ValueError(f"--cone {ra:g} {dec:g} {r:g}: RA must be in [0, 360) and Dec in "
+                             "[-90, 90] degrees, the radius a positive number of arcsec")
 
 
 def _columns(out: str, columns: list[str] | None, available: list[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -9,7 +10,7 @@ import pyarrow as pa
 
 from lensscan import duck
 from lensscan.catalog.output import check_output
-from lensscan.catalog.query import angular_distance_sql, source_sql
+from lensscan.catalog.query import angular_distance_sql, check_numbers, source_sql
 from lensscan.io import storage
 
 #: Grades (from the gallery's CSV export) that do not count as a known lens.
@@ -125,6 +126,9 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
     Matching is by ``object_id`` (compared as text) unless ``radius_arcsec`` is given, in which
     case each known lens takes the nearest scored object within that radius.
     """
+    check_numbers(top, None, None)
+    if radius_arcsec is not None and not (math.isfinite(radius_arcsec) and radius_arcsec > 0):
+        raise ValueError(f"--match-radius {radius_arcsec}: must be a positive number of arcsec")
     check_output(out)
     con = duck.connect(out)
     con.register("truth_in", truth)
@@ -152,7 +156,10 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
                "SELECT known_id, arg_min(rank, sep) AS rank, arg_min(score, sep) AS score, "
                "arg_min(ra, sep) AS ra, arg_min(dec, sep) AS dec, min(sep) AS separation_arcsec "
                "FROM m GROUP BY known_id ORDER BY rank NULLS LAST, known_id")
-    table = duck.fetch_arrow(con, sql)
+    try:
+        table = duck.fetch_arrow(con, sql)
+    except Exception as exc:  # duckdb raises many types: a damaged part, no part at all
+        raise ValueError(f"{out}: cannot read the scores ({str(exc).splitlines()[0]})") from None
     ranks = np.array([r if r is not None else np.inf for r in table.column("rank").to_pylist()],
                      dtype=float)
     n_known = table.num_rows

@@ -38,6 +38,16 @@ def _mosaic(a) -> None:
 
 def _import_npy(a) -> None:
     from lensscan.io.npy import import_npy
+    from lensscan.io.shards import claim_survey_folder
+    from lensscan.io.storage import inside
+
+    if inside(a.src, a.out):
+        raise ValueError(f"{a.src}: the input lies inside OUT {a.out}, whose shards "
+                         "(--overwrite removes them) would include it; pick another OUT")
+    removed = claim_survey_folder(a.out, a.overwrite)
+    if removed:
+        print(f"--overwrite: removed {removed} shards of the earlier import in {a.out}",
+              file=sys.stderr)
 
     def warn(err) -> None:
         print(f"skipped {err}", file=sys.stderr)
@@ -97,4 +107,6 @@ def add_import_npy(sub) -> None:
     p.add_argument("out")
     p.add_argument("--shard-size", type=int, default=4096)
     p.add_argument("--skip-bad", action="store_true", help="report unreadable files and go on")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT holds shards: remove them first instead of refusing")
     p.set_defaults(fn=_import_npy)

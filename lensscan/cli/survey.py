@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from lensscan.cli.options import add_options, from_args
 from lensscan.config import CutoutConfig, InjectConfig
@@ -13,6 +14,8 @@ def _cutout(a) -> None:
     from lensscan.data.cutout import cutout_survey
 
     summary = cutout_survey(from_args(CutoutConfig, a), progress=False)
+    for line in summary["unreadable_tiles"]:
+        print(f"lensscan cutout: unreadable tile {line}", file=sys.stderr)
     print(json.dumps({k: summary[k] for k in ("counts", "tiles", "seconds")}))
 
 

@@ -7,11 +7,12 @@ Launch::
 
 Every catalogue row ends exactly once: as a row of the Parquet shards, cut from the tile where
 it lies farthest from the edge (:mod:`lensscan.data.placement`), or in ``_missing.parquet`` with
-a reason: ``no_tile`` (on no image, or no position), ``edge`` (the stamp is partly off the image)
-or ``masked`` (a pixel of the stamp is NaN or inf in some band). An object whose best tile gives
-a masked stamp is tried on its next tile. One Ray task per tile and rank reads each band once,
-only the rows it needs (``.section``), and writes its own shards, so pixels never pass through
-the driver. Without ``--resample`` a stamp holds the very pixels of
+a reason: ``no_tile`` (on no image, or no position), ``edge`` (the stamp is partly off the image),
+``masked`` (a pixel of the stamp is NaN or inf in some band) or ``unreadable`` (its tile's image
+file is truncated or corrupt; the file is listed in ``_cutout.json``). An object whose best tile
+gives a masked or unreadable stamp is tried on its next tile. One Ray task per tile and rank
+reads each band once, only the rows it needs (``.section``), and writes its own shards, so
+pixels never pass through the driver. Without ``--resample`` a stamp holds the very pixels of
 ``astropy.nddata.Cutout2D(image, position, (64, 64), wcs=wcs)``; ``offset_x``/``offset_y``
 keep where the object lies relative to the stamp's centre (pixels, in (-0.5, 0.5]).
 """
@@ -36,7 +37,7 @@ from lensscan.io.parquet import flux_metadata, write_parquet
 
 MISSING = "_missing.parquet"
 SUMMARY = "_cutout.json"
-REASONS = ("no_tile", "edge", "masked")
+REASONS = ("no_tile", "edge", "masked", "unreadable")
 
 
 def check_tiles(tiles: list[coadd.Tile], cfg: CutoutConfig) -> None:
@@ -109,12 +110,20 @@ def cut_tile(tile: coadd.Tile, name: str, rows: dict, cfg: CutoutConfig) -> dict
     order = np.lexsort((rows["x"], rows["y"]))
     rows = {k: v[order] for k, v in rows.items()}
     meta = flux_metadata(cfg.pixel_scale, cfg.zeropoint)
-    written, masked = [], []
+    written, masked, unreadable, errors = [], [], [], []
     with ExitStack() as stack:
         hduls = [stack.enter_context(coadd.open_image(b.url)) for b in tile.bands]
         for k, start in enumerate(range(0, len(order), cfg.shard_size)):
             part = {c: v[start:start + cfg.shard_size] for c, v in rows.items()}
-            batch = _cut(hduls, tile, part, cfg)
+            try:
+                batch = _cut(hduls, tile, part, cfg)
+            except (TypeError, ValueError, OSError, EOFError) as exc:  # a truncated or corrupt
+                if storage.is_storage_failure(exc):  # image; storage failures stop the run
+                    raise
+                unreadable.append(part["row"])
+                errors.append(f"{' / '.join(b.url for b in tile.bands)}: cannot read pixels "
+                              f"({str(exc)[:200]})")
+                continue
             clean = np.isfinite(batch["image"]).all(axis=(1, 2, 3))
             if clean.any():
                 write_parquet(storage.join(cfg.out, f"{name}-{k:03d}.parquet"),
@@ -122,7 +131,10 @@ def cut_tile(tile: coadd.Tile, name: str, rows: dict, cfg: CutoutConfig) -> dict
                               metadata=meta, pixels=cfg.pixels)
             written.append(part["row"][clean])
             masked.append(part["row"][~clean])
-    return {"written": np.concatenate(written), "masked": np.concatenate(masked)}
+    none = np.zeros(0, np.int64)
+    return {"written": np.concatenate(written or [none]),
+            "masked": np.concatenate(masked or [none]),
+            "unreadable": np.concatenate(unreadable or [none]), "errors": errors[:1]}
 
 
 def _catalog(cfg: CutoutConfig) -> dict[str, np.ndarray]:
@@ -134,9 +146,11 @@ def _catalog(cfg: CutoutConfig) -> dict[str, np.ndarray]:
 
 
 def _run_rank(rank: int, pending: np.ndarray, cand: P.Candidates, tiles: list[coadd.Tile],
-              cat: dict[str, np.ndarray], cfg: CutoutConfig) -> tuple[np.ndarray, dict]:
+              cat: dict[str, np.ndarray], cfg: CutoutConfig, errors: list[str]
+              ) -> tuple[np.ndarray, dict]:
     """Cut every pending row from its tile of ``rank``: one Ray task per tile. Returns the
-    catalogue rows written and the failed ones by reason (``edge``, ``masked``)."""
+    catalogue rows written and the failed ones by reason (``edge``, ``masked``,
+    ``unreadable``); the unreadable tiles' errors are added to ``errors``."""
     idx = cand.at_rank(rank, pending)
     inside = np.ones(len(idx), bool)
     for t in np.unique(cand.tile[idx]):
@@ -157,9 +171,11 @@ def _run_rank(rank: int, pending: np.ndarray, cand: P.Candidates, tiles: list[co
             results += ray.get(ready)
         running.append(task.remote(tiles[t], f"part-{t:05d}-r{rank}", rows, cfg))
     results += ray.get(running)
-    written = np.concatenate([r["written"] for r in results] or [np.zeros(0, np.int64)])
-    masked = np.concatenate([r["masked"] for r in results] or [np.zeros(0, np.int64)])
-    return written, {"edge": edge, "masked": masked}
+    none = [np.zeros(0, np.int64)]
+    written, masked, unreadable = (np.concatenate([r[k] for r in results] or none)
+                                   for k in ("written", "masked", "unreadable"))
+    errors.extend(e for r in results for e in r["errors"])
+    return written, {"edge": edge, "masked": masked, "unreadable": unreadable}
 
 
 def _write_missing(cfg: CutoutConfig, cat: dict[str, np.ndarray], rows: np.ndarray,
@@ -197,9 +213,9 @@ def cutout_survey(cfg: CutoutConfig, progress: bool = True) -> dict:
     reason[np.setdiff1d(np.arange(n), cand.row)] = "no_tile"
     done = np.zeros(n, bool)
     runtime.ensure_ray(quiet=not progress)
-    pending, rank = np.unique(cand.row), 0
+    pending, rank, errors = np.unique(cand.row), 0, []
     while len(pending):
-        written, failed = _run_rank(rank, pending, cand, tiles, cat, cfg)
+        written, failed = _run_rank(rank, pending, cand, tiles, cat, cfg, errors)
         done[written] = True
         for why, rows in failed.items():
             reason[rows[reason[rows] == ""]] = why
@@ -213,6 +229,7 @@ def cutout_survey(cfg: CutoutConfig, progress: bool = True) -> dict:
     if counts["cutouts"] + counts["missing"] != n:
         raise RuntimeError(f"cutout lost rows: {counts}")
     summary = {"counts": counts, "tiles": len(tiles), "incomplete_tile_files": partial,
+               "unreadable_tiles": sorted(set(errors)),
                "seconds": round(time.time() - t0, 2), "config": cfg.to_dict()}
     storage.write_bytes_atomic(storage.join(cfg.out, SUMMARY),
                                json.dumps(summary, indent=2).encode())

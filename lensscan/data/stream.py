@@ -38,12 +38,19 @@ class SurveyPlan:
         every id as a string, so that one output column holds them all."""
         return len({u.id_kind for u in self.units}) > 1
 
+    @property
+    def string_ids(self) -> bool:
+        """True when the output's ids are strings: some readable shard's are (the rows of a
+        rejected shard then get null string ids, so that every part has one id type)."""
+        return any(u.id_kind == "string" for u in self.units)
+
 
 def plan_survey(url: str, rows_per_unit: int = 2048, threads: int = 8,
-                stamps: dict[str, Stamp] | None = None) -> SurveyPlan:
+                stamps: dict[str, Stamp] | None = None,
+                bands: tuple[str, ...] | None = None) -> SurveyPlan:
     """List the shards under ``url`` (unless ``stamps`` is that listing) and split them into
-    units (footers/headers read in threads); shards that cannot be used are returned as errors,
-    storage failures raise.
+    units (footers/headers read in threads); shards that cannot be used (with ``bands``: whose
+    headers name other bands) are returned as errors, storage failures raise.
 
     Raises
     ------
@@ -57,7 +64,7 @@ def plan_survey(url: str, rows_per_unit: int = 2048, threads: int = 8,
     def one(shard: str) -> list[Unit] | ShardError:
         try:
             with storage.failures_named(shard, "read"):
-                return plan_units(shard, rows_per_unit)
+                return plan_units(shard, rows_per_unit, bands)
         except StorageError:
             raise
         except ShardError as err:
@@ -137,6 +144,8 @@ class ReadUnits:
         self.ids_as_strings = ids_as_strings
         self.half = half and stage == "raw"
         self.block_rows = block_rows
+        #: the columns read: what the rows carry (another column cannot fail a unit)
+        self.columns = ("object_id", "ra", "dec", "image", *keep)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # a unit at a time (in blocks of at most block_rows): a task holds one unit's pixels
@@ -172,7 +181,7 @@ class ReadUnits:
     def _one(self, unit: Unit, index: int) -> dict[str, np.ndarray]:
         try:
             with storage.failures_named(unit.url, "read"):
-                rows = read_unit(unit, half=self.half)
+                rows = read_unit(unit, half=self.half, columns=self.columns)
         except StorageError:
             raise
         except ShardError as err:

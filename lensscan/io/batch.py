@@ -44,6 +44,21 @@ def ok_mask(status: np.ndarray) -> np.ndarray:
     return np.asarray(status, dtype=object) == OK
 
 
+def skipped_note(status: np.ndarray, what: str) -> str | None:
+    """One line saying how many of the rows of ``status`` are not ``ok``, by reason (the part
+    before ``:``), for a step that leaves them out (``what``: which); None when all are ok."""
+    status = np.asarray(status, dtype=object)
+    bad = status[status != OK]
+    if not len(bad):
+        return None
+    reasons, counts = np.unique([str(s).split(":", 1)[0] for s in bad], return_counts=True)
+    order = np.argsort(-counts)
+    detail = ", ".join(f"{counts[i]} {reasons[i]}" for i in order[:5])
+    first = next((str(s) for s in bad if str(s).startswith(UNREADABLE)), str(bad[0]))
+    return (f"{what}: {len(bad)} of {len(status)} rows left out, not ok ({detail}; first: "
+            f"{first[:200]})")
+
+
 def flag_non_finite(finite: np.ndarray, status: np.ndarray) -> np.ndarray:
     """Quarantine the ``ok`` rows whose model input is not finite (``finite`` False): the model
     cannot give them a score. Changes ``status`` in place; returns the rows flagged."""
@@ -96,6 +111,7 @@ def row_status(
     id_null: np.ndarray | None = None,
     ra: np.ndarray | None = None,
     dec: np.ndarray | None = None,
+    pixel_nulls: np.ndarray | None = None,
 ) -> np.ndarray:
     """Status of every row of a decoded batch.
 
@@ -109,6 +125,8 @@ def row_status(
         Rows whose image or id was null in the file.
     ra, dec : ndarray of float, shape (N,), optional
         Coordinates in degrees (NaN when null); positions off the sky are quarantined.
+    pixel_nulls : ndarray of int, shape (N,), optional
+        Per row, how many pixels were null in the file (decoded as 0).
 
     Returns
     -------
@@ -123,6 +141,9 @@ def row_status(
     for i in np.flatnonzero(bad_count):
         status[i] = f"non_finite_pixels: {bad_count[i]} NaN/inf values"
     status[zero & (bad_count == 0)] = "all_zero: every pixel is 0"
+    if pixel_nulls is not None:
+        for i in np.flatnonzero(pixel_nulls):
+            status[i] = f"null_pixels: {pixel_nulls[i]} null values"
     if image_null is not None:
         status[image_null] = "null_image"
     if ra is not None and dec is not None:
@@ -156,6 +177,7 @@ def make_batch(
     image_null: np.ndarray | None = None,
     id_null: np.ndarray | None = None,
     extra: Batch | None = None,
+    pixel_nulls: np.ndarray | None = None,
 ) -> Batch:
     """A checked batch of decoded rows, their status computed by :func:`row_status`.
 
@@ -177,6 +199,8 @@ def make_batch(
     extra : dict, optional
         The file's other columns (none of :data:`COLUMNS`), carried as they are after the
         batch's own columns.
+    pixel_nulls : ndarray of int, shape (N,), optional
+        Per row, the pixels that were null in the file.
     """
     ids = np.asarray(object_id)
     ids = ids.astype(np.int64 if ids.dtype.kind in "iu" else object)
@@ -189,7 +213,8 @@ def make_batch(
         batch["label"] = np.asarray(label).astype(np.int8, copy=False)
     batch["image"] = image
     batch["row"] = np.arange(row_start, row_start + n, dtype=np.int64)
-    batch["status"] = row_status(image, ids, image_null, id_null, batch["ra"], batch["dec"])
+    batch["status"] = row_status(image, ids, image_null, id_null, batch["ra"], batch["dec"],
+                                 pixel_nulls)
     batch.update(extra or {})
     return batch
 

@@ -34,12 +34,17 @@ class FitsInfo:
     id_kind: str = "int"  # "int" or "string": the type of the object ids
 
 
-def _open(url: str) -> fits.HDUList:
+#: Header keywords of scaled integer pixels, which astropy cannot memory-map.
+SCALED = ("BSCALE", "BZERO", "BLANK")
+
+
+def _open(url: str, memmap: bool = True) -> fits.HDUList:
     fs, path = storage.filesystem(url)
     with storage.failures_named(url, "read"):
         try:
             if storage.is_local(url):
-                return fits.open(path, memmap=not path.endswith(".gz"), lazy_load_hdus=True)
+                return fits.open(path, memmap=memmap and not path.endswith(".gz"),
+                                 lazy_load_hdus=True)
             if path.endswith(".gz"):
                 return fits.open(io.BytesIO(fs.cat_file(path)))
             return fits.open(storage.unstrip(fs, path), use_fsspec=True, lazy_load_hdus=True,
@@ -156,6 +161,9 @@ def read_fits(url: str, start: int = 0, stop: int | None = None) -> Batch:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         hdul = _open(url)
+        if any(k in h.header for h in hdul if h.is_image for k in SCALED):
+            hdul.close()  # scaled integers (BSCALE/BZERO, unsigned 16-bit too): not mapped
+            hdul = _open(url, memmap=False)
         try:
             if "CUTOUTS" in [h.name for h in hdul]:
                 return _read_shard(url, hdul, start, stop)
@@ -180,6 +188,9 @@ def _read_shard(url: str, hdul: fits.HDUList, start: int, stop: int | None) -> B
     if "OBJECT_ID" not in cols:
         raise ShardError(url, "OBJECTS table has no OBJECT_ID column")
     raw_ids = np.asarray(table[cols["OBJECT_ID"]])
+    if raw_ids.dtype == np.uint64 and len(raw_ids) and raw_ids.max() > np.iinfo(np.int64).max:
+        raise ShardError(url, "OBJECTS.OBJECT_ID holds unsigned ids above 2**63 - 1, which the "
+                              "int64 ids of the output cannot carry; store them as strings")
     if raw_ids.dtype.kind in "iu":
         ids, id_null = raw_ids, None
     else:

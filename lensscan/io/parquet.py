@@ -7,6 +7,7 @@ no Python loop runs per row.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +17,15 @@ import pyarrow.parquet as pq
 from lensscan.config import PIXEL_TYPES
 from lensscan.errors import LensscanError, ShardError, StorageError
 from lensscan.io import footers, plainpages, storage
-from lensscan.io.batch import COLUMNS, CUTOUT_SHAPE, Batch, make_batch
+from lensscan.io.arrowbatch import (  # noqa: F401  (decode_images, extra_column: re-exported)
+    NPIX,
+    decode_images,
+    extra_column,
+    image_storage_type,
+    table_to_batch,
+)
+from lensscan.io.batch import CUTOUT_SHAPE, Batch
 
-NPIX = int(np.prod(CUTOUT_SHAPE))
 BANDS_KEY = b"lensscan.bands"
 PIXEL_SCALE_KEY = b"lensscan.pixel_scale"  # arcsec per pixel
 ZEROPOINT_KEY = b"lensscan.zeropoint"  # AB magnitude of one flux unit
@@ -81,34 +88,17 @@ def _check_schema(url: str, schema: pa.Schema) -> None:
     for col in ("object_id", "image"):
         if col not in names:
             raise ShardError(url, f"missing required column {col!r} (columns: {names})")
-    _image_storage_type(url, schema.field("image").type)
+    image_storage_type(url, schema.field("image").type)
+    for col in ("ra", "dec"):
+        typ = schema.field(col).type if col in names else None
+        if typ is not None and not (pa.types.is_floating(typ) or pa.types.is_integer(typ)
+                                    or pa.types.is_decimal(typ) or pa.types.is_null(typ)):
+            raise ShardError(url, f"column {col!r} must hold degrees as numbers, not {typ} "
+                                  "(convert sexagesimal coordinates first)")
     id_type = schema.field("object_id").type
     if not (pa.types.is_integer(id_type) or pa.types.is_string(id_type)
             or pa.types.is_large_string(id_type)):
         raise ShardError(url, f"column 'object_id' must be int64 or string, not {id_type}")
-
-
-def _image_storage_type(url: str, typ: pa.DataType) -> pa.DataType:
-    if isinstance(typ, pa.FixedShapeTensorType):
-        if tuple(typ.shape) != CUTOUT_SHAPE:
-            raise ShardError(
-                url, f"column 'image' has tensor shape {tuple(typ.shape)}, expected {CUTOUT_SHAPE}"
-            )
-        typ = typ.storage_type
-    if not pa.types.is_fixed_size_list(typ):
-        raise ShardError(
-            url, f"column 'image' must be a fixed-shape tensor or fixed-size list, not {typ}"
-        )
-    if typ.list_size != NPIX:
-        raise ShardError(
-            url,
-            f"column 'image' holds {typ.list_size} values per row, expected {NPIX} "
-            f"(3 bands x 64 x 64)",
-        )
-    if typ.value_type not in (pa.float32(), pa.float16(), pa.float64()):
-        raise ShardError(url, f"column 'image' values must be float32/float16, "
-                              f"not {typ.value_type}")
-    return typ
 
 
 def parquet_info(url: str, pf: pq.ParquetFile | None = None) -> ParquetInfo:
@@ -138,66 +128,13 @@ def parquet_info(url: str, pf: pq.ParquetFile | None = None) -> ParquetInfo:
     except ValueError as exc:
         raise ShardError(url, f"metadata lensscan.pixel_scale/zeropoint is not a number "
                               f"({exc})", rows=md.num_rows) from exc
-    pixels = _image_storage_type(url, schema.field("image").type).value_type
+    if not (math.isfinite(scale) and scale > 0 and math.isfinite(zp)):
+        raise ShardError(url, f"metadata lensscan.pixel_scale {scale:g} / zeropoint {zp:g}: "
+                              "the scale must be a positive number of arcsec per pixel and the "
+                              "zero-point finite", rows=md.num_rows)
+    pixels = image_storage_type(url, schema.field("image").type).value_type
     return ParquetInfo(url, rows, bands, tuple(schema.names), id_kind, scale, zp,
                        pixels.to_pandas_dtype().__name__)
-
-
-def decode_images(url: str, column: pa.ChunkedArray | pa.Array,
-                  half: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Decode an image column to float32 ``(N, 3, 64, 64)`` (float16 pixels stay float16 with
-    ``half``) plus a null mask.
-
-    The conversion is one vectorised copy at most (none for a float32 column, or a float16 one
-    with ``half``, without nulls in a single chunk: a view of Arrow's buffer).
-    """
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if isinstance(column, pa.ExtensionArray):
-        column = column.storage
-    _image_storage_type(url, column.type)
-    n = len(column)
-    values = column.values.slice(column.offset * NPIX, n * NPIX)
-    if values.null_count:
-        values = values.fill_null(0)
-    flat = values.to_numpy(zero_copy_only=False)
-    images = flat.reshape((n, *CUTOUT_SHAPE))
-    if images.dtype != np.float32 and not (half and images.dtype == np.float16):
-        images = images.astype(np.float32)
-    null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    return images, null
-
-
-def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
-                   images: np.ndarray | None = None, half: bool = False) -> Batch:
-    """Turn a shard table into a checked batch (see :func:`read_parquet`); ``images`` are the
-    already decoded image column when the table lacks it."""
-    image_null = None
-    if images is None:
-        images, image_null = decode_images(url, table.column("image"), half)
-    ids_col = table.column("object_id")
-    id_null = np.asarray(ids_col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    if pa.types.is_integer(ids_col.type) and not id_null.any():
-        ids = ids_col.to_numpy()
-    else:  # strings, or integers with nulls: Python objects, None where null (never 0)
-        ids = np.asarray(ids_col.to_pylist(), dtype=object)
-    names = table.column_names
-    ra, dec = (table.column(c).cast(pa.float64()).fill_null(np.nan).to_numpy()
-               if c in names else None for c in ("ra", "dec"))
-    label = (table.column("label").cast(pa.int8()).fill_null(-1).to_numpy()
-             if "label" in names else None)
-    extra = {c: extra_column(table.column(c)) for c in names if c not in COLUMNS}
-    return make_batch(ids, images, row_offset, ra=ra, dec=dec, label=label,
-                      image_null=image_null, id_null=id_null, extra=extra)
-
-
-def extra_column(col: pa.ChunkedArray) -> np.ndarray:
-    """A carried column as numpy; a fixed-size list (e.g. ``psf_fwhm``) as a 2-D array."""
-    if pa.types.is_fixed_size_list(col.type):
-        flat = col.combine_chunks()
-        values = flat.flatten().to_numpy(zero_copy_only=False)
-        return values.reshape(len(flat), col.type.list_size)
-    return col.to_numpy(zero_copy_only=False)
 
 
 def read_parquet(
@@ -233,6 +170,8 @@ def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
           row_groups: list[int] | None, columns: list[str] | None,
           half: bool = False) -> Batch:
     info = parquet_info(url, pf)
+    if columns is not None:  # the file's own, in its order: a column it lacks is not asked for
+        columns = [c for c in info.columns if c in columns]
     offset = 0
     if row_groups:
         offset = sum(info.row_group_rows[: row_groups[0]])

@@ -58,8 +58,9 @@ class Unit:
 class Format:
     """How the shards of one format are planned, read and written (see :data:`FORMATS`)."""
 
-    plan: Callable[[str, int], list[Unit]]  # (url, rows_per_unit) -> units
-    read: Callable[[Unit, bool], Batch]  # (unit, half) -> its rows
+    plan: Callable[[str, int, tuple[str, ...] | None], list[Unit]]  # (url, rows_per_unit,
+    # bands the shard must hold, None: any) -> units
+    read: Callable[[Unit, bool, tuple[str, ...] | None], Batch]  # (unit, half, columns)
     read_all: Callable[[str], Batch]  # url -> every row
     optics: Callable[[str], tuple[tuple[str, ...], float]]  # url -> (bands, arcsec/pixel)
     num_rows: Callable[[str], int]  # url -> rows in the shard, from its footer or headers
@@ -76,9 +77,30 @@ def shard_format(url: str) -> str:
     return {".parquet": "parquet", ".npy": "npy"}.get(suffix, "fits")
 
 
-def plan_units(url: str, rows_per_unit: int = 2048) -> list[Unit]:
-    """Split one shard into units of about ``rows_per_unit`` rows (reads headers only)."""
-    return FORMATS[shard_format(url)].plan(url, rows_per_unit)
+def plan_units(url: str, rows_per_unit: int = 2048,
+               bands: tuple[str, ...] | None = None) -> list[Unit]:
+    """Split one shard into units of about ``rows_per_unit`` rows (reads headers only).
+
+    Raises
+    ------
+    ShardError
+        When the shard cannot be used; for a shard whose headers name other ``bands`` (or the
+        same in another order), with its row count.
+    """
+    return FORMATS[shard_format(url)].plan(url, rows_per_unit, bands)
+
+
+def check_bands(url: str, found: tuple[str, ...], bands: tuple[str, ...] | None,
+                rows: int, where: str) -> None:
+    """Refuse a shard whose bands (``where`` its headers say so) are not ``bands``, in order:
+    the model would read one band as another. Names are compared without case or spaces
+    (``G,R,I`` is ``g, r, i``)."""
+    def names(bs: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(b.strip().lower() for b in bs)
+
+    if bands is not None and names(found) != names(bands):
+        raise ShardError(url, f"bands {','.join(found)} ({where}) are not the model's "
+                              f"{','.join(bands)}, in that order", rows=rows)
 
 
 def split_first(units: list[Unit], rows: int) -> list[Unit]:
@@ -92,10 +114,11 @@ def split_first(units: list[Unit], rows: int) -> list[Unit]:
             ] + list(units[1:])
 
 
-def read_unit(unit: Unit, half: bool = False) -> Batch:
+def read_unit(unit: Unit, half: bool = False, columns: tuple[str, ...] | None = None) -> Batch:
     """Read one unit as a checked batch (:mod:`lensscan.io.batch`; with ``half`` a float16
-    Parquet shard's pixels stay float16)."""
-    return FORMATS[unit.fmt].read(unit, half)
+    Parquet shard's pixels stay float16; ``columns``: only these of a Parquet shard's columns,
+    where it has them, so that a column the caller does not use cannot fail the unit)."""
+    return FORMATS[unit.fmt].read(unit, half, columns)
 
 
 def read_shard(url: str) -> Batch:
@@ -136,8 +159,9 @@ def read_rows(url: str, rows: list[int] | np.ndarray) -> np.ndarray:
     return fmt.images(url, rows)
 
 
-def _plan_parquet(url: str, rows_per_unit: int) -> list[Unit]:
+def _plan_parquet(url: str, rows_per_unit: int, bands: tuple[str, ...] | None) -> list[Unit]:
     info = pq_io.parquet_info(url)
+    check_bands(url, info.bands, bands, info.num_rows, f"metadata {pq_io.BANDS_KEY.decode()}")
     units: list[Unit] = []
     start = rg0 = acc = 0
     for rg, n in enumerate(info.row_group_rows):
@@ -149,8 +173,9 @@ def _plan_parquet(url: str, rows_per_unit: int) -> list[Unit]:
     return [u for u in units if u.rows > 0]
 
 
-def _read_parquet_unit(unit: Unit, half: bool) -> Batch:
-    batch = pq_io.read_parquet(unit.url, list(range(unit.rg_start, unit.rg_stop)), half=half)
+def _read_parquet_unit(unit: Unit, half: bool, columns: tuple[str, ...] | None) -> Batch:
+    batch = pq_io.read_parquet(unit.url, list(range(unit.rg_start, unit.rg_stop)),
+                               None if columns is None else list(columns), half=half)
     first = int(batch["row"][0]) if len(batch["row"]) else unit.start
     if first == unit.start and len(batch["row"]) == unit.rows:
         return batch
@@ -175,8 +200,9 @@ def _parquet_images(url: str, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _plan_fits(url: str, rows_per_unit: int) -> list[Unit]:
+def _plan_fits(url: str, rows_per_unit: int, bands: tuple[str, ...] | None) -> list[Unit]:
     info = fits_io.fits_info(url)
+    check_bands(url, info.bands, bands, info.num_rows, "header BANDS")
     return [
         Unit(url, "fits", s, min(s + rows_per_unit, info.num_rows), id_kind=info.id_kind)
         for s in range(0, max(info.num_rows, 1), rows_per_unit)
@@ -201,7 +227,7 @@ FORMATS: dict[str, Format] = {
     ),
     "fits": Format(
         plan=_plan_fits,
-        read=lambda unit, half: fits_io.read_fits(unit.url, unit.start, unit.stop),
+        read=lambda unit, half, columns: fits_io.read_fits(unit.url, unit.start, unit.stop),
         read_all=lambda url: fits_io.read_fits(url),
         optics=lambda url: (tuple(fits_io.fits_info(url).bands), pq_io.DEFAULT_PIXEL_SCALE),
         num_rows=lambda url: fits_io.fits_info(url).num_rows,
@@ -209,8 +235,8 @@ FORMATS: dict[str, Format] = {
         write=lambda url, batch, bands, rg_size: fits_io.write_fits(url, batch, bands),
     ),
     "npy": Format(
-        plan=lambda url, rows_per_unit: [Unit(url, "npy", 0, 1, id_kind="string")],
-        read=lambda unit, half: npy_io.read_npy(unit.url),
+        plan=lambda url, rows_per_unit, bands: [Unit(url, "npy", 0, 1, id_kind="string")],
+        read=lambda unit, half, columns: npy_io.read_npy(unit.url),
         read_all=npy_io.read_npy,
         optics=lambda url: (pq_io.DEFAULT_BANDS, pq_io.DEFAULT_PIXEL_SCALE),
         num_rows=lambda url: 1,

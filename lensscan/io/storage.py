@@ -73,6 +73,13 @@ def absolute(url: str) -> str:
     return url
 
 
+def inside(url: str, folder: str) -> bool:
+    """True when ``url`` is ``folder`` or lies below it (both URLs as written, local paths made
+    absolute)."""
+    a, b = absolute(url).rstrip("/"), absolute(folder).rstrip("/")
+    return a == b or a.startswith(b + "/")
+
+
 def join(url: str, *parts: str) -> str:
     """Join URL parts with ``/`` (works for local paths and object stores)."""
     url = str(url)

@@ -114,12 +114,14 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
     ``candidates.parquet``.
 
     Only the parts named in ``keys`` (the units of the current input) are read, so a stale part
-    of another input in the same folder is never counted.
+    of another input in the same folder is never counted. ``unreadable_parts`` lists the shards
+    with ``unreadable`` rows, their reason and rows.
     """
     files = [part_url(out, k) for k in keys]
     if not files:
         return {"rows_read": 0, "rows_scored": 0, "rows_quarantined": 0, "candidates": 0,
-                "rows_unreadable": 0, "duplicate_object_ids": 0, "quarantine_reasons": {}}
+                "rows_unreadable": 0, "duplicate_object_ids": 0, "quarantine_reasons": {},
+                "unreadable_parts": []}
     con = duck.connect(out)
     storage.list_into_cache(storage.join(out, SCORES))  # no HEAD per file and query
     if flag_duplicates(con, files):  # parts rewritten: list them again
@@ -130,6 +132,9 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
     reasons = dict(con.execute(
         f"SELECT split_part(status, ':', 1) AS r, count(*) FROM {src} WHERE status <> '{OK}' "
         "GROUP BY r ORDER BY r").fetchall())
+    bad = con.execute(  # shards whose bytes failed under a unit's read, with a reason
+        f"SELECT shard, min(status), count(*) FROM {src} "
+        f"WHERE starts_with(status, '{UNREADABLE}:') GROUP BY shard ORDER BY shard").fetchall()
     ranked = duck.ranked_sql(src, "*", threshold if top is None else None)
     limit = f"LIMIT {int(top)}" if top is not None else ""
     table = duck.fetch_arrow(con, f"{ranked} ORDER BY rank {limit}")
@@ -139,7 +144,9 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
             "rows_quarantined": int(n_all - n_ok), "candidates": table.num_rows,
             "rows_unreadable": int(reasons.get(UNREADABLE, 0)),
             "duplicate_object_ids": int(reasons.get(DUPLICATE_ID, 0)),
-            "quarantine_reasons": reasons}
+            "quarantine_reasons": reasons,
+            "unreadable_parts": [{"shard": sh, "reason": st[len(UNREADABLE) + 2:],
+                                  "rows": int(n)} for sh, st, n in bad]}
 
 
 def write_json(url: str, obj: dict) -> None:

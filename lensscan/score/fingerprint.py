@@ -90,12 +90,31 @@ def read_shards(out: str) -> dict[str, Stamp] | None:
                                               t.column("version").to_pylist(), strict=True)}
 
 
+def read_json(url: str) -> dict:
+    """A JSON file of the output (``_run.json``, ``_manifest.json``).
+
+    Raises
+    ------
+    OutputError
+        When it is not a JSON object, naming the file.
+    """
+    try:
+        doc = json.loads(storage.read_bytes(url))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OutputError(f"{url}: not a valid JSON file ({exc}); the output is damaged: score "
+                          "into it again with --overwrite") from None
+    if not isinstance(doc, dict):
+        raise OutputError(f"{url}: not a JSON object; the output is damaged: score into it "
+                          "again with --overwrite")
+    return doc
+
+
 def read(out: str) -> RunRecord | None:
     """The run recorded in ``out``, or None."""
     url = storage.join(out, RUN)
     if not storage.exists(url):
         return None
-    doc = json.loads(storage.read_bytes(url))
+    doc = read_json(url)
     fields = {k: f for k, f in RunRecord.__dataclass_fields__.items() if k != "shards"}
     # a setting added after the record was written has its default there
     values = {k: doc.get(k, f.default if f.default is not MISSING else None)
@@ -156,7 +175,12 @@ def claim(out: str, rec: RunRecord, overwrite: bool = False) -> bool:
     OutputError
         When ``out`` holds another run (or output without a record) and not ``overwrite``.
     """
-    old = read(out)
+    try:
+        old = read(out)
+    except OutputError:  # a damaged record: cleared with the rest when overwrite
+        if not overwrite:
+            raise
+        old = None
     if old is not None and old.fingerprint == rec.fingerprint:
         return False
     cleared = False

@@ -23,29 +23,34 @@ def commit_run(cfg: ScoreConfig, plan: RunPlan, threshold: float, columns: list[
     for key, (unit, reason) in plan.rejected.items():
         if key not in plan.done:
             commit.write_rejected(cfg.output, key, unit.url, unit.rows, reason, columns,
-                                  plan.survey.ids_as_strings)
-    unreadable = unreadable_shards(plan)
-    if unreadable:
-        commit.write_json(storage.join(cfg.output, commit.QUARANTINE), {"shards": unreadable})
+                                  plan.survey.string_ids)
     counts = commit.finalize(cfg.output, plan.parts, threshold, cfg.top)
+    plan.unreadable = unreadable_shards(plan, counts.pop("unreadable_parts"))
+    if plan.unreadable:
+        commit.write_json(storage.join(cfg.output, commit.QUARANTINE),
+                          {"shards": plan.unreadable})
     if counts["rows_read"] - counts["rows_unreadable"] == 0:
         raise NothingReadableError(nothing_read(cfg, plan, counts))
     return counts
 
 
-def unreadable_shards(plan: RunPlan) -> list[dict]:
-    """The shards that could not be opened, with their reasons and rows (when known)."""
-    return [{"shard": e.url, "reason": e.reason, "rows": e.rows} for e in plan.survey.rejected]
+def unreadable_shards(plan: RunPlan, parts: list[dict] = ()) -> list[dict]:
+    """The shards that could not be opened, with their reasons and rows (when known), then
+    those of ``parts`` (:func:`lensscan.score.commit.finalize`'s ``unreadable_parts``) that
+    opened but whose bytes failed when a unit was read."""
+    out = [{"shard": e.url, "reason": e.reason, "rows": e.rows} for e in plan.survey.rejected]
+    known = {e["shard"] for e in out}
+    return out + [p for p in parts if p["shard"] not in known]
 
 
 def nothing_read(cfg: ScoreConfig, plan: RunPlan, counts: dict) -> str:
     """The one-line reason of a run that could read no row."""
-    rejected = plan.survey.rejected
-    if not rejected and not counts["rows_read"]:
+    bad = plan.unreadable or unreadable_shards(plan)
+    if not bad and not counts["rows_read"]:
         return f"{cfg.input}: the shards hold no rows"
-    first = "; ".join(f"{e.url}: {e.reason}" for e in rejected[:3])
+    first = "; ".join(f"{e['shard']}: {e['reason']}" for e in bad[:3])
     more = f" (first reasons: {first})" if first else ""
-    return (f"{cfg.input}: no row could be read: {len(rejected)} of "
+    return (f"{cfg.input}: no row could be read: {len(bad)} of "
             f"{len(plan.survey.stamps)} shards unreadable, {counts['rows_unreadable']} rows "
             f"quarantined{more}; see {storage.join(cfg.output, commit.QUARANTINE)} and "
             f"{storage.join(cfg.output, commit.SCORES)}")

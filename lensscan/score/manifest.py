@@ -13,7 +13,6 @@ from lensscan.io import storage
 from lensscan.modelcard import ModelInfo
 from lensscan.models import calibration
 from lensscan.score import commit, expected
-from lensscan.score.finish import unreadable_shards
 from lensscan.score.plan import RunPlan
 from lensscan.score.stream import Streamed
 
@@ -38,9 +37,9 @@ def build_manifest(cfg: ScoreConfig, info: ModelInfo, plan: RunPlan, streamed: S
         "model": {"url": cfg.model, "name": info.card.name, "checksum": info.checksum,
                   "members": info.member_names, "tta": cfg.tta},
         "ids_as_strings": plan.survey.ids_as_strings,
-        "counts": {**counts, "shards_unreadable": len(plan.survey.rejected),
+        "counts": {**counts, "shards_unreadable": len(plan.unreadable),
                    "rows_scored_this_run": scored},
-        "unreadable_shards": unreadable_shards(plan),
+        "unreadable_shards": plan.unreadable,
         "finished": now(),
         "seconds": round(elapsed, 3),
         "throughput_rows_per_s": round(scored / elapsed, 1) if elapsed > 0 else None,

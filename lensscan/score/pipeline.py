@@ -18,7 +18,8 @@ import time
 from dataclasses import replace
 
 from lensscan import modelcard
-from lensscan.config import ScoreConfig
+from lensscan.config import GLOB_CHARS, ScoreConfig
+from lensscan.io import storage
 from lensscan.models import calibration
 from lensscan.score import inprocess
 from lensscan.score.finish import commit_run
@@ -39,7 +40,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
         ``cfg.overwrite`` is not set.
     ValueError
         When ``cfg.prior`` is given for a model without calibration, or is not in (0, 1); for
-        an unknown engine, or options of Ray's actors with ``--engine local``.
+        a threshold that is not finite, a negative ``top``, ``rows_per_unit`` or ``batch_size``
+        under 1; for an unknown engine, or options of Ray's actors with ``--engine local``.
     NothingReadableError
         When no input row could be read (every shard unreadable); no manifest is written.
     StorageError
@@ -48,6 +50,7 @@ def score_survey(cfg: ScoreConfig) -> dict:
         When the model's cards (or, in the actors, its weights) are unusable.
     """
     started, t0 = now(), time.time()
+    check_cut(cfg)
     model_url = modelcard.resolve(cfg.model)
     info = modelcard.model_info(model_url)  # the cards only: the actors load the weights
     threshold = float(cfg.threshold if cfg.threshold is not None else info.threshold)
@@ -66,6 +69,41 @@ def score_survey(cfg: ScoreConfig) -> dict:
                                   prior_from)
         write_manifest(cfg, manifest)
     return manifest
+
+
+def check_cut(cfg: ScoreConfig) -> None:
+    """Refuse a candidate cut that cannot select anything meaningful, before the output is
+    touched.
+
+    Raises
+    ------
+    ValueError
+        For a threshold that is not a finite number, or a negative ``top``.
+    """
+    if cfg.threshold is not None and not 0 <= cfg.threshold <= 1:
+        raise ValueError(f"--threshold {cfg.threshold}: must be a score from 0 to 1")
+    if cfg.top is not None and cfg.top < 0:
+        raise ValueError(f"--top {cfg.top}: must be 0 or more")
+    if cfg.rows_per_unit < 1:
+        raise ValueError(f"--rows-per-unit {cfg.rows_per_unit}: must be 1 or more")
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise ValueError(f"--batch-size {cfg.batch_size}: must be 1 or more")
+    folder = input_folder(cfg.input)
+    if folder is not None and storage.inside(cfg.output, folder):
+        raise ValueError(f"{cfg.output}: the output lies inside the input {cfg.input}, whose "
+                         "shards would then include the output's own files; write it elsewhere")
+
+
+def input_folder(url: str) -> str | None:
+    """The folder whose files the input URL can match: the URL itself, or for a descending
+    glob (``**``) its fixed part; None for a plain glob, whose matches are the files of one
+    folder level and never a folder beside them (``data/*.parquet``)."""
+    if GLOB_CHARS.isdisjoint(url):
+        return url
+    if "**" not in url:
+        return None
+    head = url[:min(url.index(c) for c in GLOB_CHARS if c in url)]
+    return head.rsplit("/", 1)[0] if "/" in head else "."
 
 
 def output_columns(members: list[str]) -> list[str]:

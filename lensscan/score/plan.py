@@ -7,7 +7,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lensscan import runtime
 from lensscan.config import LOCAL_MAX_ROWS, ScoreConfig
@@ -38,6 +38,9 @@ class RunPlan:
     done: set[str]  # keys of the units (and rejected shards) committed by an earlier try
     startup: dict[str, float]  # seconds spent listing, starting Ray and planning
     local: bool = False  # scored in this process (:mod:`lensscan.score.inprocess`), not on Ray
+    #: every shard with unreadable rows ({shard, reason, rows}), set by the commit stage:
+    #: those rejected at planning, then those whose bytes failed when a unit was read
+    unreadable: list[dict] = field(default_factory=list)
 
     @property
     def todo(self) -> dict[str, Unit]:
@@ -54,7 +57,8 @@ def plan_run(cfg: ScoreConfig, info: ModelInfo, threshold: float, columns: list[
              say: Callable[[str], None]) -> RunPlan:
     """Plan the run into ``cfg.output`` (whose lease the caller holds): list and plan the input
     while Ray starts, claim the output for the run (refused for another run unless
-    ``cfg.overwrite``), and find the units committed before.
+    ``cfg.overwrite``), and find the units committed before. A shard whose headers name other
+    bands than the model's is rejected, its rows quarantined.
 
     Raises
     ------
@@ -62,7 +66,7 @@ def plan_run(cfg: ScoreConfig, info: ModelInfo, threshold: float, columns: list[
         When the output holds another run and ``cfg.overwrite`` is not set.
     """
     cluster = runtime.cluster_running()  # before this run starts Ray itself
-    survey, startup = plan_while_ray_starts(cfg, cluster)
+    survey, startup = plan_while_ray_starts(cfg, cluster, model_bands(info))
     survey.units = split_first(survey.units, FIRST_UNIT_ROWS)
     rec = fingerprint.RunRecord(
         input=cfg.input, model_checksum=info.checksum,
@@ -102,7 +106,12 @@ def rejected_units(survey: SurveyPlan) -> dict[str, tuple[Unit, str]]:
     return out
 
 
-def plan_while_ray_starts(cfg: ScoreConfig, cluster: bool
+def model_bands(info: ModelInfo) -> tuple[str, ...] | None:
+    """The bands the model reads, in order (None, no check, for a card that does not say)."""
+    return tuple(info.card.bands) if info.card.bands else None
+
+
+def plan_while_ray_starts(cfg: ScoreConfig, cluster: bool, bands: tuple[str, ...] | None = None
                           ) -> tuple[SurveyPlan, dict[str, float]]:
     """List the input (a wrong URL fails at once), then read the shards' footers in threads
     while Ray starts (``cluster``: Ray was running before the run); returns the plan and the
@@ -112,7 +121,8 @@ def plan_while_ray_starts(cfg: ScoreConfig, cluster: bool
     stamps = storage.shard_stamps(cfg.input)
     timing = {"list_s": time.perf_counter() - t}
     with ThreadPoolExecutor(1) as pool:
-        planned = pool.submit(_timed, plan_survey, cfg.input, cfg.rows_per_unit, 8, stamps)
+        planned = pool.submit(_timed, plan_survey, cfg.input, cfg.rows_per_unit, 8, stamps,
+                              bands)
         t = time.perf_counter()
         # a survey that may be scored in this process does not start Ray (plan_run starts it
         # when the footers show more rows than that engine takes)

@@ -10,6 +10,7 @@ from typing import Any
 
 from lensscan import runtime
 from lensscan.config import ScoreConfig
+from lensscan.errors import ShardError
 from lensscan.io.shards import Unit, read_unit
 
 READ_CPUS = 0.25  # CPUs reserved per read task
@@ -121,19 +122,25 @@ def half_pixels(units: list[Unit]) -> bool:
     return bool(units) and all(u.dtype == "float16" for u in units)
 
 
-def read_rate(unit: Unit) -> float:
-    """Decode rate of one read task (cutouts/s), measured on the first unit to score."""
-    t = time.perf_counter()
-    rows = len(read_unit(unit, half=unit.dtype == "float16")["object_id"])
-    return rows / max(time.perf_counter() - t, 1e-6)
+def read_rate(units: list[Unit]) -> float | None:
+    """Decode rate of one read task (cutouts/s), measured on the largest of ``units`` that
+    reads (a bad file is the read tasks' to quarantine); None when none does."""
+    for unit in sorted(units, key=lambda u: -u.rows):
+        t = time.perf_counter()
+        try:
+            rows = len(read_unit(unit, half=unit.dtype == "float16",
+                                 columns=("object_id", "ra", "dec", "image"))["object_id"])
+        except ShardError:
+            continue
+        return rows / max(time.perf_counter() - t, 1e-6)
+    return None
 
 
 def size_run(cfg: ScoreConfig, units: list[Unit]) -> tuple[Resources, int]:
     """The run's :class:`Resources` for scoring ``units`` on the Ray cluster (GPU runs measure
     a read task's decode rate on one of the first units), and its number of read tasks."""
     blocks, task_rows = read_plan(units, cfg.rows_per_unit)
-    rate = (read_rate(max(units[:8], key=lambda u: u.rows)) if runtime.cluster_gpus() >= 1
-            else None)
+    rate = read_rate(units[:8]) if runtime.cluster_gpus() >= 1 else None
     res = resources(cfg, blocks=blocks, read_rate=rate)
     row_bytes = DECODED_CUTOUT * (2 if half_pixels(units) else 4)
     res = replace(res, read_rate_per_task=round(rate, 1) if rate else None, row_bytes=row_bytes)

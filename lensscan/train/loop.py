@@ -29,6 +29,7 @@ from lensscan.config import TrainConfig
 from lensscan.data.augment import Augment, augment
 from lensscan.data.preprocess import Preprocessing, stretch
 from lensscan.errors import ModelError
+from lensscan.io.batch import skipped_note
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
 from lensscan.train.feed import DeviceData, ema_update, generator
@@ -47,12 +48,16 @@ def ema_decay(total_steps: int) -> float:
 def collect(shard, batch_size: int = 1024, prefetch: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Pull a Ray Data shard into memory: normalised images (N, 3, 64, 64) float16, labels (N,);
     ``prefetch`` batches are read ahead while one is copied."""
-    xs, ys = [], []
+    xs, ys, statuses = [], [], []
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy",
                                     prefetch_batches=prefetch):
         keep = (batch["status"] == "ok") & (batch["label"] >= 0)
         xs.append(batch["image"][keep].astype(np.float16))
         ys.append(batch["label"][keep].astype(np.int8))
+        statuses.append(batch["status"])
+    note = skipped_note(np.concatenate(statuses), "lensscan train") if statuses else None
+    if note:  # a worker's stderr reaches the driver's terminal through Ray
+        print(note, file=sys.stderr)
     if not xs:
         return np.zeros((0, 3, 64, 64), np.float16), np.zeros(0, np.int8)
     return np.concatenate(xs), np.concatenate(ys)

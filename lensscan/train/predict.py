@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
-from lensscan.io.batch import ok_mask
+from lensscan.io.batch import ok_mask, skipped_note
 
 
 @torch.inference_mode()
@@ -15,9 +17,10 @@ def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
 
     ``model`` maps (N, 3, H, W) to logits (N, 1) or, for an ensemble, returns (score, members).
     """
-    ys, ss, ex = [], [], {k: [] for k in extra}
+    ys, ss, ex, statuses = [], [], {k: [] for k in extra}, []
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         keep = ok_mask(batch["status"]) & (batch["label"] >= 0)
+        statuses.append(batch["status"])
         x = torch.from_numpy(np.ascontiguousarray(batch["image"][keep], dtype=np.float32))
         out = model(x)
         score = out[0] if isinstance(out, tuple) else torch.sigmoid(out.float().reshape(-1))
@@ -26,5 +29,8 @@ def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
         ys.append(batch["label"][keep])
         for k in extra:
             ex[k].append(batch[k][keep])
+    note = skipped_note(np.concatenate(statuses), "lensscan") if statuses else None
+    if note:
+        print(note, file=sys.stderr)
     return (np.concatenate(ys), np.concatenate(ss),
             {k: np.concatenate(v) for k, v in ex.items()})

@@ -87,7 +87,7 @@ def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     assert err.startswith("lensscan import-npy: error:") and "Traceback" not in err
     assert main(["score", str(tmp_path / "missing"), str(tmp_path / "o")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
-    assert main(["score", str(tmp_path), str(tmp_path / "o"), "--model",
+    assert main(["score", str(tmp_path), str(tmp_path.with_name(tmp_path.name + "_o")), "--model",
                  str(tmp_path / "nomodel")]) == 2
     assert "not a lensscan model folder" in capsys.readouterr().err
 

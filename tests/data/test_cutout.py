@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.nddata import Cutout2D
-from support.coadds import BANDS, OBJECTS, A, positions, tile_image, tile_wcs, write_coadd
+from support.coadds import BANDS, OBJECTS, A, B, positions, tile_image, tile_wcs, write_coadd
 
 from lensscan.cli import main
 from lensscan.config import CutoutConfig
@@ -95,7 +95,7 @@ def test_cutouts_equal_cutout2d_and_every_row_ends_once(tmp_path, ray_local, cap
                  "--psf-fwhm", "0.9,0.8,0.7"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["counts"] == {"catalog_rows": 10, "cutouts": 5, "missing": 5, "no_tile": 2,
-                                 "edge": 2, "masked": 1}
+                                 "edge": 2, "masked": 1, "unreadable": 0}
     rows, _ = _read_output(str(out))
     image, wcs = tile_image(tmp_path / "coadd", A, "I")
     ref = Cutout2D(image, SkyCoord(*positions()["a_centre"], unit="deg"), (64, 64), wcs=wcs)
@@ -106,6 +106,28 @@ def test_cutouts_equal_cutout2d_and_every_row_ends_once(tmp_path, ray_local, cap
     assert main(["cutout", _catalog(tmp_path / "cat.parquet"), pattern, "--out", str(out),
                  "--band-names", "G,R,I", "--id-col", "ID"]) == 2  # not empty: refused
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_truncated_tile_image_is_named_and_its_objects_fall_back_or_end_unreadable(
+        tmp_path, ray_local, capsys):
+    pattern = write_coadd(tmp_path / "coadd")
+    tract, patch = A.split("|")
+    bad = tmp_path / "coadd" / tract / f"calexp-HSC-R-{patch}.fits"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 3])  # headers intact, pixels cut short
+    out = str(tmp_path / "shards")
+    assert main(["cutout", _catalog(tmp_path / "cat.parquet"), pattern, "--out", out,
+                 "--band-names", "G,R,I", "--id-col", "ID"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "unreadable tile" in captured.err and str(bad) in captured.err
+    counts = json.loads(captured.out)["counts"]
+    assert counts["cutouts"] + counts["missing"] == 10 and counts["unreadable"] >= 1
+    rows, missing = _read_output(out)
+    assert missing["a_centre"] == "unreadable"  # on tile A alone
+    assert rows["overlap_a"]["tile"] == B  # A was its best tile: cut from B instead
+    summary = json.loads(read_bytes(out + "/_cutout.json"))
+    assert any(str(bad) in line for line in summary["unreadable_tiles"])
 
 
 def test_cutouts_on_s3(tmp_path, s3_bucket, ray_local, capsys):

@@ -181,7 +181,7 @@ def test_truncated_and_garbage_files_named(tmp_path):
 
 
 def _pyarrow_images(url):
-    images, _ = pio.decode_images(url, pq.read_table(url).column("image"))
+    images, _, _ = pio.decode_images(url, pq.read_table(url).column("image"))
     return images
 
 

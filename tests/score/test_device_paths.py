@@ -225,7 +225,7 @@ def test_float16_plain_pages_are_copied_as_they_are(tmp_path):
     pf = pq.ParquetFile(url)
     assert plainpages.plan(pf, [0]) is not None
     fast = read_parquet(url, half=True)
-    slow, _ = decode_images(url, pf.read(columns=["image"]).column("image"), half=True)
+    slow, _, _ = decode_images(url, pf.read(columns=["image"]).column("image"), half=True)
     assert fast["image"].dtype == np.float16
     np.testing.assert_array_equal(fast["image"], slow)
     np.testing.assert_array_equal(read_parquet(url)["image"], slow.astype(np.float32))

@@ -20,7 +20,7 @@ from lensscan.io.parquet import write_parquet
 from lensscan.io.shards import Unit
 from lensscan.score import commit, fingerprint
 from lensscan.score.collect import Collector
-from lensscan.score.finish import commit_run
+from lensscan.score.finish import commit_run, unreadable_shards
 from lensscan.score.manifest import build_manifest
 from lensscan.score.pipeline import output_columns
 from lensscan.score.plan import RunPlan, plan_run, rejected_units, unit_key
@@ -159,6 +159,7 @@ def test_manifest_fields_in_their_order(tmp_path):
     res = Resources(actors=2, gpus_per_actor=0.0, cpus_per_actor=0.75, threads=1, read_tasks=2,
                     batch_size=64, row_bytes=12288, object_store_bytes=1)
     counts = {"rows_read": 203, "candidates": 3}
+    plan.unreadable = unreadable_shards(plan)  # as commit_run leaves it
     m = build_manifest(cfg, info, plan, Streamed(res, 200, (1.0, 40), {"cpu": 200}, "ray"),
                        counts, "then", 0.0, None, "model card")
     assert list(m) == ["lensscan_version", "input", "output", "model", "ids_as_strings",

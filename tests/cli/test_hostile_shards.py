@@ -1,0 +1,385 @@
+"""Shards and options that once got past the checks: each now ends in a quarantined row with its
+reason, or in one line naming the problem (exit 2), and the output stays one dataset."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from support import make_batch
+
+from lensscan import modelcard
+from lensscan.cli import main
+from lensscan.errors import ModelError, ShardError
+from lensscan.io import fits as fio
+from lensscan.io.parquet import read_parquet, write_parquet
+from lensscan.io.shards import plan_units, read_unit
+from lensscan.score import resources
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def _score(src, out, *extra, model=None) -> tuple[int, str, str]:
+    args = ["score", str(src), str(out), "--engine", "local", "--no-progress", *extra]
+    return _cli(*args, *(["--model", model] if model else []))
+
+
+def _shard_with(url: str, n: int, **columns) -> None:
+    """A valid shard of ``n`` rows, some columns replaced by Arrow arrays."""
+    b = make_batch(n, seed=3)
+    image = pa.FixedSizeListArray.from_arrays(pa.array(b["image"].reshape(-1)), 3 * 64 * 64)
+    cols = {"object_id": pa.array(b["object_id"]), "ra": pa.array(b["ra"]),
+            "dec": pa.array(b["dec"]), "image": image} | columns
+    pq.write_table(pa.table(cols), url)
+
+
+def _scored(tmp_path, model: str, seed: int, n: int = 4):
+    """A survey of one shard under ``tmp_path/in``, scored into ``tmp_path/out``."""
+    src = tmp_path / "in"
+    src.mkdir()
+    write_parquet(str(src / "a.parquet"), make_batch(n, seed=seed))
+    code, _, err = _score(src, tmp_path / "out", model=model)
+    assert code == 0, err
+    return src, tmp_path / "out"
+
+
+def _parts(out):
+    return duckdb.sql(f"SELECT * FROM read_parquet('{out}/scores/*.parquet', "
+                      "union_by_name=true) ORDER BY shard, row").df()
+
+
+def test_a_column_that_cannot_be_converted_is_named_and_an_unused_one_is_not_read(tmp_path):
+    url = str(tmp_path / "s.parquet")
+    _shard_with(url, 4, ra=pa.array(["1", "2", "12h30m", "4"]))
+    with pytest.raises(ShardError, match=r"s\.parquet: column 'ra' must hold degrees as "
+                                         "numbers, not string"):
+        read_parquet(url)
+    _shard_with(url, 4, label=pa.array([0.0, 0.5, 1.0, 1.0]),
+                psf_fwhm=pa.array([[0.7, 0.8, 0.9], None, [0.6, 0.6, 0.7], [0.5] * 3],
+                                  pa.list_(pa.float32(), 3)))
+    with pytest.raises(ShardError, match="column 'label' cannot be read"):
+        read_parquet(url)
+    # scoring reads only what it carries: the bad label does not cost the rows their scores
+    unit = plan_units(url)[0]
+    rows = read_unit(unit, columns=("object_id", "ra", "dec", "image"))
+    assert list(rows["status"]) == ["ok"] * 4 and "label" not in rows
+    # a null fixed-size list is a row of NaN, not a reshape error
+    rows = read_unit(unit, columns=("object_id", "image", "psf_fwhm"))
+    assert np.isnan(rows["psf_fwhm"][1]).all()
+    np.testing.assert_allclose(rows["psf_fwhm"][2], [0.6, 0.6, 0.7], rtol=1e-6)
+
+
+def test_shard_with_bad_coordinates_column_is_quarantined_with_its_reason(tmp_path, tiny_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    _shard_with(str(src / "a.parquet"), 5)
+    _shard_with(str(src / "b.parquet"), 3, dec=pa.array(["x", "1", "2"]))
+    code, _, err = _score(src, tmp_path / "out", model=tiny_model)
+    assert code == 0, err
+    t = _parts(tmp_path / "out")
+    bad = list(t[t["shard"].str.endswith("b.parquet")]["status"])
+    assert len(bad) == 3 and all("column 'dec' must hold degrees" in s for s in bad)
+    assert "b.parquet: column 'dec' must hold degrees as numbers" in err
+    m = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert m["counts"]["rows_read"] == 8 == m["counts"]["rows_scored"] + \
+        m["counts"]["rows_quarantined"]
+
+
+def test_null_pixels_are_quarantined_not_scored_as_zeros(tmp_path):
+    url = str(tmp_path / "n.parquet")
+    b = make_batch(3, seed=4)
+    flat = b["image"].reshape(-1).astype(object)
+    flat[12288 + 5: 12288 + 5 + 700] = None  # row 1: 700 null pixels
+    image = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), 12288)
+    pq.write_table(pa.table({"object_id": b["object_id"], "image": image}), url)
+    got = read_parquet(url)
+    assert list(got["status"]) == ["ok", "null_pixels: 700 null values", "ok"]
+
+
+def test_uint64_ids_beyond_int64_are_refused_not_wrapped(tmp_path):
+    url = str(tmp_path / "u.parquet")
+    _shard_with(url, 2, object_id=pa.array([2**63 + 5, 7], pa.uint64()))
+    with pytest.raises(ShardError, match="uint64 ids above 2\\*\\*63 - 1"):
+        read_parquet(url)
+    _shard_with(url, 2, object_id=pa.array([2**40, 7], pa.uint64()))
+    assert list(read_parquet(url)["object_id"]) == [2**40, 7]
+
+
+def test_string_id_survey_keeps_string_ids_in_a_rejected_shards_part(tmp_path, tiny_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    _shard_with(str(src / "a.parquet"), 4, object_id=pa.array(["id1", "id2", "id3", "id4"]))
+    _shard_with(str(src / "b.parquet"), 3, object_id=pa.array(["x", "y", "z"]),
+                image=pa.array([[1.0]] * 3, pa.list_(pa.float32(), 1)))  # wrong image size
+    code, _, err = _score(src, tmp_path / "out", model=tiny_model)
+    assert code == 0, err
+    types = {str(pq.read_schema(p).field("object_id").type)
+             for p in (tmp_path / "out" / "scores").glob("part-*.parquet")}
+    assert types == {"string"}
+
+
+def test_shard_of_other_bands_is_quarantined_before_the_model_reads_it(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_parquet(str(src / "a.parquet"), make_batch(4, seed=5, labels=False))
+    write_parquet(str(src / "b.parquet"), make_batch(3, seed=6, start_id=10, labels=False),
+                  bands=("i", "r", "g"))
+    fio.write_fits(str(src / "c.fits"), make_batch(2, seed=7, start_id=20, labels=False),
+                   bands=("z", "y", "N921"))
+    code, _, err = _score(src, tmp_path / "out")
+    assert code == 0, err
+    assert "b.parquet: bands i,r,g (metadata lensscan.bands) are not the model's g,r,i" in err
+    assert "c.fits: bands z,y,N921 (header BANDS)" in err
+    m = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert (m["counts"]["rows_read"], m["counts"]["rows_scored"]) == (9, 4)
+
+
+@pytest.mark.parametrize("option", [["--threshold", "nan"], ["--threshold", "inf"],
+                                    ["--threshold", "7"], ["--top", "-3"],
+                                    ["--rows-per-unit", "0"]])
+def test_cut_that_selects_nothing_meaningful_is_refused_before_the_output(tmp_path, option,
+                                                                         tiny_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_parquet(str(src / "a.parquet"), make_batch(4, seed=8))
+    code, _, err = _score(src, tmp_path / "out", *option, model=tiny_model)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"lensscan score: error: {option[0]} ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_query_and_gallery_of_an_output_whose_path_holds_glob_characters(tmp_path, tiny_model):
+    src, other = tmp_path / "in", tmp_path / "other"
+    src.mkdir()
+    other.mkdir()
+    write_parquet(str(src / "a.parquet"), make_batch(6, seed=9))
+    write_parquet(str(other / "a.parquet"), make_batch(6, seed=9, start_id=1000))
+    out = tmp_path / "run[1]"
+    decoy = tmp_path / "run1"  # what the glob "run[1]" would match instead
+    assert _score(other, decoy, "--top", "3", model=tiny_model)[0] == 0
+    assert _score(src, out, "--top", "3", model=tiny_model)[0] == 0
+    ids = set(pq.read_table(out / "candidates.parquet").column("object_id").to_pylist())
+    assert len(ids) == 3 and max(ids) < 1000  # its own candidates, not the decoy's
+    code, text, err = _cli("query", str(out), "--top", "6", "--format", "csv")
+    assert code == 0, err
+    got = [int(line.split(",")[1]) for line in text.strip().splitlines()[1:]]
+    assert sorted(got) == list(range(6))
+    truth = tmp_path / "t.csv"
+    truth.write_text("object_id\n2\n1001\n")
+    code, text, err = _cli("query", str(out), "--truth", str(truth), "--top", "6")
+    assert code == 0 and "Traceback" not in err, err
+    code, _, err = _cli("gallery", str(out), "--out", str(tmp_path / "g.html"), "--top", "3")
+    assert code == 0, err
+
+
+def test_import_npy_refuses_a_folder_with_shards_unless_overwrite(tmp_path):
+    src = tmp_path / "npy"
+    (src / "test_lenses").mkdir(parents=True)
+    for i in range(5):
+        np.save(src / "test_lenses" / f"L{i}.npy", np.ones((3, 64, 64), np.float32))
+    out = tmp_path / "shards"
+    assert _cli("import-npy", str(src), str(out), "--shard-size", "2")[0] == 0
+    for i in range(3):
+        (src / "test_lenses" / f"L{i}.npy").unlink()
+    code, _, err = _cli("import-npy", str(src), str(out))
+    assert code == 2 and "already holds 3 shards" in err
+    code, text, _ = _cli("import-npy", str(src), str(out), "--overwrite")
+    assert code == 0 and json.loads(text)["files"] == 2
+    assert len(list(out.glob("*.parquet"))) == 1
+    # OUT holding the input: its .npy files would count as shards, and --overwrite remove them
+    code, _, err = _cli("import-npy", str(src), str(tmp_path), "--overwrite")
+    assert code == 2 and "the input lies inside OUT" in err
+    assert len(list((src / "test_lenses").glob("*.npy"))) == 2
+
+
+def test_member_card_without_checksum_is_a_model_error(tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(modelcard.resolve("default"), model)
+    member = next(p for p in model.iterdir() if p.is_dir())
+    card = json.loads((member / "card.json").read_text())
+    card["weights"].pop("sha256")
+    (member / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="card has no weights.sha256"):
+        modelcard.model_info(str(model))
+
+
+def test_gpu_sizing_skips_a_corrupt_first_unit(tmp_path):
+    good, bad = str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")
+    write_parquet(good, make_batch(20, seed=10))
+    write_parquet(bad, make_batch(40, seed=11))
+    units = plan_units(bad) + plan_units(good)
+    data = bytearray((tmp_path / "b.parquet").read_bytes())
+    data[200:4000] = b"\xff" * 3800  # pages broken, footer intact
+    (tmp_path / "b.parquet").write_bytes(bytes(data))
+    assert resources.read_rate(units) > 0  # measured on the good shard
+    assert resources.read_rate(units[:1]) is None
+
+
+def test_a_shard_whose_pages_fail_mid_run_is_reported_not_only_quarantined(tmp_path, tiny_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_parquet(str(src / "a.parquet"), make_batch(6, seed=12))
+    write_parquet(str(src / "b.parquet"), make_batch(5, seed=13, start_id=50))
+    data = bytearray((src / "b.parquet").read_bytes())
+    data[200:4000] = b"\xff" * 3800  # pages broken, footer intact: fails when read, not planned
+    (src / "b.parquet").write_bytes(bytes(data))
+    code, text, err = _score(src, tmp_path / "out", model=tiny_model)
+    assert code == 0, err
+    assert "unreadable shard" in err and "b.parquet" in err
+    m = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert m["counts"]["shards_unreadable"] == 1 and m["counts"]["rows_unreadable"] == 5
+    assert m["unreadable_shards"][0]["shard"].endswith("b.parquet")
+    assert m["unreadable_shards"][0]["rows"] == 5
+    listed = json.loads((tmp_path / "out" / "_quarantine.json").read_text())["shards"]
+    assert [s["shard"] for s in listed] == [m["unreadable_shards"][0]["shard"]]
+    assert "1 unreadable shards" in text
+
+
+@pytest.mark.parametrize("scale", [b"0", b"-0.168", b"nan", b"inf"])
+def test_a_pixel_scale_that_is_not_a_length_is_refused(tmp_path, scale):
+    url = str(tmp_path / "p.parquet")
+    write_parquet(url, make_batch(3, seed=14), metadata={b"lensscan.pixel_scale": scale})
+    with pytest.raises(ShardError, match="the scale must be a positive number"):
+        plan_units(url)
+
+
+def test_scaled_integer_fits_shard_is_read(tmp_path):
+    from astropy.io import fits
+    from astropy.table import Table
+
+    b = make_batch(4, seed=15)
+    images = np.clip(b["image"], -30, 30)
+    hdu = fits.ImageHDU(images, name="CUTOUTS")
+    hdu.scale("int16", bscale=0.001)
+    objects = fits.BinTableHDU(Table({"OBJECT_ID": b["object_id"]}), name="OBJECTS")
+    url = str(tmp_path / "s.fits")
+    fits.HDUList([fits.PrimaryHDU(), hdu, objects]).writeto(url)
+    got = fio.read_fits(url, 1, 3)
+    assert list(got["status"]) == ["ok", "ok"]
+    np.testing.assert_allclose(got["image"], images[1:3], atol=6e-4)
+
+
+def test_exports_name_what_fits_cannot_hold_and_the_terminal_gets_no_escapes(tmp_path,
+                                                                            tiny_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    _shard_with(str(src / "a.parquet"), 3,
+                object_id=pa.array(["plain", "smile \U0001f600", "\x1b]0;owned\x07 x"]))
+    assert _score(src, tmp_path / "out", model=tiny_model)[0] == 0
+    code, _, err = _cli("query", str(tmp_path / "out"), "--format", "fits", "-o",
+                        str(tmp_path / "c.fits"))
+    assert code == 2 and "column 'object_id' row" in err and "non-ASCII" in err
+    assert "Traceback" not in err
+    code, text, _ = _cli("query", str(tmp_path / "out"))
+    assert code == 0 and "\x1b" not in text and "\\x1b]0;owned\\x07 x" in text
+
+
+@pytest.mark.parametrize("option", [["--min-score", "nan"], ["--top", "-1"],
+                                    ["--cone", "400", "2", "60"], ["--cone", "150", "2", "inf"],
+                                    ["--cone", "150", "-95", "60"], ["--cone", "150", "2", "-5"]])
+def test_query_numbers_that_select_nothing_meaningful_are_refused(tmp_path, option, tiny_model):
+    src, _ = _scored(tmp_path, tiny_model, 16)
+    code, _, err = _cli("query", str(tmp_path / "out"), *option)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"lensscan query: error: {option[0]} ")
+
+
+def test_an_output_inside_its_input_is_refused(tmp_path, tiny_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_parquet(str(src / "a.parquet"), make_batch(4, seed=17))
+    for out in (src, src / "run"):
+        code, _, err = _score(src, out, model=tiny_model)
+        assert code == 2 and "the output lies inside the input" in err
+    assert not (src / "run").exists()
+    code, _, err = _score(src / "**", src / "run", model=tiny_model)  # descends into run/
+    assert code == 2 and "the output lies inside the input" in err
+    code, _, err = _score(src / "*.parquet", src / "run", model=tiny_model)  # a glob's files
+    assert code == 0, err
+
+
+def test_model_cards_with_unusable_numbers_or_no_members_are_model_errors(tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(modelcard.resolve("default"), model)
+    card = json.loads((model / "card.json").read_text())
+    bad = dict(card, members=[dict(card["members"][0], weight=float("nan"))] + card["members"][1:])
+    (model / "card.json").write_text(json.dumps(bad))
+    with pytest.raises(ModelError, match="must be finite numbers"):
+        modelcard.model_info(str(model))
+    (model / "card.json").write_text(json.dumps(dict(card, members=[])))
+    with pytest.raises(ModelError, match="lists no members"):
+        modelcard.model_info(str(model))
+
+
+def test_a_damaged_manifest_is_named(tmp_path, tiny_model):
+    src, _ = _scored(tmp_path, tiny_model, 18)
+    (tmp_path / "out" / "_manifest.json").write_text("{not json")
+    code, _, err = _cli("query", str(tmp_path / "out"), "--format", "fits", "-o",
+                        str(tmp_path / "c.fits"))
+    assert code == 2 and "_manifest.json: not a valid JSON file" in _last(err)
+
+
+def _last(err: str) -> str:
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+def test_band_names_are_compared_without_case_or_spaces(tmp_path):
+    url = str(tmp_path / "a.parquet")
+    write_parquet(url, make_batch(3, seed=19), bands=("G", " R", "I "))
+    assert len(plan_units(url, bands=("g", "r", "i"))) == 1
+    with pytest.raises(ShardError, match="are not the model's"):
+        plan_units(url, bands=("r", "g", "i"))
+
+
+def test_a_damaged_run_record_is_cleared_by_overwrite(tmp_path, tiny_model):
+    src, _ = _scored(tmp_path, tiny_model, 20)
+    (tmp_path / "out" / "_run.json").write_text("{torn")
+    code, _, err = _score(src, tmp_path / "out", model=tiny_model)
+    assert code == 2 and "_run.json: not a valid JSON file" in _last(err)
+    code, _, err = _score(src, tmp_path / "out", "--overwrite", model=tiny_model)
+    assert code == 0, err
+
+
+def test_fits_unsigned_ids_beyond_int64_quarantine_their_unit(tmp_path):
+    from astropy.io import fits
+
+    col = fits.Column(name="OBJECT_ID", format="K", bzero=2**63,
+                      array=np.array([2**63 + 5, 7], dtype=np.uint64))
+    url = str(tmp_path / "u.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(make_batch(2)["image"], name="CUTOUTS"),
+                  fits.BinTableHDU.from_columns([col], name="OBJECTS")]).writeto(url)
+    with pytest.raises(ShardError, match="unsigned ids above 2\\*\\*63 - 1"):
+        fio.read_fits(url)
+
+
+def test_votable_refuses_control_characters_naming_the_row(tmp_path):
+    from lensscan.catalog import formats
+
+    table = pa.table({"object_id": ["ok", "bell\x07"], "score": [0.5, 0.4]})
+    with pytest.raises(ValueError, match="column 'object_id' row 2 holds control characters"):
+        formats.write(table, "votable", str(tmp_path / "t.xml"))
+    formats.write(table.slice(0, 1), "votable", str(tmp_path / "t.xml"))
+
+
+def test_a_step_that_leaves_rows_out_says_how_many_and_why():
+    from lensscan.io.batch import skipped_note
+
+    assert skipped_note(np.array(["ok", "ok"], object), "x") is None
+    note = skipped_note(np.array(["ok", "unreadable: column 'label' cannot be read (...)",
+                                  "unreadable: column 'label' cannot be read (...)",
+                                  "null_image"], object), "lensscan train")
+    assert note.startswith("lensscan train: 3 of 4 rows left out, not ok (2 unreadable, "
+                           "1 null_image; first: unreadable: column 'label'")
