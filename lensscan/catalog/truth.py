@@ -85,7 +85,15 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
     column (the gallery's export) keeps only rows not graded "not a lens"; a ``label`` column
     keeps only ``label == 1``.
     """
-    table = _read_table(url)
+    try:
+        table = _read_table(url)
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        if isinstance(exc, FileNotFoundError) or str(exc).startswith(f"{url}:"):
+            raise
+        raise ValueError(f"{url}: not a readable table ({str(exc).splitlines()[0][:200]})"
+                         ) from None
+    if not table.num_rows:
+        raise ValueError(f"{url}: the truth table has no rows")
     names = table.column_names
     given = (columns.split(",") + ["", "", ""])[:3] if columns else ["", "", ""]
     picked = {role: _pick(url, names, role, g.strip() or None)
@@ -110,8 +118,11 @@ def _check_positions(url: str, table: pa.Table) -> None:
     """Refuse positions off the sky, naming the first bad row."""
     from lensscan.io.batch import coordinate_problems
 
-    ra = np.asarray(table.column("ra").to_numpy(zero_copy_only=False), np.float64)
-    dec = np.asarray(table.column("dec").to_numpy(zero_copy_only=False), np.float64)
+    try:
+        ra = np.asarray(table.column("ra").to_numpy(zero_copy_only=False), np.float64)
+        dec = np.asarray(table.column("dec").to_numpy(zero_copy_only=False), np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{url}: ra and dec must be numbers of degrees ({exc})") from None
     bad = np.flatnonzero(coordinate_problems(ra, dec) != "")
     if len(bad):
         i = int(bad[0])

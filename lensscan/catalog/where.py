@@ -43,8 +43,10 @@ def _parse(text: str) -> dict:
     tree = json.loads(duckdb.connect().execute(
         "SELECT json_serialize_sql(?)", [_PREFIX + f"({text})"]).fetchone()[0])
     if tree.get("error"):
-        raise FilterError(f"--where {text!r}: not one SQL expression "
-                          f"({tree.get('error_message', 'parse error')})")
+        message = tree.get("error_message", "parse error")
+        if "Only SELECT statements" in message:  # the text ends the SELECT: more statements
+            message = "it holds another statement after the expression"
+        raise FilterError(f"--where {text!r}: not one SQL expression ({message})")
     stmts = tree.get("statements", [])
     node = stmts[0]["node"] if len(stmts) == 1 else {}
     plain = (node.get("type") == "SELECT_NODE" and not node.get("modifiers")

@@ -140,6 +140,8 @@ def cut_tile(tile: coadd.Tile, name: str, rows: dict, cfg: CutoutConfig) -> dict
 def _catalog(cfg: CutoutConfig) -> dict[str, np.ndarray]:
     cat = read_catalog(cfg.catalog, Columns(cfg.id_col, cfg.ra_col, cfg.dec_col),
                        tuple(cfg.bands))
+    if not len(cat["ra"]):
+        raise ValueError(f"{cfg.catalog}: the catalogue has no rows")
     if cfg.psf_fwhm is not None:
         cat["psf_fwhm"] = np.tile(np.asarray(cfg.psf_fwhm, np.float32), (len(cat["ra"]), 1))
     return cat

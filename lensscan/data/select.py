@@ -145,6 +145,9 @@ def evaluate(node: Compare | Bool, table: dict[str, np.ndarray]) -> np.ndarray:
                          f"(columns: {', '.join(sorted(table))})")
     col = np.asarray(table[node.column])
     if isinstance(node.value, str):
+        if col.dtype.kind in "iufb":
+            raise ValueError(f"column {node.column!r} holds numbers: compare it with a number, "
+                             f"not the text {node.value!r}")
         values = np.asarray([str(v) if v is not None else None for v in col], dtype=object)
         known = values != None  # noqa: E711 (elementwise)
         out = np.zeros(len(col), bool)

@@ -226,6 +226,9 @@ def inject_survey(cfg: InjectConfig, progress: bool = True) -> dict:
     """Write the training set (see the module docstring); returns the summary also written to
     ``_inject.json``."""
     t0 = time.time()
+    if cfg.lenses < 0 or cfg.negatives < 0 or cfg.lenses + cfg.negatives == 0:
+        raise ValueError(f"--lenses {cfg.lenses} --negatives {cfg.negatives}: give counts of 0 "
+                         "or more, not both 0")
     for key in ("survey", "out"):  # Ray workers run in other folders
         setattr(cfg, key, storage.absolute(getattr(cfg, key)))
     shards = storage.list_shards(cfg.survey)

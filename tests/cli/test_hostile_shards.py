@@ -383,3 +383,27 @@ def test_a_step_that_leaves_rows_out_says_how_many_and_why():
                                   "null_image"], object), "lensscan train")
     assert note.startswith("lensscan train: 3 of 4 rows left out, not ok (2 unreadable, "
                            "1 null_image; first: unreadable: column 'label'")
+
+
+def test_inject_counts_and_an_empty_cutout_catalogue_are_refused(tmp_path):
+    code, _, err = _cli("inject", str(tmp_path), "--out", str(tmp_path / "t"), "--lenses", "-1",
+                        "--negatives", "5")
+    assert code == 2 and "--lenses -1 --negatives 5: give counts of 0 or more" in _last(err)
+    (tmp_path / "cat.csv").write_text("object_id,ra,dec\n")
+    code, _, err = _cli("cutout", str(tmp_path / "cat.csv"), str(tmp_path / "{band}.fits"),
+                        "--out", str(tmp_path / "s"))
+    assert code == 2 and _last(err).endswith("cat.csv: the catalogue has no rows")
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("t.csv", b"", "t.csv: not a readable table"),
+    ("t.csv", b"object_id,ra,dec\n", "t.csv: the truth table has no rows"),
+    ("t.csv", b"object_id,ra,dec\n1,abc,2\n", "t.csv: ra and dec must be numbers of degrees"),
+    ("t.parquet", b"junk", "t.parquet: not a readable table"),
+])
+def test_truth_tables_that_cannot_be_used_are_named(tmp_path, name, content, message):
+    from lensscan.catalog.truth import read_truth
+
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        read_truth(str(tmp_path / name))

@@ -125,7 +125,8 @@ def test_truncated_tile_image_is_named_and_its_objects_fall_back_or_end_unreadab
     assert counts["cutouts"] + counts["missing"] == 10 and counts["unreadable"] >= 1
     rows, missing = _read_output(out)
     assert missing["a_centre"] == "unreadable"  # on tile A alone
-    assert rows["overlap_a"]["tile"] == B  # A was its best tile: cut from B instead
+    assert rows["masked_fallback"]["tile"] == B  # A was its best tile: cut from B instead
+    assert missing["overlap_a"] == "unreadable"  # too near B's edge: A's reason is kept
     summary = json.loads(read_bytes(out + "/_cutout.json"))
     assert any(str(bad) in line for line in summary["unreadable_tiles"])
 

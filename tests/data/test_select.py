@@ -41,6 +41,7 @@ def test_columns_read():
     ("mag_r < 21 mag_r", "unexpected"),
     ("missing > 1", "lacks"),
     ("kind > 1", "holds text"),
+    ("mag_r < 'abc'", "holds numbers: compare it with a number, not the text 'abc'"),
 ])
 def test_refused(text, message):
     with pytest.raises(ValueError, match=message):
