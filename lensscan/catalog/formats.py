@@ -124,9 +124,14 @@ def _text_fits(table: pa.Table, fits_in: Callable[[str], bool], what: str,
                                  f"({printable(v[:40])!r}); use --format {other}")
 
 
+def _fits_text(text: str) -> bool:
+    """True when a FITS character field can hold ``text``: printable ASCII only."""
+    return text.isascii() and text.isprintable()
+
+
 def _ascii_only(table: pa.Table) -> None:
-    _text_fits(table, str.isascii, "non-ASCII text, which FITS tables cannot hold",
-               "votable, parquet or csv")
+    _text_fits(table, _fits_text, "non-ASCII or control characters, which FITS tables cannot "
+               "hold", "votable, parquet or csv")
 
 
 def _xml_text(text: str) -> bool:

@@ -74,9 +74,12 @@ def absolute(url: str) -> str:
 
 
 def inside(url: str, folder: str) -> bool:
-    """True when ``url`` is ``folder`` or lies below it (both URLs as written, local paths made
-    absolute)."""
-    a, b = absolute(url).rstrip("/"), absolute(folder).rstrip("/")
+    """True when ``url`` is ``folder`` or lies below it (object-store URLs as written; local
+    paths made absolute with their links resolved)."""
+    def real(u: str) -> str:
+        return os.path.realpath(absolute(u)) if is_local(u) else str(u).rstrip("/")
+
+    a, b = real(url), real(folder)
     return a == b or a.startswith(b + "/")
 
 

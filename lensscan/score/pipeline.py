@@ -95,14 +95,15 @@ def check_cut(cfg: ScoreConfig) -> None:
 
 
 def input_folder(url: str) -> str | None:
-    """The folder whose files the input URL can match: the URL itself, or for a descending
-    glob (``**``) its fixed part; None for a plain glob, whose matches are the files of one
-    folder level and never a folder beside them (``data/*.parquet``)."""
+    """The folder whose files the input URL can match: the URL itself, or for a glob whose
+    pattern reaches into folders (``data/**``, ``data/*/*.parquet``) its fixed part; None for
+    a glob of one folder's files, which never matches a folder beside them
+    (``data/*.parquet``)."""
     if GLOB_CHARS.isdisjoint(url):
         return url
-    if "**" not in url:
-        return None
     head = url[:min(url.index(c) for c in GLOB_CHARS if c in url)]
+    if "/" not in url[len(head):] and "**" not in url:
+        return None
     return head.rsplit("/", 1)[0] if "/" in head else "."
 
 

@@ -201,6 +201,9 @@ def test_import_npy_refuses_a_folder_with_shards_unless_overwrite(tmp_path):
     # OUT holding the input: its .npy files would count as shards, and --overwrite remove them
     code, _, err = _cli("import-npy", str(src), str(tmp_path), "--overwrite")
     assert code == 2 and "the input lies inside OUT" in err
+    (tmp_path / "link").symlink_to(tmp_path)
+    code, _, err = _cli("import-npy", str(src), str(tmp_path / "link"), "--overwrite")
+    assert code == 2 and "the input lies inside OUT" in err
     assert len(list((src / "test_lenses").glob("*.npy"))) == 2
 
 
@@ -305,6 +308,11 @@ def test_an_output_inside_its_input_is_refused(tmp_path, tiny_model):
         assert code == 2 and "the output lies inside the input" in err
     assert not (src / "run").exists()
     code, _, err = _score(src / "**", src / "run", model=tiny_model)  # descends into run/
+    assert code == 2 and "the output lies inside the input" in err
+    code, _, err = _score(src / "*" / "*.parquet", src / "run", model=tiny_model)  # run/*.parquet
+    assert code == 2 and "the output lies inside the input" in err
+    (tmp_path / "link").symlink_to(src)
+    code, _, err = _score(src, tmp_path / "link" / "run", model=tiny_model)  # the same folder
     assert code == 2 and "the output lies inside the input" in err
     code, _, err = _score(src / "*.parquet", src / "run", model=tiny_model)  # a glob's files
     assert code == 0, err
