@@ -1,13 +1,14 @@
 """Score a small survey in this process, without Ray (``--engine local``, and ``auto`` for at
 most :data:`lensscan.config.LOCAL_MAX_ROWS` rows on a machine without a Ray cluster).
 
-The same code as the Ray path, arranged in one process: a reader thread decodes the units
+The same code as the Ray path, arranged in one process: a reader thread (two for object
+storage, where one waits on the network while the other decodes) decodes the units
 (:meth:`lensscan.data.stream.ReadUnits.blocks`, the read tasks' code) a few blocks ahead while
 the model scores (:class:`lensscan.score.predictor.EnsemblePredictor`, the actors' code) and the
 driver commits (:class:`lensscan.score.collect.Collector`). What a Ray run pays before its first
 unit is committed (Ray's start, worker processes, an actor importing torch while the reads start)
 is then the model's load and one block: a user scoring 2,000 cutouts waits seconds, not a
-minute. The model loads while the first block is read; the reader stops when the run does.
+minute. The model loads while the first blocks are read; the readers stop when the run does.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ import numpy as np
 from lensscan import runtime
 from lensscan.config import LOCAL_MAX_ROWS, ScoreConfig
 from lensscan.data.stream import ReadUnits
+from lensscan.io import storage
 from lensscan.io.shards import Unit
 from lensscan.score.build import predictor_kwargs, unit_reader
 from lensscan.score.resources import DECODED_CUTOUT, Resources, batch_size
 
 READ_AHEAD = 2  # decoded blocks waiting for the model (bounded: memory stays flat)
+#: Reader threads for units on object storage: while one waits on the network for its unit,
+#: another decodes. Local files take one (decoding is CPU work, the model's cores).
+REMOTE_READERS = 2
 STOP_WAIT_S = 5.0  # how long a run that ends waits for its reader thread (a daemon) to stop
 ENGINES = ("auto", "ray", "local")
 _DONE = object()  # the reader's last item
@@ -104,35 +109,55 @@ def score_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, units: li
     :class:`~lensscan.errors.ModelError` are raised here, as themselves."""
     read = unit_reader(preprocessing, units, ids_as_strings, res)
     blocks: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+    todo: queue.Queue = queue.Queue()
+    for item in enumerate(units):
+        todo.put(item)
     stop = threading.Event()
-    reader = threading.Thread(target=_read, args=(read, units, blocks, stop),
-                              name="lensscan-reader", daemon=True)
-    reader.start()  # the first block is read while the model loads
+    readers = [threading.Thread(target=_read, args=(read, todo, blocks, stop),
+                                name="lensscan-reader", daemon=True)
+               for _ in range(reader_count(units))]
+    for reader in readers:
+        reader.start()  # the first blocks are read while the model loads
     try:
         from lensscan.score.predictor import EnsemblePredictor  # torch
 
         predictor = EnsemblePredictor(**predictor_kwargs(cfg, model_url, preprocessing, res),
                                       device="cuda" if res.gpu else "cpu")
-        while (block := blocks.get()) is not _DONE:
-            if isinstance(block, BaseException):
+        finished = 0
+        while finished < len(readers):
+            block = blocks.get()
+            if block is _DONE:
+                finished += 1
+            elif isinstance(block, BaseException):
                 raise block
-            yield predictor(block)
+            else:
+                yield predictor(block)
     finally:
         stop.set()
         with contextlib.suppress(queue.Empty):  # free a reader blocked on a full queue
             while True:
                 blocks.get_nowait()
-        reader.join(timeout=STOP_WAIT_S)  # a read in progress (slow storage) is not waited out
+        for reader in readers:  # a read in progress (slow storage) is not waited out
+            reader.join(timeout=STOP_WAIT_S)
 
 
-def _read(read: ReadUnits, units: list[Unit], blocks: queue.Queue,
+def reader_count(units: list[Unit]) -> int:
+    """Reader threads for ``units``: :data:`REMOTE_READERS` on object storage, else one."""
+    remote = bool(units) and not storage.is_local(units[0].url)
+    return min(REMOTE_READERS if remote else 1, max(1, len(units)))
+
+
+def _read(read: ReadUnits, todo: queue.Queue, blocks: queue.Queue,
           stop: threading.Event) -> None:
-    """The reader thread: every unit's blocks into ``blocks``, then :data:`_DONE` (or the error
-    that stopped it)."""
+    """A reader thread: the blocks of the units it takes from ``todo`` (``(index, unit)``)
+    into ``blocks`` until none is left, then :data:`_DONE` (or the error that stopped it).
+    Blocks of different units may interleave: each row names its unit."""
     try:
-        for index, unit in enumerate(units):
-            if stop.is_set():
-                return
+        while not stop.is_set():
+            try:
+                index, unit = todo.get_nowait()
+            except queue.Empty:
+                break
             for block in read.blocks(unit, index):
                 if not _put(blocks, block, stop):
                     return

@@ -137,6 +137,35 @@ def test_local_engine_reader_stops_with_the_run(tiny_model, tmp_path):
     assert not _readers()
 
 
+def test_units_on_object_storage_are_read_by_two_readers_each_once(tiny_model, tmp_path,
+                                                                    s3_bucket):
+    """Two reader threads share the units of an S3 survey: every row comes back exactly once,
+    with its unit's rows, and both readers stop when the consumer does."""
+    from lensscan.io import storage
+
+    fs, _ = storage.filesystem(s3_bucket)
+    local = _units(tmp_path / "in", shards=3)
+    for k in range(3):
+        fs.put(str(tmp_path / "in" / f"p{k}.parquet"), f"{s3_bucket[5:]}/in/p{k}.parquet")
+    units = [u for k in range(3) for u in plan_units(f"{s3_bucket}/in/p{k}.parquet", 40)]
+    assert len(units) == len(local) == 9 and inprocess.reader_count(units) == 2
+    assert inprocess.reader_count(local) == 1
+    cfg = _cfg(batch_size=16)
+    res = inprocess.local_resources(cfg, cuda=False)
+    pre = modelcard.model_info(tiny_model).preprocessing
+    got = list(inprocess.score_units(cfg, tiny_model, pre, units, False, res))
+    ids = np.concatenate([b["object_id"] for b in got])
+    unit = np.concatenate([b["unit"] for b in got])
+    assert sorted(ids.tolist()) == sorted(k * 1000 + i for k in range(3) for i in range(120))
+    for i, u in enumerate(units):  # each unit's rows are its own
+        assert sorted(ids[unit == i] % 1000) == list(range(u.start, u.stop))
+    batches = inprocess.score_units(cfg, tiny_model, pre, units, False, res)
+    next(batches)
+    assert len(_readers()) == 2
+    batches.close()
+    assert not _readers()
+
+
 @pytest.mark.parametrize("engine", ["local", "ray"])
 def test_modified_weights_fail_the_run_in_one_line(request, tiny_model, tmp_path, engine):
     """Weights that are not the card's: the run stops with the ModelError of the process that
