@@ -50,7 +50,7 @@ def _from_dict(cls, d: dict[str, Any]):
     return cls(**d)
 
 
-#: Characters that make an input URL a glob (fsspec's).
+#: Characters that make a path a glob (fsspec's and DuckDB's).
 GLOB_CHARS = frozenset("*?[")
 
 @dataclass

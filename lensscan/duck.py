@@ -10,6 +10,7 @@ import tempfile
 import duckdb
 import pyarrow as pa
 
+from lensscan.config import GLOB_CHARS
 from lensscan.io import storage
 from lensscan.io.batch import OK
 
@@ -59,7 +60,7 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = 
 def escape_glob(path: str) -> str:
     """``path`` with the characters DuckDB reads as a glob (``*``, ``?``, ``[``) written as
     one-character classes: a pattern that matches this very path."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+    return "".join(f"[{c}]" if c in GLOB_CHARS else c for c in path)
 
 
 def sql_path(url: str, glob: str | None = None) -> str:

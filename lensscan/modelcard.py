@@ -301,11 +301,12 @@ def _members(url: str, card: ModelCard) -> list[tuple[str, str, ModelCard]]:
     if not card.members:
         raise ModelError(f"{url}: the ensemble card lists no members")
     out = []
-    numbers = [m.weight for m in card.members or ()] + [card.bias or 0.0]
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers):
+    weights = [m.weight for m in card.members]
+    if not all(isinstance(v, int | float) and math.isfinite(v)
+               for v in [*weights, card.bias or 0.0]):
         raise ModelError(f"{url}: the card's member weights and bias must be finite numbers "
-                         f"(weights {[m.weight for m in card.members or ()]}, bias {card.bias})")
-    for m in card.members or ():
+                         f"(weights {weights}, bias {card.bias})")
+    for m in card.members:
         murl = storage.join(url, m.path)
         mcard = read_card(murl)
         if mcard.preprocessing != card.preprocessing:

@@ -89,6 +89,9 @@ def plan(
     return p.units, p.rejected
 
 
+#: The columns of a shard that every read carries (:class:`ReadUnits` adds its ``keep``).
+ROW_COLUMNS = ("object_id", "ra", "dec", "image")
+
 #: Item key of a unit's index in the run's list (see :func:`units_to_items`).
 INDEX = "index"
 
@@ -145,7 +148,7 @@ class ReadUnits:
         self.half = half and stage == "raw"
         self.block_rows = block_rows
         #: the columns read: what the rows carry (another column cannot fail a unit)
-        self.columns = ("object_id", "ra", "dec", "image", *keep)
+        self.columns = (*ROW_COLUMNS, *keep)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # a unit at a time (in blocks of at most block_rows): a task holds one unit's pixels

@@ -129,12 +129,17 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
     src = f"read_parquet([{', '.join(duck.sql_path(f) for f in files)}], union_by_name=true)"
     n_all, n_ok = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE status = '{OK}') FROM {src}").fetchone()
-    reasons = dict(con.execute(
-        f"SELECT split_part(status, ':', 1) AS r, count(*) FROM {src} WHERE status <> '{OK}' "
-        "GROUP BY r ORDER BY r").fetchall())
-    bad = con.execute(  # shards whose bytes failed under a unit's read, with a reason
-        f"SELECT shard, min(status), count(*) FROM {src} "
-        f"WHERE starts_with(status, '{UNREADABLE}:') GROUP BY shard ORDER BY shard").fetchall()
+    # one pass over the statuses: counts by reason, and per shard for unreadable rows (the
+    # shards whose bytes failed under a unit's read)
+    reasons: dict[str, int] = {}
+    bad = []
+    for reason, shard, status, n in con.execute(
+            f"SELECT split_part(status, ':', 1) AS r, CASE WHEN starts_with(status, "
+            f"'{UNREADABLE}:') THEN shard END AS s, min(status), count(*) FROM {src} "
+            f"WHERE status <> '{OK}' GROUP BY ALL ORDER BY r, s").fetchall():
+        reasons[reason] = reasons.get(reason, 0) + int(n)
+        if shard is not None:
+            bad.append((shard, status, n))
     ranked = duck.ranked_sql(src, "*", threshold if top is None else None)
     limit = f"LIMIT {int(top)}" if top is not None else ""
     table = duck.fetch_arrow(con, f"{ranked} ORDER BY rank {limit}")

@@ -45,7 +45,7 @@ def unreadable_shards(plan: RunPlan, parts: list[dict] = ()) -> list[dict]:
 
 def nothing_read(cfg: ScoreConfig, plan: RunPlan, counts: dict) -> str:
     """The one-line reason of a run that could read no row."""
-    bad = plan.unreadable or unreadable_shards(plan)
+    bad = plan.unreadable
     if not bad and not counts["rows_read"]:
         return f"{cfg.input}: the shards hold no rows"
     first = "; ".join(f"{e['shard']}: {e['reason']}" for e in bad[:3])

@@ -40,8 +40,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
         ``cfg.overwrite`` is not set.
     ValueError
         When ``cfg.prior`` is given for a model without calibration, or is not in (0, 1); for
-        a threshold that is not finite, a negative ``top``, ``rows_per_unit`` or ``batch_size``
-        under 1; for an unknown engine, or options of Ray's actors with ``--engine local``.
+        the options :func:`check_cut` refuses; for an unknown engine, or options of Ray's
+        actors with ``--engine local``.
     NothingReadableError
         When no input row could be read (every shard unreadable); no manifest is written.
     StorageError
@@ -78,7 +78,8 @@ def check_cut(cfg: ScoreConfig) -> None:
     Raises
     ------
     ValueError
-        For a threshold that is not a finite number, or a negative ``top``.
+        For a threshold outside [0, 1], a negative ``top``, ``rows_per_unit`` or ``batch_size``
+        under 1, or an output inside the folder its input reads.
     """
     if cfg.threshold is not None and not 0 <= cfg.threshold <= 1:
         raise ValueError(f"--threshold {cfg.threshold}: must be a score from 0 to 1")

@@ -10,6 +10,7 @@ from typing import Any
 
 from lensscan import runtime
 from lensscan.config import ScoreConfig
+from lensscan.data.stream import ROW_COLUMNS
 from lensscan.errors import ShardError
 from lensscan.io.shards import Unit, read_unit
 
@@ -129,7 +130,7 @@ def read_rate(units: list[Unit]) -> float | None:
         t = time.perf_counter()
         try:
             rows = len(read_unit(unit, half=unit.dtype == "float16",
-                                 columns=("object_id", "ra", "dec", "image"))["object_id"])
+                                 columns=ROW_COLUMNS)["object_id"])
         except ShardError:
             continue
         return rows / max(time.perf_counter() - t, 1e-6)
