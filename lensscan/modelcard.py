@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lensscan import __version__
 from lensscan.errors import ModelError
 from lensscan.io import storage
+from lensscan.io.batch import CUTOUT_SHAPE
 
 if TYPE_CHECKING:
     from torch import nn
@@ -294,6 +295,10 @@ class ModelInfo(_CardView):
 def _members(url: str, card: ModelCard) -> list[tuple[str, str, ModelCard]]:
     """(name, URL, card) of every member of a member or ensemble folder, checked to share the
     ensemble's preprocessing."""
+    shape = (card.input or {}).get("shape")
+    if shape is not None and shape != list(CUTOUT_SHAPE):
+        raise ModelError(f"{url}: the card's input shape is {shape}; lensscan's cutouts are "
+                         f"{list(CUTOUT_SHAPE)}")
     if card.kind == "member":
         return [(card.name or "model", url, card)]
     if card.kind != "ensemble":

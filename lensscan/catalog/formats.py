@@ -257,5 +257,8 @@ def write(table: pa.Table, fmt: str, path: str | None = None,
         data = _votable(table, prov)
     if path:
         storage.write_bytes_atomic(path, data)
-    else:
-        sys.stdout.write(data.decode())
+        return
+    text = data.decode()
+    if fmt == "csv" and sys.stdout.isatty():  # a terminal runs escape sequences: show them
+        text = "\n".join(printable(line) for line in text.split("\n"))
+    sys.stdout.write(text)

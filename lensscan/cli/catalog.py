@@ -16,17 +16,18 @@ def _query(a) -> None:
 
         table, summary = recovery(a.out, read_truth(a.truth, a.truth_cols), top=a.top,
                                   radius_arcsec=a.match_radius)
-        print(json.dumps(summary), file=sys.stderr)
     else:
         cone = Cone(*a.cone) if a.cone else None
         columns = [c.strip() for c in a.columns.split(",")] if a.columns else None
         table = query(a.out, top=a.top, min_score=a.min_score, cone=cone, where=a.where,
                       columns=columns, candidates=a.candidates)
-        summary = expected_in(table, run_prior(a.out))
-        if summary is not None:
-            print(json.dumps({"expected": summary}), file=sys.stderr)
+        expected = expected_in(table, run_prior(a.out))
+        summary = None if expected is None else {"expected": expected}
+    # the table first: an export that is refused prints no summary of it
     formats.write(formats.with_names(table, a.name_prefix), a.format, a.output,
                   provenance(a.out))
+    if summary is not None:
+        print(json.dumps(summary), file=sys.stderr)
 
 
 def _gallery(a) -> None:

@@ -14,6 +14,8 @@ def _cutout(a) -> None:
     from lensscan.data.cutout import cutout_survey
 
     summary = cutout_survey(from_args(CutoutConfig, a), progress=False)
+    if summary["off_sky"]:
+        print(f"lensscan cutout: {summary['off_sky']}", file=sys.stderr)
     for line in summary["unreadable_tiles"]:
         print(f"lensscan cutout: unreadable tile {line}", file=sys.stderr)
     print(json.dumps({k: summary[k] for k in ("counts", "tiles", "seconds")}))

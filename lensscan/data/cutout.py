@@ -7,10 +7,12 @@ Launch::
 
 Every catalogue row ends exactly once: as a row of the Parquet shards, cut from the tile where
 it lies farthest from the edge (:mod:`lensscan.data.placement`), or in ``_missing.parquet`` with
-a reason: ``no_tile`` (on no image, or no position), ``edge`` (the stamp is partly off the image),
-``masked`` (a pixel of the stamp is NaN or inf in some band) or ``unreadable`` (its tile's image
-file is truncated or corrupt; the file is listed in ``_cutout.json``). An object whose best tile
-gives a masked or unreadable stamp is tried on its next tile. One Ray task per tile and rank
+a reason: ``no_tile`` (on no image, or no position), ``off_sky`` (RA outside [0, 360) or Dec
+outside [-90, 90] degrees: a catalogue in other units, never wrapped onto a tile), ``edge``
+(the stamp is partly off the image), ``masked`` (a pixel of the stamp is NaN or inf in some
+band) or ``unreadable`` (its tile's image file is truncated or corrupt; the file is listed in
+``_cutout.json``). An object whose best tile gives a masked or unreadable stamp is tried on its
+next tile. One Ray task per tile and rank
 reads each band once, only the rows it needs (``.section``), and writes its own shards, so
 pixels never pass through the driver. Without ``--resample`` a stamp holds the very pixels of
 ``astropy.nddata.Cutout2D(image, position, (64, 64), wcs=wcs)``; ``offset_x``/``offset_y``
@@ -37,7 +39,7 @@ from lensscan.io.parquet import flux_metadata, write_parquet
 
 MISSING = "_missing.parquet"
 SUMMARY = "_cutout.json"
-REASONS = ("no_tile", "edge", "masked", "unreadable")
+REASONS = ("no_tile", "off_sky", "edge", "masked", "unreadable")
 
 
 def check_tiles(tiles: list[coadd.Tile], cfg: CutoutConfig) -> None:
@@ -147,6 +149,21 @@ def _catalog(cfg: CutoutConfig) -> dict[str, np.ndarray]:
     return cat
 
 
+def off_sky(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Rows whose position is a number but not a place on the sky (NaN is no position)."""
+    placed = ~np.isnan(ra) & ~np.isnan(dec)
+    with np.errstate(invalid="ignore"):
+        return placed & ~((ra >= 0) & (ra < 360) & (np.abs(dec) <= 90))
+
+
+def off_sky_note(url: str, cat: dict[str, np.ndarray], rows: np.ndarray) -> str:
+    """One line naming how many rows are off the sky, and the first of them."""
+    i = int(rows[0])
+    return (f"{url}: {len(rows)} row(s) have a position off the sky (RA outside [0, 360), Dec "
+            f"outside [-90, 90] degrees), first row {i} (id {cat['object_id'][i]!s:.40}, "
+            f"ra {cat['ra'][i]}, dec {cat['dec'][i]}): they end in {MISSING} as off_sky")
+
+
 def _run_rank(rank: int, pending: np.ndarray, cand: P.Candidates, tiles: list[coadd.Tile],
               cat: dict[str, np.ndarray], cfg: CutoutConfig, errors: list[str]
               ) -> tuple[np.ndarray, dict]:
@@ -210,9 +227,12 @@ def cutout_survey(cfg: CutoutConfig, progress: bool = True) -> dict:
                                 f"({', '.join(cfg.band_names or cfg.bands)})")
     check_tiles(tiles, cfg)
     storage.ensure_empty(cfg.out, cfg.overwrite)
-    cand = P.candidates(cat["ra"], cat["dec"], tiles)
+    bad = off_sky(cat["ra"], cat["dec"])
+    cand = P.candidates(np.where(bad, np.nan, cat["ra"]), np.where(bad, np.nan, cat["dec"]),
+                        tiles)
     reason = np.full(n, "", dtype=object)  # the first reason a row failed for
     reason[np.setdiff1d(np.arange(n), cand.row)] = "no_tile"
+    reason[bad] = "off_sky"
     done = np.zeros(n, bool)
     runtime.ensure_ray(quiet=not progress)
     pending, rank, errors = np.unique(cand.row), 0, []
@@ -231,6 +251,7 @@ def cutout_survey(cfg: CutoutConfig, progress: bool = True) -> dict:
     if counts["cutouts"] + counts["missing"] != n:
         raise RuntimeError(f"cutout lost rows: {counts}")
     summary = {"counts": counts, "tiles": len(tiles), "incomplete_tile_files": partial,
+               "off_sky": off_sky_note(cfg.catalog, cat, np.flatnonzero(bad)) if bad.any() else "",
                "unreadable_tiles": sorted(set(errors)),
                "seconds": round(time.time() - t0, 2), "config": cfg.to_dict()}
     storage.write_bytes_atomic(storage.join(cfg.out, SUMMARY),

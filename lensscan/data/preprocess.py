@@ -57,7 +57,10 @@ def median(x: torch.Tensor, numpy_on_cpu: bool = True) -> torch.Tensor:
     """numpy's median over the last axis (for an even count the mean of the two middle values;
     torch's own ``median`` returns the lower one): (..., K) -> (...)."""
     if _cpu_kernels(x, numpy_on_cpu):
-        return torch.from_numpy(np.median(x.numpy(), axis=-1))
+        # two middle values near float32's limit overflow in their mean, as torch's kernels do
+        # silently: the row's output is then not finite and :func:`finite_rows` finds it
+        with np.errstate(over="ignore", invalid="ignore"):
+            return torch.from_numpy(np.median(x.numpy(), axis=-1))
     k = x.shape[-1]
     lo = x.median(dim=-1, keepdim=True).values  # the (k+1)//2-th smallest
     if k % 2:

@@ -44,6 +44,15 @@ def ok_mask(status: np.ndarray) -> np.ndarray:
     return np.asarray(status, dtype=object) == OK
 
 
+def left_out(status: np.ndarray) -> dict[str, int]:
+    """The rows of ``status`` that are not ``ok``, counted by reason (the part before ``:``),
+    most frequent first."""
+    status = np.asarray(status, dtype=object)
+    reasons, counts = np.unique([str(s).split(":", 1)[0] for s in status[status != OK]],
+                                return_counts=True)
+    return {str(reasons[i]): int(counts[i]) for i in np.argsort(-counts, kind="stable")}
+
+
 def skipped_note(status: np.ndarray, what: str) -> str | None:
     """One line saying how many of the rows of ``status`` are not ``ok``, by reason (the part
     before ``:``), for a step that leaves them out (``what``: which); None when all are ok."""
@@ -51,9 +60,7 @@ def skipped_note(status: np.ndarray, what: str) -> str | None:
     bad = status[status != OK]
     if not len(bad):
         return None
-    reasons, counts = np.unique([str(s).split(":", 1)[0] for s in bad], return_counts=True)
-    order = np.argsort(-counts)
-    detail = ", ".join(f"{counts[i]} {reasons[i]}" for i in order[:5])
+    detail = ", ".join(f"{n} {reason}" for reason, n in list(left_out(status).items())[:5])
     first = next((str(s) for s in bad if str(s).startswith(UNREADABLE)), str(bad[0]))
     return (f"{what}: {len(bad)} of {len(status)} rows left out, not ok ({detail}; first: "
             f"{first[:200]})")

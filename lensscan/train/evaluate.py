@@ -52,10 +52,13 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     pre = Preprocessing.from_dict(loaded.preprocessing)
     keep = ("label", "kind", "arc_snr", "object_id")
     ds = dataset(data, pre, "model", keep_extra=keep)
-    y, s_all, extra = member_scores(loaded.module, ds, extra=("kind", "arc_snr", "object_id"))
+    rows: dict = {}
+    y, s_all, extra = member_scores(loaded.module, ds, extra=("kind", "arc_snr", "object_id"),
+                                    rows=rows)
     s = s_all[:, 0]
     thr = loaded.threshold
-    report = {"model": model_url, "data": data, "tta": tta, "ensemble": summary(y, s, thr)}
+    report = {"model": model_url, "data": data, "tta": tta, "rows": rows,
+              "ensemble": summary(y, s, thr)}
     report["ensemble"].update(_by_truth(y, s, thr, extra))
     curves = {"ensemble": (y, s)}
     histories = {}

@@ -7,15 +7,18 @@ import sys
 import numpy as np
 import torch
 
-from lensscan.io.batch import ok_mask, skipped_note
+from lensscan.io.batch import left_out, ok_mask, skipped_note
 
 
 @torch.inference_mode()
 def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
-                  extra: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, dict]:
+                  extra: tuple[str, ...] = (), rows: dict | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Labels, lens probabilities and extra columns of the ``ok`` rows of a model-stage dataset.
 
     ``model`` maps (N, 3, H, W) to logits (N, 1) or, for an ensemble, returns (score, members).
+    ``rows``, when given, is filled with the counts: ``read``, ``used``, ``unlabelled`` (ok rows
+    without a label) and ``left_out`` (the rows not ok, by reason).
     """
     ys, ss, ex, statuses = [], [], {k: [] for k in extra}, []
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
@@ -29,8 +32,13 @@ def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
         ys.append(batch["label"][keep])
         for k in extra:
             ex[k].append(batch[k][keep])
-    note = skipped_note(np.concatenate(statuses), "lensscan") if statuses else None
+    status = np.concatenate(statuses) if statuses else np.zeros(0, object)
+    note = skipped_note(status, "lensscan")
     if note:
         print(note, file=sys.stderr)
+    if rows is not None:
+        used = sum(len(y) for y in ys)
+        rows.update(read=len(status), used=used, left_out=left_out(status),
+                    unlabelled=int(ok_mask(status).sum()) - used)
     return (np.concatenate(ys), np.concatenate(ss),
             {k: np.concatenate(v) for k, v in ex.items()})

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import shutil
+import warnings
 
 import duckdb
 import numpy as np
@@ -274,19 +275,19 @@ def test_scaled_integer_fits_shard_is_read(tmp_path):
     np.testing.assert_allclose(got["image"], images[1:3], atol=6e-4)
 
 
-def test_exports_name_what_fits_cannot_hold_and_the_terminal_gets_no_escapes(tmp_path,
-                                                                            tiny_model):
+def test_exports_name_what_fits_cannot_hold_and_the_terminal_gets_no_escapes(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     _shard_with(str(src / "a.parquet"), 3,
                 object_id=pa.array(["plain", "smile \U0001f600", "\x1b]0;owned\x07 x"]))
-    assert _score(src, tmp_path / "out", model=tiny_model)[0] == 0
+    assert _score(src, tmp_path / "out")[0] == 0  # the default model: calibrated, p_lens
     code, _, err = _cli("query", str(tmp_path / "out"), "--format", "fits", "-o",
                         str(tmp_path / "c.fits"))
     assert code == 2 and "column 'object_id' row" in err and "non-ASCII" in err
-    assert "Traceback" not in err
-    code, text, _ = _cli("query", str(tmp_path / "out"))
+    assert "Traceback" not in err and '"expected"' not in err  # no summary of a refused export
+    code, text, err = _cli("query", str(tmp_path / "out"))
     assert code == 0 and "\x1b" not in text and "\\x1b]0;owned\\x07 x" in text
+    assert '"expected"' in err
 
 
 @pytest.mark.parametrize("option", [["--min-score", "nan"], ["--top", "-1"],
@@ -329,6 +330,11 @@ def test_model_cards_with_unusable_numbers_or_no_members_are_model_errors(tmp_pa
     (model / "card.json").write_text(json.dumps(dict(card, members=[])))
     with pytest.raises(ModelError, match="lists no members"):
         modelcard.model_info(str(model))
+    (model / "card.json").write_text(json.dumps(dict(card, input=dict(card["input"],
+                                                                    shape=[3, 48, 48]))))
+    with pytest.raises(ModelError, match=r"input shape is \[3, 48, 48\]; lensscan's cutouts "
+                                         r"are \[3, 64, 64\]"):
+        modelcard.load_model(str(model))
 
 
 def test_a_damaged_manifest_is_named(tmp_path, tiny_model):
@@ -415,3 +421,51 @@ def test_truth_tables_that_cannot_be_used_are_named(tmp_path, name, content, mes
     (tmp_path / name).write_bytes(content)
     with pytest.raises(ValueError, match=message):
         read_truth(str(tmp_path / name))
+
+
+def test_pixels_near_the_float32_limit_are_quarantined_without_a_numpy_warning(tmp_path,
+                                                                               tiny_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    b = make_batch(3, seed=5)
+    b["image"][1] = 3e38  # the border's two middle values overflow in their mean
+    write_parquet(str(src / "a.parquet"), b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        code, _, err = _score(src, tmp_path / "out", model=tiny_model)
+    assert code == 0 and "RuntimeWarning" not in err
+    status = list(_parts(tmp_path / "out")["status"])
+    assert status[0] == status[2] == "ok" and status[1].startswith("non_finite_input: ")
+
+
+def test_csv_on_a_terminal_shows_control_characters_and_a_pipe_keeps_them(tmp_path, tiny_model):
+    import os
+    import subprocess
+    import sys
+
+    src = tmp_path / "in"
+    src.mkdir()
+    _shard_with(str(src / "a.parquet"), 2, object_id=pa.array(["plain", "\x1b]0;owned\x07 x"]))
+    assert _score(src, tmp_path / "out", model=tiny_model)[0] == 0
+    argv = [sys.executable, "-c", "import sys; from lensscan.cli import main; "
+            "sys.exit(main(sys.argv[1:]))", "query", str(tmp_path / "out"), "--format", "csv"]
+    leader, follower = os.openpty()  # stdout a terminal, as a user's shell gives it
+    try:
+        proc = subprocess.run(argv, stdout=follower, stderr=subprocess.PIPE, timeout=120)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    shown = b"".join(chunks).decode()
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in shown and "\x07" not in shown and "\\x1b]0;owned\\x07 x" in shown
+    piped = subprocess.run(argv, capture_output=True, timeout=120)  # the data, byte for byte
+    assert piped.returncode == 0 and b"\x1b]0;owned\x07 x" in piped.stdout

@@ -22,11 +22,18 @@ from lensscan.io.shards import read_shard
 from lensscan.io.storage import filesystem, list_shards, read_bytes
 
 
-def _catalog(path) -> str:
+def _catalog(path, off_sky: bool = False) -> str:
+    """Every object of the coadd plus one without a position; with ``off_sky``, two rows whose
+    positions are not on the sky: a_centre's RA plus 360 (a WCS would wrap it onto tile A) and
+    a declination of 95."""
     pos = positions()
     names = [*pos, "nan_pos"]
     ra = [p[0] for p in pos.values()] + [float("nan")]
     dec = [p[1] for p in pos.values()] + [2.0]
+    if off_sky:
+        names += ["ra_wrapped", "dec_95"]
+        ra += [pos["a_centre"][0] + 360, 150.0]
+        dec += [pos["a_centre"][1], 95.0]
     pq.write_table(pa.table({"ID": names, "RA": ra, "DEC": dec}), path)
     return str(path)
 
@@ -95,7 +102,7 @@ def test_cutouts_equal_cutout2d_and_every_row_ends_once(tmp_path, ray_local, cap
                  "--psf-fwhm", "0.9,0.8,0.7"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["counts"] == {"catalog_rows": 10, "cutouts": 5, "missing": 5, "no_tile": 2,
-                                 "edge": 2, "masked": 1, "unreadable": 0}
+                                 "off_sky": 0, "edge": 2, "masked": 1, "unreadable": 0}
     rows, _ = _read_output(str(out))
     image, wcs = tile_image(tmp_path / "coadd", A, "I")
     ref = Cutout2D(image, SkyCoord(*positions()["a_centre"], unit="deg"), (64, 64), wcs=wcs)
@@ -184,3 +191,21 @@ def test_resample_reprojects_other_pixel_scales(tmp_path, ray_local, capsys):
     assert img.sum() == pytest.approx(blob.sum(), rel=0.01)  # flux conserved
     peak = np.unravel_index(np.argmax(img), img.shape)
     assert peak in {(31, 31), (31, 32), (32, 31), (32, 32)}  # the object at the centre
+
+
+def test_positions_off_the_sky_end_missing_and_are_named(tmp_path, ray_local, capsys):
+    pattern = write_coadd(tmp_path / "coadd")
+    out = tmp_path / "shards"
+    cat = _catalog(tmp_path / "cat.parquet", off_sky=True)
+    assert main(["cutout", cat, pattern, "--out", str(out), "--band-names", "G,R,I",
+                 "--id-col", "ID", "--ra-col", "RA", "--dec-col", "DEC"]) == 0
+    captured = capsys.readouterr()
+    counts = json.loads(captured.out)["counts"]
+    assert counts["catalog_rows"] == 12 and counts["off_sky"] == 2
+    assert counts["cutouts"] + counts["missing"] == 12
+    rows, missing = _read_output(str(out))
+    assert missing["ra_wrapped"] == "off_sky" and missing["dec_95"] == "off_sky"
+    assert "ra_wrapped" not in rows and "a_centre" in rows
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "2 row(s) have a position off the sky" in err[0]
+    assert "cat.parquet" in err[0] and "ra_wrapped" in err[0]

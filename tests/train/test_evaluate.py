@@ -6,8 +6,11 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
+from support import make_batch
 
 from lensscan import modelcard
 from lensscan.data.preprocess import Preprocessing, preprocess
@@ -30,6 +33,16 @@ def _direct_scores(model: str, data: str) -> tuple[np.ndarray, np.ndarray]:
         return y, loaded.module(x)[0].numpy()
 
 
+def _null_pixel_shard(url: str) -> None:
+    """One labelled lens whose image has null pixels: quarantined, never a score."""
+    b = make_batch(1, seed=2)
+    flat = b["image"].reshape(-1).astype(object)
+    flat[100:200] = None
+    image = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), 12288)
+    pq.write_table(pa.table({"object_id": pa.array([10**9]), "label": pa.array([1], pa.int8()),
+                             "image": image}), url)
+
+
 def test_evaluate_writes_metrics_and_plots(ray_local, tiny_model, sim_survey, tmp_path):
     model = str(tmp_path / "model")
     shutil.copytree(tiny_model, model)
@@ -40,8 +53,13 @@ def test_evaluate_writes_metrics_and_plots(ray_local, tiny_model, sim_survey, tm
     thr = float((top[9] + top[10]) / 2)
     assert top[9] > thr > top[10]
     modelcard.update_card(model, threshold=thr)
-    report = evaluate(model, sim_survey, str(tmp_path / "rep"), gradcam=2)
+    data = tmp_path / "data"  # the survey plus a shard whose one row is quarantined
+    shutil.copytree(sim_survey, data)
+    _null_pixel_shard(str(data / "zz-bad.parquet"))
+    report = evaluate(model, str(data), str(tmp_path / "rep"), gradcam=2)
     saved = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert saved["rows"] == {"read": 61, "used": 60, "unlabelled": 0,
+                             "left_out": {"null_pixels": 1}}
     assert saved["ensemble"]["roc_auc"] == report["ensemble"]["roc_auc"]
     for name in ("ensemble", "m0", "m1"):
         assert set(saved[name]) >= CONTRACT
