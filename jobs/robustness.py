@@ -17,7 +17,9 @@ schedule's defaults are the matrix's (:data:`lensscan.train.robustness.MATRIX_SC
 from __future__ import annotations
 
 import argparse
+import sys
 
+from lensscan.cli.exits import run_command
 from lensscan.cli.options import add_options, values
 from lensscan.config import TrainConfig
 from lensscan.train.robustness import (
@@ -53,8 +55,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    a = parse(argv)
+def run(a: argparse.Namespace) -> None:
     pairs = [] if a.reference_only else families(a.choices)
     if a.make_tests:
         make_test_sets(a.tests, pairs, a.test_lenses, a.test_nonlenses, a.test_seed)
@@ -64,5 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(cells))
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Train and score the matrix; returns the exit status (2: refused, one line on stderr)."""
+    return run_command("robustness", run, parse(argv))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

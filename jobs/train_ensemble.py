@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from lensscan.cli.exits import run_command
 from lensscan.cli.options import add_options, values
 from lensscan.config import TrainConfig
 from lensscan.models.calibration import DEFAULT_PRIOR, check_prior
@@ -73,8 +75,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-def main(argv: list[str] | None = None) -> None:
-    a = parse(argv)
+def run(a: argparse.Namespace) -> None:
     members = BASELINE_MEMBER if a.baseline else DEFAULT_MEMBERS
     card = train_ensemble(a.train, a.val, a.out, members, init_from=a.init_from,
                           refit_only=a.refit_only, prior=check_prior(a.prior),
@@ -82,5 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(card.metrics["validation"], indent=2))
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Train and fit as above; returns the exit status (2: refused, one line on stderr)."""
+    return run_command("train_ensemble", run, parse(argv))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

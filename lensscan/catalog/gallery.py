@@ -90,11 +90,13 @@ def cutouts_for(table: pa.Table, out_dir: str | None = None) -> np.ndarray:
 
 
 def build_gallery(table: pa.Table, images: np.ndarray, title: str, per_page: int = 100,
-                  threshold: float | None = None, viewer: str | None = None) -> str:
+                  threshold: float | None = None, viewer: str | None = None,
+                  run: str = "") -> str:
     """The HTML page for a result table (must hold rank, object_id, ra, dec, score, shard).
 
     ``threshold`` (the run's candidate cut) draws a marker where the scores cross it;
-    ``viewer`` (checked by :func:`check_viewer`) links every object to an external viewer."""
+    ``viewer`` (checked by :func:`check_viewer`) links every object to an external viewer;
+    ``run`` names the scoring run, whose grades the browser keeps apart from other runs'."""
     if viewer is not None:
         check_viewer(viewer)
     members = [c for c in table.column_names if c.startswith("score_")]
@@ -113,7 +115,7 @@ def build_gallery(table: pa.Table, images: np.ndarray, title: str, per_page: int
         })
     bands = optics[recs[0]["shard"]][0] if recs else ("g", "r", "i")
     labels = {**STRETCHES, **{k: f"{b} band" for k, b in zip("gri", bands, strict=True)}}
-    config = {"perPage": int(per_page), "grades": GRADES, "threshold": threshold,
+    config = {"perPage": int(per_page), "grades": GRADES, "threshold": threshold, "run": run,
               "stretches": [[k, labels[k]] for k in STRETCHES]}
     page = resources.files("lensscan") / "assets" / "gallery"
     # one substitution: a title such as "${DATA}" (a folder's name) is never filled in itself
@@ -145,7 +147,9 @@ def write_gallery(out: str, page: str, top: int = 100, min_score: float | None =
     if page.lower().endswith(".png"):
         storage.write_bytes_atomic(page, mosaic_png(table, images))
         return page
+    prov = provenance(out)
     doc = build_gallery(table, images, f"lensscan candidates: {out}", per_page,
-                        threshold=provenance(out).threshold, viewer=viewer)
+                        threshold=prov.threshold, viewer=viewer,
+                        run=prov.run_fingerprint or storage.absolute(out))
     storage.write_bytes_atomic(page, doc.encode())
     return page

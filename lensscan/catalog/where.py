@@ -127,10 +127,14 @@ def where_sql(text: str, columns: Iterable[str]) -> str:
     FilterError
         When the text is not one allowed boolean expression over ``columns``.
     """
-    tree = _parse(text)
-    _check(tree["statements"][0]["node"]["where_clause"], set(columns), text)
-    sql = duckdb.connect().execute("SELECT json_deserialize_sql(?::JSON)",
-                                   [json.dumps(tree)]).fetchone()[0]
+    try:
+        tree = _parse(text)
+        _check(tree["statements"][0]["node"]["where_clause"], set(columns), text)
+        sql = duckdb.connect().execute("SELECT json_deserialize_sql(?::JSON)",
+                                       [json.dumps(tree)]).fetchone()[0]
+    except (duckdb.Error, RecursionError):  # DuckDB's nesting limit, or Python's
+        raise FilterError(f"--where {text[:60]!r}...: nested too deeply "
+                          "(write a long chain as a list of AND/OR terms)") from None
     if not sql.startswith(_PREFIX):
         raise FilterError(f"--where {text!r}: could not be rendered safely")
     return "(" + sql[len(_PREFIX):] + ")"

@@ -82,10 +82,12 @@ def plan_survey(url: str, rows_per_unit: int = 2048, threads: int = 8,
 
 
 def plan(
-    url: str, rows_per_unit: int = 2048, threads: int = 8
+    url: str, rows_per_unit: int = 2048, threads: int = 8,
+    bands: tuple[str, ...] | None = None,
 ) -> tuple[list[Unit], list[ShardError]]:
-    """Units of every usable shard under ``url``, and the shards that cannot be used."""
-    p = plan_survey(url, rows_per_unit, threads)
+    """Units of every usable shard under ``url``, and the shards that cannot be used (with
+    ``bands``: those whose headers name other bands, or the same in another order)."""
+    p = plan_survey(url, rows_per_unit, threads, bands=bands)
     return p.units, p.rejected
 
 

@@ -40,15 +40,21 @@ def catalog_format(url: str) -> str:
     raise ValueError(f"{url}: a catalogue must be .csv, .parquet, .fits or a VOTable (.xml, .vot)")
 
 
-def read_table(url: str) -> dict[str, np.ndarray]:
+def read_table(url: str, text: str | None = None) -> dict[str, np.ndarray]:
     """Every column of a catalogue file, keyed by its lower-cased name (native byte order;
-    text as ``str`` objects; an array column as a 2-D array)."""
+    text as ``str`` objects; an array column as a 2-D array). ``text``: a column of a CSV file
+    to read as text, as typed (lower-cased name)."""
     fmt = catalog_format(url)
     data = storage.read_bytes(url)
     if fmt == "csv":
         import pyarrow.csv as pacsv
 
-        return _from_arrow(pacsv.read_csv(pa.BufferReader(data)))
+        types = {}
+        if text:
+            names = pacsv.open_csv(pa.BufferReader(data)).schema.names
+            types = {n: pa.string() for n in names if n.lower() == text}
+        return _from_arrow(pacsv.read_csv(
+            pa.BufferReader(data), convert_options=pacsv.ConvertOptions(column_types=types)))
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -114,7 +120,10 @@ def read_catalog(url: str, cols: Columns | None = None,
     for want in (cols.id, cols.ra, cols.dec):
         if want.lower() not in table:
             raise ValueError(f"{url}: no column {want!r} (columns: {sorted(table)})")
-    ids = _ids(url, table[cols.id.lower()])
+    if table[cols.id.lower()].dtype.kind == "f" and catalog_format(url) == "csv":
+        # ids beyond int64 (or with a decimal point) parse as floats: keep them as typed
+        table = read_table(url, text=cols.id.lower())
+    ids = _ids(url, table[cols.id.lower()], cols.id)
     out = {"object_id": ids}
     for key, name in (("ra", cols.ra), ("dec", cols.dec)):
         try:
@@ -127,7 +136,15 @@ def read_catalog(url: str, cols: Columns | None = None,
     return out
 
 
-def _ids(url: str, raw: np.ndarray) -> np.ndarray:
+def _ids(url: str, raw: np.ndarray, name: str) -> np.ndarray:
+    if raw.dtype.kind == "u" and len(raw) and raw.max() > np.iinfo(np.int64).max:
+        row = int(np.argmax(raw > np.iinfo(np.int64).max))
+        raise ValueError(f"{url}: column {name!r} row {row + 1} holds the unsigned id "
+                         f"{int(raw[row])}, beyond 2**63 - 1: lensscan keeps ids as int64 or "
+                         "text (store them as text)")
+    if raw.dtype.kind == "f":
+        raise ValueError(f"{url}: column {name!r} holds floating-point numbers: object ids are "
+                         "integers or text (a float cannot hold every 64-bit id exactly)")
     if raw.dtype.kind in "iu":
         ids = raw.astype(np.int64)
     else:

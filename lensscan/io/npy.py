@@ -99,13 +99,18 @@ def import_npy(
         raise FileNotFoundError(
             f"{src}: none of the DeepLense folders {sorted(DEEPLENSE_FOLDERS)} found"
         )
-    files: list[tuple[str, str]] = []
+    files: list[tuple[str, str, str]] = []  # (folder, url, object id)
     for name in present:
-        found = sorted(p for p in fs.find(posixpath.join(root, name)) if p.endswith(".npy"))
-        files.extend((name, storage.unstrip(fs, p)) for p in found)
+        top = posixpath.join(root, name)
+        found = sorted(p for p in fs.find(top) if p.endswith(".npy"))
+        # the id is the file's path under the DeepLense folder: <folder>/<stem> for a file
+        # directly in it (DeepLense's own id), <folder>/<sub>/<stem> in a subfolder
+        files.extend((name, storage.unstrip(fs, p),
+                      f"{name}/{posixpath.relpath(p, top)[:-len('.npy')]}") for p in found)
     counts = {name: 0 for name in present} | {"files": 0, "skipped": 0, "shards": 0}
     rows: list = []
-    for name, url in tqdm(files, desc="import-npy", unit="file", disable=not progress):
+    for name, url, object_id in tqdm(files, desc="import-npy", unit="file",
+                                     disable=not progress):
         split, label = DEEPLENSE_FOLDERS[name]
         try:
             image = load_npy(url)
@@ -115,7 +120,7 @@ def import_npy(
             on_error(err)
             counts["skipped"] += 1
             continue
-        rows.append((object_id_for(url), label, split, image))
+        rows.append((object_id, label, split, image))
         counts[name] += 1
         counts["files"] += 1
         if len(rows) >= shard_size:

@@ -115,7 +115,10 @@ def parquet_info(url: str, pf: pq.ParquetFile | None = None) -> ParquetInfo:
     try:
         _check_schema(url, schema)
         meta = schema.metadata or {}
-        bands = tuple(meta.get(BANDS_KEY, b"g,r,i").decode().split(","))
+        try:
+            bands = tuple(meta.get(BANDS_KEY, b"g,r,i").decode().split(","))
+        except UnicodeDecodeError:
+            raise ShardError(url, "metadata lensscan.bands is not UTF-8 text") from None
         if len(bands) != CUTOUT_SHAPE[0]:
             raise ShardError(url, f"metadata lensscan.bands names {len(bands)} bands, expected 3")
     except ShardError as err:  # the footer is readable: its rows are counted as quarantined
@@ -223,7 +226,8 @@ def _plain_images(url: str, pf: pq.ParquetFile, groups: list[int],
             return plainpages.read_images(span, pf, groups)
         with open(storage.filesystem(url)[1], "rb", buffering=0) as fh:
             return plainpages.read_images(fh, pf, groups)
-    except (ValueError, IndexError, OSError) as exc:
+    except (ValueError, IndexError, TypeError, KeyError, RecursionError, OSError) as exc:
+        # page headers are bytes of the file: anything malformed in them is the file's fault
         raise _failure(url, "corrupt image data", exc) from exc
 
 

@@ -2,7 +2,9 @@
 
 A checkpoint folder holds ``model.safetensors`` (current weights), ``best.safetensors`` (weights
 with the best validation AUC so far), ``optimizer.safetensors`` (flattened optimizer tensors) and
-``state.json`` (epoch, history, optimizer hyper-parameters, scheduler state).
+``state.json`` (epoch, history, optimizer hyper-parameters, scheduler state). A run whose data
+cannot train reports, in place of weights, a folder holding only ``data_problem.txt`` (Ray
+Train keeps a run's metrics only with a checkpoint).
 """
 
 from __future__ import annotations
@@ -57,3 +59,22 @@ def load(path: str) -> tuple[dict, dict, dict, dict, dict]:
     sched = state.pop("scheduler")
     return (load_file(os.path.join(path, "model.safetensors")),
             load_file(os.path.join(path, "best.safetensors")), opt, state, sched)
+
+
+PROBLEM = "data_problem.txt"
+
+
+def save_problem(path: str, problem: str) -> None:
+    """Write a checkpoint folder that says why the run's data cannot train."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, PROBLEM), "w") as fh:
+        fh.write(problem)
+
+
+def read_problem(path: str) -> str | None:
+    """The problem a checkpoint folder reports, or None for a checkpoint of weights."""
+    try:
+        with open(os.path.join(path, PROBLEM)) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None

@@ -187,16 +187,53 @@ def peak_lr(cfg: TrainConfig) -> float:
     return cfg.lr * math.sqrt(cfg.batch_size / cfg.lr_batch)
 
 
+class DataProblemError(Exception):
+    """The rows the workers hold cannot train a member (one line for the user)."""
+
+
+def agree_min(values: list[int], device: torch.device) -> list[int]:
+    """The least of each value over the run's workers (each worker gets the same list)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return [int(v) for v in t.cpu()]
+
+
+def data_problem(lenses: int, nonlenses: int, val_lenses: int, val_nonlenses: int,
+                 world: int) -> str | None:
+    """Why the rows cannot train a member (None when they can): training rows of both classes
+    on every worker, validation rows of both classes (the early stopping and the weights kept
+    rest on the validation AUC)."""
+    where = " on every worker (give fewer --workers)" if world > 1 else ""
+    if not lenses or not nonlenses:
+        return (f"the training data needs both lenses and non-lenses{where}: "
+                f"{lenses} lenses, {nonlenses} non-lenses"
+                f"{' on the worker with the fewest' if world > 1 else ''}")
+    if not val_lenses or not val_nonlenses:
+        return (f"the validation data needs both lenses and non-lenses: {val_lenses} lenses, "
+                f"{val_nonlenses} non-lenses (without --val it is the tenth of the rows whose "
+                "object_id hashes to it: give --val, or more labelled rows)")
+    return None
+
+
 def _setup(cfg: TrainConfig, rank: int, world: int) -> _Run:
     """Data in memory (on the GPU when it fits), model, EMA copy, optimizer and schedule."""
     device = ray.train.torch.get_device()
     x, y = collect(ray.train.get_dataset_shard("train"))
     xv, yv = collect(ray.train.get_dataset_shard("val"))
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError(f"worker {rank}: training data needs both lenses and non-lenses "
-                         f"(got {len(pos)} lenses, {len(neg)} non-lenses)")
-    steps = cfg.steps_per_epoch or max(1, math.ceil(len(y) * world / (cfg.batch_size * world)))
+    # every worker takes the same decisions, from the least counts over the workers: the
+    # data's problem, and the steps per epoch (a worker with a step more would wait forever
+    # in DDP's gradient exchange for the others)
+    least = agree_min([len(pos), len(neg), int((yv == 1).sum()), int((yv == 0).sum()), len(y)],
+                      device)
+    problem = data_problem(*least[:4], world)
+    if problem:
+        raise DataProblemError(problem)
+    steps = cfg.steps_per_epoch or max(1, math.ceil(least[4] / cfg.batch_size))
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, **cfg.arch_kwargs)
     if cfg.init:
@@ -214,7 +251,8 @@ def _setup(cfg: TrainConfig, rank: int, world: int) -> _Run:
     run = _Run(cfg, rank, device, Preprocessing.from_dict(cfg.preprocessing),
                Augment(**cfg.augment), DeviceData(x, y, device), xv, yv, pos, neg, steps,
                model, raw, ema, opt, sched,
-               state={"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "history": []})
+               state={"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "history": [],
+                      "steps": steps})
     run.best = {k: v.detach().clone() for k, v in ema.state_dict().items()}
     return run
 
@@ -225,11 +263,16 @@ def _resume(run: _Run) -> None:
     if not resume:
         return
     with resume.as_directory() as d:
+        if ckpt_io.read_problem(d) is not None:  # an earlier start's data could not train
+            return
         m_state, run.best, o_state, run.state, s_state = ckpt_io.load(d)
     run.raw.load_state_dict({k: v for k, v in m_state.items() if not k.startswith("ema.")})
     run.ema.load_state_dict({k[4:]: v for k, v in m_state.items() if k.startswith("ema.")})
     run.opt.load_state_dict(o_state)
     run.sched.load_state_dict(s_state)
+    # the schedule's length was fixed by the first start: keep its steps per epoch (a rerun
+    # with other --workers splits the rows otherwise)
+    run.steps = int(run.state.get("steps", run.steps))
     if run.rank == 0:  # every worker resumes; one says so
         _say(f"resuming {run.cfg.member_name} after epoch {run.state['epoch']}")
 
@@ -312,7 +355,16 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.torch_threads or max(1, math.ceil(cfg.cpus_per_worker)))
-    run = _setup(cfg, rank, world)
+    try:
+        run = _setup(cfg, rank, world)
+    except DataProblemError as exc:  # a report, not a failure (Ray would retry it)
+        if rank:
+            ray.train.report({})
+            return
+        with tempfile.TemporaryDirectory() as d:
+            ckpt_io.save_problem(d, str(exc))
+            ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(d))
+        return
     _resume(run)
     for epoch in range(run.state["epoch"], cfg.epochs):
         if should_stop(epoch, run.state["best_epoch"], cfg.epochs, cfg.patience):

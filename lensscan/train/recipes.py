@@ -7,6 +7,7 @@ from typing import Any
 
 from lensscan import modelcard
 from lensscan.data.grades import graded_labels
+from lensscan.errors import ModelError
 from lensscan.io import storage
 from lensscan.models.calibration import DEFAULT_PRIOR
 from lensscan.train.ensemble import build_ensemble, member_config
@@ -47,6 +48,22 @@ def copy_members(src: str, out: str) -> dict[str, dict[str, Any]]:
     return {m.name: {} for m in card.members or ()}
 
 
+def namesakes(init_from: str, members: dict) -> dict[str, str]:
+    """The folder of each member's namesake in the ensemble ``init_from``; refuses a folder that
+    is not an ensemble, or one that has none of the members' names (a typo would otherwise
+    train every member from random weights without a word)."""
+    card = modelcard.read_card(init_from)
+    if card.kind != "ensemble":
+        raise ModelError(f"{init_from}: --init-from takes an ensemble folder, this is a "
+                         f"{card.kind!r} (give its ensemble, or --init to a member's training)")
+    paths = {m.name: storage.join(init_from, m.path) for m in card.members or ()}
+    found = {name: paths[name] for name in members if name in paths}
+    if not found:
+        raise ModelError(f"{init_from}: none of its members ({', '.join(paths) or 'none'}) is "
+                         f"named like a member to train ({', '.join(members)})")
+    return found
+
+
 def train_ensemble(train_url: str, val_url: str | None, out: str,
                    members: dict[str, dict[str, Any]] | None = None,
                    init_from: str | None = None, refit_only: bool = False,
@@ -69,6 +86,7 @@ def train_ensemble(train_url: str, val_url: str | None, out: str,
             raise ValueError("refitting the weights only needs the ensemble to take members from")
         members = copy_members(init_from, out)
     members = members or DEFAULT_MEMBERS
+    starts = namesakes(init_from, members) if init_from and not refit_only else {}
     urls = []
     for name, spec in members.items():
         url = storage.join(out, name)
@@ -78,8 +96,11 @@ def train_ensemble(train_url: str, val_url: str | None, out: str,
             continue
         t0 = time.time()
         spec = dict(spec)
-        if init_from and storage.exists(storage.join(init_from, name, "card.json")):
-            spec["init"] = storage.join(init_from, name)
+        if name in starts:
+            spec["init"] = starts[name]
+        elif init_from:
+            print(f"[lensscan] {name}: {init_from} has no member of this name, so it starts "
+                  "from random weights", flush=True)
         train(member_config(name, train_url, val_url, out, **{**common, **spec}),
               progress=False)
         print(f"[lensscan] {name}: trained in {time.time() - t0:.0f}s", flush=True)

@@ -29,6 +29,7 @@ from lensscan.data.preprocess import Preprocessing
 from lensscan.data.readstage import read_stage
 from lensscan.data.stream import ReadUnits, plan
 from lensscan.io import storage
+from lensscan.io.parquet import DEFAULT_BANDS
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
 from lensscan.train.labels import Relabel, train_labels
@@ -104,7 +105,7 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
     that ``exclude`` (``COLUMN=VALUE`` pairs) names; with ``labels`` (graders' labels by
     object_id), only the graded rows, labelled so, plus with ``keep_labels`` the ungraded
     rows that have a label of their own."""
-    units, errors = plan(url)
+    units, errors = plan(url, bands=DEFAULT_BANDS)  # every model reads g, r, i in that order
     if errors:
         raise errors[0]
     pairs = parse_exclude(exclude or [])
@@ -213,6 +214,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> modelcard.ModelCard:
     if result.checkpoint is None:
         raise RuntimeError(f"training {cfg.member_name} ended without a checkpoint")
     with result.checkpoint.as_directory() as d:
+        problem = ckpt_io.read_problem(d)
+        if problem is not None:
+            raise ValueError(f"{cfg.data}: {problem}")
         _, best, _, state, _ = ckpt_io.load(d)
     model = create_model(cfg.arch, **cfg.arch_kwargs)
     model.load_state_dict(best)
@@ -224,7 +228,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> modelcard.ModelCard:
         name=cfg.member_name,
         arch=cfg.arch,
         arch_kwargs=cfg.arch_kwargs,
-        bands=["g", "r", "i"],
+        bands=list(DEFAULT_BANDS),
         input={"shape": [3, 64, 64], "dtype": "float32", "units": "linear flux"},
         preprocessing=pre.to_dict(),
         training={"config": cfg.to_dict(), "run": run_name(cfg), "history": state["history"],

@@ -327,3 +327,41 @@ def test_gallery_views_threshold_viewer_and_export(tmp_path):
         assert float(r["score"]) == pytest.approx((129 - int(r["object_id"])) / 130, rel=1e-6)
     g = read_grades(str(downloads / "grades.csv"))  # the export reads back as grades
     assert list(g["grader"]) == [name] * 2 and list(g["value"]) == [3, 0]
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium not installed")
+def test_grades_are_kept_per_run_and_any_id_is_a_plain_key(tmp_path):
+    """Ids such as "constructor" are not inherited properties of the grades (they exported a
+    grade "undefined"), "__proto__" is graded like any id, and a later run scored into the same
+    folder (same page title, ids repeated) starts without the earlier run's grades."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    ids = ["constructor", "toString", "__proto__", "42"]
+    out, _ = _run(tmp_path, n=len(ids), ids=ids)
+    page = str(tmp_path / "gallery.html")
+    write_gallery(out, page, top=10)
+    driver = _chromium(tmp_path)
+
+    def exported() -> dict:
+        text = driver.execute_script("return exportCsv()")
+        return {r["object_id"]: r["grade"] for r in csv.DictReader(io.StringIO(text))}
+
+    try:
+        driver.get("file://" + page)
+        assert exported() == {}
+        body = driver.find_element(By.TAG_NAME, "body")
+        body.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, "a", "n")  # __proto__: A, 42: not
+        assert exported() == {"__proto__": "A", "42": "not a lens"}
+        driver.refresh()
+        assert exported() == {"__proto__": "A", "42": "not a lens"}  # kept, both
+        shutil.rmtree(tmp_path / "out")
+        shutil.rmtree(tmp_path / "in")
+        out, _ = _run(tmp_path, n=len(ids), ids=ids[::-1])  # another run, the same folder
+        write_gallery(out, page, top=10)
+        driver.refresh()
+        assert exported() == {}
+    finally:
+        driver.quit()

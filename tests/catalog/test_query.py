@@ -236,6 +236,8 @@ ATTACKS = {
     "score > 0 ORDER BY ra": "not one SQL expression",
     "count(*) > 1": "function 'count_star' is not allowed",
     "t.score > 0": "unknown column 't.score'",
+    "score + " * 300 + "0 > 1": "nested too deeply",  # DuckDB's depth limit
+    "score + " * 900 + "0 > 1": "nested too deeply",  # Python's recursion limit
 }
 
 

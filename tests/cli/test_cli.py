@@ -103,6 +103,22 @@ def test_job_script_runs_under_plain_python(tiny_model, tmp_path):
     assert (tmp_path / "out" / "_manifest.json").exists()
 
 
+@pytest.mark.parametrize("script,args,message", [
+    ("train_ensemble.py", ["--prior", "2"], "--prior 2.0: a prevalence must lie strictly"),
+    ("train_ensemble.py", ["--init-from", "nowhere"], "nowhere: not a lensscan model folder"),
+    ("robustness.py", ["--tests", "t", "--init", "nowhere"], "not a lensscan model folder"),
+])
+def test_training_jobs_refuse_in_one_line(tmp_path, script, args, message):
+    """The jobs end as ``lensscan`` commands do: exit 2, one line naming the problem."""
+    write_parquet(str(tmp_path / "d" / "p.parquet"), make_batch(8, seed=1))
+    r = subprocess.run([sys.executable, f"jobs/{script}", "--train", str(tmp_path / "d"),
+                        "--val", str(tmp_path / "d"), "--out", str(tmp_path / "o"), *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lensscan.cli", "demo", "--workdir",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import warnings
 
@@ -139,12 +140,16 @@ def test_shard_of_other_bands_is_quarantined_before_the_model_reads_it(tmp_path)
                   bands=("i", "r", "g"))
     fio.write_fits(str(src / "c.fits"), make_batch(2, seed=7, start_id=20, labels=False),
                    bands=("z", "y", "N921"))
+    table = pq.read_table(src / "a.parquet")  # bands that are not text: that shard alone
+    pq.write_table(table.replace_schema_metadata({b"lensscan.bands": b"g,r,\xff"}),
+                   src / "d.parquet")
     code, _, err = _score(src, tmp_path / "out")
     assert code == 0, err
     assert "b.parquet: bands i,r,g (metadata lensscan.bands) are not the model's g,r,i" in err
     assert "c.fits: bands z,y,N921 (header BANDS)" in err
+    assert "d.parquet: metadata lensscan.bands is not UTF-8 text" in err
     m = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert (m["counts"]["rows_read"], m["counts"]["rows_scored"]) == (9, 4)
+    assert (m["counts"]["rows_read"], m["counts"]["rows_scored"]) == (13, 4)
 
 
 @pytest.mark.parametrize("option", [["--threshold", "nan"], ["--threshold", "inf"],
@@ -330,6 +335,17 @@ def test_model_cards_with_unusable_numbers_or_no_members_are_model_errors(tmp_pa
     (model / "card.json").write_text(json.dumps(dict(card, members=[])))
     with pytest.raises(ModelError, match="lists no members"):
         modelcard.model_info(str(model))
+    for key, value, message in [
+            ("input", "x", "'input' must be an object, not str"),
+            ("bands", 5, "'bands' must be a list, not int"),
+            ("calibration", "x", "'calibration' must be an object"),
+            ("preprocessing", 5, "'preprocessing' must be an object"),
+            ("members", [dict(card["members"][0], path="/etc")], "path '/etc' must be a folder "
+             "inside the ensemble's"),
+            ("members", [dict(card["members"][0], path="../x")], "path '../x' must be")]:
+        (model / "card.json").write_text(json.dumps(dict(card, **{key: value})))
+        with pytest.raises(ModelError, match=re.escape(message)):
+            modelcard.load_model(str(model))
     (model / "card.json").write_text(json.dumps(dict(card, input=dict(card["input"],
                                                                     shape=[3, 48, 48]))))
     with pytest.raises(ModelError, match=r"input shape is \[3, 48, 48\]; lensscan's cutouts "
@@ -469,3 +485,17 @@ def test_csv_on_a_terminal_shows_control_characters_and_a_pipe_keeps_them(tmp_pa
     assert "\x1b" not in shown and "\x07" not in shown and "\\x1b]0;owned\\x07 x" in shown
     piped = subprocess.run(argv, capture_output=True, timeout=120)  # the data, byte for byte
     assert piped.returncode == 0 and b"\x1b]0;owned\x07 x" in piped.stdout
+
+
+def test_training_and_evaluation_refuse_shards_of_other_band_order(tmp_path):
+    """Every model reads g, r, i in that order: a training or test shard stored i, r, g would
+    teach or judge it on swapped bands (only scoring checked them)."""
+    from lensscan.data.preprocess import Preprocessing
+    from lensscan.train.trainer import dataset
+
+    write_parquet(str(tmp_path / "a.parquet"), make_batch(4, seed=1))
+    write_parquet(str(tmp_path / "b.parquet"), make_batch(4, seed=2, start_id=10),
+                  bands=("i", "r", "g"))
+    with pytest.raises(ShardError, match=r"b\.parquet: bands i,r,g \(metadata lensscan.bands\) "
+                                         "are not the model's g,r,i"):
+        dataset(str(tmp_path), Preprocessing(), "model")

@@ -63,3 +63,25 @@ def test_bad_catalogues_are_refused(tmp_path):
         read_catalog(_write(tmp_path / "b.csv", "csv", ids=np.array([1, 1, 2])))
     with pytest.raises(ValueError, match="must be .csv"):
         read_catalog(str(tmp_path / "c.txt"))
+
+
+def test_ids_are_never_wrapped_or_rounded(tmp_path):
+    """An id beyond int64 in a CSV (which parses the column as floats) is kept as typed; a
+    uint64 id beyond 2**63 - 1 and a floating-point id column are refused, naming them."""
+    (tmp_path / "big.csv").write_text("object_id,ra,dec\n12345678901234567890,150.1,2.1\n"
+                                      "42,150.2,2.2\n")
+    assert list(read_catalog(str(tmp_path / "big.csv"))["object_id"]) == [
+        "12345678901234567890", "42"]
+    assert read_catalog(_write(tmp_path / "a.csv", "csv"))["object_id"].dtype == np.int64
+    (tmp_path / "gap.csv").write_text("object_id,ra,dec\n1,150.1,2.1\n,150.2,2.2\n")
+    with pytest.raises(ValueError, match="gap.csv: object ids must not be empty"):
+        read_catalog(str(tmp_path / "gap.csv"))
+    pq.write_table(pa.table({"object_id": pa.array([5, 2**63], pa.uint64()),
+                             "ra": RA[:2], "dec": DEC[:2]}), tmp_path / "u.parquet")
+    with pytest.raises(ValueError, match=r"u.parquet: column 'object_id' row 2 holds the "
+                                         r"unsigned id 9223372036854775808, beyond 2\*\*63 - 1"):
+        read_catalog(str(tmp_path / "u.parquet"))
+    pq.write_table(pa.table({"object_id": [1.5, 2.0], "ra": RA[:2], "dec": DEC[:2]}),
+                   tmp_path / "f.parquet")
+    with pytest.raises(ValueError, match="f.parquet: column 'object_id' holds floating-point"):
+        read_catalog(str(tmp_path / "f.parquet"))

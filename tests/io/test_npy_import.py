@@ -54,6 +54,18 @@ def test_import_counts_ids_labels_splits(deeplense, tmp_path):
     np.testing.assert_array_equal(first["image"][j], expected)
 
 
+def test_files_in_subfolders_keep_their_path_in_the_id(tmp_path):
+    """Two files of one name in two subfolders, and the same name in another DeepLense folder:
+    three ids (the subfolder used to be taken for the DeepLense folder: a/x, b/x)."""
+    image = np.ones((3, 64, 64), np.float32)
+    for rel in ("train_lenses/a/x.npy", "train_lenses/b/x.npy", "test_lenses/x.npy"):
+        (tmp_path / "dl" / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / "dl" / rel, image)
+    import_npy(str(tmp_path / "dl"), str(tmp_path / "out"), progress=False)
+    ids = np.concatenate([read_parquet(u)["object_id"] for u in list_shards(str(tmp_path / "out"))])
+    assert sorted(ids) == ["test_lenses/x", "train_lenses/a/x", "train_lenses/b/x"]
+
+
 def test_peak_memory_independent_of_file_count(tmp_path):
     peaks = []
     for n in (300, 1500):

@@ -96,6 +96,26 @@ def test_members_start_from_their_namesakes(recorded, tiny_model, tmp_path):
                                   "val": "val", "prior_ratio": 30.0, "prior": 1e-3}]
 
 
+def test_init_from_that_gives_no_member_a_start_is_refused(recorded, tiny_model, tmp_path,
+                                                         capsys):
+    """A typo, a member folder or an ensemble of other names would train every member from
+    random weights without a word: refused before anything trains."""
+    from lensscan.errors import ModelError
+
+    out = str(tmp_path / "ens")
+    with pytest.raises(ModelError, match="not a lensscan model folder"):
+        R.train_ensemble("train", "val", out, init_from=str(tmp_path / "typo"))
+    with pytest.raises(ModelError, match="takes an ensemble folder, this is a 'member'"):
+        R.train_ensemble("train", "val", out, init_from=f"{tiny_model}/m0")
+    with pytest.raises(ModelError, match=r"none of its members \(m0, m1\) is named like a "
+                                         r"member to train \(resnet_s0, msresnet_s1"):
+        R.train_ensemble("train", "val", out, init_from=tiny_model)
+    assert recorded["train"] == []
+    R.train_ensemble("train", "val", out, init_from=tiny_model,
+                     members={"m0": {"arch": "resnet"}, "fresh": {"arch": "resnet"}})
+    assert "fresh: " + tiny_model + " has no member of this name" in capsys.readouterr().out
+
+
 def test_finished_members_are_kept(recorded, tmp_path):
     out = tmp_path / "ens"
     (out / "resnet_s0").mkdir(parents=True)

@@ -181,3 +181,78 @@ def test_auto_precision_is_bf16_only_where_native():
     assert native_bf16(cpu) is native
     assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
     assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_data_problem_names_what_cannot_train():
+    from lensscan.train.loop import data_problem
+
+    assert data_problem(5, 20, 2, 9, world=1) is None
+    assert data_problem(0, 20, 2, 9, world=1) == (
+        "the training data needs both lenses and non-lenses: 0 lenses, 20 non-lenses")
+    assert "on every worker (give fewer --workers)" in data_problem(3, 0, 2, 9, world=2)
+    assert data_problem(5, 20, 0, 9, world=1).startswith(
+        "the validation data needs both lenses and non-lenses: 0 lenses, 9 non-lenses")
+    assert "give --val" in data_problem(5, 20, 0, 0, world=1)
+
+
+@pytest.mark.slow
+def test_validation_of_one_class_is_refused_and_a_rerun_with_both_trains(train_data, ray_local,
+                                                                         capsys):
+    """Without both classes the validation AUC is undefined, and the run would keep its
+    starting weights as if trained: refused in one line (no Ray retries, no traceback); the
+    same command with usable data then trains, past the report of the refused start."""
+    from lensscan.cli import main
+
+    val = train_data / "val" / "v.parquet"
+    one_class = make_batch(24, seed=31, start_id=9000)
+    one_class["label"][:] = 1
+    write_parquet(str(val), one_class)
+    argv = ["train", str(train_data / "train"), "--val", str(train_data / "val"),
+            "--out", str(train_data / "m"), "--arch", "resnet", "--epochs", "1",
+            "--steps-per-epoch", "1", "--batch-size", "8"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the validation data needs both lenses and non-lenses: 24 lenses, 0 non-lenses" in err
+    assert "Traceback" not in err and not (train_data / "m" / "card.json").exists()
+    write_parquet(str(val), make_batch(64, seed=30, start_id=9000))
+    assert main(argv) == 0
+    assert (train_data / "m" / "card.json").exists()
+
+
+def _agree_worker(rank: int, port: int, out) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from lensscan.train.loop import agree_min
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    try:
+        # rows left after dropping quarantined ones differ by worker: 1025 and 1023
+        out.put((rank, agree_min([1025 - 2 * rank, 7 + rank], torch.device("cpu"))))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_workers_agree_on_the_least_counts_so_their_steps_per_epoch_are_equal():
+    """A worker with one step more than the others waits forever in DDP's gradient exchange:
+    every worker sizes its epoch from the least row count over the workers (real gloo group)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from lensscan.train.loop import agree_min
+
+    assert agree_min([3, 4], None) == [3, 4]  # no process group: the worker's own counts
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_agree_worker, args=(r, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert got == {0: [1023, 7], 1: [1023, 7]}

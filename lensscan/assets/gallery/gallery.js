@@ -1,12 +1,18 @@
 // The gallery page: paging, stretches, a larger view, keyboard grading and CSV export.
 // Every value that comes from the data (ids, names) is set as text (textContent), never HTML.
 "use strict";
-const STORE = "lensscan-grades:" + document.title;
+// grades are kept per scoring run (its fingerprint): two surveys scored into folders of the
+// same name, whose ids repeat, never see each other's grades
+const STORE = "lensscan-grades:" + CONFIG.run;
 const GRADER_KEY = "lensscan-grader", STRETCH_KEY = "lensscan-stretch";
 const PER_PAGE = CONFIG.perPage, GRADES = CONFIG.grades, T = CONFIG.threshold;
 const STRETCH_KEYS = CONFIG.stretches.map(s => s[0]);
-let grades = {};
-try { grades = JSON.parse(localStorage.getItem(STORE) || "{}"); } catch (e) { grades = {}; }
+// keyed by ids from the data: no prototype, so an id such as "constructor" or "__proto__" is
+// a key like any other, never an inherited property
+let grades = Object.create(null);
+try {
+  Object.assign(grades, JSON.parse(localStorage.getItem(STORE) || "{}"));
+} catch (e) { grades = Object.create(null); }
 Object.keys(grades).forEach(id => {  // grades saved by an older page: the grade alone
   if (typeof grades[id] === "string") grades[id] = {grade: grades[id], time: "", grader: ""};
 });
