@@ -4,8 +4,11 @@ one ranking of scored rows that the candidates, queries and recovery share."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
+from functools import cache
 
 import duckdb
 import pyarrow as pa
@@ -15,11 +18,20 @@ from lensscan.io import storage
 from lensscan.io.batch import OK
 
 
+@cache
+def spill_folder() -> str:
+    """This process's own folder for DuckDB's spills (mode 0700, removed at exit): a fixed name
+    under /tmp could be made first, or read, by another user of the machine."""
+    path = tempfile.mkdtemp(prefix="lensscan-duckdb-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def connect(*urls: str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection able to read the given URLs' filesystems; large sorts
     and groupings spill to a temporary folder of this machine."""
     con = duckdb.connect()
-    con.execute("SET temp_directory = ?", [os.path.join(tempfile.gettempdir(), "lensscan-duckdb")])
+    con.execute("SET temp_directory = ?", [spill_folder()])
     seen = set()
     for url in urls:
         if storage.is_local(url):

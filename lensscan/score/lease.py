@@ -58,6 +58,7 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.started = time.time()
         self._stop = threading.Event()
+        self.lost = threading.Event()  # another run took the lease over: stop writing
         self._thread: threading.Thread | None = None
 
     def _doc(self) -> dict:
@@ -108,9 +109,23 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(min(RENEW_S, self.ttl_s / 4)):
             try:
+                held = self._read()
+                if held and held.get("token") != self.token:  # ours expired and was taken
+                    self.lost.set()
+                    return
                 storage.write_bytes_atomic(self.url, json.dumps(self._doc()).encode())
             except Exception:  # noqa: BLE001 - a missed renewal only shortens the lease
                 continue
+
+    def check(self) -> None:
+        """Raise :class:`OutputError` when another run has taken the lease over (this run's
+        renewals stopped for longer than its lifetime): this run must not write further."""
+        if self.lost.is_set():
+            held = self._read() or {}
+            raise OutputError(
+                f"{self.out}: this run's lease expired and another run took the folder over "
+                f"(host {held.get('host')}, pid {held.get('pid')}); this run stops without "
+                "committing")
 
     def release(self) -> None:
         """Stop renewing and remove the lease if it is still ours."""

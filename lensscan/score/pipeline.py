@@ -59,14 +59,16 @@ def score_survey(cfg: ScoreConfig) -> dict:
     cfg = replace(cfg, prior=prior)  # the actors calibrate p_lens to the resolved prior
     columns = output_columns(info.member_names)
     local = inprocess.use_local(cfg)  # the options checked before the output is touched
-    with Lease(cfg.output), Progress(enabled=cfg.progress) as progress:
+    with Lease(cfg.output) as lease, Progress(enabled=cfg.progress) as progress:
         progress.begin("listing the input" if local else "listing the input, starting Ray")
         plan = plan_run(cfg, info, threshold, columns, progress.say)
         streamed = stream_units(cfg, model_url, info.preprocessing, plan.todo,
                                 plan.survey.ids_as_strings, columns, t0, progress, plan.local)
+        lease.check()  # the catalog and the manifest are written by the lease's holder only
         counts = commit_run(cfg, plan, threshold, columns)
         manifest = build_manifest(cfg, info, plan, streamed, counts, started, t0, cal,
                                   prior_from)
+        lease.check()
         write_manifest(cfg, manifest)
     return manifest
 

@@ -343,3 +343,17 @@ def test_p_lens_is_returned_and_summed_over_the_rows_returned(calibrated_out, ou
     assert "expected" not in cap.err  # no p_lens among the columns asked for
     assert main(["query", out[0], "--top", "3"]) == 0  # an output without p_lens: no summary
     assert "expected" not in capsys.readouterr().err
+
+
+def test_duckdb_spills_to_a_private_folder_of_this_process():
+    """Not a fixed /tmp name another user of the machine could create first, or read."""
+    import os
+    import stat
+
+    from lensscan import duck
+
+    path = duck.spill_folder()
+    assert os.path.basename(path).startswith("lensscan-duckdb-") and path != "/tmp/lensscan-duckdb"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700 and os.stat(path).st_uid == os.getuid()
+    con = duck.connect()
+    assert con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == path

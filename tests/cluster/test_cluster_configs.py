@@ -33,6 +33,19 @@ def test_launcher_config_matches_rays_schema():
     assert any("pip install" in c and "lensscan" in c for c in config["setup_commands"])
 
 
+def test_every_node_runs_ray_with_the_clusters_token():
+    """Ray 2.60's head turns token authentication on: a worker needs the same token to join."""
+    config = yaml.safe_load((CLUSTER / "aws-gpu.yaml").read_text())
+    assert config["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in config[key] if "ray start" in c]
+        assert starts and all(c.startswith("RAY_AUTH_MODE=token ") for c in starts), key
+    for name in ("raycluster.yaml", "rayjob-score.yaml", "rayjob-train.yaml"):
+        doc = yaml.safe_load((CLUSTER / "kuberay" / name).read_text())
+        spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+        assert spec["authOptions"] == {"mode": "token"} and spec["rayVersion"] >= "2.52", name
+
+
 def test_launcher_schema_rejects_a_broken_config():
     import jsonschema
 

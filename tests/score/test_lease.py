@@ -59,3 +59,25 @@ def test_lease_of_another_host_is_kept_until_it_expires(tmp_path, expired):
     else:
         with pytest.raises(OutputError, match="host elsewhere, pid 1"):
             Lease(out).acquire()
+
+
+def test_a_run_whose_lease_was_taken_over_stops_renewing_and_writing(tmp_path):
+    """A run whose renewals stopped past its lease's lifetime (a long pause) finds another
+    run's lease in its place: it leaves that lease alone and refuses to commit."""
+    out = str(tmp_path / "out")
+    lease = Lease(out, ttl_s=0.4).acquire()  # renews every 0.1 s
+    try:
+        other = {"host": "elsewhere", "pid": 7, "token": "theirs", "started": "now",
+                 "expires": "later", "expires_epoch": time.time() + 60}
+        with open(os.path.join(out, LEASE), "w") as fh:
+            json.dump(other, fh)
+        assert lease.lost.wait(5)
+        time.sleep(0.3)  # renewals would have overwritten it by now
+        with open(os.path.join(out, LEASE)) as fh:
+            assert json.load(fh)["token"] == "theirs"
+        with pytest.raises(OutputError, match="another run took the folder over .host "
+                                              "elsewhere, pid 7"):
+            lease.check()
+    finally:
+        lease.release()
+    assert os.path.exists(os.path.join(out, LEASE))  # theirs: not removed by our release
