@@ -90,13 +90,24 @@ def sql_path(url: str, glob: str | None = None) -> str:
 
 #: The rows of scoring output that have a score (the others are quarantined, with a reason).
 SCORED = f"status = '{OK}' AND score IS NOT NULL"
-#: The order of a ranked list: highest score first, ties by object id.
-RANK_ORDER = "score DESC, object_id"
+#: The order of a ranked list: highest score first, then the ensemble logit (float32 scores
+#: saturate: every logit above about 17 is a score of 1.0, and near it they step coarsely),
+#: ties by object id.
+RANK_ORDER = "score DESC, logit DESC, object_id"
+#: The same for an output written before the ``logit`` column existed.
+RANK_ORDER_NO_LOGIT = "score DESC, object_id"
 
 
-def ranked_sql(src: str, columns: str = "*", min_score: float | None = None) -> str:
+def rank_order(columns) -> str:
+    """:data:`RANK_ORDER` for a source with these columns."""
+    return RANK_ORDER if "logit" in columns else RANK_ORDER_NO_LOGIT
+
+
+def ranked_sql(src: str, columns: str = "*", min_score: float | None = None,
+               order: str = RANK_ORDER) -> str:
     """A SELECT of the scored rows of ``src`` (a FROM clause) with their ``rank`` first:
-    1 = the highest score among every scored row, ties by object id (see :data:`RANK_ORDER`).
+    1 = the highest score among every scored row (``order``: :data:`RANK_ORDER`, or
+    :func:`rank_order` of the source's columns).
 
     ``columns`` is the SQL list of the columns to keep (code's own, never text from a shard or
     a user: a user's filter goes through :func:`lensscan.catalog.where.where_sql`). A
@@ -104,5 +115,5 @@ def ranked_sql(src: str, columns: str = "*", min_score: float | None = None) -> 
     score are the top of the list.
     """
     where = SCORED if min_score is None else f"{SCORED} AND score >= {float(min_score)!r}"
-    return (f"SELECT row_number() OVER (ORDER BY {RANK_ORDER}) AS rank, {columns} "
+    return (f"SELECT row_number() OVER (ORDER BY {order}) AS rank, {columns} "
             f"FROM {src} WHERE {where}")

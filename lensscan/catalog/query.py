@@ -105,10 +105,11 @@ def query(
     preds, select, used = _filters(min_score, cone, where, available)
     inner = sorted((set(cols) | used | {"ra", "dec", "score", "object_id"})
                    & set(available))
-    ranked = duck.ranked_sql(src, ", ".join(_quote(c) for c in inner))
+    ranked = duck.ranked_sql(src, ", ".join(_quote(c) for c in inner),
+                             order=duck.rank_order(available))
     sql = (f"WITH ranked AS ({ranked}) "
            f"SELECT rank, {', '.join([_quote(c) for c in cols] + select)} FROM ranked "
-           f"WHERE {' AND '.join(preds or ['true'])} ORDER BY {duck.RANK_ORDER}")
+           f"WHERE {' AND '.join(preds or ['true'])} ORDER BY rank")
     if top is not None:
         sql += f" LIMIT {int(top)}"
     try:

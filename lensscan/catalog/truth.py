@@ -145,7 +145,8 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
     con.register("truth_in", truth)
     duck.confine(con, out)
     src = source_sql(out)
-    ranked = duck.ranked_sql(src, "object_id, ra, dec, score")
+    available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+    ranked = duck.ranked_sql(src, "object_id, ra, dec, score", order=duck.rank_order(available))
     if radius_arcsec is None:
         if "object_id" not in truth.column_names:
             raise ValueError("truth has no object_id: give a cross-match radius")

@@ -24,8 +24,15 @@ from lensscan.errors import LensscanError, StorageError
 SHARD_SUFFIXES = (".parquet", ".fits", ".fits.gz", ".fit", ".npy")
 #: Packages whose exceptions are failures of the storage system, never of a file's content.
 _STORAGE_PACKAGES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "google")
-#: OS errors of a disk or network filesystem (full, read-only, quota, I/O, file too large).
-_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
+#: OS errors of a disk or network filesystem (full, read-only, quota, I/O, file too large), and
+#: those s3fs gives a store's refusals that pass (throttling, busy or failing servers: SlowDown
+#: and 503 are EBUSY, InternalError and 500 EREMOTEIO).
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG, errno.EBUSY,
+                   getattr(errno, "EREMOTEIO", errno.EIO), errno.EAGAIN, errno.ETIMEDOUT,
+                   errno.ECONNRESET)
+#: Error codes of an object store that say something of the file's bytes, not of the store:
+#: a range past the object's end is a footer pointing outside a truncated file.
+_CONTENT_CODES = frozenset({"InvalidRange", "416"})
 
 
 def _storage_options(protocol: str) -> dict:
@@ -173,7 +180,18 @@ def is_storage_failure(exc: BaseException) -> bool:
         return True
     if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
         return True
-    return type(exc).__module__.split(".")[0] in _STORAGE_PACKAGES
+    # s3fs and gcsfs re-raise a client's error as an OSError (an object rewritten since it was
+    # listed: PreconditionFailed, EINVAL): the client's exception behind it decides
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if type(link).__module__.split(".")[0] in _STORAGE_PACKAGES:
+            response = getattr(link, "response", None)
+            code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+            return code not in _CONTENT_CODES
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def short(exc: BaseException) -> str:

@@ -41,6 +41,7 @@ class Collector:
         self.carried = [c for c in order if c != "shard"]  # on every row; shard: per unit
         self.pending: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         self.seen: dict[int, np.ndarray] = {}  # per unit: which of its rows have arrived
+        self.done: set[int] = set()  # units committed: rows of theirs that arrive again are not
         self.received = 0  # rows scored (each row once)
         self.scored = 0
         self.first_commit: tuple[float, int] | None = None  # (seconds, rows) at the first commit
@@ -53,6 +54,8 @@ class Collector:
             for name, count in zip(names.tolist(), counts.tolist(), strict=True):
                 self.devices[name] = self.devices.get(name, 0) + count
         for i in np.unique(batch["unit"]).tolist():
+            if i in self.done:  # a retried task delivered a committed unit's rows again
+                continue
             unit = self.units[i]
             got = self.seen.setdefault(i, np.zeros(unit.rows, bool))
             idx = np.flatnonzero(batch["unit"] == i)
@@ -70,6 +73,7 @@ class Collector:
         """Write unit ``i``'s part, its rows named by their shard."""
         rows = {c: np.concatenate(v) for c, v in self.pending.pop(i).items()}
         del self.seen[i]
+        self.done.add(i)
         rows["shard"] = np.full(len(rows["row"]), self.units[i].url, dtype=object)
         self.scored += commit.write_unit(self.out, self.keys[i], rows, self.order)
         if self.first_commit is None:

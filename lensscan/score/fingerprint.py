@@ -31,8 +31,9 @@ from lensscan.io.storage import Stamp
 RUN = "_run.json"
 SHARDS = "_shards.parquet"
 #: Everything a scoring run writes into its output folder (the lease excepted): what
-#: ``overwrite`` clears. Other files in the folder are left alone.
-OUTPUTS = ("scores", "candidates.parquet", "_manifest.json", "_quarantine.json", SHARDS, RUN)
+#: ``overwrite`` clears, in this order: the manifest first (a clear cut short never leaves a
+#: manifest claiming scores that are gone), the run record last. Other files are left alone.
+OUTPUTS = ("_manifest.json", "candidates.parquet", "_quarantine.json", "scores", SHARDS, RUN)
 
 
 @dataclass
@@ -168,7 +169,8 @@ def clear(out: str) -> None:
 
 def claim(out: str, rec: RunRecord, overwrite: bool = False) -> bool:
     """Make ``out`` the output of run ``rec``: resume it when it holds the same run, clear it
-    first when ``overwrite``; returns True when earlier output was cleared.
+    first when ``overwrite`` (the same run too: scored anew, as asked, which also repairs an
+    output damaged by hand); returns True when earlier output was cleared.
 
     Raises
     ------
@@ -181,7 +183,7 @@ def claim(out: str, rec: RunRecord, overwrite: bool = False) -> bool:
         if not overwrite:
             raise
         old = None
-    if old is not None and old.fingerprint == rec.fingerprint:
+    if old is not None and old.fingerprint == rec.fingerprint and not overwrite:
         return False
     cleared = False
     if has_output(out):

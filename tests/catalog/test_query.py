@@ -357,3 +357,21 @@ def test_duckdb_spills_to_a_private_folder_of_this_process():
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o700 and os.stat(path).st_uid == os.getuid()
     con = duck.connect()
     assert con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == path
+
+
+def test_saturated_scores_rank_by_their_logit(tmp_path):
+    """float32 scores saturate: logits 17.5 and 25 are both a score of 1.0, and the object
+    the model is surer of must rank first, in the catalog, the queries and the recovery."""
+    out = str(tmp_path / "run")
+    logit = np.array([17.5, 25.0, 3.0], np.float32)
+    score = (1 / (1 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
+    assert score[0] == score[1] == 1.0
+    rows = {"object_id": np.array([1, 2, 3]), "ra": np.zeros(3), "dec": np.zeros(3),
+            "score": score, "score_a": score, "shard": np.full(3, "s.parquet", dtype=object),
+            "row": np.arange(3), "status": np.full(3, "ok", dtype=object), "logit": logit}
+    commit.write_unit(out, "k0", rows, [*ORDER, "logit"])
+    commit.finalize(out, ["k0"], 0.99, None)
+    finish_output(out)
+    assert pq.read_table(f"{out}/candidates.parquet").column("object_id").to_pylist() == [2, 1]
+    assert query(out).column("object_id").to_pylist() == [2, 1, 3]
+    assert query(out, where="object_id < 3").column("rank").to_pylist() == [1, 2]

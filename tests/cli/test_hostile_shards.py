@@ -499,3 +499,19 @@ def test_training_and_evaluation_refuse_shards_of_other_band_order(tmp_path):
     with pytest.raises(ShardError, match=r"b\.parquet: bands i,r,g \(metadata lensscan.bands\) "
                                          "are not the model's g,r,i"):
         dataset(str(tmp_path), Preprocessing(), "model")
+
+
+def test_overwrite_scores_the_same_run_anew_and_repairs_a_damaged_output(tmp_path, tiny_model):
+    """--overwrite on an output of the same run used to resume it: nothing was scored, and a
+    part damaged by hand ended every later run with a DuckDB traceback."""
+    from lensscan.score import fingerprint
+
+    src, out = _scored(tmp_path, tiny_model, 17, n=6)
+    part = next((out / "scores").glob("*.parquet"))
+    part.write_bytes(part.read_bytes()[:40])  # truncated by hand
+    code, _, err = _score(src, out, "--overwrite", model=tiny_model)
+    assert code == 0, err
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["counts"]["rows_scored"] == 6 and m["counts"]["rows_scored_this_run"] == 6
+    # a clear cut short leaves no manifest behind: it is the first thing removed
+    assert fingerprint.OUTPUTS[0] == "_manifest.json" and fingerprint.OUTPUTS[-1] == "_run.json"

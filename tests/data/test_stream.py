@@ -69,3 +69,17 @@ def test_read_stage_rows_name_their_unit_by_index(ray_local, tmp_path):
         k = int(u.url.endswith("p1.parquet"))
         assert sorted(row[unit == i]) == list(range(u.start, u.stop))
         assert sorted(ids[unit == i]) == list(range(100 * k + u.start, 100 * k + u.stop))
+
+
+def test_a_local_shard_rewritten_after_planning_stops_the_run_naming_it(tmp_path):
+    """Local files have no version check: a shard rewritten with fewer rows after the run
+    planned it used to end the run with a traceback about incomplete units."""
+    from lensscan.errors import StorageError
+
+    url = str(tmp_path / "s.parquet")
+    write_parquet(url, make_batch(30, seed=1))
+    (unit,), _ = plan(str(tmp_path))
+    write_parquet(url, make_batch(20, seed=2))
+    with pytest.raises(StorageError, match=r"s\.parquet.*holds 20 rows where the run planned "
+                                           r"30: the file changed while the run read it"):
+        list(ReadUnits(Preprocessing().to_dict(), "raw")(_items(unit)))

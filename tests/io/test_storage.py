@@ -134,3 +134,22 @@ def test_disk_full_names_the_file_and_cleans_up(tmp_path):
     assert message.startswith(str(full / "part-x.parquet") + ": cannot write (")
     assert "No space left on device" in message and message.endswith(RESUME_HINT)
     assert listing == "[]"
+
+
+@pytest.mark.parametrize("code,storage_failure", [
+    ("SlowDown", True), ("503", True), ("InternalError", True), ("500", True),
+    ("PreconditionFailed", True),  # rewritten since it was listed: stop, and rerun
+    ("InvalidRange", False),  # a footer that points past a truncated file's end: the file's
+    ("NoSuchKey", False),  # a missing file: the file's
+])
+def test_an_object_stores_passing_refusals_stop_the_run_never_quarantine(code, storage_failure):
+    """s3fs turns a throttled or failing request into an OSError (SlowDown: EBUSY, 500:
+    EREMOTEIO, PreconditionFailed: EINVAL); quarantining the unit for it would lose good rows
+    for good, since a rerun skips committed units."""
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    from lensscan.io.storage import is_storage_failure
+
+    exc = translate_boto_error(ClientError({"Error": {"Code": code, "Message": "m"}}, "GetObject"))
+    assert is_storage_failure(exc) is storage_failure

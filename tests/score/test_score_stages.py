@@ -51,12 +51,14 @@ def test_collector_names_each_units_shard_and_keeps_each_row_once(tmp_path):
     col.add({k: np.concatenate([one[k], other[k]]) for k in one}, t0=0.0)
     assert commit.committed_units(out) == {"ka"}  # unit 0 is complete, a retried row once
     assert col.scored == 4 and col.received == 5
+    col.add(_scored(0, [2, 3]), t0=0.0)  # a retried task re-delivers part of a committed unit
+    assert col.scored == 4 and col.received == 5 and 0 not in col.pending
     assert col.run([_scored(1, [12, 11])], 0.0, Progress(enabled=False)) == 7
     a = pq.read_table(commit.part_url(out, "ka")).to_pydict()
     b = pq.read_table(commit.part_url(out, "kb")).to_pydict()
     assert a["row"] == [0, 1, 2, 3] and set(a["shard"]) == {"s3://b/a.parquet"}
     assert b["row"] == [10, 11, 12] and set(b["shard"]) == {"s3://b/b.parquet"}
-    assert list(a) == COLUMNS and col.devices == {"cpu": 8}  # the retried row scored twice
+    assert list(a) == COLUMNS and col.devices == {"cpu": 10}  # retried rows scored twice
     with pytest.raises(RuntimeError, match=r"incomplete units \(kb\)"):
         Collector(out, units, ["ka", "kb"], COLUMNS).run([_scored(1, [10])], 0.0,
                                                          Progress(enabled=False))
