@@ -25,17 +25,21 @@ PIXEL_TYPES = ("float32", "float16")
 
 def option(default: Any = MISSING, help: str = "", *, choices: list[str] | None = None,
            metavar: str | tuple[str, ...] | None = None, flag: str | None = None,
-           per_band: bool = False, exclusive: str | None = None, cli: bool = True) -> Any:
+           per_band: bool = False, exclusive: str | None = None, cli: bool = True,
+           low: float | None = None, high: float | None = None,
+           above: float | None = None) -> Any:
     """A dataclass field with its default and what its command-line option shows.
 
     ``help`` describes the option as typed: for a boolean that defaults to True, its
     ``--no-NAME`` flag. ``flag`` replaces the ``--NAME`` derived from the field's name;
     ``per_band``: a list written as one comma-separated value per band (``g,r,i``);
     ``exclusive``: options with the same group name cannot be given together; ``cli=False``: a
-    setting of the library only (no option). No ``default``: the field is required. A list or
-    dict default is copied for every instance."""
+    setting of the library only (no option). ``low``/``high`` (inclusive) and ``above``
+    (exclusive) bound a number: the option refuses others. No ``default``: the field is
+    required. A list or dict default is copied for every instance."""
     meta = {"help": help, "choices": choices, "metavar": metavar, "flag": flag,
-            "per_band": per_band, "exclusive": exclusive, "cli": cli}
+            "per_band": per_band, "exclusive": exclusive, "cli": cli, "low": low,
+            "high": high, "above": above}
     meta = {k: v for k, v in meta.items() if v is not None and v is not False} | {"cli": cli}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -65,30 +69,31 @@ class TrainConfig:
     arch_kwargs: dict[str, Any] = option({}, "passed to create_model", cli=False)
     name: str | None = option(None, "member name (default: architecture and seed, e.g. "
                               "resnet_s0)")
-    epochs: int = option(12, "maximum epochs")
+    epochs: int = option(12, "maximum epochs", low=1)
     steps_per_epoch: int | None = option(None, "training steps per epoch (default: one pass over "
-                                         "the training rows)")
-    batch_size: int = option(128, "cutouts per batch, per worker")
-    lr: float = option(2e-3, "AdamW peak learning rate (one-cycle schedule)")
+                                         "the training rows)", low=1)
+    batch_size: int = option(128, "cutouts per batch, per worker", low=1)
+    lr: float = option(2e-3, "AdamW peak learning rate (one-cycle schedule)", above=0)
     lr_batch: int | None = option(None, "the batch size --lr is tuned for: the peak learning rate "
                                   "is scaled by sqrt(batch-size / B) (larger GPU batches, e.g. "
-                                  "--batch-size 512 --lr-batch 128)", metavar="B")
-    weight_decay: float = option(5e-4, "AdamW weight decay")
+                                  "--batch-size 512 --lr-batch 128)", metavar="B", low=1)
+    weight_decay: float = option(5e-4, "AdamW weight decay", low=0)
     loss: str = option("focal", "focal loss or class-weighted binary cross-entropy",
                        choices=["focal", "bce"])
-    focal_gamma: float = option(2.0, "focusing parameter of the focal loss")
-    lens_fraction: float = option(0.3, "share of lenses in every batch (balanced sampling)")
+    focal_gamma: float = option(2.0, "focusing parameter of the focal loss", low=0)
+    lens_fraction: float = option(0.3, "share of lenses in every batch (balanced sampling)",
+                                  above=0, high=1)
     patience: int = option(4, "stop after this many epochs without a better validation AUC "
-                           "(counted from the schedule's second half)")
-    seed: int = option(0, "seeds weights, sampling and augmentation")
-    workers: int = option(1, "Ray Train workers (DDP)")
+                           "(counted from the schedule's second half)", low=0)
+    seed: int = option(0, "seeds weights, sampling and augmentation", low=0)
+    workers: int = option(1, "Ray Train workers (DDP)", low=1)
     gpu: bool = option(False, "one GPU per worker")
-    cpus_per_worker: float = option(1.0, "CPUs reserved per worker")
+    cpus_per_worker: float = option(1.0, "CPUs reserved per worker", above=0)
     torch_threads: int | None = option(None, "intra-op threads per worker (default: "
-                                       "--cpus-per-worker)")
+                                       "--cpus-per-worker)", low=1)
     storage: str | None = option(None, "checkpoint root URL (default: OUT/_train)")
-    max_rows: int | None = option(None, "cap training rows (quick runs and tests)")
-    prior_ratio: float = option(100.0, "non-lenses per lens where the model will run")
+    max_rows: int | None = option(None, "cap training rows (quick runs and tests)", low=1)
+    prior_ratio: float = option(100.0, "non-lenses per lens where the model will run", above=0)
     augment: dict[str, Any] = option({}, "lensscan.data.augment.Augment's settings", cli=False)
     preprocessing: dict[str, Any] = option({}, "lensscan.data.preprocess.Preprocessing's settings",
                                            cli=False)
@@ -138,17 +143,18 @@ class ScoreConfig:
                                     "a GPU)")
     rows_per_unit: int = option(2048, "rows per work unit, the commit granularity")
     actors: int | None = option(None, "scoring actors (default: one per GPU, else one per CPU, "
-                                "at most 8)")
+                                "at most 8)", low=1)
     gpus_per_actor: float | None = option(None, "GPUs per scoring actor (default: 1 when the "
-                                          "cluster has GPUs, else 0)")
+                                          "cluster has GPUs, else 0)", low=0)
     cpus_per_actor: float | None = option(None, "CPUs per scoring actor (default: sized from "
-                                          "the cluster)")
-    torch_threads: int | None = option(None, "intra-op threads per CPU actor (default: its CPUs)")
+                                          "the cluster)", above=0)
+    torch_threads: int | None = option(None, "intra-op threads per CPU actor (default: its CPUs)",
+                                       low=1)
     read_tasks: int | None = option(None, "concurrent read/preprocess tasks (default: 4 per CPU "
-                                    "the actors leave)")
+                                    "the actors leave)", low=1)
     object_store_mb: float | None = option(None, "object-store memory for blocks in flight "
                                            "(default: sized from the read tasks, actors and "
-                                           "block size)")
+                                           "block size)", above=0)
     overwrite: bool = option(False, "the output holds another run (other input, model, cut or "
                              "prior): clear it and score anew instead of refusing")
     tta: bool = option(False, "test-time augmentation: average every member over the 8 flips and "
@@ -183,9 +189,9 @@ class CutoutConfig:
     band_names: list[str] | None = option(None, "the bands as the file names spell them "
                                           "(default: --bands), e.g. G,R,I", per_band=True)
     pixel_scale: float = option(0.168, "the survey's arcsec per pixel (HSC's by default); other "
-                                "images are refused")
+                                "images are refused", above=0)
     scale_tolerance: float = option(0.005, "relative pixel-scale mismatch accepted without "
-                                    "--resample")
+                                    "--resample", low=0)
     zeropoint: float = option(27.0, "AB zero-point of the output fluxes; images whose header "
                               "gives another are scaled to it (those that give none are taken "
                               "to be at it already)")
@@ -198,11 +204,11 @@ class CutoutConfig:
                                           "the psf_fwhm column (default: the catalogue's "
                                           "psf_fwhm or psf_fwhm_<band>, if any)",
                                           metavar="G,R,I", per_band=True)
-    shard_size: int = option(4096, "rows per shard at most")
+    shard_size: int = option(4096, "rows per shard at most", low=1)
     pixels: str = option("float32", "how the shards store pixels: float16 halves the bytes "
                          "(24 KiB a cutout; what GPU clusters should read), float32 keeps "
                          "every bit", choices=list(PIXEL_TYPES))
-    tasks: int | None = option(None, "tile tasks in flight (default: 2 per CPU)")
+    tasks: int | None = option(None, "tile tasks in flight (default: 2 per CPU)", low=1)
     overwrite: bool = option(False, "clear a non-empty --out first")
 
     def to_dict(self) -> dict[str, Any]:
@@ -262,9 +268,9 @@ class InjectConfig:
                                 "noise are left untouched")
     preset: str = option("broad", "the simulator's population of sources and masses",
                          choices=["hsc", "broad"])
-    supersample: int = option(2, "sub-pixels per pixel side where the source is ray-traced")
+    supersample: int = option(2, "sub-pixels per pixel side where the source is ray-traced", low=1)
     seed: int = option(0, "injection k uses default_rng([seed, k])")
-    shard_size: int = option(2048, "rows per output shard, about")
+    shard_size: int = option(2048, "rows per output shard, about", low=1)
     overwrite: bool = option(False, "clear a non-empty --out first")
 
     def to_dict(self) -> dict[str, Any]:

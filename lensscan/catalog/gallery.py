@@ -143,6 +143,9 @@ def write_gallery(out: str, page: str, top: int = 100, min_score: float | None =
     if viewer is not None:
         check_viewer(viewer)  # before any pixel is read
     table = query(out, top=top, min_score=min_score)
+    if not table.num_rows:  # an empty page to grade is a cut that selects nothing
+        raise ValueError(f"{out}: no scored object to show (--top {top}"
+                         f"{'' if min_score is None else f', --min-score {min_score:g}'})")
     images = cutouts_for(table, out)
     if page.lower().endswith(".png"):
         storage.write_bytes_atomic(page, mosaic_png(table, images))

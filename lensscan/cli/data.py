@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
+from lensscan.cli.options import number
+
 
 def _demo(a) -> None:
     from lensscan.demo import run_demo
@@ -59,8 +61,8 @@ def add_demo(sub) -> None:
     """``lensscan demo``: the whole loop on a small simulated survey."""
     p = sub.add_parser("demo", help="simulate a small survey, score it, query, gallery")
     p.add_argument("--workdir", default="lensscan-demo")
-    p.add_argument("--lenses", type=int, default=30)
-    p.add_argument("--nonlenses", type=int, default=2970)
+    p.add_argument("--lenses", type=number(int, low=0), default=30)
+    p.add_argument("--nonlenses", type=number(int, low=0), default=2970)
     p.add_argument("--model", default="default")
     p.add_argument("--no-gallery", action="store_true")
     p.set_defaults(fn=_demo)
@@ -70,12 +72,12 @@ def add_simulate(sub) -> None:
     """``lensscan simulate``: a mock survey with known truth."""
     p = sub.add_parser("simulate", help="write a mock survey with known truth")
     p.add_argument("out")
-    p.add_argument("--lenses", type=int, required=True)
-    p.add_argument("--nonlenses", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lenses", type=number(int, low=0), required=True)
+    p.add_argument("--nonlenses", type=number(int, low=0), required=True)
+    p.add_argument("--seed", type=number(int, low=0), default=0)
     p.add_argument("--format", choices=["parquet", "fits", "npy"], default="parquet")
-    p.add_argument("--shard-size", type=int, default=1000)
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--shard-size", type=number(int, low=1), default=1000)
+    p.add_argument("--test-fraction", type=number(float, low=0, high=1), default=0.2)
     p.add_argument("--preset", choices=["hsc", "broad"], default="hsc",
                    help="survey conditions and population: HSC Wide (default) or the broader "
                         "training prior")
@@ -85,7 +87,7 @@ def add_simulate(sub) -> None:
     p.add_argument("--theta-e", metavar="LO,HI",
                    help="draw every Einstein radius (and the deflector it sizes, lens or not) "
                         "log-uniform in LO..HI arcsec instead of the preset's range")
-    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--workers", type=number(int, low=1), help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true",
                    help="OUT already holds shards: remove them first instead of refusing")
     p.set_defaults(fn=_simulate)
@@ -95,8 +97,8 @@ def add_mosaic(sub) -> None:
     """``lensscan mosaic``: a PNG of every simulated object kind."""
     p = sub.add_parser("mosaic", help="PNG mosaic of every simulated object kind")
     p.add_argument("out")
-    p.add_argument("--per-kind", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-kind", type=number(int, low=1, high=100), default=8)
+    p.add_argument("--seed", type=number(int, low=0), default=0)
     p.set_defaults(fn=_mosaic)
 
 
@@ -105,7 +107,7 @@ def add_import_npy(sub) -> None:
     p = sub.add_parser("import-npy", help="DeepLense .npy layout -> Parquet shards")
     p.add_argument("src")
     p.add_argument("out")
-    p.add_argument("--shard-size", type=int, default=4096)
+    p.add_argument("--shard-size", type=number(int, low=1), default=4096)
     p.add_argument("--skip-bad", action="store_true", help="report unreadable files and go on")
     p.add_argument("--overwrite", action="store_true",
                    help="OUT holds shards: remove them first instead of refusing")

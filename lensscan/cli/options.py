@@ -13,10 +13,37 @@ one comma-separated value per band (``per_band``); a pair is two values (``--NAM
 from __future__ import annotations
 
 import argparse
+import math
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, Field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
+
+
+def number(kind: type = int, low: float | None = None, high: float | None = None,
+           above: float | None = None):
+    """An argparse ``type`` for a number within bounds (``low``/``high`` inclusive, ``above``
+    exclusive; floats finite): a value out of range is one line naming the option, before the
+    command does anything."""
+    what = "a whole number" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be {low:g} or more, not {text}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"must be more than {above:g}, not {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be {high:g} or less, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def options_of(cls: type, only: Iterable[str] | None = None) -> list[Field]:
@@ -91,8 +118,10 @@ def _argument(name: str, hint: Any, meta: dict, default: Any, positional: bool
     if "metavar" in meta:
         kw["metavar"] = meta["metavar"]
     kind = _bare(hint)
+    bounds = {k: meta[k] for k in ("low", "high", "above") if k in meta}
+    typed = number(kind, **bounds) if bounds and kind in (int, float) else kind
     if positional:
-        return [name], kw | ({"type": kind} if kind in (int, float) else {})
+        return [name], kw | ({"type": typed} if kind in (int, float) else {})
     flag = meta.get("flag") or "--" + ("no-" if default is True else "") + name.replace("_", "-")
     kw["dest"] = name
     if "choices" in meta:
@@ -112,7 +141,7 @@ def _argument(name: str, hint: Any, meta: dict, default: Any, positional: bool
         items = get_args(kind)
         kw.update(nargs=len(items), type=items[0])
     elif kind in (int, float):
-        kw["type"] = kind
+        kw["type"] = typed
     elif kind is not str:
         raise TypeError(f"{name}: no command-line form for {hint}")
     return [flag], kw

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from lensscan.cli.options import add_options, from_args
+from lensscan.cli.options import add_options, from_args, number
 from lensscan.config import ScoreConfig
 
 
@@ -60,12 +60,13 @@ def add_score(sub) -> None:
 def add_bench(sub) -> None:
     """``lensscan bench``: throughput and memory of scoring."""
     p = sub.add_parser("bench", help="throughput and memory of scoring, printed as ratios")
-    p.add_argument("--n", type=int, default=20000, help="cutouts to score")
+    p.add_argument("--n", type=number(int, low=1), default=20000, help="cutouts to score")
     p.add_argument("--model", default="default")
-    p.add_argument("--batch-size", type=int,
+    p.add_argument("--batch-size", type=number(int, low=1),
                    help="cutouts per model call (default: 512 on CPU, 8192 on a GPU)")
-    p.add_argument("--plain-n", type=int, default=2000, help="files for the plain loop")
-    p.add_argument("--pairs", type=int, default=3,
+    p.add_argument("--plain-n", type=number(int, low=1), default=2000,
+                   help="files for the plain loop")
+    p.add_argument("--pairs", type=number(int, low=1), default=3,
                    help="rounds of model-only and pipeline runs in alternation (ratios: median "
                         "and range)")
     p.add_argument("--no-cold-start", action="store_true",

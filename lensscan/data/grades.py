@@ -46,9 +46,16 @@ def read_grades(url: str) -> dict[str, np.ndarray]:
     """One grades CSV as ``object_id`` (str), ``value`` (0-3), ``grader``, ``time`` (str, ""
     when absent) and ``score`` (float, NaN when absent); unknown grades raise ``ValueError``."""
     strings = {c: pa.string() for c in ("object_id", "grade", "grader", "time")}
-    table = pacsv.read_csv(pa.BufferReader(storage.read_bytes(url)),
-                           convert_options=pacsv.ConvertOptions(column_types=strings))
+    try:
+        table = pacsv.read_csv(pa.BufferReader(storage.read_bytes(url)),
+                               convert_options=pacsv.ConvertOptions(column_types=strings))
+    except pa.ArrowInvalid as exc:  # empty, ragged, binary: the parser's words, and the file
+        raise ValueError(f"{url}: not a readable grades CSV ({str(exc).splitlines()[0]})") \
+            from None
     names = [c.lower() for c in table.column_names]
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise ValueError(f"{url}: column {twice[0]!r} appears more than once")
     table = table.rename_columns(names)
     for col in ("object_id", "grade"):
         if col not in names:
@@ -71,8 +78,12 @@ def read_grades(url: str) -> dict[str, np.ndarray]:
             return np.full(n, default, dtype=object)
         return np.asarray([v or default for v in table[col].to_pylist()], dtype=object)
 
-    score = (np.asarray(table["score"].cast(pa.float64()).fill_null(np.nan).to_numpy())
-             if "score" in names else np.full(n, np.nan))
+    try:
+        score = (np.asarray(table["score"].cast(pa.float64()).fill_null(np.nan).to_numpy())
+                 if "score" in names else np.full(n, np.nan))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"{url}: column 'score' must hold numbers "
+                         f"({str(exc).splitlines()[0]})") from None
     return {"object_id": ids, "value": values, "grader": text("grader", stem),
             "time": text("time", ""), "score": score}
 

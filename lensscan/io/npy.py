@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lensscan.errors import ShardError
+from lensscan.errors import NothingReadableError, ShardError
 from lensscan.io import storage
 from lensscan.io.batch import CUTOUT_SHAPE, Batch, make_batch
 from lensscan.io.parquet import write_parquet
@@ -45,6 +45,9 @@ def load_npy(url: str) -> np.ndarray:
         raise ShardError(url, f"array has shape {arr.shape}, expected {CUTOUT_SHAPE}")
     if arr.dtype.kind not in "fiu":
         raise ShardError(url, f"array has dtype {arr.dtype}, expected floating point")
+    finite = np.isfinite(arr)
+    if np.abs(np.where(finite, arr, 0)).max() > np.finfo(np.float32).max:
+        raise ShardError(url, "pixel values beyond float32's range (+-3.4e38)")
     return arr.astype(np.float32, copy=False)
 
 
@@ -73,6 +76,19 @@ def _flush(out: str, index: int, rows: list[tuple[str, int, str, np.ndarray]]) -
     return url
 
 
+def _listing(fs, root: str, folders: list[str]) -> list[tuple[str, str, str]]:
+    """(folder, URL, object id) of every ``.npy`` file under the DeepLense ``folders``: the id
+    is the file's path under its folder, ``<folder>/<stem>`` for a file directly in it
+    (DeepLense's own id) and ``<folder>/<sub>/<stem>`` in a subfolder."""
+    files = []
+    for name in folders:
+        top = posixpath.join(root, name)
+        for p in sorted(p for p in fs.find(top) if p.endswith(".npy")):
+            files.append((name, storage.unstrip(fs, p),
+                          f"{name}/{posixpath.relpath(p, top)[:-len('.npy')]}"))
+    return files
+
+
 def import_npy(
     src: str,
     out: str,
@@ -99,14 +115,7 @@ def import_npy(
         raise FileNotFoundError(
             f"{src}: none of the DeepLense folders {sorted(DEEPLENSE_FOLDERS)} found"
         )
-    files: list[tuple[str, str, str]] = []  # (folder, url, object id)
-    for name in present:
-        top = posixpath.join(root, name)
-        found = sorted(p for p in fs.find(top) if p.endswith(".npy"))
-        # the id is the file's path under the DeepLense folder: <folder>/<stem> for a file
-        # directly in it (DeepLense's own id), <folder>/<sub>/<stem> in a subfolder
-        files.extend((name, storage.unstrip(fs, p),
-                      f"{name}/{posixpath.relpath(p, top)[:-len('.npy')]}") for p in found)
+    files = _listing(fs, root, present)
     counts = {name: 0 for name in present} | {"files": 0, "skipped": 0, "shards": 0}
     rows: list = []
     for name, url, object_id in tqdm(files, desc="import-npy", unit="file",
@@ -130,4 +139,8 @@ def import_npy(
     if rows:
         _flush(out, counts["shards"], rows)
         counts["shards"] += 1
+    if not counts["files"]:
+        raise NothingReadableError(
+            f"{src}: no readable .npy file in {', '.join(present)} "
+            f"({counts['skipped']} skipped as unreadable)")
     return counts

@@ -53,7 +53,10 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
         ``/local/path``, ``file://...``, ``s3://bucket/key``, ``gs://...`` or ``memory://...``.
     """
     protocol = fsspec.core.split_protocol(str(url))[0] or "file"
-    fs, path = fsspec.core.url_to_fs(str(url), **_storage_options(protocol))
+    try:
+        fs, path = fsspec.core.url_to_fs(str(url), **_storage_options(protocol))
+    except (OSError, ImportError) as exc:  # a filesystem that connects when made (ftp://)
+        raise StorageError(str(url), f"cannot open its filesystem ({short(exc)})") from None
     return fs, path
 
 

@@ -25,7 +25,12 @@ def calibrate_model(model: str, val: str, prior: float = calibration.DEFAULT_PRI
     loaded = modelcard.load_model(url)
     loaded.module.output_logits = True
     ds = dataset(val, Preprocessing.from_dict(loaded.preprocessing), "model")
-    y, s, _ = member_scores(loaded.module.eval(), ds)
+    rows: dict = {}
+    y, s, _ = member_scores(loaded.module.eval(), ds, rows=rows)
+    if not ((y == 1).any() and (y == 0).any()):
+        raise ValueError(f"{val}: calibration needs labelled lenses and non-lenses: "
+                         f"{int((y == 1).sum())} lenses, {int((y == 0).sum())} non-lenses among "
+                         f"{rows['read']} rows read ({rows['unlabelled']} without a label)")
     cal = calibration.calibrate(s[:, 0], y, prior, val).to_dict()
     modelcard.update_card(url, calibration=cal)
     return cal

@@ -45,8 +45,9 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     """Score ``data`` with the model (and ``also`` = {name: url} for comparison), write
     ``metrics.json`` and plots to the local folder ``out``. ``tta`` averages every model over
     the 8 dihedral views of each cutout."""
+    if not storage.is_local(out):
+        raise ValueError(f"--out {out}: the report is written to a local folder, not a URL")
     runtime.ensure_ray()
-    os.makedirs(out, exist_ok=True)
     loaded = modelcard.load_model(model_url)
     loaded.module.tta = tta
     pre = Preprocessing.from_dict(loaded.preprocessing)
@@ -55,6 +56,11 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     rows: dict = {}
     y, s_all, extra = member_scores(loaded.module, ds, extra=("kind", "arc_snr", "object_id"),
                                     rows=rows)
+    if not ((y == 1).any() and (y == 0).any()):
+        raise ValueError(f"{data}: evaluation needs labelled lenses and non-lenses: "
+                         f"{int((y == 1).sum())} lenses, {int((y == 0).sum())} non-lenses among "
+                         f"{rows['read']} rows read ({rows['unlabelled']} without a label)")
+    os.makedirs(out, exist_ok=True)
     s = s_all[:, 0]
     thr = loaded.threshold
     report = {"model": model_url, "data": data, "tta": tta, "rows": rows,

@@ -216,7 +216,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> modelcard.ModelCard:
     with result.checkpoint.as_directory() as d:
         problem = ckpt_io.read_problem(d)
         if problem is not None:
-            raise ValueError(f"{cfg.data}: {problem}")
+            hint = ("; with --labels only graded rows train: do the grades' object_ids match "
+                    "the data's?" if cfg.labels and not cfg.keep_labels else "")
+            raise ValueError(f"{cfg.data}: {problem}{hint}")
         _, best, _, state, _ = ckpt_io.load(d)
     model = create_model(cfg.arch, **cfg.arch_kwargs)
     model.load_state_dict(best)

@@ -365,3 +365,12 @@ def test_grades_are_kept_per_run_and_any_id_is_a_plain_key(tmp_path):
         assert exported() == {}
     finally:
         driver.quit()
+
+
+def test_a_cut_that_selects_nothing_is_refused_not_an_empty_page(tmp_path, capsys):
+    out, _ = _run(tmp_path, n=5)
+    page = str(tmp_path / "g.html")
+    assert main(["gallery", out, "--out", page, "--min-score", "2"]) == 2
+    assert "no scored object to show (--top 100, --min-score 2)" in capsys.readouterr().err
+    assert main(["gallery", out, "--out", page, "--top", "0"]) == 2
+    assert not os.path.exists(page)

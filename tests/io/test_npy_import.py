@@ -96,3 +96,18 @@ def test_bad_file_named_or_skipped(tmp_path):
 def test_missing_layout_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="none of the DeepLense folders"):
         import_npy(str(tmp_path), str(tmp_path / "o"), progress=False)
+
+
+def test_an_import_that_reads_nothing_fails_and_overflowing_pixels_are_named(tmp_path):
+    from lensscan.errors import NothingReadableError
+
+    root = tmp_path / "d"
+    (root / "test_lenses").mkdir(parents=True)
+    with pytest.raises(NothingReadableError, match="no readable .npy file in test_lenses"):
+        import_npy(str(root), str(tmp_path / "o"), progress=False)
+    big = np.full((3, 64, 64), 1e300)  # float64 beyond float32: inf once cast
+    np.save(root / "test_lenses" / "big.npy", big)
+    with pytest.raises(ShardError, match=r"big\.npy: pixel values beyond float32's range"):
+        import_npy(str(root), str(tmp_path / "o"), progress=False)
+    with pytest.raises(NothingReadableError, match=r"\(1 skipped as unreadable\)"):
+        import_npy(str(root), str(tmp_path / "o"), progress=False, on_error=lambda e: None)

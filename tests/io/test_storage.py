@@ -153,3 +153,12 @@ def test_an_object_stores_passing_refusals_stop_the_run_never_quarantine(code, s
 
     exc = translate_boto_error(ClientError({"Error": {"Code": code, "Message": "m"}}, "GetObject"))
     assert is_storage_failure(exc) is storage_failure
+
+
+def test_a_filesystem_that_cannot_be_reached_is_named():
+    """fsspec's ftp:// connects when the filesystem is made: its socket error named no URL."""
+    from lensscan.errors import StorageError
+    from lensscan.io.storage import filesystem
+
+    with pytest.raises(StorageError, match=r"ftp://127\.0\.0\.1:9/x: cannot open its filesystem"):
+        filesystem("ftp://127.0.0.1:9/x")

@@ -87,3 +87,23 @@ def test_no_gradcam_without_positives(tmp_path):
     path = tmp_path / "gradcam.png"
     _gradcam(None, None, y, s, 0.5, {"object_id": np.arange(4)}, 4, str(path))
     assert not path.exists()
+
+
+def test_evaluation_needs_both_classes_and_a_local_report_folder(ray_local, tiny_model,
+                                                                 tmp_path):
+    """One class has no AUC (it was reported as 0.0); no labels gave an IndexError; an s3://
+    report folder was written to a local folder named 's3:'."""
+    from lensscan.io.parquet import write_parquet
+
+    with pytest.raises(ValueError, match="--out s3://b/r: the report is written to a local"):
+        evaluate(tiny_model, str(tmp_path), "s3://b/r")
+    batch = make_batch(6, seed=3)
+    batch["label"][:] = 0
+    write_parquet(str(tmp_path / "d" / "a.parquet"), batch)
+    with pytest.raises(ValueError, match=r"needs labelled lenses and non-lenses: 0 lenses, 6 "
+                                         r"non-lenses among 6 rows read \(0 without a label\)"):
+        evaluate(tiny_model, str(tmp_path / "d"), str(tmp_path / "rep"))
+    write_parquet(str(tmp_path / "e" / "a.parquet"), make_batch(4, seed=3, labels=False))
+    with pytest.raises(ValueError, match=r"0 lenses, 0 non-lenses among 4 rows read \(4 "):
+        evaluate(tiny_model, str(tmp_path / "e"), str(tmp_path / "rep"))
+    assert not (tmp_path / "rep").exists()
