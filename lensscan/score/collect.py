@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -36,8 +36,10 @@ class Collector:
         Output columns, in order.
     """
 
-    def __init__(self, out: str, units: list[Unit], keys: list[str], order: list[str]) -> None:
+    def __init__(self, out: str, units: list[Unit], keys: list[str], order: list[str],
+                 guard: Callable[[], None] | None = None) -> None:
         self.out, self.units, self.keys, self.order = out, units, keys, order
+        self.guard = guard  # called before each part is written (the lease still ours)
         self.carried = [c for c in order if c != "shard"]  # on every row; shard: per unit
         self.pending: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         self.seen: dict[int, np.ndarray] = {}  # per unit: which of its rows have arrived
@@ -71,6 +73,8 @@ class Collector:
 
     def _commit(self, i: int, t0: float) -> None:
         """Write unit ``i``'s part, its rows named by their shard."""
+        if self.guard is not None:
+            self.guard()
         rows = {c: np.concatenate(v) for c, v in self.pending.pop(i).items()}
         del self.seen[i]
         self.done.add(i)

@@ -7,6 +7,7 @@ Only scores travel back to the driver (never pixels), each row naming its unit b
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,14 +82,16 @@ def build_dataset(units: list[Unit], cfg: ScoreConfig, preprocessing: dict, mode
 
 def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: dict[str, Unit],
                  ids_as_strings: bool, columns: list[str], t0: float,
-                 progress: Progress, local: bool | None = None) -> Streamed:
+                 progress: Progress, local: bool | None = None,
+                 guard: Callable[[], None] | None = None) -> Streamed:
     """Score the units ``todo`` (by key: their part's name) through Ray Data, or in this
     process when ``local`` (None: :func:`lensscan.score.inprocess.use_local` decides), committing
-    each into ``cfg.output`` as it completes; ``t0``: the run's start (``time.time()``)."""
+    each into ``cfg.output`` as it completes; ``t0``: the run's start (``time.time()``);
+    ``guard`` is called before each commit (it raises when the output's lease was lost)."""
     if not todo:
         return Streamed()
     units = list(todo.values())
-    collector = Collector(cfg.output, units, list(todo), columns)
+    collector = Collector(cfg.output, units, list(todo), columns, guard)
     rows = sum(u.rows for u in units)
     if inprocess.use_local(cfg, rows) if local is None else local:
         res = inprocess.local_resources(cfg)

@@ -64,6 +64,23 @@ def test_collector_names_each_units_shard_and_keeps_each_row_once(tmp_path):
                                                          Progress(enabled=False))
 
 
+def test_collector_commits_nothing_once_its_guard_refuses(tmp_path):
+    """The run's lease is checked before every part: a run whose lease another run took over
+    writes no more parts into the folder."""
+    from lensscan.errors import OutputError
+
+    out = str(tmp_path / "out")
+    units = [Unit("a.parquet", "parquet", 0, 2)]
+
+    def lost() -> None:
+        raise OutputError("lease lost")
+
+    with pytest.raises(OutputError, match="lease lost"):
+        Collector(out, units, ["ka"], COLUMNS, guard=lost).run([_scored(0, [0, 1])], 0.0,
+                                                               Progress(enabled=False))
+    assert commit.committed_units(out) == set()
+
+
 def _survey(root) -> None:
     for k, n in enumerate((120, 80)):
         write_parquet(str(root / f"p{k}.parquet"), make_batch(n, seed=k, start_id=1000 * k),
