@@ -158,10 +158,12 @@ def row_status(
         status[coords != ""] = coords[coords != ""]
     if id_null is not None:
         status[id_null] = MISSING_ID
+    # an id repeated among the rows that can be scored: the first keeps its score (a copy
+    # quarantined for its pixels does not cost a good copy after it its score)
     ids = np.asarray(object_ids)
-    valid = np.ones(n, bool) if id_null is None else ~id_null
+    valid = status == OK
     if valid.any():
-        _, first, counts = np.unique(ids[valid], return_index=True, return_counts=True)
+        _, counts = np.unique(ids[valid], return_counts=True)
         if (counts > 1).any():
             seen: set = set()
             for i in np.flatnonzero(valid):

@@ -2,9 +2,10 @@
 
 Runs once every unit is committed, out of core: DuckDB groups the ids of all parts (spilling to
 disk when they do not fit in memory) and returns only the rows of repeated ids; the parts that
-hold a later occurrence are rewritten with status ``duplicate_object_id`` and null scores. The
-first occurrence (by shard URL, then row) keeps its score. Repeats within one shard are already
-flagged when the shard is read.
+hold a later occurrence are rewritten with status ``duplicate_object_id`` and null scores. Among
+the scored rows of an id, the first (by shard URL, then row) keeps its score; a copy quarantined
+for another reason keeps that reason, and does not take the score from a good copy after it.
+Repeats within one shard are already flagged when the shard is read.
 """
 
 from __future__ import annotations
@@ -37,16 +38,16 @@ def _later_occurrences(con: duckdb.DuckDBPyConnection, files: list[str]) -> pa.T
     src = (f"read_parquet([{', '.join(duck.sql_path(f) for f in files)}], "
            "union_by_name=true, filename=true)")
     return duck.fetch_arrow(con, f"""
-        WITH ids AS (SELECT object_id FROM {src} WHERE object_id IS NOT NULL
-                     GROUP BY object_id HAVING count(*) > 1),
-        occ AS (SELECT filename, "row", object_id, status,
+        WITH scored AS (SELECT filename, shard, "row", object_id, status FROM {src}
+                        WHERE object_id IS NOT NULL AND {duck.SCORED}),
+        ids AS (SELECT object_id FROM scored GROUP BY object_id HAVING count(*) > 1),
+        occ AS (SELECT filename, "row", object_id,
                        first_value(shard) OVER w AS first_shard,
                        first_value("row") OVER w AS first_row,
                        row_number() OVER w AS k
-                FROM {src} WHERE object_id IN (SELECT object_id FROM ids)
+                FROM scored WHERE object_id IN (SELECT object_id FROM ids)
                 WINDOW w AS (PARTITION BY object_id ORDER BY shard, "row"))
-        SELECT filename, "row", object_id, first_shard, first_row FROM occ
-        WHERE k > 1 AND NOT starts_with(status, '{DUPLICATE_ID}')""")
+        SELECT filename, "row", object_id, first_shard, first_row FROM occ WHERE k > 1""")
 
 
 def flag_duplicates(con: duckdb.DuckDBPyConnection, files: list[str]) -> int:

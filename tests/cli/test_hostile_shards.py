@@ -515,3 +515,28 @@ def test_overwrite_scores_the_same_run_anew_and_repairs_a_damaged_output(tmp_pat
     assert m["counts"]["rows_scored"] == 6 and m["counts"]["rows_scored_this_run"] == 6
     # a clear cut short leaves no manifest behind: it is the first thing removed
     assert fingerprint.OUTPUTS[0] == "_manifest.json" and fingerprint.OUTPUTS[-1] == "_run.json"
+
+
+def test_a_quarantined_copy_of_an_id_does_not_take_a_good_copys_score(tmp_path, tiny_model):
+    """Id 7 in a.parquet has NaN pixels, its copy in b.parquet is good; within c.parquet the
+    same: the good copy is scored (it used to be flagged a duplicate of the bad one, and the
+    object had no score at all)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    a = make_batch(3, seed=1, start_id=6)  # ids 6, 7, 8
+    a["image"][1, 0, 10, 10] = np.nan
+    write_parquet(str(src / "a.parquet"), a)
+    write_parquet(str(src / "b.parquet"), make_batch(2, seed=2, start_id=7))  # ids 7, 8
+    c = make_batch(2, seed=3, start_id=20)
+    c["object_id"][:] = 20
+    c["image"][0, 1, 5, 5] = np.inf
+    write_parquet(str(src / "c.parquet"), c)
+    code, _, err = _score(src, tmp_path / "out", model=tiny_model)
+    assert code == 0, err
+    df = _parts(tmp_path / "out")
+    got = {(s.rsplit("/", 1)[-1], r): st.split(":")[0]
+           for s, r, st in zip(df["shard"], df["row"], df["status"], strict=True)}
+    assert got == {("a.parquet", 0): "ok", ("a.parquet", 1): "non_finite_pixels",
+                   ("a.parquet", 2): "ok", ("b.parquet", 0): "ok",
+                   ("b.parquet", 1): "duplicate_object_id", ("c.parquet", 0): "non_finite_pixels",
+                   ("c.parquet", 1): "ok"}
