@@ -259,9 +259,10 @@ class InjectConfig:
     psf_family: str = option("moffat", "profile of the PSF the arcs are convolved with",
                              choices=["moffat", "gaussian"])
     psf_beta: float = option(3.0, "Moffat slope")
-    gain: list[float] = option([600.0, 800.0, 1500.0], "electrons per flux unit, for the Poisson "
-                               "noise of the added flux (default: the simulator's HSC coadd "
-                               "values)", metavar="G,R,I", per_band=True)
+    gain: list[float] = option([600.0, 800.0, 1500.0], "electrons per flux unit at zero-point "
+                               "27 (converted to the survey's), for the Poisson noise of the "
+                               "added flux (default: the simulator's HSC coadd values)",
+                               metavar="G,R,I", per_band=True)
     poisson: bool = option(True, "add the arcs without noise (for checks)", flag="--no-poisson")
     min_arc_snr: float = option(10.0, "fainter arcs are brightened to 1-2 times this S/N")
     paint_floor: float = option(1e-3, "pixels where the arc adds less than this times the sky "

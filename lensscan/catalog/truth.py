@@ -31,6 +31,7 @@ def _read_table(url: str) -> pa.Table:
     if ext == ".csv":
         import pyarrow.csv as pacsv
 
+        data = data.removeprefix(b"\xef\xbb\xbf")  # a spreadsheet's byte-order mark
         head = data.split(b"\n", 1)[0].decode(errors="replace").split(",")
         names = [h.strip().strip('"') for h in head]
         ids = {n: pa.string() for n in names if n.lower() in ALIASES["object_id"]}
@@ -98,7 +99,10 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
     given = (columns.split(",") + ["", "", ""])[:3] if columns else ["", "", ""]
     picked = {role: _pick(url, names, role, g.strip() or None)
               for role, g in zip(("object_id", "ra", "dec"), given, strict=True)}
-    rest = {n.lower(): table.column(n) for n in names if n not in picked.values()}
+    # the other columns keep their names, lower-cased; one that would take a picked column's
+    # role name (RA in hours beside the RAdeg given) is kept as <name>_orig
+    rest = {(n.lower() + "_orig" if n.lower() in picked else n.lower()): table.column(n)
+            for n in names if n not in picked.values()}
     table = pa.table({**{r: table.column(c) for r, c in picked.items() if c}, **rest})
     names = table.column_names
     if "object_id" not in names and not {"ra", "dec"} <= set(names):
@@ -142,7 +146,8 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
         raise ValueError(f"--match-radius {radius_arcsec}: must be a positive number of arcsec")
     check_output(out)
     con = duck.connect(out)
-    con.register("truth_in", truth)
+    con.register("truth_in", truth.append_column("_truth_row",
+                                                 pa.array(np.arange(truth.num_rows))))
     duck.confine(con, out)
     src = source_sql(out)
     available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
@@ -159,15 +164,18 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
             raise ValueError("a cross-match needs ra and dec in the truth table")
         rad = float(radius_arcsec)
         dist = angular_distance_sql("t.ra", "t.dec", "r.ra", "r.dec")
-        known = ("CAST(t.object_id AS VARCHAR)" if "object_id" in truth.column_names
-                 else "printf('%.6f %+.6f', t.ra, t.dec)")
-        sql = (f"WITH r AS ({ranked}), m AS (SELECT {known} AS known_id, r.rank, r.score, "
-               f"r.ra, r.dec, {dist} AS sep FROM truth_in t "
+        where = "printf('%.6f %+.6f', t.ra, t.dec)"
+        known = (f"coalesce(CAST(t.object_id AS VARCHAR), {where})"
+                 if "object_id" in truth.column_names else where)
+        # one row per known lens (per row of the truth table: ids may be null or repeated)
+        sql = (f"WITH r AS ({ranked}), m AS (SELECT t._truth_row AS k, {known} AS known_id, "
+               f"r.rank, r.score, r.ra, r.dec, {dist} AS sep FROM truth_in t "
                f"LEFT JOIN r ON r.dec BETWEEN t.dec - {rad / 3600!r} AND t.dec + "
                f"{rad / 3600!r} AND {dist} <= {rad!r}) "
-               "SELECT known_id, arg_min(rank, sep) AS rank, arg_min(score, sep) AS score, "
-               "arg_min(ra, sep) AS ra, arg_min(dec, sep) AS dec, min(sep) AS separation_arcsec "
-               "FROM m GROUP BY known_id ORDER BY rank NULLS LAST, known_id")
+               "SELECT any_value(known_id) AS known_id, arg_min(rank, sep) AS rank, "
+               "arg_min(score, sep) AS score, arg_min(ra, sep) AS ra, arg_min(dec, sep) AS dec, "
+               "min(sep) AS separation_arcsec FROM m GROUP BY k "
+               "ORDER BY rank NULLS LAST, known_id")
     try:
         table = duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types: a damaged part, no part at all
@@ -178,7 +186,10 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
     summary = {"known": n_known, "matched": int(np.isfinite(ranks).sum())}
     if top is not None:
         found = int((ranks <= top).sum())
+        # purity counts candidates, not known lenses: two entries of one lens (merged
+        # catalogues) matching one candidate are one true positive in the top
+        hits = len(set(ranks[ranks <= top].tolist()))
         summary.update({"top": top, "recovered": found,
                         "recall": found / n_known if n_known else None,
-                        "purity": found / top if top else None})
+                        "purity": hits / top if top else None})
     return table, summary

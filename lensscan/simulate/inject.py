@@ -134,7 +134,8 @@ def paint(host: np.ndarray, offset: tuple[float, float], psf_fwhm: np.ndarray,
         Einstein radius in arcsec; default: from the host's brightness.
     """
     host = np.asarray(host, np.float32)
-    sky, gain = sky_sigma(host), np.asarray(cfg.gain, float)
+    # --gain is electrons per flux unit at zero-point 27: per survey unit it scales with it
+    sky, gain = sky_sigma(host), np.asarray(cfg.gain, float) * 10 ** (0.4 * (ZP - zeropoint))
     cxp, cyp = (SIZE - 1) / 2 + offset[0], (SIZE - 1) / 2 + offset[1]
     mag_r = aperture_mag(host[1], cxp, cyp, cfg.aperture / pixel_scale, zeropoint)
     if theta_e is None or not np.isfinite(theta_e):

@@ -47,14 +47,19 @@ def object_kinds(spec: SurveySpec) -> np.ndarray:
         mix.pop("paired", None)
     names = [k for k in NONLENS_KINDS if k != "paired" or k in mix]
     weights = np.array([mix.get(k, 0.0) for k in names])
-    nonlens = rng.choice(names, size=spec.nonlenses, p=weights / weights.sum())
-    kinds = np.concatenate([np.full(spec.lenses, "lens", dtype=object), nonlens.astype(object)])
+    nonlens = rng.choice(names, size=spec.nonlenses, p=weights / weights.sum()).astype(object)
+    # each lens is paired at most once: more paired non-lenses than lenses would be copies of
+    # one image (a survey of 1 % lenses drew six of each); the rest are plain ellipticals
+    paired = np.flatnonzero(nonlens == "paired")
+    nonlens[paired[spec.lenses:]] = "elliptical"
+    kinds = np.concatenate([np.full(spec.lenses, "lens", dtype=object), nonlens])
     return kinds[rng.permutation(spec.total)]
 
 
 def partners(kinds: np.ndarray) -> np.ndarray:
-    """For every ``paired`` object, the index of the lens it pairs with (the lenses in order,
-    cycling); -1 for every other object."""
+    """For every ``paired`` object, the index of the lens it pairs with (the lenses in order;
+    :func:`object_kinds` draws no more paired objects than lenses); -1 for every other
+    object."""
     out = np.full(len(kinds), -1, dtype=np.int64)
     lenses = np.flatnonzero(kinds == "lens")
     paired = np.flatnonzero(kinds == "paired")
@@ -79,9 +84,10 @@ def render_range(spec: SurveySpec, kinds: np.ndarray, start: int, stop: int) -> 
         ra[j] = FIELD_RA + (u[0] - 0.5) * FIELD_SIDE / np.cos(np.deg2rad(FIELD_DEC))
         dec[j] = FIELD_DEC + (u[1] - 0.5) * FIELD_SIDE
         split[j] = "test" if u[2] < spec.test_fraction else "train"
-        if partner[i] >= 0:
+        if partner[i] >= 0:  # the lens's scene, and its split: a pair never straddles them
             rng = np.random.default_rng([spec.seed, partner[i]])
-            rng.random(3)  # where the lens's own draws start
+            u = rng.random(3)  # where the lens's own draws start
+            split[j] = "test" if u[2] < spec.test_fraction else "train"
         images[j], t = render_object(kinds[i], rng, spec.population, spec.conditions)
         for k in TRUTH_COLUMNS:
             truth[k][j] = t[k]

@@ -180,6 +180,24 @@ def test_truth_recovery_by_id_and_position(out, tmp_path):
     table, summary = recovery(path, t, top=100, radius_arcsec=0.5)
     assert sorted(table.column("rank").to_pylist()) == [1, 11, 501]
     assert max(table.column("separation_arcsec").to_pylist()) < 0.2
+    # merged catalogues: ids null or repeated stay one known lens per row, and two entries of
+    # one lens matching one candidate are one true positive in the purity
+    t = pa.table({"object_id": pa.array(["A", None, None, "A"], pa.string()),
+                  "ra": rows["ra"][[known[0], known[1], known[2], known[0]]],
+                  "dec": rows["dec"][[known[0], known[1], known[2], known[0]]]})
+    table, summary = recovery(path, t, top=100, radius_arcsec=0.5)
+    assert sorted(table.column("rank").to_pylist()) == [1, 1, 11, 501]
+    assert summary["known"] == 4 and summary["recovered"] == 3 and summary["purity"] == 0.02
+
+
+def test_truth_columns_given_are_not_replaced_and_a_byte_order_mark_is_skipped(tmp_path):
+    from lensscan.catalog.truth import read_truth
+
+    (tmp_path / "t.csv").write_text("name,RA,DEC,RAdeg,DEdeg\nL1,10.0,2.0,150.0,2.0\n")
+    t = read_truth(str(tmp_path / "t.csv"), ",RAdeg,DEdeg")
+    assert t.column("ra").to_pylist() == [150.0] and t.column("ra_orig").to_pylist() == [10.0]
+    (tmp_path / "g.csv").write_bytes(b"\xef\xbb\xbfobject_id,grade\n00042,A\n")
+    assert read_truth(str(tmp_path / "g.csv")).column("object_id").to_pylist() == ["00042"]
 
 
 def test_candidates_query_and_recovery_share_one_ranking(tmp_path):

@@ -59,6 +59,26 @@ def test_magnification_of_a_compact_source_is_the_point_source_one():
         assert p.truth["magnification"] == pytest.approx(mu[mu >= 0.1].sum(), rel=0.05)
 
 
+def test_the_arcs_noise_does_not_depend_on_the_surveys_flux_unit():
+    """The same host and arc in nanomaggies (zero-point 22.5) and at zero-point 27: the gain is
+    per zero-point-27 unit, so the arc's shot noise in sky sigmas and its truth S/N are the
+    same (the gain used to be taken per survey unit: 63 times the shot variance at 22.5)."""
+    host27 = _host(3)
+    cfg = InjectConfig("s", "o", 1, 1)
+    out = {}
+    for zp in (27.0, 22.5):
+        host = host27 * 10 ** (0.4 * (zp - 27.0))
+        p = paint(host, (0.2, -0.3), PSF, np.random.default_rng(9), cfg, preset("broad")[1],
+                  0.168, zp)
+        clean = paint(host, (0.2, -0.3), PSF, np.random.default_rng(9),
+                      replace(cfg, poisson=False), preset("broad")[1], 0.168, zp)
+        bright = clean.added[1] > 3 * sky_sigma(host)[1]
+        noise = (p.added[1] - clean.added[1])[bright].std() / sky_sigma(host)[1]
+        out[zp] = (p.truth["arc_snr"], noise)
+    assert out[22.5][0] == pytest.approx(out[27.0][0], rel=1e-3)
+    assert out[22.5][1] == pytest.approx(out[27.0][1], rel=0.05)
+
+
 def test_host_pixels_untouched_outside_the_arc():
     host = _host(7)
     clean = _paint(host, 7, poisson=False)  # the same draws: the same arc, noiseless
