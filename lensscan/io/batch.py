@@ -158,21 +158,26 @@ def row_status(
         status[coords != ""] = coords[coords != ""]
     if id_null is not None:
         status[id_null] = MISSING_ID
-    # an id repeated among the rows that can be scored: the first keeps its score (a copy
-    # quarantined for its pixels does not cost a good copy after it its score)
-    ids = np.asarray(object_ids)
-    valid = status == OK
-    if valid.any():
-        _, counts = np.unique(ids[valid], return_counts=True)
-        if (counts > 1).any():
-            seen: set = set()
-            for i in np.flatnonzero(valid):
-                key = ids[i]
-                if key in seen:
-                    plain = key.item() if isinstance(key, np.generic) else key
-                    status[i] = f"{DUPLICATE_ID}: {plain!r} appears earlier in this shard"
-                seen.add(key)
+    _flag_repeats(np.asarray(object_ids), status)
     return status
+
+
+def _flag_repeats(ids: np.ndarray, status: np.ndarray) -> None:
+    """An id repeated among the rows that can be scored: the first keeps its score (a copy
+    quarantined for its pixels does not cost a good copy after it its score)."""
+    valid = status == OK
+    if not valid.any():
+        return
+    _, counts = np.unique(ids[valid], return_counts=True)
+    if not (counts > 1).any():
+        return
+    seen: set = set()
+    for i in np.flatnonzero(valid):
+        key = ids[i]
+        if key in seen:
+            plain = key.item() if isinstance(key, np.generic) else key
+            status[i] = f"{DUPLICATE_ID}: {plain!r} appears earlier in this shard"
+        seen.add(key)
 
 
 def make_batch(
