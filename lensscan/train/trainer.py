@@ -83,14 +83,28 @@ class Exclude:
         return {k: v[~drop] for k, v in batch.items()}
 
 
+def fold_of(batch: dict) -> np.ndarray:
+    """Each row's fold (hash % 10): by ``host_id`` where a row has one, so that the lenses
+    ``lensscan inject`` painted on one host and the host itself fall in one fold (a host on
+    both sides of the split would be seen in training and judged in validation), else by
+    ``object_id``."""
+    fold = _hash_fold(batch["object_id"])
+    if "host_id" in batch:
+        host = np.asarray(batch["host_id"], dtype=object)
+        has = np.array([isinstance(h, str) and h != "" for h in host], bool)
+        if has.any():
+            fold[has] = _hash_fold(host[has])
+    return fold
+
+
 class HashSplit:
-    """Keep the validation fold (object_id hash % 10 == 0) or the rest."""
+    """Keep the validation fold (hash % 10 == 0, :func:`fold_of`) or the rest."""
 
     def __init__(self, val: bool) -> None:
         self.val = val
 
     def __call__(self, batch: dict) -> dict:
-        fold = _hash_fold(batch["object_id"]) == 0
+        fold = fold_of(batch) == 0
         keep = fold if self.val else ~fold
         return {k: v[keep] for k, v in batch.items()}
 
@@ -109,7 +123,8 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
     if errors:
         raise errors[0]
     pairs = parse_exclude(exclude or [])
-    keep = tuple(dict.fromkeys(keep_extra + tuple(c for c, _ in pairs)))
+    split_by = ("host_id",) if fold is not None else ()
+    keep = tuple(dict.fromkeys(keep_extra + tuple(c for c, _ in pairs) + split_by))
     ds = read_stage(units, ReadUnits(pre.to_dict(), stage, keep=keep), read_cpus)
     if labels is not None:
         ds = ds.map_batches(Relabel(labels, keep_labels), batch_size=None, num_cpus=read_cpus)
