@@ -98,6 +98,11 @@ RANK_ORDER = "score DESC, logit DESC, object_id"
 RANK_ORDER_NO_LOGIT = "score DESC, object_id"
 
 
+def columns(con: duckdb.DuckDBPyConnection, src: str) -> list[str]:
+    """The column names of ``src`` (a FROM clause)."""
+    return [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+
+
 def rank_order(columns) -> str:
     """:data:`RANK_ORDER` for a source with these columns."""
     return RANK_ORDER if "logit" in columns else RANK_ORDER_NO_LOGIT

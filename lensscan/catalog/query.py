@@ -98,7 +98,7 @@ def query(
     duck.confine(con, out)  # this output only: no other file, bucket or URL from here on
     src = source_sql(out, candidates)
     try:
-        available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+        available = duck.columns(con, src)
     except Exception as exc:  # duckdb raises many types; e.g. no part committed yet
         raise ValueError(f"{out}: cannot read the scores ({str(exc).splitlines()[0]})") from None
     cols = _columns(out, columns, available)

@@ -150,8 +150,8 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
                                                  pa.array(np.arange(truth.num_rows))))
     duck.confine(con, out)
     src = source_sql(out)
-    available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
-    ranked = duck.ranked_sql(src, "object_id, ra, dec, score", order=duck.rank_order(available))
+    ranked = duck.ranked_sql(src, "object_id, ra, dec, score",
+                             order=duck.rank_order(duck.columns(con, src)))
     if radius_arcsec is None:
         if "object_id" not in truth.column_names:
             raise ValueError("truth has no object_id: give a cross-match radius")

@@ -34,6 +34,7 @@ from lensscan.config import CutoutConfig
 from lensscan.data import placement as P
 from lensscan.data.resample import read_half, require_reproject, resample_stamp
 from lensscan.io import coadd, storage
+from lensscan.io.batch import off_sky
 from lensscan.io.catalogs import Columns, read_catalog
 from lensscan.io.parquet import flux_metadata, write_parquet
 
@@ -149,13 +150,6 @@ def _catalog(cfg: CutoutConfig) -> dict[str, np.ndarray]:
     return cat
 
 
-def off_sky(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Rows whose position is a number but not a place on the sky (NaN is no position)."""
-    placed = ~np.isnan(ra) & ~np.isnan(dec)
-    with np.errstate(invalid="ignore"):
-        return placed & ~((ra >= 0) & (ra < 360) & (np.abs(dec) <= 90))
-
-
 def off_sky_note(url: str, cat: dict[str, np.ndarray], rows: np.ndarray) -> str:
     """One line naming how many rows are off the sky, and the first of them."""
     i = int(rows[0])
@@ -227,7 +221,8 @@ def cutout_survey(cfg: CutoutConfig, progress: bool = True) -> dict:
                                 f"({', '.join(cfg.band_names or cfg.bands)})")
     check_tiles(tiles, cfg)
     storage.ensure_empty(cfg.out, cfg.overwrite)
-    bad = off_sky(cat["ra"], cat["dec"])
+    # a position that is a number but not a place on the sky (a NaN one is no position)
+    bad = ~np.isnan(cat["ra"]) & ~np.isnan(cat["dec"]) & off_sky(cat["ra"], cat["dec"])
     cand = P.candidates(np.where(bad, np.nan, cat["ra"]), np.where(bad, np.nan, cat["dec"]),
                         tiles)
     reason = np.full(n, "", dtype=object)  # the first reason a row failed for

@@ -80,13 +80,19 @@ def id_is_null(status: np.ndarray) -> np.ndarray:
     return np.char.startswith(s, MISSING_ID) | np.char.startswith(s, UNREADABLE + ":")
 
 
-def coordinate_problems(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Per row, ``""`` or why (ra, dec) is not a sky position: RA outside [0, 360) or Dec
-    outside [-90, 90] degrees (null coordinates, NaN, are allowed)."""
+def off_sky(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Per row, True when (ra, dec) is not a sky position: RA outside [0, 360) or Dec outside
+    [-90, 90] degrees, or infinite (null coordinates, NaN, are allowed)."""
     ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
     with np.errstate(invalid="ignore"):
         bad = (ra < 0) | (ra >= 360) | ~(np.isnan(ra) | np.isfinite(ra))
-        bad |= (dec < -90) | (dec > 90) | ~(np.isnan(dec) | np.isfinite(dec))
+        return bad | (dec < -90) | (dec > 90) | ~(np.isnan(dec) | np.isfinite(dec))
+
+
+def coordinate_problems(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Per row, ``""`` or why (ra, dec) is not a sky position (:func:`off_sky`)."""
+    ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
+    bad = off_sky(ra, dec)
     out = np.full(len(ra), "", dtype=object)
     for i in np.flatnonzero(bad):
         out[i] = (f"invalid_coordinates: ra {ra[i]:g}, dec {dec[i]:g} outside "

@@ -140,9 +140,8 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
         reasons[reason] = reasons.get(reason, 0) + int(n)
         if shard is not None:
             bad.append((shard, status, n))
-    available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
     ranked = duck.ranked_sql(src, "*", threshold if top is None else None,
-                             order=duck.rank_order(available))
+                             order=duck.rank_order(duck.columns(con, src)))
     limit = f"LIMIT {int(top)}" if top is not None else ""
     table = duck.fetch_arrow(con, f"{ranked} ORDER BY rank {limit}")
     table = table.set_column(0, "rank", table.column("rank").cast(pa.int64()))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from lensscan import modelcard
 from lensscan.data.preprocess import Preprocessing
 from lensscan.models import calibration
-from lensscan.train.predict import member_scores
+from lensscan.train.predict import member_scores, require_both_classes
 from lensscan.train.trainer import dataset
 
 
@@ -27,10 +27,7 @@ def calibrate_model(model: str, val: str, prior: float = calibration.DEFAULT_PRI
     ds = dataset(val, Preprocessing.from_dict(loaded.preprocessing), "model")
     rows: dict = {}
     y, s, _ = member_scores(loaded.module.eval(), ds, rows=rows)
-    if not ((y == 1).any() and (y == 0).any()):
-        raise ValueError(f"{val}: calibration needs labelled lenses and non-lenses: "
-                         f"{int((y == 1).sum())} lenses, {int((y == 0).sum())} non-lenses among "
-                         f"{rows['read']} rows read ({rows['unlabelled']} without a label)")
+    require_both_classes(y, rows, val, "calibration")
     cal = calibration.calibrate(s[:, 0], y, prior, val).to_dict()
     modelcard.update_card(url, calibration=cal)
     return cal

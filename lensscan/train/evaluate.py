@@ -15,7 +15,7 @@ from lensscan.io import storage
 from lensscan.train import plots
 from lensscan.train.gradcam import grad_cam
 from lensscan.train.metrics import summary
-from lensscan.train.predict import member_scores
+from lensscan.train.predict import member_scores, require_both_classes
 from lensscan.train.trainer import dataset
 
 SNR_BINS = (0, 10, 20, 40, 80, 1e9)
@@ -56,10 +56,7 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     rows: dict = {}
     y, s_all, extra = member_scores(loaded.module, ds, extra=("kind", "arc_snr", "object_id"),
                                     rows=rows)
-    if not ((y == 1).any() and (y == 0).any()):
-        raise ValueError(f"{data}: evaluation needs labelled lenses and non-lenses: "
-                         f"{int((y == 1).sum())} lenses, {int((y == 0).sum())} non-lenses among "
-                         f"{rows['read']} rows read ({rows['unlabelled']} without a label)")
+    require_both_classes(y, rows, data, "evaluation")
     os.makedirs(out, exist_ok=True)
     s = s_all[:, 0]
     thr = loaded.threshold

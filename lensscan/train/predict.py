@@ -10,6 +10,15 @@ import torch
 from lensscan.io.batch import left_out, ok_mask, skipped_note
 
 
+def require_both_classes(y: np.ndarray, rows: dict, data: str, what: str) -> None:
+    """Refuse labels of one class (no AUC, no calibration) in one line naming ``data``, with
+    the counts :func:`member_scores` filled in ``rows``."""
+    if not ((y == 1).any() and (y == 0).any()):
+        raise ValueError(f"{data}: {what} needs labelled lenses and non-lenses: "
+                         f"{int((y == 1).sum())} lenses, {int((y == 0).sum())} non-lenses among "
+                         f"{rows['read']} rows read ({rows['unlabelled']} without a label)")
+
+
 @torch.inference_mode()
 def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
                   extra: tuple[str, ...] = (), rows: dict | None = None
