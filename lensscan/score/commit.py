@@ -33,6 +33,9 @@ CANDIDATES = "candidates.parquet"
 MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.json"
 NON_FINITE_SCORE = "non_finite_score: the model returned NaN or infinity"
+#: A scored part's footer key: the arithmetic its scores were computed in (fp32, fp16, bf16;
+#: comma-separated if several). The parts of rejected shards, with no scores, have none.
+ARITHMETIC_KEY = "lensscan.arithmetic"
 
 
 def part_url(out: str, key: str) -> str:
@@ -76,10 +79,12 @@ def settle_status(status: np.ndarray, score: np.ndarray) -> np.ndarray:
     return status
 
 
-def write_unit(out: str, key: str, rows: dict[str, np.ndarray], order: list[str]) -> int:
+def write_unit(out: str, key: str, rows: dict[str, np.ndarray], order: list[str],
+               arithmetic: str | None = None) -> int:
     """Write one unit's scored rows (sorted by row) atomically; returns the row count.
 
     Rows not ``ok`` get null scores; rows whose status says the id is missing get a null id.
+    ``arithmetic`` (what the scores were computed in) goes into the footer.
     """
     idx = np.argsort(rows["row"], kind="stable")
     rows = {c: np.asarray(rows[c])[idx] for c in order}
@@ -88,8 +93,26 @@ def write_unit(out: str, key: str, rows: dict[str, np.ndarray], order: list[str]
     null_id = id_is_null(rows["status"])
     table = pa.table({c: _column(rows[c], c, null_id if c == "object_id" else quarantined)
                       for c in order})
+    if arithmetic:
+        table = table.replace_schema_metadata({ARITHMETIC_KEY: arithmetic})
     _write_table(part_url(out, key), table)
     return table.num_rows
+
+
+def arithmetics(out: str, keys: list[str] | None = None) -> dict[str, int]:
+    """Parts per arithmetic their scores were computed in (:data:`ARITHMETIC_KEY`), among the
+    committed parts of ``keys`` (None: all); parts without scores are not counted."""
+    have = committed_units(out)
+    keys = sorted(have if keys is None else have.intersection(keys))
+    if not keys:
+        return {}
+    con = duck.connect(out)
+    storage.list_into_cache(storage.join(out, SCORES))  # no HEAD per file
+    files = ", ".join(duck.sql_path(part_url(out, k)) for k in keys)
+    rows = con.execute(f"SELECT decode(value), count(DISTINCT file_name) FROM "
+                       f"parquet_kv_metadata([{files}]) WHERE decode(key) = ? GROUP BY 1",
+                       [ARITHMETIC_KEY]).fetchall()
+    return {str(a): int(n) for a, n in rows}
 
 
 def write_rejected(out: str, key: str, shard: str, rows: int, reason: str,

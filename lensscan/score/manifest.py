@@ -35,7 +35,10 @@ def build_manifest(cfg: ScoreConfig, info: ModelInfo, plan: RunPlan, streamed: S
         "input": cfg.input,
         "output": cfg.output,
         "model": {"url": cfg.model, "name": info.card.name, "checksum": info.checksum,
-                  "members": info.member_names, "tta": cfg.tta},
+                  "members": info.member_names, "tta": cfg.tta,
+                  # what the scores were computed in (fp32, fp16, bf16; one per output)
+                  "arithmetic": streamed.arithmetic or sorted(
+                      commit.arithmetics(cfg.output, plan.parts))},
         "ids_as_strings": plan.survey.ids_as_strings,
         "counts": {**counts, "shards_unreadable": len(plan.unreadable),
                    "rows_scored_this_run": scored},

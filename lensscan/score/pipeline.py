@@ -64,7 +64,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
         plan = plan_run(cfg, info, threshold, columns, progress.say)
         streamed = stream_units(cfg, model_url, info.preprocessing, plan.todo,
                                 plan.survey.ids_as_strings, columns, t0, progress, plan.local,
-                                guard=lease.check)  # parts, too, only while the lease is ours
+                                guard=lease.check,  # parts, too, only while the lease is ours
+                                committed=plan.done)
         lease.check()  # the catalog and the manifest are written by the lease's holder only
         counts = commit_run(cfg, plan, threshold, columns)
         manifest = build_manifest(cfg, info, plan, streamed, counts, started, t0, cal,

@@ -66,6 +66,13 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return PRECISIONS[precision]
 
 
+def arithmetic(precision: str, device: torch.device) -> str:
+    """What ``precision`` computes in on ``device``: ``fp32``, ``fp16`` or ``bf16`` (the
+    scores of one output are all computed in one; see :func:`lensscan.score.commit.arithmetics`)."""
+    amp = amp_dtype(precision, device)
+    return next(name for name, dtype in PRECISIONS.items() if dtype == amp)
+
+
 class EnsemblePredictor:
     """Ray Data callable class: ``dict[str, ndarray] -> dict[str, ndarray]``.
 
@@ -96,7 +103,8 @@ class EnsemblePredictor:
     ``member_spread`` (standard deviation of the member probabilities) and ``p_lens``.
     Rows whose status is not ``ok`` are not scored (NaN, null in the output); a row whose model
     input is not finite is quarantined as ``non_finite_input``. Each output row says which
-    device scored it (``device``), so the run can report it.
+    device scored it (``device``) and in which arithmetic (``arithmetic``: fp32, fp16 or bf16),
+    so the run can report it and keep one arithmetic per output.
     """
 
     def __init__(self, model_url: str, preprocessing: dict | None = None,
@@ -110,6 +118,7 @@ class EnsemblePredictor:
             gpu_ids, torch.cuda.is_available())
         self.cuda = self.device.type == "cuda"
         self.amp = amp_dtype(precision, self.device)
+        self.arithmetic = arithmetic(precision, self.device)
         self.pre = Preprocessing.from_dict(preprocessing) if preprocessing is not None else None
         loaded = load_model(model_url)
         loaded.module.tta = tta  # mean member logit over the 8 dihedral views
@@ -155,6 +164,7 @@ class EnsemblePredictor:
         out["p_lens"] = (self.calibration.p_lens(logit, self.prior) if self.prior is not None
                          else np.full(n, np.nan, np.float32))
         out["device"] = np.full(n, self.label, dtype=object)
+        out["arithmetic"] = np.full(n, self.arithmetic, dtype=object)
         return out
 
     def scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ Only scores travel back to the driver (never pixels), each row naming its unit b
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ class Streamed:
     first_commit: tuple[float, int] | None = None  # (seconds since the start, rows) then
     devices: dict[str, int] = field(default_factory=dict)  # rows scored per device
     engine: str | None = None  # "ray" or "local" (:mod:`lensscan.score.inprocess`)
+    arithmetic: list[str] = field(default_factory=list)  # what this run's scores computed in
 
     def resources_report(self) -> dict[str, Any] | None:
         """The manifest's ``resources``."""
@@ -83,15 +84,17 @@ def build_dataset(units: list[Unit], cfg: ScoreConfig, preprocessing: dict, mode
 def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: dict[str, Unit],
                  ids_as_strings: bool, columns: list[str], t0: float,
                  progress: Progress, local: bool | None = None,
-                 guard: Callable[[], None] | None = None) -> Streamed:
+                 guard: Callable[[], None] | None = None,
+                 committed: Iterable[str] = ()) -> Streamed:
     """Score the units ``todo`` (by key: their part's name) through Ray Data, or in this
     process when ``local`` (None: :func:`lensscan.score.inprocess.use_local` decides), committing
     each into ``cfg.output`` as it completes; ``t0``: the run's start (``time.time()``);
-    ``guard`` is called before each commit (it raises when the output's lease was lost)."""
+    ``guard`` is called before each commit (it raises when the output's lease was lost);
+    ``committed``: the keys of this run's units an earlier run committed."""
     if not todo:
         return Streamed()
     units = list(todo.values())
-    collector = Collector(cfg.output, units, list(todo), columns, guard)
+    collector = Collector(cfg.output, units, list(todo), columns, guard, committed)
     rows = sum(u.rows for u in units)
     if inprocess.use_local(cfg, rows) if local is None else local:
         res = inprocess.local_resources(cfg)
@@ -113,5 +116,6 @@ def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: di
         if close is not None:
             close()
     progress.close()  # the last progress line, before the commit stage
-    return Streamed(res, collector.scored, collector.first_commit, collector.devices, engine)
+    return Streamed(res, collector.scored, collector.first_commit, collector.devices, engine,
+                    sorted(collector.arithmetic_seen))
 

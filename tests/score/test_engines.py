@@ -14,10 +14,10 @@ from support import make_batch
 
 from lensscan import modelcard
 from lensscan.config import LOCAL_MAX_ROWS, ScoreConfig
-from lensscan.errors import ModelError
+from lensscan.errors import ModelError, OutputError
 from lensscan.io.parquet import write_parquet
 from lensscan.io.shards import plan_units
-from lensscan.score import inprocess
+from lensscan.score import commit, inprocess
 from lensscan.score.pipeline import score_survey
 
 
@@ -182,3 +182,44 @@ def test_modified_weights_fail_the_run_in_one_line(request, tiny_model, tmp_path
                                  model=str(model), progress=False, engine=engine))
     assert "\n" not in str(err.value)
     assert not (out / "_manifest.json").exists()
+
+
+def _set_arithmetic(part, value: str) -> None:
+    """Rewrite a committed part as if its scores had been computed in ``value``."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(part)
+    pq.write_table(table.replace_schema_metadata({commit.ARITHMETIC_KEY: value}), part)
+
+
+def test_a_run_resumed_in_another_arithmetic_is_refused(tiny_model, tmp_path):
+    """``--precision auto`` is fp16 on a GPU and fp32 on a CPU: an output whose first run
+    committed units on a GPU is not finished on a CPU with scores of the other arithmetic (one
+    output, one arithmetic, named in every part and in the manifest)."""
+    import json
+
+    _units(tmp_path / "in")
+    out = tmp_path / "out"
+    cfg = ScoreConfig(input=str(tmp_path / "in"), output=str(out), model=tiny_model,
+                      engine="local", rows_per_unit=40, progress=False)
+    m = score_survey(cfg)
+    assert m["model"]["arithmetic"] == ["fp32"] and m["counts"]["rows_read"] == 240
+    assert commit.arithmetics(str(out)) == {"fp32": 6}
+    parts = sorted((out / "scores").glob("part-*.parquet"))
+    # an interrupted run of the same survey on a GPU: two units in, one not yet
+    for p in parts[:2]:
+        _set_arithmetic(p, "fp16")
+    (out / "_manifest.json").unlink()
+    parts[2].unlink()
+    with pytest.raises(OutputError, match="2 units .* computed in fp16; this run computes in "
+                                          r"fp32 \(--precision auto"):
+        score_survey(cfg)
+    assert commit.committed_units(str(out)) == {p.name[5:-8] for p in parts} - {parts[2].name[5:-8]}
+    m = score_survey(replace(cfg, overwrite=True))  # every row again, in one arithmetic
+    assert m["model"]["arithmetic"] == ["fp32"] and m["counts"]["rows_scored_this_run"] == 240
+    # the same arithmetic resumes: only the missing unit is scored
+    parts[0].unlink()
+    (out / "_manifest.json").unlink()
+    m = score_survey(cfg)
+    assert m["counts"]["rows_scored_this_run"] == 40 and m["model"]["arithmetic"] == ["fp32"]
+    assert json.loads((out / "_manifest.json").read_text())["model"]["arithmetic"] == ["fp32"]
