@@ -42,7 +42,12 @@ class SurveyConditions:
     pixel_scale: float = 0.168  # arcsec / pixel (HSC)
     size: int = 64  # cutout side in pixels
     supersample: int = 2  # sub-pixels per pixel side when integrating light profiles
-    psf_size: int = 25  # PSF kernel side in pixels
+    psf_size: int = 25  # PSF kernel side in pixels (the least, with psf_tail)
+    # None: the kernel is psf_size wide and renormalised, so its wings' light beyond it goes to
+    # the core (the hsc preset, kept bit for bit: at most 1.8% of the light for its Moffats);
+    # a fraction: the kernel grows until it leaves out at most this share of the light (or
+    # reaches every pixel of the cutout), as point sources are drawn (their wings in full)
+    psf_tail: float | None = None
     seeing_i: tuple[float, float] = (0.5, 0.95)  # i-band FWHM range, arcsec
     seeing_r_over_i: tuple[float, float] = (1.0, 1.2)  # r is a little worse than i
     seeing_g_over_i: tuple[float, float] = (1.1, 1.35)  # g is the worst band
@@ -258,7 +263,8 @@ def _broad() -> tuple[SurveyConditions, Population]:
     """The training prior: wider conditions and populations, every rendering family, harder
     contaminants and paired non-lenses (see the module docstring)."""
     cond = replace(SurveyConditions(), seeing_i=(0.45, 1.2), seeing_g_over_i=(1.0, 1.45),
-                   max_seeing_g=1.5, depth_scatter=0.6, psf_size=31)
+                   max_seeing_g=1.5, depth_scatter=0.6, psf_size=31,
+                   psf_tail=2e-3)
     pop = replace(
         Population(),
         theta_e=(0.6, 3.0), small_theta_e=(0.35, 0.6), small_theta_e_frac=0.12,

@@ -1,9 +1,9 @@
 """Point-spread functions of every family: a profile, a pixel kernel and point-source images.
 
 A :class:`PSF` describes one band's PSF of one cutout. Its :meth:`PSF.profile` is an unnormalised
-surface brightness; :func:`psf_kernel` integrates it over sub-pixels into a normalised kernel for
+surface brightness; :func:`psf_kernel` integrates it over sub-pixels into a kernel for
 :func:`scipy.signal.fftconvolve` (extended light), and :meth:`PSF.surface_brightness` is the
-unit-flux profile over the whole plane (point sources, whose wings reach beyond the kernel).
+unit-flux profile over the whole plane (point sources).
 """
 
 from __future__ import annotations
@@ -62,19 +62,54 @@ class PSF:
             return np.pi * moffat_alpha(self.fwhm, self.beta) ** 2 / (self.beta - 1.0)
         return 2.0 * np.pi  # the Gaussians' profiles are normalised to 2 pi
 
+    def tail_radius(self, tail: float) -> float:
+        """A radius, arcsec, outside whose circle at most ``tail`` of the light lies (exact for
+        the round families, an upper bound for the others)."""
+        if self.family in ("moffat", "elliptical"):  # 1 - F(r) = (1 + r^2/alpha^2)^(1-beta)
+            r = moffat_alpha(self.fwhm, self.beta) * np.sqrt(tail ** (-1 / (self.beta - 1)) - 1)
+            # the sheared profile's circle of radius r holds a round one's of radius r sqrt(q)
+            return float(r / np.sqrt(min(self.q, 1.0))) if self.family == "elliptical" else float(r)
+        sigma = self.fwhm / GAUSS_FWHM
+        if self.family == "gaussian":  # 1 - F(r) = exp(-r^2 / 2 sigma^2)
+            return float(sigma * np.sqrt(2 * np.log(1 / tail)))
+        if self.family == "double_gaussian":  # half the tail to each component
+            share = (1 - self.wing_frac, self.wing_frac)
+            return float(max(w * np.sqrt(2 * np.log(max(2 * f / tail, 1.0)))
+                             for w, f in zip((sigma, sigma * self.wing_ratio), share, strict=True)))
+        raise ValueError(f"unknown PSF family {self.family!r}")
+
     def surface_brightness(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         """Unit-flux surface brightness (per arcsec^2) at offsets (dx, dy) from the centre."""
         return self.profile(dx, dy) / self.integral()
 
 
 def psf_kernel(psf: PSF, cond: SurveyConditions) -> np.ndarray:
-    """Normalised kernel of ``psf`` integrated over sub-pixels, (psf_size, psf_size) pixels."""
-    k, s = cond.psf_size, cond.supersample
+    """Kernel of ``psf`` integrated over sub-pixels, odd side in pixels.
+
+    With ``cond.psf_tail`` None: ``cond.psf_size`` wide, normalised to one. Otherwise each pixel
+    holds its share of the PSF's whole light, and the side grows from ``cond.psf_size`` until
+    the kernel leaves out at most ``psf_tail`` of it (:meth:`PSF.tail_radius`), or reaches
+    every pixel of the cutout from any point of it (``2 size - 1``): extended light then has
+    the wings point sources have (:meth:`PSF.surface_brightness`), where a renormalised
+    kernel would move them into the core.
+    """
+    if cond.psf_tail is None:
+        kern = _integrated(psf, cond.psf_size, cond)
+        return kern / kern.sum()
+    half = int(np.ceil(psf.tail_radius(cond.psf_tail) / cond.pixel_scale))
+    side = min(max(2 * half + 1, cond.psf_size), 2 * cond.size - 1)
+    step = cond.pixel_scale / cond.supersample
+    return _integrated(psf, side, cond) * step**2 / psf.integral()
+
+
+def _integrated(psf: PSF, side: int, cond: SurveyConditions) -> np.ndarray:
+    """:meth:`PSF.profile` summed over the sub-pixels of a ``side`` x ``side`` pixel grid
+    centred on the PSF."""
+    s = cond.supersample
     step = cond.pixel_scale / s
-    axis = (np.arange(k * s) - (k * s - 1) / 2.0) * step
+    axis = (np.arange(side * s) - (side * s - 1) / 2.0) * step
     xx, yy = np.meshgrid(axis, axis)
-    kern = psf.profile(xx, yy).reshape(k, s, k, s).sum(axis=(1, 3))
-    return kern / kern.sum()
+    return psf.profile(xx, yy).reshape(side, s, side, s).sum(axis=(1, 3))
 
 
 def draw_psf(rng: np.random.Generator, family: str, fwhm: float, beta: float,

@@ -61,6 +61,29 @@ def test_psf_kernels_are_normalised_with_the_asked_fwhm(family):
     assert cv.star(0.1, -0.2, psf).sum() == pytest.approx(1.0, rel=0.02)
 
 
+@pytest.mark.parametrize("family", ALL_FAMILIES["psf"])
+def test_extended_light_gets_the_wings_point_sources_get(family):
+    """The broad preset's kernels hold each pixel's share of the PSF's whole light, out to
+    where at most ``psf_tail`` of it is left: a galaxy gets the wings a star gets, where a kernel
+    cut at ``psf_size`` and renormalised put them into its core (up to 14% of the light for a
+    wide double Gaussian in 1.5" seeing)."""
+    cond = replace(BROAD_COND, size=48)
+    psf = PSF(family, 1.5, beta=2.5, q=0.7, phi=0.3, wing_ratio=3.2, wing_frac=0.3)
+    kern = psf_kernel(psf, cond)
+    half = kern.shape[0] // 2
+    assert kern.shape[0] >= cond.psf_size and kern.sum() <= 1.0
+    # all but psf_tail of the light, or every pixel a point of the cutout reaches
+    assert kern.sum() >= 1 - cond.psf_tail or kern.shape[0] == 2 * cond.size - 1
+    if family == "double_gaussian":  # its wing reaches far beyond psf_size
+        assert kern.shape[0] > cond.psf_size
+    c, pix = cond.size // 2, cond.pixel_scale  # a star on the centre of pixel (c, c)
+    star = Canvas(cond).star((c - (cond.size - 1) / 2) * pix, (c - (cond.size - 1) / 2) * pix, psf)
+    lo, hi = max(c - half, 0), min(c + half + 1, cond.size)
+    np.testing.assert_allclose(star[lo:hi, lo:hi],
+                               kern[lo - c + half:hi - c + half, lo - c + half:hi - c + half],
+                               rtol=1e-6, atol=1e-12)
+
+
 def test_double_gaussian_has_wider_wings_than_a_gaussian():
     cond = SurveyConditions(psf_size=41)
     gauss = psf_kernel(PSF("gaussian", 0.7), cond)
