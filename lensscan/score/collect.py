@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from lensscan.errors import ModelError, OutputError, StorageError
+from lensscan.errors import ModelError, StorageError
 from lensscan.io import storage
 from lensscan.io.shards import Unit
 from lensscan.score import commit
+from lensscan.score.arithmetic import OneArithmetic
 from lensscan.score.progress import Progress
 
 
@@ -37,15 +38,15 @@ class Collector:
     guard : callable, optional
         Called before each part is written; raises when the output's lease was lost.
     committed : iterable of str
-        Keys of this run's units committed by an earlier run: the first part written checks
-        that its arithmetic is theirs.
+        Keys of this run's units committed by an earlier run: every part written must be of
+        their arithmetic (:class:`~lensscan.score.arithmetic.OneArithmetic`).
     """
 
     def __init__(self, out: str, units: list[Unit], keys: list[str], order: list[str],
                  guard: Callable[[], None] | None = None, committed: Iterable[str] = ()) -> None:
         self.out, self.units, self.keys, self.order = out, units, keys, order
         self.guard = guard  # called before each part is written (the lease still ours)
-        self.committed = sorted(committed)  # parts of this run committed by an earlier one
+        self.one_arithmetic = OneArithmetic(out, committed)  # of this output's scores
         self.carried = [c for c in order if c != "shard"]  # on every row; shard: per unit
         self.pending: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         self.seen: dict[int, np.ndarray] = {}  # per unit: which of its rows have arrived
@@ -55,7 +56,6 @@ class Collector:
         self.first_commit: tuple[float, int] | None = None  # (seconds, rows) at the first commit
         self.devices: dict[str, int] = {}  # rows scored per device (the actors' ``device``)
         self.arithmetic: dict[int, set[str]] = defaultdict(set)  # per unit: its rows' arithmetic
-        self.arithmetic_seen: set[str] = set()  # of the parts written
 
     def add(self, batch: dict[str, np.ndarray], t0: float) -> None:
         """Take one batch of scored rows; commit every unit it completes."""
@@ -89,32 +89,10 @@ class Collector:
         del self.seen[i]
         self.done.add(i)
         rows["shard"] = np.full(len(rows["row"]), self.units[i].url, dtype=object)
-        arithmetic = ",".join(sorted(self.arithmetic.pop(i, ())))
-        if self.first_commit is None and self.committed and arithmetic:
-            self.check_arithmetic(arithmetic)
-        self.arithmetic_seen.update(a for a in arithmetic.split(",") if a)
+        arithmetic = self.one_arithmetic.check(self.keys[i], self.arithmetic.pop(i, set()))
         self.scored += commit.write_unit(self.out, self.keys[i], rows, self.order, arithmetic)
         if self.first_commit is None:
             self.first_commit = (time.time() - t0, self.scored)
-
-    def check_arithmetic(self, arithmetic: str) -> None:
-        """Refuse to resume a run whose committed scores were computed in another arithmetic
-        (``--precision auto`` is fp16 on a GPU, fp32 on a CPU): one output, one arithmetic.
-
-        Raises
-        ------
-        OutputError
-            When the committed parts name another arithmetic than ``arithmetic``.
-        """
-        before = commit.arithmetics(self.out, self.committed)
-        other = sorted(a for a in before if a != arithmetic)
-        if other:
-            n = sum(before[a] for a in other)
-            raise OutputError(
-                f"{self.out}: {n} units committed by an earlier run of this scoring were "
-                f"computed in {', '.join(other)}; this run computes in {arithmetic} (--precision "
-                "auto is fp16 on a GPU, fp32 on a CPU): resume where the first run ran, or pass "
-                "--overwrite to score every row again")
 
     def run(self, batches, t0: float, progress: Progress) -> int:
         """Drain ``batches`` (the Ray Data stream), telling ``progress`` the rows scored;

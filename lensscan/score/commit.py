@@ -33,9 +33,10 @@ CANDIDATES = "candidates.parquet"
 MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.json"
 NON_FINITE_SCORE = "non_finite_score: the model returned NaN or infinity"
-#: A scored part's footer key: the arithmetic its scores were computed in (fp32, fp16, bf16;
-#: comma-separated if several). The parts of rejected shards, with no scores, have none.
+#: A part's footer key: the arithmetic its scores were computed in (fp32, fp16, bf16), or
+#: NO_SCORES for a rejected shard's rows (see lensscan.score.arithmetic).
 ARITHMETIC_KEY = "lensscan.arithmetic"
+NO_SCORES = "none"
 
 
 def part_url(out: str, key: str) -> str:
@@ -99,22 +100,6 @@ def write_unit(out: str, key: str, rows: dict[str, np.ndarray], order: list[str]
     return table.num_rows
 
 
-def arithmetics(out: str, keys: list[str] | None = None) -> dict[str, int]:
-    """Parts per arithmetic their scores were computed in (:data:`ARITHMETIC_KEY`), among the
-    committed parts of ``keys`` (None: all); parts without scores are not counted."""
-    have = committed_units(out)
-    keys = sorted(have if keys is None else have.intersection(keys))
-    if not keys:
-        return {}
-    con = duck.connect(out)
-    storage.list_into_cache(storage.join(out, SCORES))  # no HEAD per file
-    files = ", ".join(duck.sql_path(part_url(out, k)) for k in keys)
-    rows = con.execute(f"SELECT decode(value), count(DISTINCT file_name) FROM "
-                       f"parquet_kv_metadata([{files}]) WHERE decode(key) = ? GROUP BY 1",
-                       [ARITHMETIC_KEY]).fetchall()
-    return {str(a): int(n) for a, n in rows}
-
-
 def write_rejected(out: str, key: str, shard: str, rows: int, reason: str,
                    order: list[str], ids_as_strings: bool) -> int:
     """Commit the rows of a shard rejected at planning (its footer said how many): every row
@@ -123,7 +108,7 @@ def write_rejected(out: str, key: str, shard: str, rows: int, reason: str,
     batch = quarantine_batch(np.arange(n), reason, ids_as_strings, image=None)
     batch["shard"] = np.full(n, shard, dtype=object)
     batch.update({c: np.full(n, np.nan, np.float32) for c in order if is_scored(c)})
-    return write_unit(out, key, batch, order)
+    return write_unit(out, key, batch, order, NO_SCORES)
 
 
 def _write_table(url: str, table: pa.Table) -> None:

@@ -13,6 +13,7 @@ from lensscan.io import storage
 from lensscan.modelcard import ModelInfo
 from lensscan.models import calibration
 from lensscan.score import commit, expected
+from lensscan.score.arithmetic import committed_arithmetic
 from lensscan.score.plan import RunPlan
 from lensscan.score.stream import Streamed
 
@@ -37,8 +38,7 @@ def build_manifest(cfg: ScoreConfig, info: ModelInfo, plan: RunPlan, streamed: S
         "model": {"url": cfg.model, "name": info.card.name, "checksum": info.checksum,
                   "members": info.member_names, "tta": cfg.tta,
                   # what the scores were computed in (fp32, fp16, bf16; one per output)
-                  "arithmetic": streamed.arithmetic or sorted(
-                      commit.arithmetics(cfg.output, plan.parts))},
+                  "arithmetic": streamed.arithmetic or arithmetic_of(cfg.output, plan.parts)},
         "ids_as_strings": plan.survey.ids_as_strings,
         "counts": {**counts, "shards_unreadable": len(plan.unreadable),
                    "rows_scored_this_run": scored},
@@ -58,6 +58,13 @@ def build_manifest(cfg: ScoreConfig, info: ModelInfo, plan: RunPlan, streamed: S
         "prior": cfg.prior,
         "p_lens": p_lens_report(cal, cfg.prior, prior_from, expect),
     }
+
+
+def arithmetic_of(out: str, parts: list[str]) -> list[str]:
+    """What the committed ``parts`` computed in, for a run that scored none itself."""
+    done = commit.committed_units(out).intersection(parts)
+    value = committed_arithmetic(out, done) if done else None
+    return [value] if value is not None else []
 
 
 def write_manifest(cfg: ScoreConfig, manifest: dict) -> None:

@@ -64,11 +64,13 @@ class PSF:
 
     def tail_radius(self, tail: float) -> float:
         """A radius, arcsec, outside whose circle at most ``tail`` of the light lies (exact for
-        the round families, an upper bound for the others)."""
+        ``moffat`` and ``gaussian``, an upper bound for the others)."""
         if self.family in ("moffat", "elliptical"):  # 1 - F(r) = (1 + r^2/alpha^2)^(1-beta)
             r = moffat_alpha(self.fwhm, self.beta) * np.sqrt(tail ** (-1 / (self.beta - 1)) - 1)
-            # the sheared profile's circle of radius r holds a round one's of radius r sqrt(q)
-            return float(r / np.sqrt(min(self.q, 1.0))) if self.family == "elliptical" else float(r)
+            # a sheared profile's circle of radius r holds a round one's of radius r sqrt(q)
+            # (q < 1; 1/q for q > 1)
+            shear = min(self.q, 1 / self.q) if self.family == "elliptical" else 1.0
+            return float(r / np.sqrt(shear))
         sigma = self.fwhm / GAUSS_FWHM
         if self.family == "gaussian":  # 1 - F(r) = exp(-r^2 / 2 sigma^2)
             return float(sigma * np.sqrt(2 * np.log(1 / tail)))

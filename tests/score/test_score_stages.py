@@ -81,6 +81,44 @@ def test_collector_commits_nothing_once_its_guard_refuses(tmp_path):
     assert commit.committed_units(out) == set()
 
 
+def _in(arith: str, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {**batch, "arithmetic": np.full(len(batch["row"]), arith, object)}
+
+
+def test_one_output_one_arithmetic(tmp_path):
+    """Every part names the arithmetic of its scores; a unit of another arithmetic than the
+    output's (an actor given a GPU its torch cannot use, among fp16 GPU actors), or whose rows
+    mix two, is refused before it is written; parts of an older lensscan name none (unknown)
+    and rejected shards' parts have no scores, so neither pins the output's arithmetic."""
+    from lensscan.score import arithmetic
+
+    out = str(tmp_path / "out")
+    units = [Unit("a.parquet", "parquet", 0, 2), Unit("b.parquet", "parquet", 0, 2),
+             Unit("c.parquet", "parquet", 0, 2)]
+    col = Collector(out, units, ["ka", "kb", "kc"], COLUMNS)
+    col.add(_in("fp16", _scored(0, [0, 1])), 0.0)
+    with pytest.raises(OutputError, match="unit kb was computed in fp32, the run's first units "
+                                          "in fp16: every actor must compute in one arithmetic"):
+        col.add(_in("fp32", _scored(1, [0, 1])), 0.0)
+    mixed = {k: np.concatenate([a, b]) for (k, a), b in
+             zip(_in("fp16", _scored(2, [0])).items(), _in("bf16", _scored(2, [1])).values(),
+                 strict=True)}
+    with pytest.raises(OutputError, match="unit kc was computed in bf16 and fp16"):
+        col.add(mixed, 0.0)
+    assert commit.committed_units(out) == {"ka"}
+    assert arithmetic.part_arithmetic(out, "ka") == "fp16" and col.one_arithmetic.seen == {"fp16"}
+    # an older lensscan's part, and a rejected shard's: neither decides
+    commit.write_unit(out, "old", {**_scored(0, [0, 1]), "shard": np.full(2, "a", object)},
+                      COLUMNS)
+    commit.write_rejected(out, "rej", "r.parquet", 3, "bad footer", COLUMNS, False)
+    assert arithmetic.part_arithmetic(out, "old") == arithmetic.UNKNOWN
+    assert arithmetic.committed_arithmetic(out, ["rej"]) is None
+    assert arithmetic.committed_arithmetic(out, ["rej", "ka"]) == "fp16"
+    col = Collector(out, units, ["ka", "kb", "kc"], COLUMNS, committed=["rej", "old"])
+    col.add(_in("fp32", _scored(1, [0, 1])), 0.0)
+    assert col.one_arithmetic.seen == {"unknown", "fp32"}
+
+
 def _survey(root) -> None:
     for k, n in enumerate((120, 80)):
         write_parquet(str(root / f"p{k}.parquet"), make_batch(n, seed=k, start_id=1000 * k),

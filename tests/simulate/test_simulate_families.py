@@ -76,6 +76,10 @@ def test_extended_light_gets_the_wings_point_sources_get(family):
     assert kern.sum() >= 1 - cond.psf_tail or kern.shape[0] == 2 * cond.size - 1
     if family == "double_gaussian":  # its wing reaches far beyond psf_size
         assert kern.shape[0] > cond.psf_size
+    if family == "elliptical":  # sheared either way (q above 1 is the other axis)
+        for q in (0.4, 2.5):
+            sheared = PSF("elliptical", 0.7, beta=3.0, q=q, phi=0.3)
+            assert psf_kernel(sheared, cond).sum() >= 1 - cond.psf_tail
     c, pix = cond.size // 2, cond.pixel_scale  # a star on the centre of pixel (c, c)
     star = Canvas(cond).star((c - (cond.size - 1) / 2) * pix, (c - (cond.size - 1) / 2) * pix, psf)
     lo, hi = max(c - half, 0), min(c + half + 1, cond.size)
