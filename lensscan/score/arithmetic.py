@@ -10,6 +10,9 @@ another: a run begun on GPUs finished on a CPU, or an actor given a GPU its torc
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lensscan.errors import OutputError
@@ -22,23 +25,37 @@ UNKNOWN = "unknown"
 
 def part_arithmetic(out: str, key: str) -> str:
     """The arithmetic unit ``key``'s committed part names (:data:`UNKNOWN` if none;
-    :data:`~lensscan.score.commit.NO_SCORES` for a rejected shard's)."""
+    :data:`~lensscan.score.commit.NO_SCORES` for a part without scores).
+
+    Raises
+    ------
+    OutputError
+        When the part is not a Parquet file (damaged): named, with what to do.
+    """
     url = commit.part_url(out, key)
     fs, path = storage.filesystem(url)
-    with storage.failures_named(url), fs.open(path, "rb") as fh:
-        meta = pq.read_schema(fh).metadata or {}
+    try:
+        with storage.failures_named(url), fs.open(path, "rb") as fh:
+            meta = pq.read_schema(fh).metadata or {}
+    except pa.ArrowInvalid as exc:
+        raise OutputError(f"{url}: damaged part ({exc}); rerun with --overwrite to score anew"
+                          ) from None
     value = meta.get(commit.ARITHMETIC_KEY.encode())
     return value.decode() if value is not None else UNKNOWN
 
 
-def committed_arithmetic(out: str, keys) -> str | None:
-    """The arithmetic of the committed parts ``keys`` (one footer read, rejected shards'
-    skipped), :data:`UNKNOWN` for parts of an older lensscan, None when none has scores."""
+def committed_arithmetic(out: str, keys: Iterable[str]) -> list[str]:
+    """What the committed parts ``keys`` were computed in, read until the first part that
+    names an arithmetic (the output holds one; usually one footer read): :data:`UNKNOWN` first
+    if parts of an older lensscan came before it; empty when no part has scores."""
+    seen: list[str] = []
     for key in sorted(keys):
         value = part_arithmetic(out, key)
-        if value != commit.NO_SCORES:
-            return value
-    return None
+        if value == UNKNOWN and not seen:
+            seen.append(value)
+        elif value not in (UNKNOWN, commit.NO_SCORES):
+            return [*seen, value]
+    return seen
 
 
 class OneArithmetic:
@@ -53,7 +70,7 @@ class OneArithmetic:
         at the first unit, is the output's.
     """
 
-    def __init__(self, out: str, committed) -> None:
+    def __init__(self, out: str, committed: Iterable[str]) -> None:
         self.out, self.committed = out, sorted(committed)
         self.expected: str | None = None  # the output's arithmetic, once known
         self.earlier = False  # whether an earlier run's parts set it
@@ -61,8 +78,8 @@ class OneArithmetic:
         self.seen: set[str] = set()  # what the output's scores computed in (for the manifest)
 
     def check(self, unit: str, got: set[str]) -> str | None:
-        """The arithmetic of unit ``unit`` (its rows computed in ``got``; None when its rows
-        name none).
+        """The arithmetic of unit ``unit`` (its scored rows computed in ``got``; None when it
+        has none).
 
         Raises
         ------
@@ -71,12 +88,10 @@ class OneArithmetic:
         """
         if not self.read:
             self.read = True
-            before = committed_arithmetic(self.out, self.committed) if self.committed else None
-            if before == UNKNOWN:  # an older lensscan's parts: cannot tell, the manifest says so
-                self.seen.add(UNKNOWN)
-            elif before is not None:
-                self.expected, self.earlier = before, True
-                self.seen.add(before)
+            before = committed_arithmetic(self.out, self.committed) if self.committed else []
+            self.seen.update(before)  # UNKNOWN among them: an older lensscan's parts
+            if before and before[-1] != UNKNOWN:
+                self.expected, self.earlier = before[-1], True
         if not got:
             return None
         if self.expected is None and len(got) == 1:
@@ -98,4 +113,4 @@ class OneArithmetic:
                 f"the rows of unit {unit} were computed in {these}")
         return (f"{self.out}: {what}: every actor must compute in one arithmetic (an actor "
                 "given a GPU that its torch cannot use computes in fp32 on its CPU); pass "
-                "--precision fp32 to score all in fp32")
+                "--precision fp32 --overwrite to score all in fp32")

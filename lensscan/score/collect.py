@@ -16,6 +16,7 @@ import numpy as np
 
 from lensscan.errors import ModelError, StorageError
 from lensscan.io import storage
+from lensscan.io.batch import OK
 from lensscan.io.shards import Unit
 from lensscan.score import commit
 from lensscan.score.arithmetic import OneArithmetic
@@ -76,8 +77,9 @@ class Collector:
             self.received += len(fresh)
             for col in self.carried:
                 self.pending[i][col].append(batch[col][fresh])
-            if "arithmetic" in batch and len(fresh):
-                self.arithmetic[i].update(np.unique(batch["arithmetic"][fresh]).tolist())
+            scored = fresh[batch["status"][fresh] == OK] if "arithmetic" in batch else fresh[:0]
+            if len(scored):  # a unit's arithmetic is its scores': quarantined rows have none
+                self.arithmetic[i].update(np.unique(batch["arithmetic"][scored]).tolist())
             if got.all():
                 self._commit(i, t0)
 
@@ -89,7 +91,8 @@ class Collector:
         del self.seen[i]
         self.done.add(i)
         rows["shard"] = np.full(len(rows["row"]), self.units[i].url, dtype=object)
-        arithmetic = self.one_arithmetic.check(self.keys[i], self.arithmetic.pop(i, set()))
+        arithmetic = (self.one_arithmetic.check(self.keys[i], self.arithmetic.pop(i, set()))
+                      or commit.NO_SCORES)
         self.scored += commit.write_unit(self.out, self.keys[i], rows, self.order, arithmetic)
         if self.first_commit is None:
             self.first_commit = (time.time() - t0, self.scored)

@@ -63,8 +63,7 @@ def build_manifest(cfg: ScoreConfig, info: ModelInfo, plan: RunPlan, streamed: S
 def arithmetic_of(out: str, parts: list[str]) -> list[str]:
     """What the committed ``parts`` computed in, for a run that scored none itself."""
     done = commit.committed_units(out).intersection(parts)
-    value = committed_arithmetic(out, done) if done else None
-    return [value] if value is not None else []
+    return sorted(committed_arithmetic(out, done)) if done else []
 
 
 def write_manifest(cfg: ScoreConfig, manifest: dict) -> None:

@@ -68,7 +68,7 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def arithmetic(precision: str, device: torch.device) -> str:
     """What ``precision`` computes in on ``device``: ``fp32``, ``fp16`` or ``bf16`` (the
-    scores of one output are all computed in one; see :func:`lensscan.score.commit.arithmetics`)."""
+    scores of one output are all computed in one; see :mod:`lensscan.score.arithmetic`)."""
     amp = amp_dtype(precision, device)
     return next(name for name, dtype in PRECISIONS.items() if dtype == amp)
 

@@ -112,11 +112,27 @@ def test_one_output_one_arithmetic(tmp_path):
                       COLUMNS)
     commit.write_rejected(out, "rej", "r.parquet", 3, "bad footer", COLUMNS, False)
     assert arithmetic.part_arithmetic(out, "old") == arithmetic.UNKNOWN
-    assert arithmetic.committed_arithmetic(out, ["rej"]) is None
-    assert arithmetic.committed_arithmetic(out, ["rej", "ka"]) == "fp16"
+    assert arithmetic.committed_arithmetic(out, ["rej"]) == []
+    assert arithmetic.committed_arithmetic(out, ["rej", "ka"]) == ["fp16"]
     col = Collector(out, units, ["ka", "kb", "kc"], COLUMNS, committed=["rej", "old"])
     col.add(_in("fp32", _scored(1, [0, 1])), 0.0)
     assert col.one_arithmetic.seen == {"unknown", "fp32"}
+    # an older part read first does not hide the arithmetic of the parts after it
+    (tmp_path / "out" / "scores" / "part-old.parquet").rename(
+        tmp_path / "out" / "scores" / "part-aold.parquet")
+    assert arithmetic.committed_arithmetic(out, ["aold", "ka"]) == ["unknown", "fp16"]
+    col = Collector(out, units, ["x", "kb", "kc"], COLUMNS, committed=["aold", "ka"])
+    with pytest.raises(OutputError, match="an earlier run .* in fp16; this run computes in fp32"):
+        col.add(_in("fp32", _scored(1, [0, 1])), 0.0)
+    # a unit with no scored row has no arithmetic of its own
+    none = _in("fp32", _scored(2, [0, 1]))
+    none["status"] = np.full(2, "unreadable: broken page", object)
+    Collector(out, units, ["x", "kb", "kc"], COLUMNS).add(none, 0.0)
+    assert arithmetic.part_arithmetic(out, "kc") == commit.NO_SCORES
+    # a damaged part is named
+    (tmp_path / "out" / "scores" / "part-bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(OutputError, match=r"part-bad\.parquet: damaged part .*--overwrite"):
+        arithmetic.committed_arithmetic(out, ["bad"])
 
 
 def _survey(root) -> None:
