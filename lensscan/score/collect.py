@@ -77,8 +77,8 @@ class Collector:
             self.received += len(fresh)
             for col in self.carried:
                 self.pending[i][col].append(batch[col][fresh])
-            scored = fresh[batch["status"][fresh] == OK] if "arithmetic" in batch else fresh[:0]
-            if len(scored):  # a unit's arithmetic is its scores': quarantined rows have none
+            if "arithmetic" in batch:  # a unit's arithmetic is its scores': quarantined rows
+                scored = fresh[batch["status"][fresh] == OK]  # have none
                 self.arithmetic[i].update(np.unique(batch["arithmetic"][scored]).tolist())
             if got.all():
                 self._commit(i, t0)
