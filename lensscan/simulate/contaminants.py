@@ -64,12 +64,21 @@ def draw_spiral(rng, pop: Population, cv: Canvas, bands) -> Truth:
 
 def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
     """A ring galaxy: a core and a ring of any size; blue and lopsided with knots by default,
-    of any colour (``ring_any_colour``) and smooth and symmetric (``ring_smooth``) as well."""
+    of any colour (``ring_any_colour``) and smooth and symmetric (``ring_smooth``) as well.
+    With ``ring_host_deflector`` the core is a galaxy of the deflector population and the ring
+    lies where that galaxy's Einstein ring would: a ring around a bright, large early type is
+    then no cue for lensing (it was, when every ring's core was a faint small galaxy)."""
     cx, cy = G.centre(rng, pop, cv)
-    radius = rng.uniform(*pop.ring_radius)
-    core_mag = rng.uniform(19.5, 22.0)
-    G.sersic_galaxy(rng, pop, cv, cx, cy, core_mag, rng.random() < 0.3,
-                    reff=(0.2, max(0.25, radius * 0.5)), q=(0.6, 1.0))
+    hosted = G.chance(rng, pop.ring_host_deflector)
+    if hosted:
+        theta_e = draw_theta_e(rng, pop)
+        truth = deflector_truth(G.deflector(rng, pop, cv, cx, cy, theta_e))
+        radius = theta_e * rng.uniform(*pop.ring_over_theta_e)
+    else:
+        radius = rng.uniform(*pop.ring_radius)
+        truth = dict(central_mag_r=rng.uniform(19.5, 22.0))
+        G.sersic_galaxy(rng, pop, cv, cx, cy, truth["central_mag_r"], rng.random() < 0.3,
+                        reff=(0.2, max(0.25, radius * 0.5)), q=(0.6, 1.0))
     q, phi = rng.uniform(0.55, 1.0), rng.uniform(0, np.pi)
     r, th = polar(cv, cx, cy, q, phi)
     width = rng.uniform(*pop.ring_width)
@@ -77,7 +86,10 @@ def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
     smooth = G.chance(rng, pop.ring_smooth)
     if not smooth:
         ring *= 1 + rng.uniform(0, 0.8) * np.cos(th - rng.uniform(0, 2 * np.pi))  # lopsided
-    mag_r = rng.uniform(*pop.ring_mag_r)
+    if hosted:  # within a few magnitudes of its host, as lensed arcs are: it shows
+        mag_r = truth["central_mag_r"] + rng.uniform(*pop.ring_host_dmag)
+    else:
+        mag_r = rng.uniform(*pop.ring_mag_r)
     if G.chance(rng, pop.ring_any_colour):
         flux = G.colour_fluxes(mag_r, rng.uniform(-0.2, 1.7), rng.uniform(-0.2, 0.7))
     else:
@@ -88,7 +100,7 @@ def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
         kx, ky = on_ellipse(cx, cy, radius, ang, q, phi)
         G.sersic_galaxy(rng, pop, cv, kx, ky, mag_r + rng.uniform(1.0, 2.5), True,
                         reff=(0.03, 0.1), q=(0.6, 1.0))
-    return dict(central_mag_r=core_mag)
+    return truth
 
 
 def _arc(cv: Canvas, cx, cy, radius, ang, half, width) -> np.ndarray:

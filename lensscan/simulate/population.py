@@ -199,6 +199,12 @@ class Population:
     ring_mag_r: tuple[float, float] = (20.5, 24.0)
     ring_any_colour: float = 0.0  # share of rings of any colour (else blue)
     ring_smooth: float = 0.0  # share of rings that are symmetric and smooth (no lopsidedness)
+    # share of rings around a galaxy of the deflector population, at its Einstein radius times
+    # ring_over_theta_e (resonance rings lie at 1-3 bar radii, of the order of R_eff: Buta &
+    # Combes 1996, Fund. Cosmic Phys. 17, 95); else a small core, ring_radius apart
+    ring_host_deflector: float = 0.0
+    ring_over_theta_e: tuple[float, float] = (0.8, 1.25)
+    ring_host_dmag: tuple[float, float] = (0.0, 3.0)  # such a ring's r mag minus its host's
     merger_separation: tuple[float, float] = (0.6, 2.8)
     merger_curved: float = 0.0  # share of mergers with curved tails and shells, not straight
     companion_radius: tuple[float, float] = (0.8, 3.0)
@@ -276,7 +282,8 @@ def _broad() -> tuple[SurveyConditions, Population]:
         source_q=(0.3, 1.0), blue_g_r=(-0.3, 1.0), blue_r_i=(-0.3, 0.5), clumps=(0, 8),
         area_uniform=True, min_arc_snr=15.0,
         spiral_pitch_deg=(8.0, 35.0), ring_radius=(0.5, 3.0), ring_width=(0.06, 0.5),
-        ring_mag_r=(20.0, 24.5), ring_any_colour=0.5, ring_smooth=0.35, merger_curved=0.5,
+        ring_mag_r=(20.0, 24.5), ring_any_colour=0.5, ring_smooth=0.35,
+        ring_host_deflector=0.6, merger_curved=0.5,
         companion_mag_r=(20.5, 25.5), companion_q=(0.15, 0.6), companion_as_source=True,
         edge_on_crossing=0.5, star_central=0.4,
         neighbour_mag_r=(20.5, 25.5),

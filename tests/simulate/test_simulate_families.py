@@ -186,17 +186,22 @@ def _deflectors(kind: str, n: int) -> dict[str, np.ndarray]:
         _, truth = K.render_object(kind, np.random.default_rng([77, stream, i]), BROAD, cond,
                                    noiseless=True)
         for c in cols:
-            out[c][i] = truth[c]
+            out[c][i] = truth.get(c, np.nan)
     return out
 
 
 @pytest.mark.slow
 def test_lenses_and_nonlens_ellipticals_share_one_deflector_population():
     """Two-sample tests on the deflector's magnitude, size, Sersic index and colour: lenses,
-    isolated ellipticals and paired non-lenses must be indistinguishable by the deflector."""
+    isolated ellipticals, paired non-lenses and the hosts of rings must be indistinguishable
+    by the deflector."""
     lens, ell, paired = (_deflectors(k, 300) for k in ("lens", "elliptical", "paired"))
+    ring = _deflectors("ring", 500)  # the rings around a galaxy of the deflector population
+    hosted = np.isfinite(ring["deflector_reff"])
+    assert 0.5 < hosted.mean() < 0.7  # ring_host_deflector 0.6
+    ring = {c: v[hosted] for c, v in ring.items()}
     for col in lens:
-        for other in (ell, paired):
+        for other in (ell, paired, ring):
             assert ks_2samp(lens[col], other[col]).pvalue > 1e-3, col
     # the test has power: a deflector population 0.7 mag brighter or 30% larger would fail it
     assert ks_2samp(lens["central_mag_r"] - 0.7, ell["central_mag_r"]).pvalue < 1e-3
