@@ -112,11 +112,17 @@ def _arc(cv: Canvas, cx, cy, radius, ang, half, width) -> np.ndarray:
 
 def draw_merger(rng, pop: Population, cv: Canvas, bands) -> Truth:
     """Two galaxies with tidal tails: straight, or (``merger_curved``) curved tails and shells
-    of the host's colour or bluer wrapped around the primary."""
+    of the host's colour or bluer wrapped around the primary; with ``merger_host_deflector``
+    the primary is a galaxy of the deflector population."""
     cx, cy = G.centre(rng, pop, cv)
     sep, ang = rng.uniform(*pop.merger_separation), rng.uniform(0, 2 * np.pi)
-    mag1 = rng.uniform(19.0, 21.5)
-    G.sersic_galaxy(rng, pop, cv, cx, cy, mag1, rng.random() < 0.4, reff=(0.3, 1.2))
+    truth: Truth = {}
+    if G.chance(rng, pop.merger_host_deflector):
+        truth = deflector_truth(G.deflector(rng, pop, cv, cx, cy, draw_theta_e(rng, pop)))
+        mag1 = truth["central_mag_r"]
+    else:
+        mag1 = rng.uniform(19.0, 21.5)
+        G.sersic_galaxy(rng, pop, cv, cx, cy, mag1, rng.random() < 0.4, reff=(0.3, 1.2))
     G.sersic_galaxy(rng, pop, cv, cx + sep * np.cos(ang), cy + sep * np.sin(ang),
                     mag1 + rng.uniform(0, 1.5), rng.random() < 0.5, reff=(0.2, 1.0))
     if G.chance(rng, pop.merger_curved):
@@ -126,14 +132,14 @@ def draw_merger(rng, pop: Population, cv: Canvas, bands) -> Truth:
             mag = mag1 + rng.uniform(1.5, 3.5)
             flux = G.red(rng, pop, mag) if rng.random() < 0.5 else G.blue(rng, pop, mag)
             cv.custom(shell, flux)
-        return dict(central_mag_r=mag1)
+        return truth or dict(central_mag_r=mag1)
     for _ in range(rng.integers(1, 3)):  # tidal tails: long, thin, bluish
         t_ang = ang + rng.normal(np.pi / 2, 0.6)
         dist = rng.uniform(0.8, 2.5)
         cv.sersic(G.blue(rng, pop, mag1 + rng.uniform(1.5, 3.0)), rng.uniform(0.6, 1.8), 0.7,
                   rng.uniform(0.12, 0.3), t_ang, cx + dist * np.cos(t_ang),
                   cy + dist * np.sin(t_ang))
-    return dict(central_mag_r=mag1)
+    return truth or dict(central_mag_r=mag1)
 
 
 def draw_companions(rng, pop: Population, cv: Canvas, bands) -> Truth:

@@ -207,6 +207,7 @@ class Population:
     ring_host_dmag: tuple[float, float] = (0.0, 3.0)  # such a ring's r mag minus its host's
     merger_separation: tuple[float, float] = (0.6, 2.8)
     merger_curved: float = 0.0  # share of mergers with curved tails and shells, not straight
+    merger_host_deflector: float = 0.0  # share whose primary is of the deflector population
     companion_radius: tuple[float, float] = (0.8, 3.0)
     companion_mag_r: tuple[float, float] = (21.5, 25.0)
     companion_q: tuple[float, float] = (0.25, 0.6)  # axis ratio of tangential companions
@@ -283,7 +284,7 @@ def _broad() -> tuple[SurveyConditions, Population]:
         area_uniform=True, min_arc_snr=15.0,
         spiral_pitch_deg=(8.0, 35.0), ring_radius=(0.5, 3.0), ring_width=(0.06, 0.5),
         ring_mag_r=(20.0, 24.5), ring_any_colour=0.5, ring_smooth=0.35,
-        ring_host_deflector=0.6, merger_curved=0.5,
+        ring_host_deflector=0.6, merger_curved=0.5, merger_host_deflector=0.5,
         companion_mag_r=(20.5, 25.5), companion_q=(0.15, 0.6), companion_as_source=True,
         edge_on_crossing=0.5, star_central=0.4,
         neighbour_mag_r=(20.5, 25.5),

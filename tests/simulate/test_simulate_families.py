@@ -193,15 +193,18 @@ def _deflectors(kind: str, n: int) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_lenses_and_nonlens_ellipticals_share_one_deflector_population():
     """Two-sample tests on the deflector's magnitude, size, Sersic index and colour: lenses,
-    isolated ellipticals, paired non-lenses and the hosts of rings must be indistinguishable
-    by the deflector."""
+    isolated ellipticals, paired non-lenses and the hosts of rings and mergers must be
+    indistinguishable by the deflector."""
     lens, ell, paired = (_deflectors(k, 300) for k in ("lens", "elliptical", "paired"))
-    ring = _deflectors("ring", 500)  # the rings around a galaxy of the deflector population
-    hosted = np.isfinite(ring["deflector_reff"])
-    assert 0.5 < hosted.mean() < 0.7  # ring_host_deflector 0.6
-    ring = {c: v[hosted] for c, v in ring.items()}
+    hosts = []  # rings and mergers around a galaxy of the deflector population
+    for kind, share, n in (("ring", BROAD.ring_host_deflector, 500),
+                           ("merger", BROAD.merger_host_deflector, 600)):
+        drawn = _deflectors(kind, n)
+        hosted = np.isfinite(drawn["deflector_reff"])
+        assert abs(hosted.mean() - share) < 0.1, kind
+        hosts.append({c: v[hosted] for c, v in drawn.items()})
     for col in lens:
-        for other in (ell, paired, ring):
+        for other in (ell, paired, *hosts):
             assert ks_2samp(lens[col], other[col]).pvalue > 1e-3, col
     # the test has power: a deflector population 0.7 mag brighter or 30% larger would fail it
     assert ks_2samp(lens["central_mag_r"] - 0.7, ell["central_mag_r"]).pvalue < 1e-3
