@@ -75,8 +75,9 @@ class TrainConfig:
     batch_size: int = option(128, "cutouts per batch, per worker", low=1)
     lr: float = option(2e-3, "AdamW peak learning rate (one-cycle schedule)", above=0)
     lr_batch: int | None = option(None, "the batch size --lr is tuned for: the peak learning rate "
-                                  "is scaled by sqrt(batch-size / B) (larger GPU batches, e.g. "
-                                  "--batch-size 512 --lr-batch 128)", metavar="B", low=1)
+                                  "is scaled by sqrt(batch-size x workers / B) (larger GPU "
+                                  "batches, e.g. --batch-size 512 --lr-batch 128)", metavar="B",
+                                  low=1)
     weight_decay: float = option(5e-4, "AdamW weight decay", low=0)
     loss: str = option("focal", "focal loss or class-weighted binary cross-entropy",
                        choices=["focal", "bce"])

@@ -12,8 +12,8 @@ from lensscan.io import storage
 from lensscan.models import calibration
 from lensscan.models.ensemble import Ensemble
 from lensscan.train.metrics import choose_threshold, summary
-from lensscan.train.predict import member_scores
-from lensscan.train.trainer import dataset
+from lensscan.train.predict import member_scores, require_both_classes
+from lensscan.train.trainer import FOLD_RULE, dataset
 
 
 def fit_weights(logits: np.ndarray, y: np.ndarray, l2: float = 1e-3,
@@ -67,12 +67,16 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
         raise ValueError("all members of an ensemble must share one preprocessing")
     ds = dataset(val, Preprocessing.from_dict(pre), "model", fold=fold, labels=labels)
     probe = Ensemble(members, [1.0] * len(members), output_logits=True)
-    y, s, _ = member_scores(probe.eval(), ds)
+    rows: dict = {}
+    y, s, _ = member_scores(probe.eval(), ds, rows=rows)
+    require_both_classes(y, rows, val, "fitting the ensemble")
     member_z = s[:, 1:]  # (N, M) member logits
     member_p = np.clip(calibration.sigmoid(member_z), 1e-7, 1 - 1e-7)
     logits = np.log(member_p / (1 - member_p))  # clipped at about +-16 for the weights' fit
     w, b = fit_weights(logits, y)
-    score = 1 / (1 + np.exp(-(logits @ w + b)))
+    # the threshold, metrics and calibration from the ensemble's score as scoring computes it:
+    # of the unclipped member logits (a saturated member would otherwise move rows across it)
+    score = calibration.sigmoid(member_z @ w + b)
     threshold = choose_threshold(y, score, prior_ratio)
     per_member = {c.name: summary(y, member_p[:, i], choose_threshold(y, member_p[:, i],
                                                                           prior_ratio))
@@ -91,7 +95,7 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
                        "non-lenses per lens",
         metrics={"validation": summary(y, score, threshold), "validation_members": per_member},
         training_data={"validation": val, **({"graded_rows_only": True} if labels else {}),
-                       **({"validation_fold": "object_id hash % 10 == 0"} if fold else {})},
+                       **({"validation_fold": FOLD_RULE} if fold else {})},
         # the ensemble logit as scoring computes it: unclipped member logits
         calibration=calibration.calibrate(member_z @ w + b, y, prior, val).to_dict()
         if labels is None else None,

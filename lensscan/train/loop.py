@@ -32,6 +32,7 @@ from lensscan.errors import ModelError
 from lensscan.io.batch import skipped_note
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
+from lensscan.train.consensus import agree_min, from_rank0
 from lensscan.train.feed import DeviceData, ema_update, generator
 from lensscan.train.metrics import average_precision, recall_at_fpr, roc_auc
 
@@ -49,15 +50,20 @@ def collect(shard, batch_size: int = 1024, prefetch: int = 4) -> tuple[np.ndarra
     """Pull a Ray Data shard into memory: normalised images (N, 3, 64, 64) float16, labels (N,);
     ``prefetch`` batches are read ahead while one is copied."""
     xs, ys, statuses = [], [], []
+    unlabelled = 0
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy",
                                     prefetch_batches=prefetch):
-        keep = (batch["status"] == "ok") & (batch["label"] >= 0)
+        ok = batch["status"] == "ok"
+        keep = ok & (batch["label"] >= 0)
+        unlabelled += int(ok.sum() - keep.sum())
         xs.append(batch["image"][keep].astype(np.float16))
         ys.append(batch["label"][keep].astype(np.int8))
         statuses.append(batch["status"])
     note = skipped_note(np.concatenate(statuses), "lensscan train") if statuses else None
     if note:  # a worker's stderr reaches the driver's terminal through Ray
         print(note, file=sys.stderr)
+    if unlabelled:
+        print(f"lensscan train: left out {unlabelled} rows without a label", file=sys.stderr)
     if not xs:
         return np.zeros((0, 3, 64, 64), np.float16), np.zeros(0, np.int8)
     return np.concatenate(xs), np.concatenate(ys)
@@ -178,32 +184,22 @@ class _Run:
     best: dict = field(default_factory=dict)
 
 
-def peak_lr(cfg: TrainConfig) -> float:
-    """The one-cycle peak learning rate: ``lr``, scaled by sqrt(batch_size / lr_batch) when
-    ``lr_batch`` (the batch size ``lr`` was tuned for) is set: larger GPU batches, same recipe
-    (square-root scaling, as for Adam-type optimisers)."""
+def peak_lr(cfg: TrainConfig, world: int = 1) -> float:
+    """The one-cycle peak learning rate: ``lr``, scaled by sqrt(batch / lr_batch) when
+    ``lr_batch`` (the batch size ``lr`` was tuned for) is set, where ``batch`` is one step's
+    cutouts over the ``world`` workers of DDP (``batch_size`` each): larger GPU batches or more
+    workers, same recipe (square-root scaling, as for Adam-type optimisers)."""
     if not cfg.lr_batch:
         return cfg.lr
-    return cfg.lr * math.sqrt(cfg.batch_size / cfg.lr_batch)
+    return cfg.lr * math.sqrt(cfg.batch_size * world / cfg.lr_batch)
 
 
 class DataProblemError(Exception):
     """The rows the workers hold cannot train a member (one line for the user)."""
 
 
-def agree_min(values: list[int], device: torch.device) -> list[int]:
-    """The least of each value over the run's workers (each worker gets the same list)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return [int(v) for v in t.cpu()]
-
-
 def data_problem(lenses: int, nonlenses: int, val_lenses: int, val_nonlenses: int,
-                 world: int) -> str | None:
+                 world: int, val: str | None = None) -> str | None:
     """Why the rows cannot train a member (None when they can): training rows of both classes
     on every worker, validation rows of both classes (the early stopping and the weights kept
     rest on the validation AUC)."""
@@ -213,6 +209,9 @@ def data_problem(lenses: int, nonlenses: int, val_lenses: int, val_nonlenses: in
                 f"{lenses} lenses, {nonlenses} non-lenses"
                 f"{' on the worker with the fewest' if world > 1 else ''}")
     if not val_lenses or not val_nonlenses:
+        if val:
+            return (f"the validation data {val} needs both lenses and non-lenses: {val_lenses} "
+                    f"lenses, {val_nonlenses} non-lenses")
         return (f"the validation data needs both lenses and non-lenses: {val_lenses} lenses, "
                 f"{val_nonlenses} non-lenses (without --val it is the tenth of the rows whose "
                 "object_id hashes to it: give --val, or more labelled rows)")
@@ -230,7 +229,7 @@ def _setup(cfg: TrainConfig, rank: int, world: int) -> _Run:
     # in DDP's gradient exchange for the others)
     least = agree_min([len(pos), len(neg), int((yv == 1).sum()), int((yv == 0).sum()), len(y)],
                       device)
-    problem = data_problem(*least[:4], world)
+    problem = data_problem(*least[:4], world, cfg.val)
     if problem:
         raise DataProblemError(problem)
     steps = cfg.steps_per_epoch or max(1, math.ceil(least[4] / cfg.batch_size))
@@ -243,7 +242,7 @@ def _setup(cfg: TrainConfig, rank: int, world: int) -> _Run:
     ema = copy.deepcopy(model).to(device)
     model = ray.train.torch.prepare_model(model)
     raw = model.module if hasattr(model, "module") else model
-    lr = peak_lr(cfg)
+    lr = peak_lr(cfg, world)
     fused = {"fused": True} if device.type == "cuda" else {}  # one kernel per step on a GPU
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, **fused)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=cfg.epochs * steps,
@@ -367,7 +366,9 @@ def train_loop_per_worker(config: dict) -> None:
         return
     _resume(run)
     for epoch in range(run.state["epoch"], cfg.epochs):
-        if should_stop(epoch, run.state["best_epoch"], cfg.epochs, cfg.patience):
+        # rank 0's decision, on every worker (see from_rank0)
+        stop = should_stop(epoch, run.state["best_epoch"], cfg.epochs, cfg.patience)
+        if from_rank0([int(stop)], run.device)[0]:
             break
         t0 = time.time()
         loss = _train_epoch(run, epoch)

@@ -49,5 +49,7 @@ def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
         used = sum(len(y) for y in ys)
         rows.update(read=len(status), used=used, left_out=left_out(status),
                     unlabelled=int(ok_mask(status).sum()) - used)
+    if not ys:  # nothing read: empty arrays, which require_both_classes refuses in one line
+        return np.zeros(0, np.int64), np.zeros(0), {k: np.zeros(0) for k in extra}
     return (np.concatenate(ys), np.concatenate(ss),
             {k: np.concatenate(v) for k, v in ex.items()})

@@ -39,13 +39,19 @@ def copy_members(src: str, out: str) -> dict[str, dict[str, Any]]:
     """Copy the member folders of the ensemble ``src`` into ``out`` unchanged (those already
     there are kept); returns them as a recipe, so that :func:`train_ensemble` keeps them all."""
     card = modelcard.read_card(src)
-    for m in card.members or ():
+    if card.kind != "ensemble" or not card.members:
+        # an empty recipe would train the default members from random weights: hours, where
+        # refitting the weights takes seconds
+        what = "an ensemble without members" if card.kind == "ensemble" else f"a {card.kind!r}"
+        raise ModelError(f"{src}: --refit-only takes its members from an ensemble folder, this "
+                         f"is {what}")
+    for m in card.members:
         for name in (modelcard.CARD, modelcard.WEIGHTS):
             dst = storage.join(out, m.name, name)
             if not storage.exists(dst):
                 storage.write_bytes_atomic(dst, storage.read_bytes(storage.join(src, m.path,
                                                                                 name)))
-    return {m.name: {} for m in card.members or ()}
+    return {m.name: {} for m in card.members}
 
 
 def namesakes(init_from: str, members: dict) -> dict[str, str]:

@@ -70,6 +70,26 @@ def check_columns(url: str, columns: list[str]) -> None:
         raise ValueError(f"{shards[0]}: no column {missing[0]!r} to exclude rows by")
 
 
+def check_exclude_matches(url: str, pairs: list[tuple[str, str]]) -> None:
+    """Raise ``ValueError`` for a ``COLUMN=VALUE`` pair that no row at ``url`` matches (compared
+    as :class:`Exclude` does): a misspelt family would exclude nothing and say nothing, and a
+    "held-out" member would have seen it. Reads that column of shards until a row matches."""
+    from lensscan.io.rows import read_columns
+
+    shards = storage.list_shards(url)
+    for col, value in pairs:
+        seen: set[str] = set()
+        for shard in shards:
+            values = np.asarray(read_columns(shard, [col])[col], dtype=object).astype(str)
+            if (values == value).any():
+                break
+            seen.update(values[:10_000].tolist())
+        else:
+            some = ", ".join(sorted(seen)[:12])
+            raise ValueError(f"{url}: --exclude {col}={value} matches no row (values of {col}: "
+                             f"{some or 'none'})")
+
+
 class Exclude:
     """Drop the rows whose ``column`` equals ``value`` for any of the pairs."""
 
@@ -83,12 +103,25 @@ class Exclude:
         return {k: v[~drop] for k, v in batch.items()}
 
 
+#: How :func:`fold_of` splits, in a card's words.
+FOLD_RULE = "hash % 10 == 0 of host_id, else of a paired non-lens's lens, else of object_id"
+
+
 def fold_of(batch: dict) -> np.ndarray:
     """Each row's fold (hash % 10): by ``host_id`` where a row has one, so that the lenses
     ``lensscan inject`` painted on one host and the host itself fall in one fold (a host on
-    both sides of the split would be seen in training and judged in validation), else by
-    ``object_id``."""
-    fold = _hash_fold(batch["object_id"])
+    both sides of the split would be seen in training and judged in validation); a paired
+    non-lens of ``simulate --preset broad`` (``paired_with`` >= 0: its lens's scene without the
+    arc) by its lens's id; else by ``object_id``."""
+    ids = np.asarray(batch["object_id"])
+    fold = _hash_fold(ids)
+    if "paired_with" in batch:
+        partner = np.asarray(batch["paired_with"], dtype=object)
+        has = np.array([isinstance(p, int | np.integer) and p >= 0 for p in partner], bool)
+        if has.any():  # hashed as the lens's own id is: an int, or its text
+            lens = (partner[has].astype(np.int64) if ids.dtype.kind in "iu"
+                    else np.array([str(p) for p in partner[has]], dtype=object))
+            fold[has] = _hash_fold(lens)
     if "host_id" in batch:
         host = np.asarray(batch["host_id"], dtype=object)
         has = np.array([isinstance(h, str) and h != "" for h in host], bool)
@@ -123,7 +156,7 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
     if errors:
         raise errors[0]
     pairs = parse_exclude(exclude or [])
-    split_by = ("host_id",) if fold is not None else ()
+    split_by = ("host_id", "paired_with") if fold is not None else ()
     keep = tuple(dict.fromkeys(keep_extra + tuple(c for c, _ in pairs) + split_by))
     ds = read_stage(units, ReadUnits(pre.to_dict(), stage, keep=keep), read_cpus)
     if labels is not None:
@@ -175,10 +208,11 @@ def check(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, int] | None, dict | 
         raise ValueError("--keep-labels keeps ungraded rows beside graded ones: give --labels")
     cfg = complete(cfg)
     check_precision(cfg.precision)
-    pairs = [c for c, _ in parse_exclude(cfg.exclude)]
-    check_columns(cfg.data, pairs)
+    pairs = parse_exclude(cfg.exclude)
+    check_columns(cfg.data, [c for c, _ in pairs])
     if cfg.val:
-        check_columns(cfg.val, pairs)
+        check_columns(cfg.val, [c for c, _ in pairs])
+    check_exclude_matches(cfg.data, pairs)
     if cfg.init:
         initial_weights(cfg)
     return cfg, *train_labels(cfg)

@@ -291,3 +291,5 @@ def test_training_batches_ema_and_learning_rate(device):
     assert peak_lr(cfg) == 1e-3
     cfg.lr_batch = 128
     assert peak_lr(cfg) == pytest.approx(2e-3)
+    cfg.batch_size = 128  # four DDP workers of 128: a step of 512, as one worker of 512
+    assert peak_lr(cfg, world=4) == pytest.approx(2e-3)

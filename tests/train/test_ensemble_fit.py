@@ -4,6 +4,7 @@ is replaced by a list of in-memory batches."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from lensscan import modelcard
 from lensscan.data.preprocess import Preprocessing, preprocess
 from lensscan.io.batch import OK
 from lensscan.train import ensemble as E
+from lensscan.train.trainer import FOLD_RULE
 
 
 def _log_loss(z: np.ndarray, y: np.ndarray) -> float:
@@ -133,7 +135,26 @@ def test_build_ensemble_with_graded_rows_has_no_calibration(members, monkeypatch
     card = E.build_ensemble(out, urls, "val", labels={1: 1}, fold=True)
     assert card.calibration is None and "calibration" not in card.to_dict()
     assert card.training_data == {"validation": "val", "graded_rows_only": True,
-                                     "validation_fold": "object_id hash % 10 == 0"}
+                                     "validation_fold": FOLD_RULE}
+
+
+def test_build_ensemble_refuses_validation_of_one_class_or_none(members, monkeypatch):
+    """A refit on a few grades could see one class: weights of about 0, a threshold near 0
+    (every object a candidate) and AUC 0 were written without a word; no rows at all gave an
+    IndexError."""
+    out, urls, batch = members
+    before = Path(out, "card.json").read_bytes()
+    one = {**batch, "label": np.zeros_like(batch["label"])}
+    monkeypatch.setattr(E, "dataset", lambda *a, **k: _Batches(one))
+    with pytest.raises(ValueError, match=r"^val: fitting the ensemble needs labelled lenses "
+                                         r"and non-lenses: 0 lenses, 250 non-lenses among 256 "
+                                         r"rows read"):
+        E.build_ensemble(out, urls, "val")
+    empty = {k: v[:0] for k, v in batch.items()}
+    monkeypatch.setattr(E, "dataset", lambda *a, **k: _Batches(empty))
+    with pytest.raises(ValueError, match="0 lenses, 0 non-lenses among 0 rows read"):
+        E.build_ensemble(out, urls, "val")
+    assert Path(out, "card.json").read_bytes() == before  # no card written
 
 
 def test_build_ensemble_refuses_mixed_preprocessing_and_outside_members(members, tmp_path):

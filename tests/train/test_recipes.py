@@ -137,9 +137,18 @@ def test_refit_only_copies_the_members_and_trains_nothing(recorded, tiny_model, 
             assert copied == (Path(tiny_model) / m / name).read_bytes()
 
 
-def test_refit_only_needs_an_ensemble(recorded, tmp_path):
+def test_refit_only_needs_an_ensemble(recorded, tiny_model, tmp_path):
+    """A member folder used to give an empty recipe, so the default members trained from random
+    weights (hours) where a refit takes seconds."""
+    from lensscan.errors import ModelError
+
     with pytest.raises(ValueError, match="take members from"):
         R.train_ensemble("train", "val", str(tmp_path), refit_only=True)
+    with pytest.raises(ModelError, match="takes its members from an ensemble folder, this is a "
+                                         "'member'"):
+        R.train_ensemble("train", "val", str(tmp_path / "o"), init_from=f"{tiny_model}/m0",
+                         refit_only=True)
+    assert recorded["train"] == [] and recorded["build"] == []
 
 
 def test_without_validation_data_the_graded_fold_is_used(recorded, tmp_path, monkeypatch):

@@ -51,6 +51,12 @@ def test_exclude_is_checked_before_training(two_psf_surveys):
     with pytest.raises(ValueError, match="no column 'psf_famly'"):
         train(TrainConfig(data=str(two_psf_surveys / "train"), out=str(two_psf_surveys / "m"),
                           exclude=["psf_famly=gaussian"]))
+    # a misspelt family excluded nothing without a word: the "held-out" member saw it
+    with pytest.raises(ValueError, match=r"--exclude psf_family=gausian matches no row \(values "
+                                         r"of psf_family: gaussian, moffat\)"):
+        train(TrainConfig(data=str(two_psf_surveys / "train"), out=str(two_psf_surveys / "m"),
+                          exclude=["psf_family=gausian"]))
+    assert not (two_psf_surveys / "m").exists()
 
 
 def test_family_test_sets_render_one_family_in_the_hsc_survey(tmp_path):

@@ -193,6 +193,8 @@ def test_data_problem_names_what_cannot_train():
     assert data_problem(5, 20, 0, 9, world=1).startswith(
         "the validation data needs both lenses and non-lenses: 0 lenses, 9 non-lenses")
     assert "give --val" in data_problem(5, 20, 0, 0, world=1)
+    assert data_problem(5, 20, 0, 9, world=1, val="v/") == (  # --val given: no advice to give it
+        "the validation data v/ needs both lenses and non-lenses: 0 lenses, 9 non-lenses")
 
 
 @pytest.mark.slow
@@ -223,27 +225,32 @@ def _agree_worker(rank: int, port: int, out) -> None:
     import torch
     import torch.distributed as dist
 
-    from lensscan.train.loop import agree_min
+    from lensscan.train.consensus import agree_min, from_rank0
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=2)
     try:
         # rows left after dropping quarantined ones differ by worker: 1025 and 1023
-        out.put((rank, agree_min([1025 - 2 * rank, 7 + rank], torch.device("cpu"))))
+        least = agree_min([1025 - 2 * rank, 7 + rank], torch.device("cpu"))
+        # an early-stopping decision that differs by worker: rank 0's holds on every one
+        out.put((rank, (least, from_rank0([rank, 5 + rank], torch.device("cpu")))))
     finally:
         dist.destroy_process_group()
 
 
-def test_workers_agree_on_the_least_counts_so_their_steps_per_epoch_are_equal():
+def test_workers_agree_on_the_least_counts_and_on_stopping():
     """A worker with one step more than the others waits forever in DDP's gradient exchange:
-    every worker sizes its epoch from the least row count over the workers (real gloo group)."""
+    every worker sizes its epoch from the least row count over the workers; and a worker that
+    stopped early (its EMA's batch-norm statistics rank near-equal AUCs its own way) would
+    leave the others waiting: every worker takes rank 0's decision (real gloo group)."""
     import socket
 
     import torch.multiprocessing as mp
 
-    from lensscan.train.loop import agree_min
+    from lensscan.train.consensus import agree_min, from_rank0
 
     assert agree_min([3, 4], None) == [3, 4]  # no process group: the worker's own counts
+    assert from_rank0([1, 2], None) == [1, 2]  # and its own decision
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -255,4 +262,5 @@ def test_workers_agree_on_the_least_counts_so_their_steps_per_epoch_are_equal():
     got = dict(out.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    assert got == {0: [1023, 7], 1: [1023, 7]}
+    agreed = ([1023, 7], [0, 5])
+    assert got == {0: agreed, 1: agreed}

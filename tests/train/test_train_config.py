@@ -41,3 +41,23 @@ def test_lenses_painted_on_one_host_share_its_validation_fold():
     assert (_hash_fold(ids[:200]) != _hash_fold(ids[200:])).any()  # by id they were split
     plain = {"object_id": np.arange(50), "host_id": np.full(50, None, dtype=object)}
     assert (fold_of(plain) == _hash_fold(np.arange(50))).all()  # no host: by object_id
+
+
+def test_a_paired_nonlens_shares_its_lens_validation_fold():
+    """simulate --preset broad renders a paired non-lens as its lens's very scene without the
+    arc: split by object_id, most pairs in the validation fold had their twin in training."""
+    import numpy as np
+
+    from lensscan.train.trainer import fold_of
+
+    lenses = np.arange(300)
+    batch = {"object_id": np.concatenate([lenses, 1000 + lenses, [5000, 5001]]),
+             "paired_with": np.concatenate([np.full(300, -1), lenses, [-1, -1]])}
+    fold = fold_of(batch)
+    assert (fold[:300] == fold[300:600]).all()
+    as_text = {"object_id": np.array([str(i) for i in batch["object_id"]], dtype=object),
+               "paired_with": batch["paired_with"]}
+    text_fold = fold_of(as_text)  # string ids: the partner is hashed as its lens's text
+    assert (text_fold[:300] == text_fold[300:600]).all()
+    missing = {"object_id": lenses, "paired_with": np.full(300, None, dtype=object)}
+    assert (fold_of(missing) == fold[:300]).all()  # shards without the column
