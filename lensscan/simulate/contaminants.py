@@ -65,9 +65,10 @@ def draw_spiral(rng, pop: Population, cv: Canvas, bands) -> Truth:
 def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
     """A ring galaxy: a core and a ring of any size; blue and lopsided with knots by default,
     of any colour (``ring_any_colour``) and smooth and symmetric (``ring_smooth``) as well.
-    With ``ring_host_deflector`` the core is a galaxy of the deflector population and the ring
-    lies where that galaxy's Einstein ring would: a ring around a bright, large early type is
-    then no cue for lensing (it was, when every ring's core was a faint small galaxy)."""
+    With ``ring_host_deflector`` the core is a galaxy of the deflector population and the ring,
+    red and without knots, lies where that galaxy's Einstein ring would: a ring around a
+    bright, large early type is then no cue for lensing (it was, when every ring's core was a
+    faint small galaxy), while its colour still is."""
     cx, cy = G.centre(rng, pop, cv)
     hosted = G.chance(rng, pop.ring_host_deflector)
     if hosted:
@@ -86,10 +87,14 @@ def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
     smooth = G.chance(rng, pop.ring_smooth)
     if not smooth:
         ring *= 1 + rng.uniform(0, 0.8) * np.cos(th - rng.uniform(0, 2 * np.pi))  # lopsided
-    if hosted:  # within a few magnitudes of its host, as lensed arcs are: it shows
+    if hosted:  # within a few magnitudes of its host, as lensed arcs are, and of its old stars'
+        # colours, without blue knots: a blue ring (or blue knots) at the Einstein radius of an
+        # early type is what a lensed source looks like, and calling it a non-lens taught a
+        # model to miss Einstein rings
         mag_r = truth["central_mag_r"] + rng.uniform(*pop.ring_host_dmag)
-    else:
-        mag_r = rng.uniform(*pop.ring_mag_r)
+        cv.custom(ring, G.red(rng, pop, mag_r))
+        return truth
+    mag_r = rng.uniform(*pop.ring_mag_r)
     if G.chance(rng, pop.ring_any_colour):
         flux = G.colour_fluxes(mag_r, rng.uniform(-0.2, 1.7), rng.uniform(-0.2, 0.7))
     else:
@@ -130,7 +135,10 @@ def draw_merger(rng, pop: Population, cv: Canvas, bands) -> Truth:
             shell = _arc(cv, cx, cy, rng.uniform(0.8, 2.8), rng.uniform(0, 2 * np.pi),
                          np.deg2rad(rng.uniform(20, 70)), rng.uniform(0.08, 0.35))
             mag = mag1 + rng.uniform(1.5, 3.5)
-            flux = G.red(rng, pop, mag) if rng.random() < 0.5 else G.blue(rng, pop, mag)
+            # around an early type of the deflector population, shells of its old stars only:
+            # a blue arc there is what a lensed source looks like
+            red = bool(truth) or rng.random() < 0.5
+            flux = G.red(rng, pop, mag) if red else G.blue(rng, pop, mag)
             cv.custom(shell, flux)
         return truth or dict(central_mag_r=mag1)
     for _ in range(rng.integers(1, 3)):  # tidal tails: long, thin, bluish

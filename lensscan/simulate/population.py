@@ -200,8 +200,9 @@ class Population:
     ring_any_colour: float = 0.0  # share of rings of any colour (else blue)
     ring_smooth: float = 0.0  # share of rings that are symmetric and smooth (no lopsidedness)
     # share of rings around a galaxy of the deflector population, at its Einstein radius times
-    # ring_over_theta_e (resonance rings lie at 1-3 bar radii, of the order of R_eff: Buta &
-    # Combes 1996, Fund. Cosmic Phys. 17, 95); else a small core, ring_radius apart
+    # ring_over_theta_e and red, of old stars (resonance rings of early-type disks lie at 1-3
+    # bar radii, of the order of R_eff: Buta & Combes 1996, Fund. Cosmic Phys. 17, 95); else a
+    # small core, ring_radius apart
     ring_host_deflector: float = 0.0
     ring_over_theta_e: tuple[float, float] = (0.8, 1.25)
     ring_host_dmag: tuple[float, float] = (0.0, 3.0)  # such a ring's r mag minus its host's
