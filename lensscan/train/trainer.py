@@ -40,9 +40,9 @@ from lensscan.train.warmstart import resolve_init
 
 
 def _hash_fold(ids: np.ndarray) -> np.ndarray:
-    if ids.dtype.kind in "iu":
-        return (ids.astype(np.int64) * 2654435761 % 2**32) % 10
-    return np.array([zlib.crc32(str(v).encode()) % 10 for v in ids])
+    """Each id's fold: crc32 of its text, so that the integer id of a survey's row and the same
+    id as text (``inject``'s ``host_id``) fall in one fold."""
+    return np.array([zlib.crc32(str(v).encode()) % 10 for v in ids.tolist()], dtype=np.int64)
 
 
 def parse_exclude(pairs: list[str]) -> list[tuple[str, str]]:
@@ -76,6 +76,8 @@ def check_exclude_matches(url: str, pairs: list[tuple[str, str]]) -> None:
     "held-out" member would have seen it. Reads that column of shards until a row matches."""
     from lensscan.io.rows import read_columns
 
+    if not pairs:
+        return
     shards = storage.list_shards(url)
     for col, value in pairs:
         seen: set[str] = set()
@@ -104,7 +106,8 @@ class Exclude:
 
 
 #: How :func:`fold_of` splits, in a card's words.
-FOLD_RULE = "hash % 10 == 0 of host_id, else of a paired non-lens's lens, else of object_id"
+FOLD_RULE = ("crc32 % 10 == 0 of the text of host_id, else of a paired non-lens's lens, else "
+             "of object_id")
 
 
 def fold_of(batch: dict) -> np.ndarray:
@@ -118,10 +121,8 @@ def fold_of(batch: dict) -> np.ndarray:
     if "paired_with" in batch:
         partner = np.asarray(batch["paired_with"], dtype=object)
         has = np.array([isinstance(p, int | np.integer) and p >= 0 for p in partner], bool)
-        if has.any():  # hashed as the lens's own id is: an int, or its text
-            lens = (partner[has].astype(np.int64) if ids.dtype.kind in "iu"
-                    else np.array([str(p) for p in partner[has]], dtype=object))
-            fold[has] = _hash_fold(lens)
+        if has.any():
+            fold[has] = _hash_fold(partner[has])
     if "host_id" in batch:
         host = np.asarray(batch["host_id"], dtype=object)
         has = np.array([isinstance(h, str) and h != "" for h in host], bool)

@@ -61,3 +61,18 @@ def test_a_paired_nonlens_shares_its_lens_validation_fold():
     assert (text_fold[:300] == text_fold[300:600]).all()
     missing = {"object_id": lenses, "paired_with": np.full(300, None, dtype=object)}
     assert (fold_of(missing) == fold[:300]).all()  # shards without the column
+
+
+def test_an_integer_id_and_its_text_fall_in_one_fold():
+    """A survey's host rows (integer ids) and the lenses inject painted on them (host_id as
+    text) were hashed two ways, so a host and its lens could fall on both sides of the split."""
+    import numpy as np
+
+    from lensscan.train.trainer import fold_of
+
+    hosts = np.arange(10**9, 10**9 + 300, dtype=np.int64)
+    host_rows = fold_of({"object_id": hosts})
+    lenses = fold_of({"object_id": np.array([f"inj{h}" for h in hosts], dtype=object),
+                      "host_id": np.array([str(h) for h in hosts], dtype=object)})
+    assert (host_rows == lenses).all()
+    assert len(set(host_rows.tolist())) == 10  # and it still spreads rows over ten folds
