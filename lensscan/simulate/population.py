@@ -285,13 +285,15 @@ def _broad() -> tuple[SurveyConditions, Population]:
         area_uniform=True, min_arc_snr=15.0,
         spiral_pitch_deg=(8.0, 35.0), ring_radius=(0.5, 3.0), ring_width=(0.06, 0.5),
         ring_mag_r=(20.0, 24.5), ring_any_colour=0.5, ring_smooth=0.35,
-        ring_host_deflector=0.6, merger_curved=0.5, merger_host_deflector=0.5,
+        ring_host_deflector=0.35, merger_curved=0.5, merger_host_deflector=0.3,
         companion_mag_r=(20.5, 25.5), companion_q=(0.15, 0.6), companion_as_source=True,
         edge_on_crossing=0.5, star_central=0.4,
         neighbour_mag_r=(20.5, 25.5),
-        nonlens_mix={"elliptical": 0.20, "paired": 0.20, "spiral": 0.09, "ring": 0.09,
-                     "merger": 0.09, "companions": 0.12, "edge_on": 0.06, "star": 0.08,
-                     "blank": 0.07},
+        # rings and mergers around deflector-population hosts come on top of the others: as
+        # many blue rings and ordinary mergers as before them
+        nonlens_mix={"elliptical": 0.18, "paired": 0.20, "spiral": 0.08, "ring": 0.14,
+                     "merger": 0.13, "companions": 0.12, "edge_on": 0.05, "star": 0.06,
+                     "blank": 0.04},
         rendering=every_family(),
     )
     return cond, pop
