@@ -214,7 +214,8 @@ def test_validation_of_one_class_is_refused_and_a_rerun_with_both_trains(train_d
             "--steps-per-epoch", "1", "--batch-size", "8"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "the validation data needs both lenses and non-lenses: 24 lenses, 0 non-lenses" in err
+    assert (f"the validation data {train_data / 'val'} needs both lenses and non-lenses: 24 "
+            "lenses, 0 non-lenses") in err
     assert "Traceback" not in err and not (train_data / "m" / "card.json").exists()
     write_parquet(str(val), make_batch(64, seed=30, start_id=9000))
     assert main(argv) == 0

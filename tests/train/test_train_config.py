@@ -61,6 +61,9 @@ def test_a_paired_nonlens_shares_its_lens_validation_fold():
     assert (text_fold[:300] == text_fold[300:600]).all()
     missing = {"object_id": lenses, "paired_with": np.full(300, None, dtype=object)}
     assert (fold_of(missing) == fold[:300]).all()  # shards without the column
+    nullable = {**batch, "paired_with": np.where(batch["paired_with"] < 0, np.nan,
+                                                 batch["paired_with"]).astype(float)}
+    assert (fold_of(nullable) == fold).all()  # a nullable int column, read as floats
 
 
 def test_an_integer_id_and_its_text_fall_in_one_fold():
