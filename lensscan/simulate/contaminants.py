@@ -121,12 +121,13 @@ def draw_merger(rng, pop: Population, cv: Canvas, bands) -> Truth:
     the primary is a galaxy of the deflector population."""
     cx, cy = G.centre(rng, pop, cv)
     sep, ang = rng.uniform(*pop.merger_separation), rng.uniform(0, 2 * np.pi)
-    truth: Truth = {}
-    if G.chance(rng, pop.merger_host_deflector):
+    hosted = G.chance(rng, pop.merger_host_deflector)
+    if hosted:
         truth = deflector_truth(G.deflector(rng, pop, cv, cx, cy, draw_theta_e(rng, pop)))
         mag1 = truth["central_mag_r"]
     else:
         mag1 = rng.uniform(19.0, 21.5)
+        truth = dict(central_mag_r=mag1)
         G.sersic_galaxy(rng, pop, cv, cx, cy, mag1, rng.random() < 0.4, reff=(0.3, 1.2))
     G.sersic_galaxy(rng, pop, cv, cx + sep * np.cos(ang), cy + sep * np.sin(ang),
                     mag1 + rng.uniform(0, 1.5), rng.random() < 0.5, reff=(0.2, 1.0))
@@ -137,17 +138,17 @@ def draw_merger(rng, pop: Population, cv: Canvas, bands) -> Truth:
             mag = mag1 + rng.uniform(1.5, 3.5)
             # around an early type of the deflector population, shells of its old stars only:
             # a blue arc there is what a lensed source looks like
-            red = bool(truth) or rng.random() < 0.5
+            red = hosted or rng.random() < 0.5
             flux = G.red(rng, pop, mag) if red else G.blue(rng, pop, mag)
             cv.custom(shell, flux)
-        return truth or dict(central_mag_r=mag1)
+        return truth
     for _ in range(rng.integers(1, 3)):  # tidal tails: long, thin, bluish
         t_ang = ang + rng.normal(np.pi / 2, 0.6)
         dist = rng.uniform(0.8, 2.5)
         cv.sersic(G.blue(rng, pop, mag1 + rng.uniform(1.5, 3.0)), rng.uniform(0.6, 1.8), 0.7,
                   rng.uniform(0.12, 0.3), t_ang, cx + dist * np.cos(t_ang),
                   cy + dist * np.sin(t_ang))
-    return truth or dict(central_mag_r=mag1)
+    return truth
 
 
 def draw_companions(rng, pop: Population, cv: Canvas, bands) -> Truth:

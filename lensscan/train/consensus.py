@@ -7,13 +7,22 @@ from __future__ import annotations
 import torch
 
 
+def _tensor(values: list[int], device: torch.device) -> torch.Tensor | None:
+    """``values`` as a tensor on ``device`` for a collective; None without a process group of
+    several workers."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    return torch.tensor(values, dtype=torch.int64, device=device)
+
+
 def agree_min(values: list[int], device: torch.device) -> list[int]:
     """The least of each value over the run's workers (each worker gets the same list)."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if (t := _tensor(values, device)) is None:
         return list(values)
-    t = torch.tensor(values, dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return [int(v) for v in t.cpu()]
 
@@ -25,8 +34,7 @@ def from_rank0(values: list[int], device: torch.device) -> list[int]:
     that stopped early would leave the others waiting for it in DDP forever."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if (t := _tensor(values, device)) is None:
         return list(values)
-    t = torch.tensor(values, dtype=torch.int64, device=device)
     dist.broadcast(t, src=0)
     return [int(v) for v in t.cpu()]

@@ -76,7 +76,8 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
     w, b = fit_weights(logits, y)
     # the threshold, metrics and calibration from the ensemble's score as scoring computes it:
     # of the unclipped member logits (a saturated member would otherwise move rows across it)
-    score = calibration.sigmoid(member_z @ w + b)
+    z = member_z @ w + b
+    score = calibration.sigmoid(z)
     threshold = choose_threshold(y, score, prior_ratio)
     per_member = {c.name: summary(y, member_p[:, i], choose_threshold(y, member_p[:, i],
                                                                           prior_ratio))
@@ -97,7 +98,7 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
         training_data={"validation": val, **({"graded_rows_only": True} if labels else {}),
                        **({"validation_fold": FOLD_RULE} if fold else {})},
         # the ensemble logit as scoring computes it: unclipped member logits
-        calibration=calibration.calibrate(member_z @ w + b, y, prior, val).to_dict()
+        calibration=calibration.calibrate(z, y, prior, val).to_dict()
         if labels is None else None,
     )
     return modelcard.save_ensemble(out, card)

@@ -74,7 +74,7 @@ def check_exclude_matches(url: str, pairs: list[tuple[str, str]]) -> None:
     """Raise ``ValueError`` for a ``COLUMN=VALUE`` pair that no row at ``url`` matches (compared
     as :class:`Exclude` does): a misspelt family would exclude nothing and say nothing, and a
     "held-out" member would have seen it. Reads that column of shards until a row matches."""
-    import pyarrow.parquet as pq
+    from lensscan.io.rows import read_columns
 
     if not pairs:
         return
@@ -84,9 +84,7 @@ def check_exclude_matches(url: str, pairs: list[tuple[str, str]]) -> None:
         for shard in shards:  # that one column of the Parquet shards, no pixels
             if not shard.endswith(".parquet"):
                 continue
-            fs, path = storage.pyarrow_filesystem(shard)
-            column = pq.read_table(path, columns=[col], filesystem=fs).column(col)
-            values = np.asarray(column.to_pylist(), dtype=object).astype(str)
+            values = _as_text(read_columns(shard, [col])[col])
             if (values == value).any():
                 break
             if len(seen) < 50:  # enough to name a few in the message
@@ -95,6 +93,11 @@ def check_exclude_matches(url: str, pairs: list[tuple[str, str]]) -> None:
             some = ", ".join(sorted(seen)[:12])
             raise ValueError(f"{url}: --exclude {col}={value} matches no row (values of {col}: "
                              f"{some or 'none'})")
+
+
+def _as_text(values: np.ndarray) -> np.ndarray:
+    """A column's values as text, as ``--exclude`` values compare with them."""
+    return np.asarray(values, dtype=object).astype(str)
 
 
 class Exclude:
@@ -106,7 +109,7 @@ class Exclude:
     def __call__(self, batch: dict) -> dict:
         drop = np.zeros(len(batch["status"]), bool)
         for col, value in self.pairs:
-            drop |= np.asarray(batch[col], dtype=object).astype(str) == value
+            drop |= _as_text(batch[col]) == value
         return {k: v[~drop] for k, v in batch.items()}
 
 
