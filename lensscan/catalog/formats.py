@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -135,8 +136,9 @@ def _ascii_only(table: pa.Table) -> None:
 
 
 def _xml_text(text: str) -> bool:
-    """True when XML 1.0 can hold ``text``: no control character but tab, LF and CR."""
-    return all(c >= " " or c in "\t\n\r" for c in text)
+    """True when XML 1.0 holds ``text`` as it is: no control character but tab and LF (a CR
+    reads back as LF, since XML parsers normalise line ends)."""
+    return all(c >= " " or c in "\t\n" for c in text)
 
 
 def _xml_only(table: pa.Table) -> None:
@@ -153,6 +155,10 @@ def _astropy(table: pa.Table):
         col = table.column(name)
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             t[name] = np.array([v if v is not None else "" for v in col.to_pylist()], dtype=str)
+        elif pa.types.is_integer(col.type) and col.null_count:  # a known lens not found: no
+            # rank; masked, so FITS writes TNULL and VOTable a null, not floats with NaN
+            t[name] = np.ma.masked_array(col.fill_null(0).to_numpy(zero_copy_only=False),
+                                         mask=col.is_null().to_numpy(zero_copy_only=False))
         else:
             t[name] = col.to_numpy(zero_copy_only=False)
         meta = column_meta(name)
@@ -179,12 +185,17 @@ def _fits(table: pa.Table, prov: Provenance | None) -> bytes:
             head.set(f"TCOMM{k}", meta[2][:68], after=f"TUCD{k}")
     head["DATE"] = (_utc_now(), "file written (UTC)")
     for key, _, value in (prov.items() if prov else []):
+        if isinstance(value, str) and not _fits_text(value):  # a path or name in Unicode
+            value = quote(value, safe=_FITS_SAFE)
         room = not isinstance(value, str) or len(value) <= 40  # long values take the card
         head[key] = (value, _COMMENTS.get(key, "") if room else "")
     buf = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf, checksum=True)
     return buf.getvalue()
 
+
+#: Printable ASCII but "%": a header value with other characters is percent-encoded (RFC 3986)
+_FITS_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) != "%")
 
 _COMMENTS = {"CREATOR": "software that wrote this file",
              "LSVERS": "lensscan version of the scoring run", "MODEL": "model name",

@@ -101,14 +101,14 @@ def query(
         available = duck.columns(con, src)
     except Exception as exc:  # duckdb raises many types; e.g. no part committed yet
         raise ValueError(f"{out}: cannot read the scores ({str(exc).splitlines()[0]})") from None
-    cols = _columns(out, columns, available)
+    cols = _columns(out, columns, available, cone is not None)
     preds, select, used = _filters(min_score, cone, where, available)
     inner = sorted((set(cols) | used | {"ra", "dec", "score", "object_id"})
                    & set(available))
     ranked = duck.ranked_sql(src, ", ".join(_quote(c) for c in inner),
                              order=duck.rank_order(available))
     sql = (f"WITH ranked AS ({ranked}) "
-           f"SELECT rank, {', '.join([_quote(c) for c in cols] + select)} FROM ranked "
+           f"SELECT {', '.join(['rank'] + [_quote(c) for c in cols] + select)} FROM ranked "
            f"WHERE {' AND '.join(preds or ['true'])} ORDER BY rank")
     if top is not None:
         sql += f" LIMIT {int(top)}"
@@ -138,11 +138,18 @@ def check_numbers(top: int | None, min_score: float | None, cone: Cone | None) -
                              "[-90, 90] degrees, the radius a positive number of arcsec")
 
 
-def _columns(out: str, columns: list[str] | None, available: list[str]) -> list[str]:
+def _columns(out: str, columns: list[str] | None, available: list[str],
+             cone: bool = False) -> list[str]:
     """The columns asked for, or the default ones (see :func:`query`) among ``available``."""
     default = (*DEFAULT_COLUMNS, "p_lens") if run_prior(out) is not None else DEFAULT_COLUMNS
-    cols = list(columns) if columns else [c for c in available
-                                          if c in default or c.startswith("score_")]
+    twice = sorted({c for c in columns or [] if columns.count(c) > 1})
+    if twice:
+        raise ValueError(f"--columns names {twice} more than once")
+    if columns and "distance_arcsec" in columns and not cone:
+        raise ValueError("--columns distance_arcsec: it comes with --cone")
+    # rank always comes first, and distance_arcsec with --cone: asking for them is no error
+    cols = ([c for c in columns if c not in ("rank", "distance_arcsec")] if columns else
+            [c for c in available if c in default or c.startswith("score_")])
     missing = [c for c in cols if c not in available]
     if missing:
         raise ValueError(f"unknown columns {missing}; available: {available}")

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lensscan import duck
 from lensscan.catalog.output import check_output
@@ -24,9 +25,12 @@ ALIASES = {
 }
 
 
-def _read_table(url: str) -> pa.Table:
-    """A table file as Arrow, columns as named in the file (FITS big-endian made native)."""
-    ext = os.path.splitext(url.lower().removesuffix(".gz"))[1]
+def _read_table(url: str, id_column: str | None = None) -> pa.Table:
+    """A table file as Arrow, columns as named in the file (FITS big-endian made native); in a
+    CSV the id columns (``id_column`` and the known names) are text, so ``00123`` stays so."""
+    if url.lower().endswith(".gz"):
+        raise ValueError(f"{url}: compressed truth tables are not read: decompress it first")
+    ext = os.path.splitext(url.lower())[1]
     data = storage.read_bytes(url)
     if ext == ".csv":
         import pyarrow.csv as pacsv
@@ -34,7 +38,8 @@ def _read_table(url: str) -> pa.Table:
         data = data.removeprefix(b"\xef\xbb\xbf")  # a spreadsheet's byte-order mark
         head = data.split(b"\n", 1)[0].decode(errors="replace").split(",")
         names = [h.strip().strip('"') for h in head]
-        ids = {n: pa.string() for n in names if n.lower() in ALIASES["object_id"]}
+        id_names = {*ALIASES["object_id"], *([id_column.lower()] if id_column else [])}
+        ids = {n: pa.string() for n in names if n.lower() in id_names}
         return pacsv.read_csv(pa.BufferReader(data),
                               convert_options=pacsv.ConvertOptions(column_types=ids))
     if ext == ".parquet":
@@ -86,8 +91,9 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
     column (the gallery's export) keeps only rows not graded "not a lens"; a ``label`` column
     keeps only ``label == 1``.
     """
+    given = (columns.split(",") + ["", "", ""])[:3] if columns else ["", "", ""]
     try:
-        table = _read_table(url)
+        table = _read_table(url, given[0].strip() or None)
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         if isinstance(exc, FileNotFoundError) or str(exc).startswith(f"{url}:"):
             raise
@@ -96,7 +102,6 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
     if not table.num_rows:
         raise ValueError(f"{url}: the truth table has no rows")
     names = table.column_names
-    given = (columns.split(",") + ["", "", ""])[:3] if columns else ["", "", ""]
     picked = {role: _pick(url, names, role, g.strip() or None)
               for role, g in zip(("object_id", "ra", "dec"), given, strict=True)}
     # the other columns keep their names, lower-cased; one that would take a picked column's
@@ -114,7 +119,7 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
         grades = [str(g).strip().lower() for g in table.column("grade").to_pylist()]
         table = table.filter(pa.array([g not in NOT_A_LENS for g in grades]))
     if "label" in names:
-        table = table.filter(pa.compute.equal(table.column("label"), 1))
+        table = table.filter(pc.equal(table.column("label"), 1))
     return table
 
 
@@ -150,8 +155,11 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
                                                  pa.array(np.arange(truth.num_rows))))
     duck.confine(con, out)
     src = source_sql(out)
-    ranked = duck.ranked_sql(src, "object_id, ra, dec, score",
-                             order=duck.rank_order(duck.columns(con, src)))
+    try:
+        order = duck.rank_order(duck.columns(con, src))
+    except Exception as exc:  # duckdb raises many types: a damaged part, no part at all
+        raise ValueError(f"{out}: cannot read the scores ({str(exc).splitlines()[0]})") from None
+    ranked = duck.ranked_sql(src, "object_id, ra, dec, score", order=order)
     if radius_arcsec is None:
         if "object_id" not in truth.column_names:
             raise ValueError("truth has no object_id: give a cross-match radius")
@@ -189,7 +197,10 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
         # purity counts candidates, not known lenses: two entries of one lens (merged
         # catalogues) matching one candidate are one true positive in the top
         hits = len(set(ranks[ranks <= top].tolist()))
+        # the top holds at most the rows scored
+        scored = f"SELECT count(*) AS n FROM {src} WHERE {duck.SCORED}"
+        shown = min(top, duck.fetch_arrow(con, scored)["n"][0].as_py())
         summary.update({"top": top, "recovered": found,
                         "recall": found / n_known if n_known else None,
-                        "purity": hits / top if top else None})
+                        "purity": hits / shown if shown else None})
     return table, summary

@@ -40,8 +40,10 @@ class FilterError(ValueError):
 
 
 def _parse(text: str) -> dict:
+    # the newline ends a trailing -- comment before the closing parenthesis (what is rendered
+    # from the tree holds no comment)
     tree = json.loads(duckdb.connect().execute(
-        "SELECT json_serialize_sql(?)", [_PREFIX + f"({text})"]).fetchone()[0])
+        "SELECT json_serialize_sql(?)", [_PREFIX + f"({text}\n)"]).fetchone()[0])
     if tree.get("error"):
         message = tree.get("error_message", "parse error")
         if "Only SELECT statements" in message:  # the text ends the SELECT: more statements

@@ -166,3 +166,32 @@ def test_fits_and_votable_on_s3(tmp_path, s3_bucket):
         assert len(t) == 4 and t["ra"].unit == u.deg
         if fmt == "fits":
             assert fits.open(io.BytesIO(blob))[1].header["RUNID"] == "cd" * 32
+
+
+def test_fits_header_percent_encodes_a_non_ascii_path_and_votable_refuses_a_cr(tmp_path):
+    """A FITS header holds printable ASCII only: an output path in Unicode is written
+    percent-encoded (RFC 3986) instead of refusing the catalogue. XML turns a CR into LF on
+    reading, so an id holding one is refused for VOTable, not changed."""
+    from urllib.parse import unquote
+
+    out = _output(tmp_path / "rün")
+    dest = str(tmp_path / "u.fits")
+    assert main(["query", out, "--top", "3", "--format", "fits", "-o", dest]) == 0
+    with fits.open(dest) as hdul:
+        value = hdul["LENSSCAN"].header["SCOREOUT"]
+        assert value.isascii() and unquote(value) == out
+    t = pa.table({"object_id": ["a\rb"], "score": [0.5]})
+    with pytest.raises(ValueError, match="row 1 holds control characters"):
+        formats.write(t, "votable", str(tmp_path / "cr.xml"), None)
+
+
+@pytest.mark.parametrize("fmt", ["fits", "votable"])
+def test_an_integer_column_with_nulls_stays_integer(tmp_path, fmt):
+    """Recovery ranks are null for known lenses not found: FITS and VOTable keep the column an
+    integer with those rows null (TNULL / a null value), not floats with NaN."""
+    t = pa.table({"known_id": ["a", "b"], "rank": pa.array([3, None], pa.int64())})
+    dest = str(tmp_path / ("r.fits" if fmt == "fits" else "r.xml"))
+    formats.write(t, fmt, dest, None)
+    back = Table.read(dest, format="fits" if fmt == "fits" else "votable")
+    assert back["rank"].dtype.kind == "i" and int(back["rank"][0]) == 3
+    assert bool(np.ma.getmaskarray(back["rank"])[1]) and not np.ma.getmaskarray(back["rank"])[0]

@@ -247,7 +247,9 @@ def test_gallery_grades_csv_reads_back_as_truth(out, tmp_path, capsys):
 
 ATTACKS = {
     "1=1); COPY (SELECT 42) TO 'x.csv'; SELECT (1": "not one SQL expression",
-    "row >= 0) UNION ALL SELECT 42, * FROM read_csv('/etc/passwd') --": "not a statement",
+    "row >= 0) UNION ALL SELECT 42, * FROM read_csv('/etc/passwd') --": "not one SQL expression",
+    "row >= 0) UNION ALL SELECT 42, * FROM read_csv('/etc/passwd') WHERE (true":
+        "not a statement",
     "(SELECT count(*) FROM read_csv('/etc/passwd')) > 0": "subqueries are not allowed",
     "score > 0 AND length(read_text('/etc/passwd')) > 0": "function 'read_text' is not allowed",
     "getenv('AWS_SECRET_ACCESS_KEY') IS NOT NULL": "function 'getenv' is not allowed",
@@ -393,3 +395,60 @@ def test_saturated_scores_rank_by_their_logit(tmp_path):
     assert pq.read_table(f"{out}/candidates.parquet").column("object_id").to_pylist() == [2, 1]
     assert query(out).column("object_id").to_pylist() == [2, 1, 3]
     assert query(out, where="object_id < 3").column("rank").to_pylist() == [1, 2]
+
+
+def test_truth_tables_of_every_kind_read_and_count_right(out, tmp_path):
+    """A label column keeps its lenses; an id column named with --truth-cols stays text
+    (leading zeros and all); a compressed table is refused plainly; purity counts the rows
+    scored when --top asks for more."""
+    from lensscan.catalog.truth import read_truth, recovery
+
+    path, rows = out
+    (tmp_path / "l.csv").write_text("object_id,label\n5,1\n6,0\n7,1\n")
+    assert read_truth(str(tmp_path / "l.csv")).column("object_id").to_pylist() == ["5", "7"]
+    (tmp_path / "n.csv").write_text("ObjName,x\n00123,1\n")
+    t = read_truth(str(tmp_path / "n.csv"), "ObjName,,")
+    assert t.column("object_id").to_pylist() == ["00123"]
+    (tmp_path / "t.csv.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(ValueError, match="compressed truth tables are not read"):
+        read_truth(str(tmp_path / "t.csv.gz"))
+    scored = int(_ok(rows).sum())
+    best = int(np.nanargmax(np.where(_ok(rows), rows["score"], np.nan)))
+    _, summary = recovery(path, pa.table({"object_id": [str(best)]}), top=10 * len(rows["score"]))
+    assert summary["recovered"] == 1 and summary["purity"] == 1 / scored
+
+
+def test_recovery_of_a_damaged_output_is_one_line(tmp_path):
+    from lensscan.catalog.truth import recovery
+
+    path = str(tmp_path / "run")
+    _scores(path, n=30)
+    part = next(pathlib.Path(path, commit.SCORES).glob("*.parquet"))
+    part.write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match="cannot read the scores"):
+        recovery(path, pa.table({"object_id": ["1"]}), top=5)
+
+
+def test_query_options_that_do_not_go_together_are_refused(out, capsys):
+    """--truth ranks known lenses among all scores: listing cuts beside it would be silently
+    ignored, so they are refused; --match-radius and --truth-cols need --truth. --columns
+    takes rank (always first), refuses a repeat and distance_arcsec without --cone."""
+    path = out[0]
+    assert main(["query", path, "--truth", "t.csv", "--where", "score > 0.5",
+                 "--min-score", "0.9"]) == 2
+    assert "--where, --min-score cut a listing" in capsys.readouterr().err
+    assert main(["query", path, "--match-radius", "1"]) == 2
+    assert "--match-radius only go with --truth" in capsys.readouterr().err
+    assert main(["query", path, "--columns", "ra,ra"]) == 2
+    assert "more than once" in capsys.readouterr().err
+    assert main(["query", path, "--columns", "distance_arcsec"]) == 2
+    assert "comes with --cone" in capsys.readouterr().err
+    t = query(path, top=2, columns=["rank", "object_id"])
+    assert t.column_names == ["rank", "object_id"]
+    t = query(path, top=2, columns=["object_id", "distance_arcsec"], cone=Cone(0.0, 0.0, 300.0))
+    assert t.column_names == ["rank", "object_id", "distance_arcsec"]
+
+
+def test_a_filter_may_end_in_a_comment(out):
+    a = query(out[0], where="score > 0.5 -- the bright ones")
+    assert a.num_rows == query(out[0], where="score > 0.5").num_rows > 0
