@@ -19,7 +19,14 @@ from dataclasses import replace
 import numpy as np
 import ray
 import ray.data
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+    TrainingFailedError,
+)
 from ray.train.torch import TorchTrainer
 
 from lensscan import modelcard, runtime
@@ -32,6 +39,7 @@ from lensscan.io import storage
 from lensscan.io.parquet import DEFAULT_BANDS
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
+from lensscan.train.failures import training_failure
 from lensscan.train.labels import Relabel, train_labels
 from lensscan.train.loop import check_precision, initial_weights, train_loop_per_worker
 from lensscan.train.metrics import choose_threshold, summary
@@ -113,6 +121,9 @@ class Exclude:
         return {k: v[~drop] for k, v in batch.items()}
 
 
+#: Restarts of a failed run from its last checkpoint before training gives up.
+MAX_RESTARTS = 2
+
 #: How :func:`fold_of` splits, in a card's words.
 FOLD_RULE = ("crc32 % 10 == 0 of the text of host_id, else of a paired non-lens's lens, else "
              "of object_id")
@@ -187,12 +198,17 @@ LATER_FIELDS = {"lr_batch": None, "keep_labels": False}
 
 
 def run_name(cfg: TrainConfig) -> str:
-    """Stable name of a training run: the same command resumes the same run."""
+    """Stable name of a training run: the same command resumes the same run. Without ``--val``
+    the validation fold's rule is part of the name: a run begun under another rule (an older
+    lensscan) split other rows off, so it is not resumed with this one's (its validation rows
+    would have trained) but begun afresh."""
     key = dict(cfg.to_dict(), workers=None, gpu=None, storage=None, cpus_per_worker=None,
                torch_threads=None)
     for name, default in LATER_FIELDS.items():  # at their defaults: the name as it was
         if key.get(name, default) == default:
             key.pop(name, None)
+    if not cfg.val:
+        key["fold_rule"] = FOLD_RULE
     digest = hashlib.sha1(repr(sorted(key.items())).encode()).hexdigest()[:10]
     return f"{cfg.member_name}-{digest}"
 
@@ -265,21 +281,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> modelcard.ModelCard:
                                      resources_per_worker=None if cfg.gpu else
                                      {"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(name=run_name(cfg), storage_path=root, storage_filesystem=fs,
-                             failure_config=FailureConfig(max_failures=2),
+                             failure_config=FailureConfig(max_failures=MAX_RESTARTS),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets={"train": ds_train, "val": ds_val},
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"training {cfg.member_name} ended without a checkpoint")
-    with result.checkpoint.as_directory() as d:
-        problem = ckpt_io.read_problem(d)
-        if problem is not None:
-            hint = ("; with --labels only graded rows train: do the grades' object_ids match "
-                    "the data's?" if cfg.labels and not cfg.keep_labels else "")
-            raise ValueError(f"{cfg.data}: {problem}{hint}")
-        _, best, _, state, _ = ckpt_io.load(d)
+    best, state = _fit(trainer, cfg)
     model = create_model(cfg.arch, **cfg.arch_kwargs)
     model.load_state_dict(best)
     model.eval()
@@ -299,6 +306,26 @@ def train(cfg: TrainConfig, progress: bool = True) -> modelcard.ModelCard:
         threshold=threshold,
     )
     return modelcard.save_member(cfg.out, model, card)
+
+
+def _fit(trainer: TorchTrainer, cfg: TrainConfig) -> tuple[dict, dict]:
+    """Run ``trainer``; the best weights and the run's state from its last checkpoint. A failed
+    run, or one whose data the workers refused, is one line (``DataProblemError`` reaches here
+    as a checkpoint, so that Ray does not retry it)."""
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:
+        raise training_failure(cfg.member_name, exc, MAX_RESTARTS) from None
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {cfg.member_name} ended without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        problem = ckpt_io.read_problem(d)
+        if problem is not None:
+            hint = ("; with --labels only graded rows train: do the grades' object_ids match "
+                    "the data's?" if cfg.labels and not cfg.keep_labels else "")
+            raise ValueError(f"{cfg.data}: {problem}{hint}")
+        _, best, _, state, _ = ckpt_io.load(d)
+    return best, state
 
 
 def ds_val_for_scoring(cfg: TrainConfig, pre: Preprocessing,

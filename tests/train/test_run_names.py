@@ -34,6 +34,14 @@ def test_later_fields_at_their_defaults_keep_an_older_run_name():
     assert run_name(replace(cfg, epochs=7)) != run_name(cfg)
 
 
+def test_a_run_without_val_is_named_by_its_fold_rule():
+    """Without --val the fold splits validation off: a run begun under an older rule held other
+    rows out, so the same command under this rule begins afresh instead of resuming it."""
+    cfg = TrainConfig(data="/d/train", out="/m", arch="resnet", epochs=6)
+    assert run_name(cfg) != _name_before(cfg)
+    assert run_name(cfg) == run_name(replace(cfg, workers=2))
+
+
 @pytest.mark.parametrize("steps", [20, 400, 1999, 2000, 100_000])
 def test_ema_horizon_spans_at_most_a_tenth_of_a_short_run(steps):
     decay = ema_decay(steps)

@@ -79,3 +79,30 @@ def test_an_integer_id_and_its_text_fall_in_one_fold():
                       "host_id": np.array([str(h) for h in hosts], dtype=object)})
     assert (host_rows == lenses).all()
     assert len(set(host_rows.tolist())) == 10  # and it still spreads rows over ten folds
+
+
+def test_a_failed_training_run_is_one_line_naming_the_worker_and_its_error():
+    """Ray Train's WorkerGroupError (real class) holds every rank's exception under Ray's
+    wrappers; the user gets rank 0's innermost error in one line, and how to resume."""
+    from ray.train import ControllerError, WorkerGroupError
+
+    from lensscan.train.failures import TrainingError, training_failure
+
+    try:
+        try:
+            raise ValueError("data/train/a.parquet: row 7: image is not 3x64x64\nmore detail")
+        except ValueError as inner:
+            raise RuntimeError("wrapped by a data pipeline") from inner
+    except RuntimeError as outer:
+        first = outer
+    exc = WorkerGroupError("Worker 0 failed:\nTraceback ...\nWorker 1 failed: ...",
+                           {1: MemoryError("out of memory"), 0: first})
+    err = training_failure("resnet_s0", exc, 2)
+    assert isinstance(err, TrainingError)
+    text = str(err)
+    assert "\n" not in text and "Traceback" not in text
+    assert text.startswith("training resnet_s0 failed on worker 0 (and 1 more) after 2 restarts: "
+                           "ValueError: data/train/a.parquet: row 7: image is not 3x64x64 ")
+    assert "rerun the same command to resume" in text
+    ctrl = str(training_failure("cnn", ControllerError(KeyError("epoch")), 2))
+    assert "Ray Train's controller" in ctrl and "KeyError: 'epoch'" in ctrl and "\n" not in ctrl
