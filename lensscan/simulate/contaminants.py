@@ -36,10 +36,12 @@ def on_ellipse(cx, cy, rad, ang, q, phi) -> tuple[float, float]:
 
 
 def draw_spiral(rng, pop: Population, cv: Canvas, bands) -> Truth:
+    """A spiral: a red bulge, a disk, blue arms and blue star-forming knots, on the arms or (with
+    ``spiral_knots_scattered``) anywhere in the disk, up to ``spiral_knot_dmag`` bright."""
     cx, cy = G.centre(rng, pop, cv)
     mag_r = rng.uniform(*pop.spiral_mag_r)
     reff, q, phi = rng.uniform(*pop.spiral_reff), rng.uniform(0.35, 1.0), rng.uniform(0, np.pi)
-    bulge_frac = rng.uniform(0.1, 0.5)
+    bulge_frac = rng.uniform(*pop.spiral_bulge_frac)
     cv.sersic(G.red(rng, pop, mag_r) * bulge_frac, reff * rng.uniform(0.15, 0.35),
               rng.uniform(2.5, 4.0), min(1.0, q + 0.2), phi, cx, cy)
     r, th = polar(cv, cx, cy, q, phi)
@@ -49,15 +51,20 @@ def draw_spiral(rng, pop: Population, cv: Canvas, bands) -> Truth:
     phase = rng.uniform(0, 2 * np.pi)
     wave = np.cos(m * (th - np.log(np.maximum(r, 1e-3) / h) / np.tan(pitch)) + phase)
     disk = np.exp(-r / h)
-    arms = disk * np.clip(wave, 0, None) ** 3
-    disk_flux = G.colour_fluxes(mag_r, rng.uniform(0.3, 0.8), rng.uniform(0.1, 0.4))
-    cv.custom(disk, disk_flux * (1 - bulge_frac) * 0.55)
-    cv.custom(arms, G.blue(rng, pop, mag_r) * (1 - bulge_frac) * 0.45)
-    for _ in range(rng.integers(2, 9)):  # blue star-forming knots along the arms
+    arms = disk * np.clip(wave, 0, None) ** G.span(rng, pop.spiral_arm_power)
+    arm_share = G.span(rng, pop.spiral_arm_share)
+    disk_flux = G.colour_fluxes(mag_r, rng.uniform(*pop.spiral_disk_g_r), rng.uniform(0.1, 0.4))
+    cv.custom(disk, disk_flux * (1 - bulge_frac) * (1 - arm_share))
+    cv.custom(arms, G.blue(rng, pop, mag_r) * (1 - bulge_frac) * arm_share)
+    scattered = G.chance(rng, pop.spiral_knots_scattered)
+    for _ in range(rng.integers(*pop.spiral_knots, endpoint=True)):
         rad = h * rng.uniform(0.8, 3.0)
-        ang = (np.log(rad / h) / np.tan(pitch) - phase + 2 * np.pi * rng.integers(m)) / m
+        if scattered:
+            ang = rng.uniform(0, 2 * np.pi)
+        else:  # on an arm
+            ang = (np.log(rad / h) / np.tan(pitch) - phase + 2 * np.pi * rng.integers(m)) / m
         kx, ky = on_ellipse(cx, cy, rad, ang, q, phi)
-        G.sersic_galaxy(rng, pop, cv, kx, ky, mag_r + rng.uniform(2.5, 4.5), True,
+        G.sersic_galaxy(rng, pop, cv, kx, ky, mag_r + rng.uniform(*pop.spiral_knot_dmag), True,
                         reff=(0.03, 0.1), q=(0.7, 1.0))
     return dict(central_mag_r=mag_r)
 

@@ -27,6 +27,13 @@ def chance(rng: np.random.Generator, p: float) -> bool:
     return p > 0 and rng.random() < p
 
 
+def span(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """A uniform draw in ``bounds`` (no draw when the range is one value, so a preset that keeps
+    a setting fixed consumes its random streams as it did before the setting existed)."""
+    lo, hi = bounds
+    return float(lo) if lo == hi else float(rng.uniform(lo, hi))
+
+
 def colour_fluxes(mag_r: float, g_r: float, r_i: float) -> np.ndarray:
     """g, r, i fluxes from an r magnitude and two colours."""
     return mag_to_flux(np.array([mag_r + g_r, mag_r, mag_r - r_i]))

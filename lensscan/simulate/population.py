@@ -194,6 +194,16 @@ class Population:
     spiral_mag_r: tuple[float, float] = (18.5, 22.0)
     spiral_arms: tuple[int, int] = (2, 4)
     spiral_pitch_deg: tuple[float, float] = (12.0, 30.0)
+    # clumpy, flocculent star-forming disks: giant clumps hold up to 20% of a disk's light each at
+    # z ~ 1-2 (Guo et al. 2015, ApJ 800, 39) and some percent nearby (Mehta et al. 2021, ApJ 912,
+    # 49); bright blue knots in an arm are the spiral look-alike of a lensed arc's images
+    spiral_bulge_frac: tuple[float, float] = (0.1, 0.5)  # of the galaxy's r flux
+    spiral_disk_g_r: tuple[float, float] = (0.3, 0.8)  # the smooth disk's colour (arms: blue)
+    spiral_arm_share: tuple[float, float] = (0.45, 0.45)  # of the disk's flux in blue arms
+    spiral_arm_power: tuple[float, float] = (3.0, 3.0)  # arm profile cos^p: high p, thin arms
+    spiral_knots: tuple[int, int] = (2, 8)  # star-forming knots per spiral (inclusive range)
+    spiral_knot_dmag: tuple[float, float] = (2.5, 4.5)  # a knot's r mag minus the galaxy's
+    spiral_knots_scattered: float = 0.0  # share of spirals whose knots lie anywhere in the disk
     ring_radius: tuple[float, float] = (0.7, 2.5)  # arcsec, like Einstein rings
     ring_width: tuple[float, float] = (0.08, 0.3)
     ring_mag_r: tuple[float, float] = (20.5, 24.0)
@@ -283,7 +293,10 @@ def _broad() -> tuple[SurveyConditions, Population]:
         source_mag_r=(20.5, 26.0), source_reff=(0.05, 0.9), source_n=(0.5, 2.5),
         source_q=(0.3, 1.0), blue_g_r=(-0.3, 1.0), blue_r_i=(-0.3, 0.5), clumps=(0, 8),
         area_uniform=True, min_arc_snr=15.0,
-        spiral_pitch_deg=(8.0, 35.0), ring_radius=(0.5, 3.0), ring_width=(0.06, 0.5),
+        spiral_pitch_deg=(8.0, 35.0), spiral_bulge_frac=(0.0, 0.5), spiral_disk_g_r=(-0.1, 0.8),
+        spiral_arm_share=(0.3, 0.8), spiral_arm_power=(1.0, 4.0), spiral_knots=(2, 14),
+        spiral_knot_dmag=(1.0, 4.5), spiral_knots_scattered=0.4,
+        ring_radius=(0.5, 3.0), ring_width=(0.06, 0.5),
         ring_mag_r=(20.0, 24.5), ring_any_colour=0.5, ring_smooth=0.35,
         ring_host_deflector=0.35, merger_curved=0.5, merger_host_deflector=0.3,
         companion_mag_r=(20.5, 25.5), companion_q=(0.15, 0.6), companion_as_source=True,

@@ -11,6 +11,7 @@ from scipy.stats import ks_2samp
 
 from lensscan.simulate import kinds as K
 from lensscan.simulate import noise as N
+from lensscan.simulate.galaxies import span
 from lensscan.simulate.population import (
     ALL_FAMILIES,
     FAMILY_COLUMNS,
@@ -230,3 +231,15 @@ def test_hsc_preset_renders_as_before_the_families():
     hsc = Rendering()
     for col in FAMILY_COLUMNS:
         assert set(batch[col]) <= {*getattr(hsc, col[: -len("_family")]), "none"}, col
+    # spirals, as drawn before broad spirals got their own bulge, arms and knots (commit e96ea0c)
+    assert kinds[35] == kinds[45] == "spiral"
+    spirals = [render_range(spec, kinds, i, i + 1)["image"].sum() for i in (35, 45)]
+    np.testing.assert_allclose(spirals, [469.8567, 555.07263], rtol=1e-4)
+
+
+def test_a_fixed_setting_draws_nothing():
+    """A range of one value is that value and leaves the random stream as it was, so settings
+    that broad varies do not move hsc's draws."""
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert span(a, (3.0, 3.0)) == 3.0 and a.random() == b.random()
+    assert 1.0 <= span(a, (1.0, 4.0)) <= 4.0 and a.random() != b.random()
