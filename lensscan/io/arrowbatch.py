@@ -90,10 +90,11 @@ def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
             (pc.max(ids_col).as_py() or 0) > np.iinfo(np.int64).max:
         raise ShardError(url, "column 'object_id' holds uint64 ids above 2**63 - 1, which the "
                               "int64 ids of the output cannot carry; store them as strings")
-    if pa.types.is_integer(ids_col.type) and not id_null.any():
-        ids = ids_col.to_numpy()
-    else:  # strings, or integers with nulls: Python objects, None where null (never 0)
-        ids = np.asarray(ids_col.to_pylist(), dtype=object)
+    with _column_named(url, "object_id"):  # e.g. text that is not UTF-8
+        if pa.types.is_integer(ids_col.type) and not id_null.any():
+            ids = ids_col.to_numpy()
+        else:  # strings, or integers with nulls: Python objects, None where null (never 0)
+            ids = np.asarray(ids_col.to_pylist(), dtype=object)
     names = table.column_names
     with _column_named(url, "ra"):
         ra = table.column("ra").cast(pa.float64()).fill_null(np.nan).to_numpy() \

@@ -43,9 +43,26 @@ def catalog_format(url: str) -> str:
 def read_table(url: str, text: str | None = None) -> dict[str, np.ndarray]:
     """Every column of a catalogue file, keyed by its lower-cased name (native byte order;
     text as ``str`` objects; an array column as a 2-D array). ``text``: a column of a CSV file
-    to read as text, as typed (lower-cased name)."""
+    to read as text, as typed (lower-cased name).
+
+    Raises
+    ------
+    ValueError
+        When the file cannot be parsed as its format, or two columns share a name up to case,
+        naming the file."""
     fmt = catalog_format(url)
     data = storage.read_bytes(url)
+    try:
+        table = _parse(url, fmt, data, text)
+    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        if isinstance(exc, FileNotFoundError) or str(exc).startswith(f"{url}:"):
+            raise
+        raise ValueError(f"{url}: not a readable {fmt} catalogue "
+                         f"({(str(exc).splitlines() or [type(exc).__name__])[0][:200]})") from None
+    return table
+
+
+def _parse(url: str, fmt: str, data: bytes, text: str | None) -> dict[str, np.ndarray]:
     if fmt == "csv":
         import pyarrow.csv as pacsv
 
@@ -53,42 +70,92 @@ def read_table(url: str, text: str | None = None) -> dict[str, np.ndarray]:
         if text:
             names = pacsv.open_csv(pa.BufferReader(data)).schema.names
             types = {n: pa.string() for n in names if n.lower() == text}
-        return _from_arrow(pacsv.read_csv(
+        return _from_arrow(url, pacsv.read_csv(
             pa.BufferReader(data), convert_options=pacsv.ConvertOptions(column_types=types)))
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return _from_arrow(pq.read_table(pa.BufferReader(data)))
+        return _from_arrow(url, pq.read_table(pa.BufferReader(data)))
     from astropy.table import Table
 
     table = Table.read(io.BytesIO(data), format="fits" if fmt == "fits" else "votable")
-    return {name.lower(): _native(np.asarray(table[name])) for name in table.colnames}
+    # a masked column (FITS TNULL, VOTable null) keeps its mask: a null id is no id
+    return _ambiguous({name.lower(): _native(table[name] if isinstance(table[name],
+                                                                       np.ma.MaskedArray)
+                                             else np.asarray(table[name]))
+                       for name in table.colnames}, table.colnames)
 
 
-def _from_arrow(table: pa.Table) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Unusable:
+    """A column of a :func:`read_table` result that cannot be used, and why (refused only
+    where it is used: a catalogue may carry columns lensscan never reads)."""
+
+    reason: str
+
+
+def _ambiguous(table: dict, names: list[str]) -> dict:
+    """``table`` with each name that two columns share up to case (``Z`` and ``z``) marked
+    :class:`Unusable`: which is meant cannot be told."""
+    lower = [n.lower() for n in names]
+    return {k: (Unusable(f"two columns are named {k!r} up to case; rename one")
+                if lower.count(k) > 1 else v) for k, v in table.items()}
+
+
+def column(url: str, table: dict, name: str) -> np.ndarray:
+    """Column ``name`` (any case) of a :func:`read_table` result, refused in one line when
+    missing or :class:`Unusable`."""
+    key = name.lower()
+    if key not in table:
+        raise ValueError(f"{url}: no column {name!r} (columns: {sorted(table)})")
+    if isinstance(table[key], Unusable):
+        raise ValueError(f"{url}: column {name!r}: {table[key].reason}")
+    return table[key]
+
+
+def _from_arrow(url: str, table: pa.Table) -> dict[str, np.ndarray]:
     out = {}
     for name, col in zip(table.column_names, table.columns, strict=True):
         typ = col.type
-        if pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ):
+        if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):  # text, unless not UTF-8
+            values = col.to_pylist()
+            bad = [i for i, v in enumerate(values) if v is not None and not _is_utf8(v)]
+            out[name.lower()] = (Unusable(f"row {bad[0] + 1} is not UTF-8 text") if bad else
+                                 np.asarray([v if v is None else v.decode() for v in values],
+                                            dtype=object))
+        elif pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ):
             out[name.lower()] = np.asarray(col.to_pylist(), dtype=float)
         elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
             out[name.lower()] = np.asarray(col.to_pylist(), dtype=object)
         else:
             out[name.lower()] = _native(col.to_numpy(zero_copy_only=False))
-    return out
+    return _ambiguous(out, table.column_names)
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _native(values: np.ndarray) -> np.ndarray:
     """Native byte order; bytes decoded to ``str``; masked entries as NaN (floats) or None."""
-    if np.ma.isMaskedArray(values):
-        fill = np.nan if values.dtype.kind == "f" else None
-        values = values.astype(object if fill is None else values.dtype).filled(fill)
+    mask = np.ma.getmaskarray(values) if np.ma.isMaskedArray(values) else None
+    values = np.asarray(np.ma.getdata(values))
     if values.dtype.kind in "SU":
         text = values.astype(str) if values.dtype.kind == "U" else np.char.decode(values, "ascii")
-        return np.asarray([s.strip() for s in text.ravel()], dtype=object).reshape(values.shape)
-    if values.dtype.kind in "iuf" and not values.dtype.isnative:
-        return values.astype(values.dtype.newbyteorder("="))
-    return values
+        values = np.asarray([s.strip() for s in text.ravel()], dtype=object).reshape(values.shape)
+    elif values.dtype.kind in "iuf" and not values.dtype.isnative:
+        values = values.astype(values.dtype.newbyteorder("="))
+    if mask is None or not mask.any():
+        return values
+    if values.dtype.kind == "f":
+        return np.where(mask, np.nan, values)
+    out = values.astype(object)
+    out[mask] = None
+    return out
 
 
 def read_catalog(url: str, cols: Columns | None = None,
@@ -118,19 +185,18 @@ def read_catalog(url: str, cols: Columns | None = None,
     cols = cols or Columns()
     table = read_table(url)
     for want in (cols.id, cols.ra, cols.dec):
-        if want.lower() not in table:
-            raise ValueError(f"{url}: no column {want!r} (columns: {sorted(table)})")
-    if table[cols.id.lower()].dtype.kind == "f" and catalog_format(url) == "csv":
+        column(url, table, want)
+    if column(url, table, cols.id).dtype.kind == "f" and catalog_format(url) == "csv":
         # ids beyond int64 (or with a decimal point) parse as floats: keep them as typed
         table = read_table(url, text=cols.id.lower())
-    ids = _ids(url, table[cols.id.lower()], cols.id)
+    ids = _ids(url, column(url, table, cols.id), cols.id)
     out = {"object_id": ids}
     for key, name in (("ra", cols.ra), ("dec", cols.dec)):
         try:
-            out[key] = np.asarray(table[name.lower()], dtype=np.float64)
+            out[key] = np.asarray(column(url, table, name), dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{url}: column {name!r} must hold numbers (degrees)") from exc
-    psf = _psf_fwhm(table, bands)
+    psf = _psf_fwhm(url, table, bands)
     if psf is not None:
         out["psf_fwhm"] = psf
     return out
@@ -159,10 +225,16 @@ def _ids(url: str, raw: np.ndarray, name: str) -> np.ndarray:
     return ids
 
 
-def _psf_fwhm(table: dict[str, np.ndarray], bands: tuple[str, ...]) -> np.ndarray | None:
-    if "psf_fwhm" in table and np.ndim(table["psf_fwhm"]) == 2:
+def _psf_fwhm(url: str, table: dict[str, np.ndarray], bands: tuple[str, ...]
+              ) -> np.ndarray | None:
+    if "psf_fwhm" in table and np.ndim(column(url, table, "psf_fwhm")) == 2:
         return np.asarray(table["psf_fwhm"], dtype=np.float32)
     names = [f"psf_fwhm_{b.lower()}" for b in bands]
     if all(n in table for n in names):
-        return np.stack([np.asarray(table[n], dtype=np.float32) for n in names], axis=1)
+        cols = [column(url, table, n) for n in names]
+        try:
+            return np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=1)
+        except (TypeError, ValueError):
+            raise ValueError(f"{url}: columns {names} must hold numbers (FWHM in arcsec)"
+                             ) from None
     return None

@@ -10,6 +10,7 @@ wildcard values: ``s3://survey/coadd/*/calexp-HSC-{band}-*.fits`` with bands ``G
 from __future__ import annotations
 
 import io
+import math
 import re
 import warnings
 from collections.abc import Iterator
@@ -129,28 +130,64 @@ def image_hdu(hdul: fits.HDUList, url: str) -> int:
     raise ValueError(f"{url}: no two-dimensional image HDU")
 
 
-def header_zeropoint(header: fits.Header, primary: fits.Header) -> float | None:
+#: AB zero-points outside this range are no survey's (HSC 27, nJy 31.4, DES 30): a header
+#: error, which would scale every stamp to nothing or to overflow
+ZEROPOINT_RANGE = (10.0, 45.0)
+
+
+def header_zeropoint(header: fits.Header, primary: fits.Header, url: str = "") -> float | None:
     """AB zero-point from ``MAGZERO``/``MAGZP``, ``FLUXMAG0`` (HSC: the flux of magnitude 0) or
-    ``BUNIT = nJy`` (31.4), looked up in the image header and then the primary header."""
+    ``BUNIT = nJy`` (31.4), looked up in the image header and then the primary header.
+
+    Raises
+    ------
+    ValueError
+        For a value that is not a number, a ``FLUXMAG0`` that is not positive, or a zero-point
+        outside :data:`ZEROPOINT_RANGE`, naming ``url`` and the key.
+    """
     for hdr in (header, primary):
-        for key in ("MAGZERO", "MAGZP"):
+        for key in ("MAGZERO", "MAGZP", "FLUXMAG0"):
             if key in hdr:
-                return float(hdr[key])
-        if float(hdr.get("FLUXMAG0", 0) or 0) > 0:
-            return float(2.5 * np.log10(float(hdr["FLUXMAG0"])))
+                return _zeropoint(url, key, hdr[key])
         if str(hdr.get("BUNIT", "")).strip().lower() == "njy":
             return 31.4
     return None
 
 
+def _zeropoint(url: str, key: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{url}: header {key} = {value!r} is not a number") from None
+    if key == "FLUXMAG0":
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{url}: header FLUXMAG0 = {value!r}: the flux of magnitude 0 "
+                             "must be a positive number")
+        v = float(2.5 * np.log10(v))
+    lo, hi = ZEROPOINT_RANGE
+    if not lo <= v <= hi:
+        raise ValueError(f"{url}: header {key} = {value!r} gives an AB zero-point of {v:g}, "
+                         f"outside {lo:g}-{hi:g}: fix the header")
+    return v
+
+
 def read_band_image(url: str) -> BandImage:
-    """Read one image's headers (no pixels)."""
-    with open_image(url) as hdul:
-        k = image_hdu(hdul, url)
-        hdr = hdul[k].header
-        shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
-        zp = header_zeropoint(hdr, hdul[0].header)
-        text = hdr.tostring()
+    """Read one image's headers (no pixels); a file that is not a readable FITS image is
+    refused in one line naming it."""
+    try:
+        with open_image(url) as hdul:
+            k = image_hdu(hdul, url)
+            hdr = hdul[k].header
+            shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
+            zp = header_zeropoint(hdr, hdul[0].header, url)
+            text = hdr.tostring()
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        if str(exc).startswith(f"{url}:"):
+            raise
+        raise ValueError(f"{url}: not a readable FITS image ({str(exc).splitlines()[0][:200]})"
+                         ) from None
     img = BandImage(url, k, shape, text, (0.0, 0.0), zp)
     wcs = img.wcs()
     if not wcs.has_celestial or wcs.naxis != 2:

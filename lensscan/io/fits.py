@@ -108,7 +108,8 @@ def _check_complete(url: str, hdul: fits.HDUList) -> None:
     size = getattr(info["file"], "size", None) if info else None
     if not size:
         return
-    need = info["datLoc"] + hdul[last].size
+    # the bytes on disk: a tile-compressed image's .size is its decompressed size
+    need = info["datLoc"] + info.get("datSpan", hdul[last].size)
     if need > size:
         shape = _shape(hdul["CUTOUTS"].header) if "CUTOUTS" in [h.name for h in hdul] else ()
         rows = shape[0] if len(shape) == 4 else None
@@ -128,7 +129,7 @@ def _shard_info(url: str, hdul: fits.HDUList, names: list[str]) -> FitsInfo:
     nobj = hdul["OBJECTS"].header.get("NAXIS2", -1)
     if nobj != shape[0]:
         raise ShardError(
-            url, f"OBJECTS table has {nobj} rows but CUTOUTS holds {shape[0]} cutouts"
+            url, f"OBJECTS table has {nobj} rows but CUTOUTS holds {shape[0]} cutouts", rows
         )
     formats = {c.name.upper(): str(c.format) for c in hdul["OBJECTS"].columns}
     if "OBJECT_ID" not in formats:
@@ -198,7 +199,38 @@ def _read_shard(url: str, hdul: fits.HDUList, start: int, stop: int | None) -> B
         id_null = ids == ""
     ra, dec, label = (np.asarray(table[cols[name]]) if name in cols else None
                       for name in ("RA", "DEC", "LABEL"))
-    return make_batch(ids, images, start, ra=ra, dec=dec, label=label, id_null=id_null)
+    return make_batch(ids, images, start, ra=_numbers(url, "RA", ra),
+                      dec=_numbers(url, "DEC", dec), label=_labels(url, label, start),
+                      id_null=id_null)
+
+
+def _numbers(url: str, name: str, values: np.ndarray | None) -> np.ndarray | None:
+    """Degrees as float64, or one line naming the column (as Parquet shards are told)."""
+    if values is None:
+        return None
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ShardError(url, f"column {name!r} must hold degrees as numbers, not "
+                              f"{values.dtype} (convert sexagesimal coordinates first)") from None
+
+
+def _labels(url: str, values, start: int = 0) -> np.ndarray | None:
+    """Labels as int8, refusing (as Parquet's cast does) a value that int8 cannot hold exactly:
+    a label of 300 or 0.7 is no class, and casting would make it one."""
+    if values is None:
+        return None
+    try:
+        raw = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ShardError(url, f"LABEL holds {np.asarray(values).dtype} values, not classes "
+                              "(1 lens, 0 not a lens, -1 unknown)") from None
+    bad = np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)) | (raw < -128) | (raw > 127))
+    if len(bad):
+        i = int(bad[0])
+        raise ShardError(url, f"LABEL of row {start + i} (0-based) is {raw[i]:g}, not a "
+                              "class (1 lens, 0 not a lens, -1 unknown)")
+    return raw.astype(np.int8)
 
 
 def _read_cube(url: str, hdul: fits.HDUList) -> Batch:
@@ -208,9 +240,9 @@ def _read_cube(url: str, hdul: fits.HDUList) -> Batch:
     stem = posixpath.basename(url.rstrip("/")).split(".")[0]
     oid = hdr.get("OBJECT_ID", stem)
     ids = np.array([oid], dtype=np.int64 if isinstance(oid, int) else object)
-    label = [hdr["LABEL"]] if "LABEL" in hdr else None
-    return make_batch(ids, image, ra=[hdr.get("RA", np.nan)], dec=[hdr.get("DEC", np.nan)],
-                      label=label)
+    label = _labels(url, [hdr["LABEL"]]) if "LABEL" in hdr else None
+    return make_batch(ids, image, ra=_numbers(url, "RA", [hdr.get("RA", np.nan)]),
+                      dec=_numbers(url, "DEC", [hdr.get("DEC", np.nan)]), label=label)
 
 
 def write_fits(url: str, batch: dict[str, np.ndarray],

@@ -28,7 +28,8 @@ DEEPLENSE_FOLDERS = {
 
 
 def load_npy(url: str) -> np.ndarray:
-    """Load one cutout as float32 ``(3, 64, 64)``; never unpickles.
+    """Load one cutout as float32 ``(3, 64, 64)``; never unpickles, and reads the header's shape
+    and dtype before any pixel (a header may claim exabytes).
 
     Raises
     ------
@@ -36,19 +37,35 @@ def load_npy(url: str) -> np.ndarray:
         When the file is not a plain numeric ``.npy`` array of that shape.
     """
     try:
-        arr = np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False)
+        buf = io.BytesIO(storage.read_bytes(url))
     except FileNotFoundError as exc:
         raise ShardError(url, "file not found") from exc
+    try:
+        shape, dtype = _header(buf)
+        if shape != CUTOUT_SHAPE:
+            raise ShardError(url, f"array has shape {shape}, expected {CUTOUT_SHAPE}")
+        if dtype.kind not in "fiu":
+            raise ShardError(url, f"array has dtype {dtype}, expected floating point")
+        buf.seek(0)
+        arr = np.load(buf, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise ShardError(url, f"not a readable .npy array ({str(exc)[:200]})") from exc
-    if arr.shape != CUTOUT_SHAPE:
-        raise ShardError(url, f"array has shape {arr.shape}, expected {CUTOUT_SHAPE}")
-    if arr.dtype.kind not in "fiu":
-        raise ShardError(url, f"array has dtype {arr.dtype}, expected floating point")
     finite = np.isfinite(arr)
     if np.abs(np.where(finite, arr, 0)).max() > np.finfo(np.float32).max:
         raise ShardError(url, "pixel values beyond float32's range (+-3.4e38)")
     return arr.astype(np.float32, copy=False)
+
+
+def _header(buf: io.BytesIO) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a ``.npy`` header (format 1.0 or 2.0); ValueError for anything else
+    (an ``.npz`` archive, a pickle, random bytes)."""
+    version = np.lib.format.read_magic(buf)
+    read = {(1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read is None:
+        raise ValueError(f".npy format version {version[0]}.{version[1]}: 1.0 and 2.0 are read")
+    shape, _, dtype = read(buf)
+    return tuple(shape), dtype
 
 
 def object_id_for(url: str, depth: int = 1) -> str:
@@ -89,6 +106,17 @@ def _listing(fs, root: str, folders: list[str]) -> list[tuple[str, str, str]]:
     return files
 
 
+def _check_id(url: str, object_id: str) -> None:
+    """A file name that is not text (bytes no encoding names, held as surrogates) cannot be an
+    id of the Parquet output: refused, naming the file as far as it prints."""
+    try:
+        object_id.encode()
+    except UnicodeEncodeError:
+        raise ShardError(url.encode(errors="surrogateescape").decode(errors="replace"),
+                         "the file name is not UTF-8 text, which the object_id must be; "
+                         "rename the file") from None
+
+
 def import_npy(
     src: str,
     out: str,
@@ -122,6 +150,7 @@ def import_npy(
                                      disable=not progress):
         split, label = DEEPLENSE_FOLDERS[name]
         try:
+            _check_id(url, object_id)
             image = load_npy(url)
         except ShardError as err:
             if on_error is None:

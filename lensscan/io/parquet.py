@@ -85,6 +85,10 @@ def _failure(url: str, what: str, exc: BaseException) -> LensscanError:
 
 def _check_schema(url: str, schema: pa.Schema) -> None:
     names = schema.names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ShardError(url, f"columns {twice} appear more than once; which is meant cannot be "
+                              "told")
     for col in ("object_id", "image"):
         if col not in names:
             raise ShardError(url, f"missing required column {col!r} (columns: {names})")

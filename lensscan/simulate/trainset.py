@@ -30,7 +30,7 @@ from lensscan.data.grades import graded_labels
 from lensscan.data.select import columns as filter_columns
 from lensscan.data.select import parse, select
 from lensscan.io import storage
-from lensscan.io.catalogs import FORMATS, read_table
+from lensscan.io.catalogs import FORMATS, column, read_table
 from lensscan.io.parquet import DEFAULT_BANDS, flux_metadata, write_parquet
 from lensscan.io.rows import read_columns, read_rows, survey_meta
 from lensscan.simulate.inject import paint
@@ -72,11 +72,10 @@ def host_mask(cfg: InjectConfig, index: dict[str, np.ndarray]) -> np.ndarray:
     if not cfg.hosts:
         return np.ones(len(index["row"]), bool)
     if is_catalog(cfg.hosts):
-        table = read_table(cfg.hosts)
-        col = cfg.host_id_col.lower()
-        if col not in table:
-            raise ValueError(f"{cfg.hosts}: no column {cfg.host_id_col!r}")
-        return np.isin(index["id_text"].astype(str), np.asarray(table[col]).astype(str))
+        # ids read as text, as typed: 00123 stays 00123
+        table = read_table(cfg.hosts, text=cfg.host_id_col.lower())
+        ids = column(cfg.hosts, table, cfg.host_id_col)
+        return np.isin(index["id_text"].astype(str), np.asarray(ids).astype(str))
     return select(cfg.hosts, index)
 
 

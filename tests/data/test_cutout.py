@@ -209,3 +209,25 @@ def test_positions_off_the_sky_end_missing_and_are_named(tmp_path, ray_local, ca
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and "2 row(s) have a position off the sky" in err[0]
     assert "cat.parquet" in err[0] and "ra_wrapped" in err[0]
+
+
+def test_band_images_that_cannot_be_read_or_scaled_are_named(tmp_path):
+    """A zero-byte band, a zero-point that is not a number or is no survey's (it would scale
+    every stamp to nothing), and a FLUXMAG0 that is not positive: one line naming the file."""
+    from astropy.io import fits
+
+    (tmp_path / "empty.fits").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.fits: not a readable FITS image"):
+        coadd.read_band_image(str(tmp_path / "empty.fits"))
+    for key, value, why in (("MAGZERO", "abc", "is not a number"),
+                            ("MAGZERO", 1e308, "outside 10-45"),
+                            ("FLUXMAG0", -5.0, "must be a positive number")):
+        hdu = fits.PrimaryHDU(np.zeros((8, 8), np.float32), header=tile_wcs(A).to_header())
+        hdu.header[key] = value
+        url = str(tmp_path / f"{key}.fits")
+        hdu.writeto(url, overwrite=True)
+        with pytest.raises(ValueError, match=rf"{key}\.fits: header {key} = .*{why}"):
+            coadd.read_band_image(url)
+    hdu.header["FLUXMAG0"] = 10 ** (0.4 * 27.0)
+    hdu.writeto(url, overwrite=True)
+    assert coadd.read_band_image(url).zeropoint == pytest.approx(27.0)

@@ -85,3 +85,31 @@ def test_ids_are_never_wrapped_or_rounded(tmp_path):
                    tmp_path / "f.parquet")
     with pytest.raises(ValueError, match="f.parquet: column 'object_id' holds floating-point"):
         read_catalog(str(tmp_path / "f.parquet"))
+
+
+def test_broken_catalogues_are_one_line_naming_the_file(tmp_path):
+    """Unparseable files, text that is not UTF-8, two columns of one name up to case, null ids
+    in FITS and non-numeric PSF columns are refused naming the file (and row, column)."""
+    bad = {"empty.csv": b"", "ragged.csv": b"object_id,ra,dec\n1,2\n3,4,5,6\n",
+           "trunc.parquet": b"PAR1\x00\x00"}
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=rf"{name}: not a readable \w+ catalogue"):
+            read_catalog(str(tmp_path / name))
+    (tmp_path / "u.csv").write_bytes(b"object_id,ra,dec\n\xff\xfe,10,1\nb,11,1\n")
+    with pytest.raises(ValueError, match=r"u.csv: column 'object_id': row 1 is not UTF-8"):
+        read_catalog(str(tmp_path / "u.csv"))
+    (tmp_path / "d.csv").write_text("object_id,ra,RA,dec,Z,z\n1,10,11,1,0.5,20\n")
+    with pytest.raises(ValueError, match=r"d.csv: column 'ra': two columns are named 'ra'"):
+        read_catalog(str(tmp_path / "d.csv"))
+    (tmp_path / "z.csv").write_text("object_id,ra,dec,Z,z\n1,10,1,0.5,20\n")
+    assert read_catalog(str(tmp_path / "z.csv"))["object_id"].tolist() == [1]  # Z, z unused
+    t = Table({"object_id": np.ma.masked_array([1, 2, 3], mask=[False, True, False]),
+               "ra": RA, "dec": DEC})
+    t.write(tmp_path / "m.fits")
+    with pytest.raises(ValueError, match="object ids must not be empty"):
+        read_catalog(str(tmp_path / "m.fits"))
+    (tmp_path / "p.csv").write_text("object_id,ra,dec,psf_fwhm_g,psf_fwhm_r,psf_fwhm_i\n"
+                                    "1,10,1,x,0.8,0.7\n")
+    with pytest.raises(ValueError, match="p.csv: columns .* must hold numbers"):
+        read_catalog(str(tmp_path / "p.csv"))

@@ -87,3 +87,29 @@ def test_non_finite_rows_flagged(tmp_path):
     got = read_shard(str(tmp_path / "s.fits"))
     assert list(got["status"][:2]) == ["ok", "ok"]
     assert got["status"][2].startswith("non_finite_pixels")
+
+
+def test_labels_a_class_cannot_hold_are_named_and_compressed_cubes_read(tmp_path):
+    """A LABEL of 300, 0.7 or NaN is no class: refused (as Parquet's cast refuses it), not
+    wrapped to 44 or cut to 0. A tile-compressed cube, shorter on disk than its pixels, reads."""
+    from astropy.table import Table
+
+    batch = make_batch(3, seed=5)
+    for value in (300, 0.7, np.nan):
+        fio.write_fits(str(tmp_path / "l.fits"), batch)
+        with fits.open(tmp_path / "l.fits") as hdul:
+            objects = Table(hdul["OBJECTS"].data)
+            objects["LABEL"] = np.array([1, value, 0], dtype=float)
+            new = fits.HDUList([hdul[0].copy(), hdul["CUTOUTS"].copy(),
+                                fits.table_to_hdu(objects)])
+            new[2].name = "OBJECTS"
+            new.writeto(tmp_path / "l.fits", overwrite=True)
+        with pytest.raises(ShardError, match=rf"l\.fits: LABEL of row 1 \(0-based\) is {value:g}"):
+            read_shard(str(tmp_path / "l.fits"))
+    cube = np.zeros((3, 64, 64), np.float32)
+    cube[:, 30:34, 30:34] = 1.0  # compresses to far fewer bytes than its 48 KiB
+    comp = fits.CompImageHDU(cube, compression_type="GZIP_1", quantize_level=0)
+    fits.HDUList([fits.PrimaryHDU(), comp]).writeto(tmp_path / "c.fits")
+    assert fio.fits_info(str(tmp_path / "c.fits")).num_rows == 1
+    (unit,) = plan_units(str(tmp_path / "c.fits"), rows_per_unit=10)
+    np.testing.assert_array_equal(read_unit(unit)["image"][0], cube)

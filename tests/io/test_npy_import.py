@@ -111,3 +111,26 @@ def test_an_import_that_reads_nothing_fails_and_overflowing_pixels_are_named(tmp
         import_npy(str(root), str(tmp_path / "o"), progress=False)
     with pytest.raises(NothingReadableError, match=r"\(1 skipped as unreadable\)"):
         import_npy(str(root), str(tmp_path / "o"), progress=False, on_error=lambda e: None)
+
+
+def test_archives_huge_headers_and_undecodable_names_are_named_and_skipped(tmp_path):
+    """An .npz archive named .npy, a header claiming an exabyte array (read before any pixel is)
+    and a file name that is not UTF-8 each end as one named, skippable error."""
+    import os
+
+    root = tmp_path / "d"
+    _layout(root, {"test_lenses": 2})
+    folder = root / "test_lenses"
+    np.savez(folder / "Z1.npz", a=np.zeros((3, 64, 64), np.float32))
+    os.rename(folder / "Z1.npz", folder / "Z1.npy")
+    header = {"descr": "<f4", "fortran_order": False, "shape": (10**9, 10**9)}
+    with open(folder / "H1.npy", "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+    os.close(os.open(os.path.join(os.fsencode(folder), b"U\xff1.npy"), os.O_CREAT | os.O_WRONLY))
+    skipped = []
+    counts = import_npy(str(root), str(tmp_path / "o"), progress=False, on_error=skipped.append)
+    assert counts["files"] == 2 and counts["skipped"] == 3
+    text = sorted(str(e) for e in skipped)
+    assert "H1.npy: array has shape (1000000000, 1000000000)" in text[0]
+    assert "file name is not UTF-8 text" in text[1]
+    assert "Z1.npy: not a readable .npy array" in text[2]

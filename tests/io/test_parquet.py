@@ -283,3 +283,20 @@ def test_remote_footer_read_once_per_version(tmp_path, s3_bucket):
     np.testing.assert_array_equal(np.concatenate([g["object_id"] for g in got]),
                                   new["object_id"])
     np.testing.assert_array_equal(np.concatenate([g["image"] for g in got]), new["image"])
+
+
+def test_repeated_columns_and_ids_that_are_not_utf8_are_named(tmp_path):
+    """Two columns of one name (which is meant cannot be told) refuse the file; string ids
+    that are not UTF-8 refuse the unit, naming the column, instead of stopping the run."""
+    batch = make_batch(4, seed=3)
+    table = pio.batch_to_table(batch)
+    twice = pa.Table.from_arrays([*table.columns, table.column("ra")],
+                                 names=[*table.column_names, "ra"])
+    pq.write_table(twice, tmp_path / "twice.parquet")
+    with pytest.raises(ShardError, match=r"twice\.parquet: columns \['ra'\] appear more than"):
+        pio.parquet_info(str(tmp_path / "twice.parquet"))
+    ids = pa.array([b"ok1", b"\xff\xfe", b"ok2", b"ok3"], pa.binary()).view(pa.string())
+    bad = table.set_column(table.column_names.index("object_id"), "object_id", ids)
+    pq.write_table(bad, tmp_path / "utf8.parquet")
+    with pytest.raises(ShardError, match=r"utf8\.parquet: column 'object_id' cannot be read"):
+        pio.read_parquet(str(tmp_path / "utf8.parquet"))
