@@ -185,8 +185,8 @@ def _fits(table: pa.Table, prov: Provenance | None) -> bytes:
             head.set(f"TCOMM{k}", meta[2][:68], after=f"TUCD{k}")
     head["DATE"] = (_utc_now(), "file written (UTC)")
     for key, _, value in (prov.items() if prov else []):
-        if isinstance(value, str) and not _fits_text(value):  # a path or name in Unicode
-            value = quote(value, safe=_FITS_SAFE)
+        if isinstance(value, str) and any(c not in _FITS_SAFE for c in value):  # Unicode, or
+            value = quote(value, safe=_FITS_SAFE)  # a "%": unquoting a value is always right
         room = not isinstance(value, str) or len(value) <= 40  # long values take the card
         head[key] = (value, _COMMENTS.get(key, "") if room else "")
     buf = io.BytesIO()
@@ -194,7 +194,8 @@ def _fits(table: pa.Table, prov: Provenance | None) -> bytes:
     return buf.getvalue()
 
 
-#: Printable ASCII but "%": a header value with other characters is percent-encoded (RFC 3986)
+#: Printable ASCII but "%": a header value with another character (or a "%") is percent-encoded
+#: (RFC 3986), so that a reader may always unquote
 _FITS_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) != "%")
 
 _COMMENTS = {"CREATOR": "software that wrote this file",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 
@@ -28,10 +29,13 @@ ALIASES = {
 def _read_table(url: str, id_column: str | None = None) -> pa.Table:
     """A table file as Arrow, columns as named in the file (FITS big-endian made native); in a
     CSV the id columns (``id_column`` and the known names) are text, so ``00123`` stays so."""
-    if url.lower().endswith(".gz"):
-        raise ValueError(f"{url}: compressed truth tables are not read: decompress it first")
-    ext = os.path.splitext(url.lower())[1]
+    ext = os.path.splitext(url.lower().removesuffix(".gz"))[1]
     data = storage.read_bytes(url)
+    if url.lower().endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{url}: not a readable gzip file ({exc})") from None
     if ext == ".csv":
         import pyarrow.csv as pacsv
 
@@ -119,7 +123,12 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
         grades = [str(g).strip().lower() for g in table.column("grade").to_pylist()]
         table = table.filter(pa.array([g not in NOT_A_LENS for g in grades]))
     if "label" in names:
-        table = table.filter(pc.equal(table.column("label"), 1))
+        try:
+            lens = pc.equal(table.column("label").cast(pa.int64()), 1)
+        except pa.ArrowException:
+            raise ValueError(f"{url}: column 'label' must hold 1 (lens) or 0, not "
+                             f"{table.column('label').type} values") from None
+        table = table.filter(lens)
     return table
 
 

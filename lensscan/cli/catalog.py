@@ -14,7 +14,7 @@ def _query(a) -> None:
     listing = {"--where": a.where, "--min-score": a.min_score, "--cone": a.cone,
                "--candidates": a.candidates, "--columns": a.columns}
     matching = {"--match-radius": a.match_radius, "--truth-cols": a.truth_cols}
-    if a.truth and (cuts := [k for k, v in listing.items() if v not in (None, False)]):
+    if a.truth and (cuts := [k for k, v in listing.items() if v is not None and v is not False]):
         raise ValueError(f"--truth ranks the known lenses among all scores; {', '.join(cuts)} "
                          "cut a listing: run them without --truth")
     if not a.truth and (given := [k for k, v in matching.items() if v is not None]):

@@ -24,6 +24,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from lensscan.errors import StorageError
 from lensscan.io import storage
 
 BAND = "{band}"
@@ -147,7 +148,8 @@ def header_zeropoint(header: fits.Header, primary: fits.Header, url: str = "") -
     """
     for hdr in (header, primary):
         for key in ("MAGZERO", "MAGZP", "FLUXMAG0"):
-            if key in hdr:
+            # an empty FLUXMAG0, or 0, says "not known" (as before this check): the next source
+            if key in hdr and not (key == "FLUXMAG0" and hdr[key] in (None, 0, "")):
                 return _zeropoint(url, key, hdr[key])
         if str(hdr.get("BUNIT", "")).strip().lower() == "njy":
             return 31.4
@@ -162,7 +164,7 @@ def _zeropoint(url: str, key: str, value) -> float:
     if key == "FLUXMAG0":
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"{url}: header FLUXMAG0 = {value!r}: the flux of magnitude 0 "
-                             "must be a positive number")
+                             "must be a positive number (0 or empty: not known)")
         v = float(2.5 * np.log10(v))
     lo, hi = ZEROPOINT_RANGE
     if not lo <= v <= hi:
@@ -184,6 +186,8 @@ def read_band_image(url: str) -> BandImage:
     except FileNotFoundError:
         raise
     except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        if storage.is_storage_failure(exc):  # storage, not the file: the run stops, reruns
+            raise StorageError(url, f"cannot read ({storage.short(exc)})") from exc
         if str(exc).startswith(f"{url}:"):
             raise
         raise ValueError(f"{url}: not a readable FITS image ({str(exc).splitlines()[0][:200]})"

@@ -108,8 +108,9 @@ def _check_complete(url: str, hdul: fits.HDUList) -> None:
     size = getattr(info["file"], "size", None) if info else None
     if not size:
         return
-    # the bytes on disk: a tile-compressed image's .size is its decompressed size
-    need = info["datLoc"] + info.get("datSpan", hdul[last].size)
+    # the bytes on disk, without the padding to 2880 bytes (a file may lack it): .size, but a
+    # tile-compressed image's .size is its decompressed size, so at most the padded span
+    need = info["datLoc"] + min(hdul[last].size, info.get("datSpan", hdul[last].size))
     if need > size:
         shape = _shape(hdul["CUTOUTS"].header) if "CUTOUTS" in [h.name for h in hdul] else ()
         rows = shape[0] if len(shape) == 4 else None

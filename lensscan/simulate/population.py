@@ -196,7 +196,9 @@ class Population:
     spiral_pitch_deg: tuple[float, float] = (12.0, 30.0)
     # clumpy, flocculent star-forming disks: giant clumps hold up to 20% of a disk's light each at
     # z ~ 1-2 (Guo et al. 2015, ApJ 800, 39) and some percent nearby (Mehta et al. 2021, ApJ 912,
-    # 49); bright blue knots in an arm are the spiral look-alike of a lensed arc's images
+    # 49); bright blue knots in an arm are the spiral look-alike of a lensed arc's images. The
+    # knots come on top of the galaxy's light (central_mag_r: bulge and disk); broad lets one
+    # reach 40% of it, brighter than observed clumps: a hard negative on purpose
     spiral_bulge_frac: tuple[float, float] = (0.1, 0.5)  # of the galaxy's r flux
     spiral_disk_g_r: tuple[float, float] = (0.3, 0.8)  # the smooth disk's colour (arms: blue)
     spiral_arm_share: tuple[float, float] = (0.45, 0.45)  # of the disk's flux in blue arms

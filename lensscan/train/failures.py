@@ -8,7 +8,12 @@ tracebacks stay in Ray's log.
 
 from __future__ import annotations
 
-from ray.train import ControllerError, TrainingFailedError, WorkerGroupError
+from ray.train import TrainingFailedError
+
+try:
+    from ray.train import ControllerError, WorkerGroupError
+except ImportError:  # Ray Train V1 (RAY_TRAIN_V2_ENABLED=0): its errors carry no worker map
+    ControllerError = WorkerGroupError = ()  # type: ignore[assignment,misc]
 
 from lensscan.errors import RESUME_HINT, LensscanError
 
@@ -43,12 +48,12 @@ def training_failure(member: str, exc: TrainingFailedError, retries: int) -> Tra
     if isinstance(exc, WorkerGroupError) and exc.worker_failures:
         ranks = sorted(exc.worker_failures)
         where = f"worker {ranks[0]}" + (f" (and {len(ranks) - 1} more)" if len(ranks) > 1 else "")
+        where += f" after {retries} restarts"  # worker failures are what the restarts retry
         cause = root_cause(exc.worker_failures[ranks[0]])
-    elif isinstance(exc, ControllerError):
+    elif isinstance(exc, ControllerError):  # not retried
         where, cause = "Ray Train's controller", root_cause(exc.controller_failure)
     else:
         where, cause = "Ray Train", root_cause(exc)
     return TrainingError(
-        f"training {member} failed on {where} after {retries} restarts: {one_line(cause)} "
-        f"(tracebacks in Ray's log above); fix the cause and {RESUME_HINT} from its last "
-        "checkpoint")
+        f"training {member} failed on {where}: {one_line(cause)} (tracebacks in Ray's log "
+        f"above); fix the cause and {RESUME_HINT} from its last checkpoint")

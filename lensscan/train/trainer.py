@@ -199,9 +199,10 @@ LATER_FIELDS = {"lr_batch": None, "keep_labels": False}
 
 def run_name(cfg: TrainConfig) -> str:
     """Stable name of a training run: the same command resumes the same run. Without ``--val``
-    the validation fold's rule is part of the name: a run begun under another rule (an older
-    lensscan) split other rows off, so it is not resumed with this one's (its validation rows
-    would have trained) but begun afresh."""
+    the validation fold's rule (:data:`FOLD_RULE`, its text) is part of the name: a run begun
+    under another rule split other rows off, so it is not resumed with this one's (its
+    validation rows would have trained) but begun afresh. Runs without ``--val`` begun before
+    the rule was part of the name begin afresh too, whatever their rule."""
     key = dict(cfg.to_dict(), workers=None, gpu=None, storage=None, cpus_per_worker=None,
                torch_threads=None)
     for name, default in LATER_FIELDS.items():  # at their defaults: the name as it was

@@ -174,7 +174,7 @@ def test_fits_header_percent_encodes_a_non_ascii_path_and_votable_refuses_a_cr(t
     reading, so an id holding one is refused for VOTable, not changed."""
     from urllib.parse import unquote
 
-    out = _output(tmp_path / "rün")
+    out = _output(tmp_path / "rün 100%")
     dest = str(tmp_path / "u.fits")
     assert main(["query", out, "--top", "3", "--format", "fits", "-o", dest]) == 0
     with fits.open(dest) as hdul:

@@ -398,9 +398,9 @@ def test_saturated_scores_rank_by_their_logit(tmp_path):
 
 
 def test_truth_tables_of_every_kind_read_and_count_right(out, tmp_path):
-    """A label column keeps its lenses; an id column named with --truth-cols stays text
-    (leading zeros and all); a compressed table is refused plainly; purity counts the rows
-    scored when --top asks for more."""
+    """A label column keeps its lenses (text labels are refused); an id column named with
+    --truth-cols stays text (leading zeros and all); a gzipped table is read; purity counts the
+    rows scored when --top asks for more."""
     from lensscan.catalog.truth import read_truth, recovery
 
     path, rows = out
@@ -409,9 +409,16 @@ def test_truth_tables_of_every_kind_read_and_count_right(out, tmp_path):
     (tmp_path / "n.csv").write_text("ObjName,x\n00123,1\n")
     t = read_truth(str(tmp_path / "n.csv"), "ObjName,,")
     assert t.column("object_id").to_pylist() == ["00123"]
-    (tmp_path / "t.csv.gz").write_bytes(b"\x1f\x8b")
-    with pytest.raises(ValueError, match="compressed truth tables are not read"):
-        read_truth(str(tmp_path / "t.csv.gz"))
+    import gzip
+
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(b"object_id\n00042\n"))
+    assert read_truth(str(tmp_path / "t.csv.gz")).column("object_id").to_pylist() == ["00042"]
+    (tmp_path / "b.csv.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(ValueError, match="b.csv.gz: not a readable gzip file"):
+        read_truth(str(tmp_path / "b.csv.gz"))
+    (tmp_path / "y.csv").write_text("object_id,label\n5,yes\n")
+    with pytest.raises(ValueError, match="y.csv: column 'label' must hold 1"):
+        read_truth(str(tmp_path / "y.csv"))
     scored = int(_ok(rows).sum())
     best = int(np.nanargmax(np.where(_ok(rows), rows["score"], np.nan)))
     _, summary = recovery(path, pa.table({"object_id": [str(best)]}), top=10 * len(rows["score"]))
@@ -437,6 +444,8 @@ def test_query_options_that_do_not_go_together_are_refused(out, capsys):
     assert main(["query", path, "--truth", "t.csv", "--where", "score > 0.5",
                  "--min-score", "0.9"]) == 2
     assert "--where, --min-score cut a listing" in capsys.readouterr().err
+    assert main(["query", path, "--truth", "t.csv", "--min-score", "0"]) == 2
+    assert "--min-score cut a listing" in capsys.readouterr().err
     assert main(["query", path, "--match-radius", "1"]) == 2
     assert "--match-radius only go with --truth" in capsys.readouterr().err
     assert main(["query", path, "--columns", "ra,ra"]) == 2

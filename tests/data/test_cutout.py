@@ -231,3 +231,8 @@ def test_band_images_that_cannot_be_read_or_scaled_are_named(tmp_path):
     hdu.header["FLUXMAG0"] = 10 ** (0.4 * 27.0)
     hdu.writeto(url, overwrite=True)
     assert coadd.read_band_image(url).zeropoint == pytest.approx(27.0)
+    # FLUXMAG0 = 0 says "not known": the primary header's MAGZERO is used, as before the check
+    hdu.header["FLUXMAG0"] = 0
+    fits.HDUList([fits.PrimaryHDU(header=fits.Header([("MAGZERO", 27.5)])),
+                  fits.ImageHDU(hdu.data, hdu.header)]).writeto(url, overwrite=True)
+    assert coadd.read_band_image(url).zeropoint == pytest.approx(27.5)

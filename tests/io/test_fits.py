@@ -106,6 +106,17 @@ def test_labels_a_class_cannot_hold_are_named_and_compressed_cubes_read(tmp_path
             new.writeto(tmp_path / "l.fits", overwrite=True)
         with pytest.raises(ShardError, match=rf"l\.fits: LABEL of row 1 \(0-based\) is {value:g}"):
             read_shard(str(tmp_path / "l.fits"))
+    fio.write_fits(str(tmp_path / "pad.fits"), batch)  # complete data, final padding cut off
+    with fits.open(tmp_path / "pad.fits") as hdul:
+        last = len(hdul) - 1
+        end = hdul.fileinfo(last)["datLoc"] + hdul[last].size
+    data = (tmp_path / "pad.fits").read_bytes()
+    assert end < len(data)
+    (tmp_path / "nopad.fits").write_bytes(data[:end])
+    assert fio.fits_info(str(tmp_path / "nopad.fits")).num_rows == 3
+    (tmp_path / "short.fits").write_bytes(data[:end - 1])
+    with pytest.raises(ShardError, match="truncated FITS file"):
+        fio.fits_info(str(tmp_path / "short.fits"))
     cube = np.zeros((3, 64, 64), np.float32)
     cube[:, 30:34, 30:34] = 1.0  # compresses to far fewer bytes than its 48 KiB
     comp = fits.CompImageHDU(cube, compression_type="GZIP_1", quantize_level=0)
