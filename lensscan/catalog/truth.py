@@ -197,11 +197,14 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
         table = duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types: a damaged part, no part at all
         raise ValueError(f"{out}: cannot read the scores ({str(exc).splitlines()[0]})") from None
-    scored = duck.fetch_arrow(con, f"SELECT count(*) AS n FROM {src} WHERE {duck.SCORED}")
-    return table, _summary(table, top, scored["n"][0].as_py())
+    n_scored = None
+    if top is not None:  # the top holds at most the rows scored: one count, only when asked
+        scored = duck.fetch_arrow(con, f"SELECT count(*) AS n FROM {src} WHERE {duck.SCORED}")
+        n_scored = scored["n"][0].as_py()
+    return table, _summary(table, top, n_scored)
 
 
-def _summary(table: pa.Table, top: int | None, n_scored: int) -> dict:
+def _summary(table: pa.Table, top: int | None, n_scored: int | None) -> dict:
     """Known, matched and, with ``top``, recovered, recall and purity (over at most the
     ``n_scored`` rows the top can hold)."""
     ranks = np.array([r if r is not None else np.inf for r in table.column("rank").to_pylist()],
@@ -213,7 +216,7 @@ def _summary(table: pa.Table, top: int | None, n_scored: int) -> dict:
         # purity counts candidates, not known lenses: two entries of one lens (merged
         # catalogues) matching one candidate are one true positive in the top
         hits = len(set(ranks[ranks <= top].tolist()))
-        shown = min(top, n_scored)
+        shown = min(top, n_scored if n_scored is not None else top)
         summary.update({"top": top, "recovered": found,
                         "recall": found / n_known if n_known else None,
                         "purity": hits / shown if shown else None})
