@@ -238,20 +238,20 @@ class InjectConfig:
     host_id_col: str = option("object_id", "id column of a host catalogue")
     host_negatives: float = option(0.5, "share of the negatives drawn from the host pool (the "
                                    "rest from the whole survey), so that a host's looks alone do "
-                                   "not tell lenses apart")
+                                   "not tell lenses apart", low=0, high=1)
     false_positives: list[str] = option([], "rows graded 'not a lens' join as non-lenses; "
                                         "repeatable", metavar="GRADES_CSV")
     theta_e_col: str | None = option(None, "host column with the Einstein radius (arcsec) "
                                      "(default: from the host's brightness)")
     theta_e_ref: float = option(1.0, "Einstein radius (arcsec) of a host as bright as "
-                                "--host-mag-ref")
+                                "--host-mag-ref", above=0)
     host_mag_ref: float = option(21.0, "r magnitude inside the aperture of a 1\" lens")
     theta_e_slope: float = option(0.5, "theta_E ~ L^slope")
     theta_e_scatter: float = option(0.15, "scatter (dex) of the Einstein radius at a given "
-                                    "brightness")
+                                    "brightness", low=0)
     theta_e_range: tuple[float, float] = option((0.5, 3.0), "Einstein radii (arcsec) are clipped "
                                                 "to this range", metavar=("MIN", "MAX"))
-    aperture: float = option(2.0, "arcsec radius of the host's aperture magnitude")
+    aperture: float = option(2.0, "arcsec radius of the host's aperture magnitude", above=0)
     psf_fwhm: list[float] | None = option(None, "PSF FWHM (arcsec) per band for rows without a "
                                           "psf_fwhm column", metavar="G,R,I", per_band=True)
     psf_fwhm_cols: list[str] | None = option(None, "take the PSF FWHM from these columns (e.g. "
@@ -259,15 +259,16 @@ class InjectConfig:
                                              metavar="COL_G,COL_R,COL_I", per_band=True)
     psf_family: str = option("moffat", "profile of the PSF the arcs are convolved with",
                              choices=["moffat", "gaussian"])
-    psf_beta: float = option(3.0, "Moffat slope")
+    psf_beta: float = option(3.0, "Moffat slope", above=1)
     gain: list[float] = option([600.0, 800.0, 1500.0], "electrons per flux unit at zero-point "
                                "27 (converted to the survey's), for the Poisson noise of the "
                                "added flux (default: the simulator's HSC coadd values)",
                                metavar="G,R,I", per_band=True)
     poisson: bool = option(True, "add the arcs without noise (for checks)", flag="--no-poisson")
-    min_arc_snr: float = option(10.0, "fainter arcs are brightened to 1-2 times this S/N")
+    min_arc_snr: float = option(10.0, "fainter arcs are brightened to 1-2 times this S/N",
+                                low=0)
     paint_floor: float = option(1e-3, "pixels where the arc adds less than this times the sky "
-                                "noise are left untouched")
+                                "noise are left untouched", low=0)
     preset: str = option("broad", "the simulator's population of sources and masses",
                          choices=["hsc", "broad"])
     supersample: int = option(2, "sub-pixels per pixel side where the source is ray-traced", low=1)

@@ -13,10 +13,9 @@ import pyarrow.compute as pc
 from lensscan import duck
 from lensscan.catalog.output import check_output
 from lensscan.catalog.query import angular_distance_sql, check_numbers, source_sql
+from lensscan.data import grades
 from lensscan.io import storage
 
-#: Grades (from the gallery's CSV export) that do not count as a known lens.
-NOT_A_LENS = {"not a lens", "n", "no", "0"}
 #: Column names recognised (case-insensitive) for each role, first match wins.
 ALIASES = {
     "object_id": ("object_id", "objid", "obj_id", "objectid", "id", "source_id", "name"),
@@ -92,8 +91,8 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
         ``RA``, ``RAJ2000``, ``ALPHA_J2000``, ``objid``, ...).
 
     It needs an id or ra/dec columns (degrees, RA in [0, 360), Dec in [-90, 90]). A ``grade``
-    column (the gallery's export) keeps only rows not graded "not a lens"; a ``label`` column
-    keeps only ``label == 1``.
+    column (the gallery's export) keeps the objects whose graders' combined grade is a lens (A or
+    B on average), one row each; a ``label`` column keeps only ``label == 1``.
     """
     given = (columns.split(",") + ["", "", ""])[:3] if columns else ["", "", ""]
     try:
@@ -120,8 +119,7 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
     if {"ra", "dec"} <= set(names):
         _check_positions(url, table)
     if "grade" in names:
-        grades = [str(g).strip().lower() for g in table.column("grade").to_pylist()]
-        table = table.filter(pa.array([g not in NOT_A_LENS for g in grades]))
+        table = _graded_lenses(url, table)
     if "label" in names:
         try:
             lens = pc.equal(table.column("label").cast(pa.int64()), 1)
@@ -130,6 +128,35 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
                              f"{table.column('label').type} values") from None
         table = table.filter(lens)
     return table
+
+
+def _graded_lenses(url: str, table: pa.Table) -> pa.Table:
+    """The rows of a grades table that are known lenses, one per object: graders' grades
+    combined as training combines them (each grader's latest, a mean of A = 3 ... not a lens = 0
+    of 1.5 or more; :mod:`lensscan.data.grades`). Without ids, each row's own grade is A or B."""
+    col = {n: table.column(n).to_pylist() for n in ("object_id", "grader", "time")
+           if n in table.column_names}
+    ids = np.asarray([str(v).strip() if v is not None else "" for v in
+                      col.get("object_id", range(table.num_rows))], dtype=object)
+    values = grades.grade_values(url, ids, table.column("grade").to_pylist())
+    if "object_id" not in col:
+        return table.filter(pa.array(values >= grades.LENS_AT))
+
+    def text(name: str, default: str) -> np.ndarray:
+        return np.asarray([str(v or "").strip() or default for v in
+                           col.get(name, [None] * len(ids))], dtype=object)
+
+    times = text("time", "")
+    for i, t in enumerate(times):
+        grades.instant(url, i, t)
+    rows = {"object_id": ids, "value": values, "grader": text("grader", url), "time": times}
+    combined = grades.combine(grades.latest([rows]))
+    lens = set(combined.object_id[combined.label == 1].tolist())
+    first = {}
+    for i, v in enumerate(ids):
+        if v in lens:
+            first.setdefault(v, i)
+    return table.take(pa.array(sorted(first.values()), pa.int64()))
 
 
 def _check_positions(url: str, table: pa.Table) -> None:

@@ -2,8 +2,10 @@
 
 A grades CSV has ``object_id,grade`` with grade ``A``, ``B``, ``C`` or ``not a lens`` (also
 ``3``/``2``/``1``/``0``, and ``n``/``no`` for not a lens), and optionally ``grader``, ``time``
-and ``score``. A file without a ``grader`` column is one grader, named by the file's stem. When a
-grader graded an object more than once, the latest (by ``time``, else the last row) counts.
+(ISO 8601; without a zone it is UTC) and ``score``. A row without a grader name (no ``grader``
+column, or an empty one: the gallery's name field is optional) is graded by the file, named by
+its path, so two graders' ``grades.csv`` in two folders stay two graders. When a grader graded
+an object more than once, the latest (by ``time`` as an instant, else the last row) counts.
 
 Grades are combined per object on the usual scale A = 3, B = 2, C = 1, not a lens = 0: a mean of
 1.5 or more is a lens, under 0.5 a non-lens, and in between (C-like) is left out unless the
@@ -12,8 +14,8 @@ Grades are combined per object on the usual scale A = 3, B = 2, C = 1, not a len
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -62,36 +64,60 @@ def read_grades(url: str) -> dict[str, np.ndarray]:
             raise ValueError(f"{url}: a grades CSV needs columns object_id and grade "
                              f"(has {names})")
     n = table.num_rows
-    ids = np.asarray([str(v) if v is not None else "" for v in table["object_id"].to_pylist()],
-                     dtype=object)
-    values = np.empty(n, np.int8)
-    for i, g in enumerate(table["grade"].to_pylist()):
-        key = str(g or "").strip().lower()
-        if key not in VALUES or not ids[i]:
-            raise ValueError(f"{url}: row {i + 2}: grade {g!r} of object {ids[i]!r} is not one "
-                             "of A, B, C, not a lens")
-        values[i] = VALUES[key]
-    stem = os.path.basename(url).rsplit(".", 1)[0]
+    ids = np.asarray([str(v).strip() if v is not None else "" for v in
+                      table["object_id"].to_pylist()], dtype=object)
+    values = grade_values(url, ids, table["grade"].to_pylist())
 
     def text(col: str, default: str) -> np.ndarray:
         if col not in names:
             return np.full(n, default, dtype=object)
-        return np.asarray([v or default for v in table[col].to_pylist()], dtype=object)
+        return np.asarray([(v or "").strip() or default for v in table[col].to_pylist()],
+                          dtype=object)
 
+    times = text("time", "")
+    for i, t in enumerate(times):
+        instant(url, i, t)  # refuse a time that cannot be ordered, naming its row
     try:
         score = (np.asarray(table["score"].cast(pa.float64()).fill_null(np.nan).to_numpy())
                  if "score" in names else np.full(n, np.nan))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise ValueError(f"{url}: column 'score' must hold numbers "
                          f"({str(exc).splitlines()[0]})") from None
-    return {"object_id": ids, "value": values, "grader": text("grader", stem),
-            "time": text("time", ""), "score": score}
+    return {"object_id": ids, "value": values, "grader": text("grader", url),
+            "time": times, "score": score}
+
+
+def grade_values(url: str, ids: np.ndarray, grades: list) -> np.ndarray:
+    """The grades of a file's rows on the 0-3 scale; an unknown grade or an empty id raises
+    ``ValueError`` naming its row (the CSV's line: the header is line 1)."""
+    values = np.empty(len(grades), np.int8)
+    for i, g in enumerate(grades):
+        key = str(g or "").strip().lower()
+        if key not in VALUES or not ids[i]:
+            raise ValueError(f"{url}: row {i + 2}: grade {g!r} of object {ids[i]!r} is not one "
+                             "of A, B, C, not a lens")
+        values[i] = VALUES[key]
+    return values
+
+
+def instant(url: str, i: int, text: str) -> float:
+    """A grade's ``time`` as POSIX seconds (``-inf`` when empty): ISO 8601, UTC when it names no
+    zone, so ``...07.9Z`` is after ``...07Z`` and ``10:00+09:00`` before ``02:00Z``."""
+    if not text:
+        return float("-inf")
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{url}: row {i + 2}: time {text!r} is not an ISO 8601 time such as "
+                         "2026-11-29T10:00:07Z") from None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 def latest(grades: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """All graders' rows together, one per (object, grader): the latest by time, else the last."""
     rows = {k: np.concatenate([g[k] for g in grades]) for k in grades[0]}
-    order = np.lexsort((np.arange(len(rows["time"])), rows["time"].astype(str)))
+    when = np.array([instant("", i, str(t)) for i, t in enumerate(rows["time"])])
+    order = np.lexsort((np.arange(len(when)), when))
     keep: dict[tuple[str, str], int] = {}
     for i in order:
         keep[(rows["object_id"][i], rows["grader"][i])] = i
@@ -139,13 +165,21 @@ def agreement(rows: dict[str, np.ndarray]) -> dict[str, float | int | None]:
     return out
 
 
-def graded_labels(urls: list[str], grade_c: str = "drop") -> tuple[dict[str, int], dict]:
-    """Labels from one or more graders' CSVs, and a report (agreement, counts per label)."""
+def graded(urls: list[str], grade_c: str = "drop") -> tuple[Combined, dict]:
+    """One or more graders' CSVs combined per object, and a report (agreement, counts per
+    label)."""
     rows = latest([read_grades(u) for u in urls])
     combined = combine(rows, grade_c)
     report = {**agreement(rows), "lens": int((combined.label == 1).sum()),
               "nonlens": int((combined.label == 0).sum()),
               "left_out": int((combined.label < 0).sum()), "grade_c": grade_c}
+    return combined, report
+
+
+def graded_labels(urls: list[str], grade_c: str = "drop") -> tuple[dict[str, int], dict]:
+    """Labels from one or more graders' CSVs (the objects kept), and the report of
+    :func:`graded`."""
+    combined, report = graded(urls, grade_c)
     return combined.labels(), report
 
 
@@ -155,5 +189,8 @@ def describe(r: dict) -> str:
     agree = ("no object graded twice" if r["agreement"] is None else
              f"agreement {r['agreement']:.0%} on {r['graded_by_several']} objects graded by "
              f"several, Fleiss' kappa {kappa}")
+    missing = (f"; {r['not_in_data']} of the graded objects are not in the training data"
+               if r.get("not_in_data") else "")
     return (f"grades: {r['graders']} graders, {r['objects']} objects, {agree}; {r['lens']} "
-            f"lenses, {r['nonlens']} non-lenses, {r['left_out']} left out (C: {r['grade_c']})")
+            f"lenses, {r['nonlens']} non-lenses, {r['left_out']} left out (C: {r['grade_c']})"
+            f"{missing}")

@@ -26,20 +26,21 @@ import ray
 
 from lensscan import runtime
 from lensscan.config import InjectConfig
-from lensscan.data.grades import graded_labels
+from lensscan.data.grades import graded
 from lensscan.data.select import columns as filter_columns
 from lensscan.data.select import parse, select
 from lensscan.io import storage
 from lensscan.io.catalogs import FORMATS, column, read_table
 from lensscan.io.parquet import DEFAULT_BANDS, flux_metadata, write_parquet
 from lensscan.io.rows import read_columns, read_rows, survey_meta
-from lensscan.simulate.inject import paint
+from lensscan.simulate.inject import SIZE, paint
 from lensscan.simulate.population import preset
 
 SUMMARY = "_inject.json"
 LENS, NEGATIVE, FALSE_POSITIVE = 1, 0, 2
 ORIGIN = {LENS: "injected", NEGATIVE: "survey", FALSE_POSITIVE: "false_positive"}
 LENSES_PER_TASK = 32  # a task paints at most this many lenses (about 10 s of work)
+MAX_PSF_FWHM = 10.0  # arcsec: a larger "FWHM" is a fill value or a unit error, not a PSF
 TRUTH = ("theta_e", "source_mag_r", "magnification", "n_images", "arc_snr", "host_mag_r")
 
 
@@ -82,8 +83,8 @@ def host_mask(cfg: InjectConfig, index: dict[str, np.ndarray]) -> np.ndarray:
 def choose(cfg: InjectConfig, index: dict[str, np.ndarray], hosts: np.ndarray,
            false_pos: np.ndarray, graded_lens: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The jobs: ``kind`` (LENS, NEGATIVE, FALSE_POSITIVE), ``at`` (index row) and ``k`` (the
-    lens number, -1 otherwise), drawn with the seed. Rows graded lenses (``graded_lens``) are
-    neither hosts nor negatives."""
+    lens number, -1 otherwise), drawn with the seed. Rows graded lenses or maybe-lenses
+    (``graded_lens``) are neither hosts nor negatives."""
     rng = np.random.default_rng([cfg.seed, 2**32 - 1])
     taken = false_pos if graded_lens is None else false_pos | graded_lens  # no host, no negative
     pool = np.flatnonzero(hosts & ~taken)
@@ -114,11 +115,16 @@ def _psf(batch: dict[str, np.ndarray], j: int, cfg: InjectConfig) -> np.ndarray 
     """The row's PSF FWHM per band (arcsec): its columns, else ``psf_fwhm``, else the default."""
     if cfg.psf_fwhm_cols:
         psf = np.array([batch[c][j] for c in cfg.psf_fwhm_cols], float)
-        if np.isfinite(psf).all():
+        if _usable(psf):  # a fill value (-99, 0, NaN) falls back to the next source
             return psf
-    if "psf_fwhm" in batch and np.isfinite(batch["psf_fwhm"][j]).all():
+    if "psf_fwhm" in batch and _usable(np.asarray(batch["psf_fwhm"][j], float)):
         return np.asarray(batch["psf_fwhm"][j], float)
     return None if cfg.psf_fwhm is None else np.asarray(cfg.psf_fwhm, float)
+
+
+def _usable(psf: np.ndarray) -> bool:
+    """A PSF FWHM per band that can be drawn: finite, positive, under 10 arcsec."""
+    return bool(np.isfinite(psf).all() and (psf > 0).all() and (psf < MAX_PSF_FWHM).all())
 
 
 def _row(jobs: dict, i: int, batch: dict, j: int, cfg: InjectConfig, pop,
@@ -135,12 +141,14 @@ def _row(jobs: dict, i: int, batch: dict, j: int, cfg: InjectConfig, pop,
            "psf_fwhm": psf if psf is not None else np.full(3, np.nan)}
     if kind != LENS:
         return batch["image"][j], rec
-    if psf is None:
-        return None
     offset = tuple(float(batch[c][j]) if c in batch else 0.0 for c in ("offset_x", "offset_y"))
+    if psf is None or not all(np.isfinite(o) and abs(o) < SIZE / 4 for o in offset):
+        return None  # no PSF, or no host near the centre to lens: a bad host, counted
     rng = np.random.default_rng([cfg.seed, int(jobs["k"][i])])
     painted = paint(batch["image"][j], offset, psf, rng, cfg, pop, meta[1], meta[2],
                     theta_e=float(jobs["theta_e"][i]))
+    if not painted.truth["n_images"] or not painted.truth["arc_snr"] > 0:
+        return None  # nothing painted onto the cutout: not a lens to train on
     rec.update({k: v for k, v in painted.truth.items() if k in rec},
                object_id=f"inj{int(jobs['k'][i]):07d}-{host_id}")
     return painted.image, rec
@@ -175,7 +183,10 @@ def make_part(name: str, jobs: dict[str, np.ndarray], urls: list[str], cfg: Inje
         batch["image"] = np.stack([images[i] for i in order]).astype(np.float32)
         write_parquet(storage.join(cfg.out, f"{name}.parquet"), batch, meta[0],
                       metadata=flux_metadata(meta[1], meta[2]))
-    return {"lenses": sum(r["injected"] for r in recs), "rows": len(recs),
+    written = [r["origin"] for r in recs]
+    return {"lenses": written.count(ORIGIN[LENS]), "rows": len(recs),
+            "negatives": written.count(ORIGIN[NEGATIVE]),
+            "false_positives": written.count(ORIGIN[FALSE_POSITIVE]),
             "bad_hosts": bad[LENS], "bad_negatives": bad[NEGATIVE] + bad[FALSE_POSITIVE]}
 
 
@@ -194,19 +205,23 @@ def _groups(jobs: dict[str, np.ndarray], size: int,
     return groups
 
 
-def _false_positives(cfg: InjectConfig,
-                     index: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rows graded "not a lens" and rows graded lenses (A/B) (combined over the CSVs), and how
-    many "not a lens" ids the survey lacks."""
+def _false_positives(cfg: InjectConfig, index: dict[str, np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Rows graded "not a lens", rows graded lenses (A/B) and rows whose grades are C-like
+    (left out of training, so neither hosts nor negatives), combined over the CSVs; and how
+    many distinct "not a lens" ids the survey lacks."""
     none = np.zeros(len(index["row"]), bool)
     if not cfg.false_positives:
-        return none, none, 0
-    labels, _ = graded_labels(cfg.false_positives)
-    ids = np.asarray([k for k, v in labels.items() if v == 0], dtype=str)
-    mask = np.isin(index["id_text"].astype(str), ids)
-    lenses = np.isin(index["id_text"].astype(str),
-                     np.asarray([k for k, v in labels.items() if v == 1], dtype=str))
-    return mask, lenses, len(ids) - int(mask.sum())
+        return none, none, none, 0
+    combined, _ = graded(cfg.false_positives)
+    ids = index["id_text"].astype(str)
+
+    def rows_of(label: int) -> np.ndarray:
+        return np.isin(ids, combined.object_id[combined.label == label].astype(str))
+
+    not_lens = combined.object_id[combined.label == 0].astype(str)
+    missing = len(np.setdiff1d(not_lens, ids))
+    return rows_of(0), rows_of(1), rows_of(-1), missing
 
 
 def _check_psf(cfg: InjectConfig, info) -> None:
@@ -219,6 +234,40 @@ def _check_psf(cfg: InjectConfig, info) -> None:
     elif cfg.lenses and cfg.psf_fwhm is None and "psf_fwhm" not in columns:
         raise ValueError(f"{cfg.survey}: no psf_fwhm column: give --psf-fwhm G,R,I or "
                          "--psf-fwhm-cols")
+
+
+def _theta_e(cfg: InjectConfig, index: dict[str, np.ndarray], jobs: dict[str, np.ndarray],
+             pixel_scale: float) -> np.ndarray:
+    """Each job's Einstein radius from ``--theta-e-col`` (NaN: from the host's brightness);
+    a lens whose value is not a radius on the cutout is refused, naming its row."""
+    if not cfg.theta_e_col:
+        return np.full(len(jobs["at"]), np.nan)
+    try:
+        theta = np.asarray(index[cfg.theta_e_col][jobs["at"]], dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{cfg.survey}: --theta-e-col {cfg.theta_e_col} must hold numbers "
+                         "(arcsec)") from None
+    half = SIZE / 2 * pixel_scale
+    bad = (jobs["kind"] == LENS) & ~np.isnan(theta) & ~((theta > 0) & (theta <= half))
+    if bad.any():
+        at = jobs["at"][np.argmax(bad)]
+        raise ValueError(f"{cfg.survey}: object {index['id_text'][at]} (shard {index['shard'][at]}"
+                         f", row {index['row'][at]}): {cfg.theta_e_col} = "
+                         f"{theta[np.argmax(bad)]:g} is not an Einstein radius in (0, {half:.2f}]"
+                         " arcsec (half the cutout)")
+    return theta
+
+
+def _check_options(cfg: InjectConfig) -> None:
+    """Refuse per-band and range options that cannot paint an arc, before any work."""
+    lo, hi = cfg.theta_e_range
+    if not (np.isfinite([lo, hi]).all() and 0 < lo <= hi):
+        raise ValueError(f"--theta-e-range {lo:g} {hi:g}: give 0 < MIN <= MAX (arcsec)")
+    for name, values in (("--gain", cfg.gain), ("--psf-fwhm", cfg.psf_fwhm)):
+        if values is not None and not (np.isfinite(values).all() and
+                                       (np.asarray(values, float) > 0).all()):
+            raise ValueError(f"{name} {','.join(f'{v:g}' for v in values)}: give positive "
+                             "numbers, one per band")
 
 
 def inject_survey(cfg: InjectConfig, progress: bool = True) -> dict:
@@ -234,14 +283,14 @@ def inject_survey(cfg: InjectConfig, progress: bool = True) -> dict:
     info = survey_meta(cfg.survey)
     meta = ((info.bands, info.pixel_scale, info.zeropoint) if info else (DEFAULT_BANDS, 0.168,
                                                                          27.0))
+    _check_options(cfg)
     _check_psf(cfg, info)
     index = survey_index(cfg, shards)
-    false_pos, graded_lens, fp_unknown = _false_positives(cfg, index)
+    false_pos, graded_lens, graded_c, fp_unknown = _false_positives(cfg, index)
     hosts = host_mask(cfg, index)
-    jobs = choose(cfg, index, hosts, false_pos, graded_lens)
+    jobs = choose(cfg, index, hosts, false_pos, graded_lens | graded_c)
     jobs.update(shard=index["shard"][jobs["at"]], row=index["row"][jobs["at"]])
-    jobs["theta_e"] = (index[cfg.theta_e_col][jobs["at"]].astype(float) if cfg.theta_e_col
-                       else np.full(len(jobs["at"]), np.nan))
+    jobs["theta_e"] = _theta_e(cfg, index, jobs, meta[1])
     storage.ensure_empty(cfg.out, cfg.overwrite)
     runtime.ensure_ray(quiet=not progress)
     task = ray.remote(num_cpus=1)(make_part)
@@ -251,10 +300,14 @@ def inject_survey(cfg: InjectConfig, progress: bool = True) -> dict:
     for result in ray.get(refs):
         for k, v in result.items():
             counts[k] = counts.get(k, 0) + v
-    counts.update(negatives=int((jobs["kind"] == NEGATIVE).sum()),
-                  false_positives=int((jobs["kind"] == FALSE_POSITIVE).sum()),
+    if not counts.get("rows"):
+        raise ValueError(f"{cfg.survey}: no row could be written ({counts.get('bad_hosts', 0)} "
+                         f"hosts and {counts.get('bad_negatives', 0)} negatives unusable: a "
+                         "status other than ok, or hosts without a PSF or off-centre)")
+    counts.update(lenses_asked=cfg.lenses, negatives_asked=cfg.negatives,
                   false_positives_not_in_survey=fp_unknown, host_pool=int(hosts.sum()),
                   graded_lenses_kept_out=int(graded_lens.sum()),
+                  graded_uncertain_kept_out=int(graded_c.sum()),
                   distinct_hosts=len(np.unique(jobs["at"][jobs["kind"] == LENS])))
     summary = {"counts": counts, "seconds": round(time.time() - t0, 2), "config": cfg.to_dict()}
     storage.write_bytes_atomic(storage.join(cfg.out, SUMMARY),

@@ -9,10 +9,14 @@ objects as the graders said).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from lensscan.config import TrainConfig
 from lensscan.data.grades import graded_labels
+from lensscan.io import storage
+from lensscan.io.rows import read_columns
 
 
 class Relabel:
@@ -50,4 +54,24 @@ def train_labels(cfg: TrainConfig) -> tuple[dict[str, int] | None, dict | None]:
     labels, report = graded_labels(cfg.labels, cfg.grade_c)
     if not labels:
         raise ValueError(f"{', '.join(cfg.labels)}: no object has a lens or non-lens grade")
+    found = graded_in_data(labels, cfg.data)
+    report.update(in_data=found, not_in_data=len(labels) - found)
+    if not found:
+        raise ValueError(f"{cfg.data}: none of the {len(labels)} graded objects of "
+                         f"{', '.join(cfg.labels)} is in the training data (object_id as text)")
     return labels, report
+
+
+def graded_in_data(labels: dict[str, int], url: str) -> int:
+    """How many of the graded ids are ``object_id`` values of the shards at ``url`` (the ids
+    alone are read, in threads)."""
+    shards = storage.list_shards(url)
+    wanted = np.asarray(list(labels), dtype=str)
+
+    def one(shard: str) -> np.ndarray:
+        ids = np.asarray(read_columns(shard, [])["object_id"]).astype(str)
+        return wanted[np.isin(wanted, ids)]
+
+    with ThreadPoolExecutor(max(1, min(8, len(shards)))) as pool:
+        hits = list(pool.map(one, shards))
+    return len(np.unique(np.concatenate(hits))) if hits else 0

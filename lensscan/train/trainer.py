@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import zlib
 from dataclasses import replace
 
@@ -260,6 +261,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> modelcard.ModelCard:
     """Train one member and write its model folder to ``cfg.out``; returns the card. ``cfg``
     is left as it is; the card records the run's completed copy."""
     cfg, labels, grades = check(cfg)
+    if grades and grades.get("not_in_data"):
+        print(f"[lensscan] warning: {grades['not_in_data']} of the {len(labels or {})} graded "
+              f"objects are not in {cfg.data}: they cannot train", file=sys.stderr, flush=True)
     pre = Preprocessing.from_dict(cfg.preprocessing)
     runtime.ensure_ray(quiet=not progress)
     cfg = _sized(cfg)

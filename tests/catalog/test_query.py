@@ -245,6 +245,22 @@ def test_gallery_grades_csv_reads_back_as_truth(out, tmp_path, capsys):
     assert json.loads(captured.err.strip().splitlines()[-1])["recovered"] == 1
 
 
+def test_a_grades_truth_table_is_combined_as_training_combines_it(tmp_path):
+    """Two graders' A on one object is one known lens; a grader's later "not a lens" wins; a
+    lone C is no known lens; an unknown grade is refused, naming its row."""
+    from lensscan.catalog.truth import read_truth
+
+    grades = tmp_path / "g.csv"
+    grades.write_text("object_id,grade,grader,time\n1,A,ann,\n1,A,bob,\n"
+                      "2,A,ann,2026-11-29T10:00:00Z\n2,not a lens,ann,2026-11-29T11:00:00Z\n"
+                      "3,C,ann,\n4,B,ann,\n")
+    table = read_truth(str(grades))
+    assert table.column("object_id").to_pylist() == ["1", "4"]
+    grades.write_text("object_id,grade\n1,A\n2,zzz\n")
+    with pytest.raises(ValueError, match="row 3: grade 'zzz' of object '2' is not one of"):
+        read_truth(str(grades))
+
+
 ATTACKS = {
     "1=1); COPY (SELECT 42) TO 'x.csv'; SELECT (1": "not one SQL expression",
     "row >= 0) UNION ALL SELECT 42, * FROM read_csv('/etc/passwd') --": "not one SQL expression",

@@ -121,6 +121,33 @@ def test_tasks_and_psf_columns():
     cfg = InjectConfig("s", "o", 1, 1, psf_fwhm_cols=["seeing_g", "seeing_r", "seeing_i"])
     assert _psf(batch, 0, cfg).tolist() == [1.0, 0.9, 0.8]
     assert _psf(batch, 1, cfg).tolist() == [0.5, 0.5, 0.5]  # a NaN column: the psf_fwhm column
+    batch["seeing_g"] = np.array([-99.0, 0.0])  # fill values are no PSF either
+    assert _psf(batch, 0, cfg).tolist() == _psf(batch, 1, cfg).tolist() == [0.5, 0.5, 0.5]
+    batch["psf_fwhm"] = np.full((2, 3), 99.0)
+    assert _psf(batch, 0, replace(cfg, psf_fwhm=[1.0, 1.0, 1.0])).tolist() == [1.0, 1.0, 1.0]
+    assert _psf(batch, 0, cfg) is None  # no usable PSF: a bad host, counted
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--theta-e-range", "0", "0"], "--theta-e-range 0 0: give 0 < MIN <= MAX"),
+    (["--theta-e-range", "5", "1"], "--theta-e-range 5 1: give 0 < MIN <= MAX"),
+    (["--gain", "0,0,0"], "--gain 0,0,0: give positive numbers"),
+    (["--psf-fwhm", "0,1,1"], "--psf-fwhm 0,1,1: give positive numbers"),
+    (["--host-negatives", "2"], "must be 1 or less"),
+    (["--host-negatives", "nan"], "must be a finite number"),
+    (["--theta-e-col", "mag_r"], ": mag_r = 20.3 is not an Einstein radius in (0, 5.38] "
+                                 "arcsec"),  # a magnitude column given by mistake
+])
+def test_options_that_cannot_paint_an_arc_are_one_line(tmp_path, capsys, args, message):
+    _survey(f"{tmp_path}/survey")
+    try:
+        rc = main(["inject", f"{tmp_path}/survey", "--out", f"{tmp_path}/o", "--lenses", "2",
+                   "--negatives", "1", *args])
+    except SystemExit as stop:  # refused by the option's own bounds, as argparse does
+        rc = stop.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "o").exists()
 
 
 def _survey(url: str) -> dict[str, str]:
@@ -165,13 +192,13 @@ def test_inject_writes_labelled_training_shards(tmp_path, where, request, ray_lo
     root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
     spec = _survey(f"{root}/survey")
     grades = tmp_path / "grades.csv"
-    grades.write_text("object_id,grade\n110,not a lens\n111,A\n")
+    grades.write_text("object_id,grade\n110,not a lens\n111,A\n109,C\n77,n\n")
     out = f"{root}/train"
-    assert main(["inject", f"{root}/survey", "--out", out, "--lenses", "9", "--negatives", "3",
+    assert main(["inject", f"{root}/survey", "--out", out, "--lenses", "9", "--negatives", "2",
                  "--hosts", spec["hosts"], "--false-positives", str(grades), "--seed", "1",
                  "--shard-size", "4", "--preset", "hsc"]) == 0
     counts = json.loads(capsys.readouterr().out)["counts"]
-    assert counts["lenses"] == 9 and counts["negatives"] == 3 and counts["false_positives"] == 1
+    assert counts["lenses"] == 9 and counts["negatives"] == 2 and counts["false_positives"] == 1
     assert counts["host_pool"] == 7 and counts["distinct_hosts"] == 7  # reused: 9 > 7
     if where == "s3":
         filesystem(out)[0].invalidate_cache()
@@ -181,14 +208,30 @@ def test_inject_writes_labelled_training_shards(tmp_path, where, request, ray_lo
     lens = batch["label"] == 1
     assert lens.sum() == 9 and (batch["injected"][lens] == 1).all()
     assert set(batch["host_id"][lens].tolist()) == {str(i) for i in range(100, 107)}
-    assert len(set(batch["object_id"].tolist())) == len(batch["object_id"]) == 13
+    assert len(set(batch["object_id"].tolist())) == len(batch["object_id"]) == 12
     assert (batch["n_images"][lens] >= 2).all() and np.isfinite(batch["theta_e"][lens]).all()
     neg = batch["host_id"][~lens].tolist()
     fp = batch["host_id"][batch["origin"] == "false_positive"].tolist()
     assert fp == ["110"] and "110" in neg  # graded "not a lens" only, as a negative
     assert "111" not in batch["host_id"].tolist()  # graded A: neither a host nor a negative
-    assert counts["graded_lenses_kept_out"] == 1
+    assert counts["graded_lenses_kept_out"] == 1 and counts["graded_uncertain_kept_out"] == 1
+    assert "109" not in batch["host_id"].tolist()  # graded C: left out of training, of both
+    assert counts["false_positives_not_in_survey"] == 1  # 77
+    assert counts["lenses_asked"] == 9 and counts["rows"] == 12 and counts["bad_hosts"] == 0
     assert not set(neg) & set(batch["host_id"][lens].tolist())  # hosts never negatives
     assert np.isnan(batch["theta_e"][~lens]).all() and (batch["status"] == "ok").all()
     summary = json.loads(read_bytes(f"{out}/_inject.json"))
     assert summary["config"]["hosts"] == spec["hosts"]
+
+
+@pytest.mark.slow
+def test_a_survey_that_gives_no_row_fails(tmp_path, ray_local, capsys):
+    """Every cutout unusable (NaN pixels): nothing is written and the run says so."""
+    batch = {"object_id": np.arange(4), "ra": np.zeros(4), "dec": np.zeros(4),
+             "image": np.full((4, 3, 64, 64), np.nan, np.float32),
+             "psf_fwhm": np.tile(PSF.astype(np.float32), (4, 1))}
+    write_parquet(f"{tmp_path}/survey/s.parquet", batch, metadata=flux_metadata(0.168, 27.0))
+    assert main(["inject", f"{tmp_path}/survey", "--out", f"{tmp_path}/o", "--lenses", "2",
+                 "--negatives", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no row could be written (2 hosts and 1 negatives unusable" in err

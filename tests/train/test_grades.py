@@ -24,7 +24,7 @@ def _csv(path, text: str) -> str:
 def test_read_grades_names_the_grader_and_refuses_unknown_grades(tmp_path):
     g = read_grades(_csv(tmp_path / "alice.csv", "object_id,grade\n7,A\nx8,not a lens\n9,c\n"))
     assert g["object_id"].tolist() == ["7", "x8", "9"] and g["value"].tolist() == [3, 0, 1]
-    assert set(g["grader"]) == {"alice"} and np.isnan(g["score"]).all()
+    assert set(g["grader"]) == {str(tmp_path / "alice.csv")} and np.isnan(g["score"]).all()
     with pytest.raises(ValueError, match="row 3: grade 'maybe'"):
         read_grades(_csv(tmp_path / "b.csv", "object_id,grade\n1,B\n2,maybe\n"))
 
@@ -162,3 +162,38 @@ def test_ensemble_job_refits_the_default_weights_on_graded_rows(tmp_path):
     for m in card["members"]:  # members copied unchanged
         assert (out / m["name"] / "model.safetensors").read_bytes() == (
             pathlib.Path(default_model_url()) / m["name"] / "model.safetensors").read_bytes()
+
+
+def test_two_unnamed_exports_are_two_graders_and_times_are_instants(tmp_path):
+    """The page's name field is optional: bob/grades.csv and carol/grades.csv are two graders
+    who disagree, not one whose later grade wins; times order as instants, not as text."""
+    for who, grade in (("bob", "A"), ("carol", "not a lens")):
+        (tmp_path / who).mkdir()
+        _csv(tmp_path / who / "grades.csv", f"object_id,grade,grader,time\n 7 ,{grade},,\n")
+    labels, report = graded_labels([str(tmp_path / w / "grades.csv") for w in ("bob", "carol")])
+    assert report["graders"] == 2 and report["graded_by_several"] == 1 and labels == {"7": 1}
+    g = read_grades(_csv(tmp_path / "t.csv", "object_id,grade,grader,time\n"
+                                             "1,A,ann,2026-11-29T10:00:07Z\n"
+                                             "1,not a lens,ann,2026-11-29T10:00:07.900Z\n"
+                                             "2,not a lens,ann,2026-11-29T02:00:00Z\n"
+                                             "2,A,ann,2026-11-29T10:00:00+09:00\n"))
+    rows = latest([g])
+    assert dict(zip(rows["object_id"], rows["value"], strict=True)) == {"1": 0, "2": 0}
+    with pytest.raises(ValueError, match="row 2: time 'yesterday' is not an ISO 8601 time"):
+        read_grades(_csv(tmp_path / "bad.csv", "object_id,grade,time\n1,A,yesterday\n"))
+
+
+def test_graded_ids_missing_from_the_data_are_counted_or_refused(tmp_path):
+    from lensscan.config import TrainConfig
+    from lensscan.train.labels import train_labels
+
+    data = tmp_path / "data"
+    write_parquet(f"{data}/s.parquet", make_batch(6, seed=1))
+    ids = [str(i) for i in make_batch(6, seed=1)["object_id"][:2]]
+    grades = _csv(tmp_path / "g.csv", f"object_id,grade\n{ids[0]},A\n{ids[1]},n\nnope,A\n")
+    labels, report = train_labels(TrainConfig(data=str(data), out="o", labels=[grades]))
+    assert len(labels) == 3 and report["in_data"] == 2 and report["not_in_data"] == 1
+    assert "1 of the graded objects are not in the training data" in describe(report)
+    none = _csv(tmp_path / "n.csv", "object_id,grade\nnope,A\nnada,n\n")
+    with pytest.raises(ValueError, match="none of the 2 graded objects of .* is in the training"):
+        train_labels(TrainConfig(data=str(data), out="o", labels=[none]))

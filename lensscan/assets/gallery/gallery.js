@@ -134,13 +134,18 @@ function setStretch(s) {
   localStorage.setItem(STRETCH_KEY, s);
   render();
 }
+// every grade kept for this run, the candidates on the page first (with their scores), then
+// those graded on an earlier page of the same run (fewer candidates now: score unknown here)
 function exportCsv() {
   const q = s => '"' + String(s).replace(/"/g, '""') + '"';
   const lines = ["object_id,grade,grader,time,score"];
-  ITEMS.forEach(it => {
-    const g = grades[it.id];
-    if (g) lines.push([it.id, g.grade, g.grader || "", g.time || "", it.score].map(q).join(","));
-  });
+  const shown = new Set();
+  const row = (id, score) => {
+    const g = grades[id];
+    if (g) lines.push([id, g.grade, g.grader || "", g.time || "", score].map(q).join(","));
+  };
+  ITEMS.forEach(it => { shown.add(it.id); row(it.id, it.score); });
+  Object.keys(grades).forEach(id => { if (!shown.has(id)) row(id, ""); });
   return lines.join("\n") + "\n";
 }
 CONFIG.stretches.forEach(([k, label]) => {
