@@ -126,7 +126,8 @@ def row_status(
     dec: np.ndarray | None = None,
     pixel_nulls: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Status of every row of a decoded batch.
+    """Status of every row of a decoded batch, from its own values (repeated ids are a
+    scoring run's to flag, among the rows it scored).
 
     Parameters
     ----------
@@ -164,26 +165,10 @@ def row_status(
         status[coords != ""] = coords[coords != ""]
     if id_null is not None:
         status[id_null] = MISSING_ID
-    _flag_repeats(np.asarray(object_ids), status)
+    # an id repeated is not flagged here: a scoring run flags the later copies among the rows
+    # it scored (lensscan.score.duplicates), so a copy quarantined later for its pixels (its
+    # model input overflowing) never costs a good copy its score
     return status
-
-
-def _flag_repeats(ids: np.ndarray, status: np.ndarray) -> None:
-    """An id repeated among the rows that can be scored: the first keeps its score (a copy
-    quarantined for its pixels does not cost a good copy after it its score)."""
-    valid = status == OK
-    if not valid.any():
-        return
-    _, counts = np.unique(ids[valid], return_counts=True)
-    if not (counts > 1).any():
-        return
-    seen: set = set()
-    for i in np.flatnonzero(valid):
-        key = ids[i]
-        if key in seen:
-            plain = key.item() if isinstance(key, np.generic) else key
-            status[i] = f"{DUPLICATE_ID}: {plain!r} appears earlier in this shard"
-        seen.add(key)
 
 
 def make_batch(

@@ -19,11 +19,13 @@ import io
 import json
 import posixpath
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lensscan import duck
+from lensscan.errors import OutputError
 from lensscan.io import storage
 from lensscan.io.batch import DUPLICATE_ID, OK, UNREADABLE, id_is_null, quarantine_batch
 from lensscan.score.duplicates import flag_duplicates, is_scored
@@ -130,6 +132,22 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
         return {"rows_read": 0, "rows_scored": 0, "rows_quarantined": 0, "candidates": 0,
                 "rows_unreadable": 0, "duplicate_object_ids": 0, "quarantine_reasons": {},
                 "unreadable_parts": []}
+    try:
+        return _finalize(out, files, threshold, top)
+    except duckdb.Error:
+        for url in files:  # a part damaged since it was committed: name it, say what to do
+            fs, path = storage.pyarrow_filesystem(url)
+            try:
+                with storage.failures_named(url):
+                    pq.read_schema(path, filesystem=fs)
+            except pa.ArrowInvalid as exc:
+                raise OutputError(f"{url}: damaged part ({exc}); rerun with --overwrite to "
+                                  "score anew") from None
+        raise
+
+
+def _finalize(out: str, files: list[str], threshold: float | None, top: int | None) -> dict:
+    """:func:`finalize`'s work on the committed parts ``files``."""
     con = duck.connect(out)
     storage.list_into_cache(storage.join(out, SCORES))  # no HEAD per file and query
     if flag_duplicates(con, files):  # parts rewritten: list them again

@@ -33,13 +33,19 @@ def _iso(t: float) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """True while process ``pid`` of this host runs; a zombie (killed, not yet reaped: an
+    orphan of ``timeout -s KILL``) writes nothing more, so it is not alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # "pid (name) state ...": the state after ")"
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): the signal's answer
+        return True
 
 
 class Lease:

@@ -14,6 +14,7 @@ never its weights (the actors load and check those); the local engine
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from dataclasses import replace
 
@@ -22,6 +23,7 @@ from lensscan.config import GLOB_CHARS, ScoreConfig
 from lensscan.io import storage
 from lensscan.models import calibration
 from lensscan.score import inprocess
+from lensscan.score.fingerprint import OUTPUTS
 from lensscan.score.finish import commit_run
 from lensscan.score.lease import Lease
 from lensscan.score.manifest import build_manifest, now, write_manifest
@@ -97,6 +99,24 @@ def check_cut(cfg: ScoreConfig) -> None:
     if folder is not None and storage.inside(cfg.output, folder):
         raise ValueError(f"{cfg.output}: the output lies inside the input {cfg.input}, whose "
                          "shards would then include the output's own files; write it elsewhere")
+    check_apart(cfg.input, cfg.output, folder)
+
+
+def check_apart(url: str, out: str, folder: str | None) -> None:
+    """Refuse an input among the files the run writes (``OUT/scores``: ``--overwrite`` would
+    delete the survey) or a glob of the output's folder that matches them (the run's own
+    ``candidates.parquet`` scored as a shard); ``folder`` is :func:`input_folder`'s."""
+    where = folder if folder is not None else url[:url.rfind("/")] if "/" in url else "."
+    for name in OUTPUTS:
+        if storage.inside(where, storage.join(out, name)):
+            raise ValueError(f"{url}: the input lies inside {storage.join(out, name)}, which the "
+                             "run writes (and --overwrite removes); move the shards elsewhere")
+    if folder is None and storage.inside(where, out) and storage.inside(out, where):
+        pattern = url[url.rfind("/") + 1:]
+        mine = [n for n in OUTPUTS if fnmatch.fnmatchcase(n, pattern)]
+        if mine:
+            raise ValueError(f"{url}: the glob matches the output's own {mine[0]} in {out}; "
+                             "write the output to another folder")
 
 
 def input_folder(url: str) -> str | None:

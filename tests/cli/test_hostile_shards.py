@@ -324,6 +324,63 @@ def test_an_output_inside_its_input_is_refused(tmp_path, tiny_model):
     assert code == 0, err
 
 
+def test_an_input_among_the_outputs_own_files_is_refused(tmp_path, tiny_model):
+    """Shards in OUT/scores would be deleted by --overwrite; a glob of OUT's own folder would
+    score its candidates.parquet as a survey shard."""
+    run = tmp_path / "run"
+    (run / "scores").mkdir(parents=True)
+    write_parquet(str(run / "scores" / "a.parquet"), make_batch(4, seed=17))
+    for extra in ([], ["--overwrite"]):
+        code, _, err = _score(run / "scores", run, *extra, model=tiny_model)
+        assert code == 2 and f"the input lies inside {run / 'scores'}, which the run" in err
+    assert (run / "scores" / "a.parquet").exists()  # the survey is still there
+    g = tmp_path / "g"
+    g.mkdir()
+    write_parquet(str(g / "a.parquet"), make_batch(4, seed=17))
+    code, _, err = _score(g / "*.parquet", g, "--overwrite", model=tiny_model)
+    assert code == 2 and "the glob matches the output's own candidates.parquet" in err
+    code, _, err = _score(g / "a*.parquet", g, model=tiny_model)  # none of the output's names
+    assert code == 0, err
+
+
+def test_a_part_damaged_after_its_commit_is_one_line_on_the_rerun(tmp_path, tiny_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_parquet(str(src / "a.parquet"), make_batch(8, seed=17))
+    out = tmp_path / "out"
+    assert _score(src, out, model=tiny_model)[0] == 0
+    part = next((out / "scores").glob("part-*.parquet"))
+    part.write_bytes(part.read_bytes()[:100])
+    code, _, err = _score(src, out, model=tiny_model)
+    assert code != 0 and "Traceback" not in err
+    assert f"{part}: damaged part" in err and "rerun with --overwrite" in err
+    assert _score(src, out, "--overwrite", model=tiny_model)[0] == 0
+
+
+def test_a_copy_quarantined_for_its_input_costs_no_good_copy_its_score(tmp_path, tiny_model):
+    """Id 7 twice in one shard, its first copy's pixels overflowing the preprocessing: the
+    good copy is scored, not flagged as a repeat of a row that has no score."""
+    src = tmp_path / "in"
+    src.mkdir()
+    b = make_batch(6, seed=17)
+    b["object_id"] = np.array([7, 1, 7, 3, 4, 5])
+    b["image"][0] = 3e38
+    write_parquet(str(src / "a.parquet"), b)
+    out = tmp_path / "out"
+    code, _, err = _score(src, out, model=tiny_model)
+    assert code == 0, err
+    rows = pq.read_table(str(out / "scores")).to_pandas().set_index("row").sort_index()
+    assert rows.loc[0, "status"].startswith("non_finite_input")
+    assert rows.loc[2, "status"] == "ok" and np.isfinite(rows.loc[2, "score"])
+    b["object_id"] = np.array([7, 1, 7, 3, 4, 5])
+    b["image"][0] = b["image"][1]  # both copies good: the later one is the repeat
+    write_parquet(str(src / "a.parquet"), b)
+    assert _score(src, tmp_path / "out2", model=tiny_model)[0] == 0
+    rows = pq.read_table(str(tmp_path / "out2" / "scores")).to_pandas().set_index("row")
+    assert rows.loc[2, "status"].startswith("duplicate_object_id: 7 first seen in")
+    assert rows.loc[0, "status"] == "ok"
+
+
 def test_model_cards_with_unusable_numbers_or_no_members_are_model_errors(tmp_path):
     model = tmp_path / "m"
     shutil.copytree(modelcard.resolve("default"), model)

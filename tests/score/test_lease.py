@@ -81,3 +81,23 @@ def test_a_run_whose_lease_was_taken_over_stops_renewing_and_writing(tmp_path):
     finally:
         lease.release()
     assert os.path.exists(os.path.join(out, LEASE))  # theirs: not removed by our release
+
+
+def test_a_killed_writer_not_yet_reaped_holds_no_lease():
+    """A process killed but not reaped (a zombie: what `timeout -s KILL` leaves) writes
+    nothing more: its lease is free at once, not after the TTL."""
+    from lensscan.score.lease import _alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _alive(child.pid)
+        child.kill()
+        deadline = time.time() + 10
+        while _alive(child.pid) and time.time() < deadline:  # killed, not waited for
+            time.sleep(0.05)
+        assert not _alive(child.pid)
+        with open(f"/proc/{child.pid}/stat") as fh:
+            assert fh.read().rsplit(")", 1)[1].split()[0] == "Z"  # still there, a zombie
+    finally:
+        child.kill()
+        child.wait()
