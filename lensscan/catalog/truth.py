@@ -137,10 +137,12 @@ def _graded_lenses(url: str, table: pa.Table) -> pa.Table:
     col = {n: table.column(n).to_pylist() for n in ("object_id", "grader", "time")
            if n in table.column_names}
     ids = np.asarray([str(v).strip() if v is not None else "" for v in
-                      col.get("object_id", range(table.num_rows))], dtype=object)
-    values = grades.grade_values(url, ids, table.column("grade").to_pylist())
-    if "object_id" not in col:
-        return table.filter(pa.array(values >= grades.LENS_AT))
+                      col.get("object_id", [None] * table.num_rows)], dtype=object)
+    values = grades.grade_values(url, ids, table.column("grade").to_pylist(),
+                                 first_row=2 if ".csv" in url.lower() else 1, need_id=False)
+    own = values >= grades.LENS_AT  # a row without an id (matched by position): its own grade
+    if not any(ids):
+        return table.filter(pa.array(own))
 
     def text(name: str, default: str) -> np.ndarray:
         return np.asarray([str(v or "").strip() or default for v in
@@ -149,13 +151,15 @@ def _graded_lenses(url: str, table: pa.Table) -> pa.Table:
     times = text("time", "")
     for i, t in enumerate(times):
         grades.instant(url, i, t)
-    rows = {"object_id": ids, "value": values, "grader": text("grader", url), "time": times}
+    named = ids != ""
+    rows = {"object_id": ids[named], "value": values[named],
+            "grader": text("grader", url)[named], "time": times[named]}
     combined = grades.combine(grades.latest([rows]))
     lens = set(combined.object_id[combined.label == 1].tolist())
     first = {}
     for i, v in enumerate(ids):
-        if v in lens:
-            first.setdefault(v, i)
+        if (v and v in lens) or (not v and own[i]):
+            first.setdefault(v or i, i)
     return table.take(pa.array(sorted(first.values()), pa.int64()))
 
 

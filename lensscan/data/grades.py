@@ -87,15 +87,17 @@ def read_grades(url: str) -> dict[str, np.ndarray]:
             "time": times, "score": score}
 
 
-def grade_values(url: str, ids: np.ndarray, grades: list) -> np.ndarray:
-    """The grades of a file's rows on the 0-3 scale; an unknown grade or an empty id raises
-    ``ValueError`` naming its row (the CSV's line: the header is line 1)."""
+def grade_values(url: str, ids: np.ndarray, grades: list, first_row: int = 2,
+                 need_id: bool = True) -> np.ndarray:
+    """The grades of a file's rows on the 0-3 scale; an unknown grade, or an empty id when
+    ``need_id``, raises ``ValueError`` naming its row (numbered from ``first_row``: 2 is a
+    CSV's line, the header being line 1)."""
     values = np.empty(len(grades), np.int8)
     for i, g in enumerate(grades):
         key = str(g or "").strip().lower()
-        if key not in VALUES or not ids[i]:
-            raise ValueError(f"{url}: row {i + 2}: grade {g!r} of object {ids[i]!r} is not one "
-                             "of A, B, C, not a lens")
+        if key not in VALUES or (need_id and not ids[i]):
+            raise ValueError(f"{url}: row {i + first_row}: grade {g!r} of object {ids[i]!r} is "
+                             "not one of A, B, C, not a lens")
         values[i] = VALUES[key]
     return values
 
@@ -114,12 +116,20 @@ def instant(url: str, i: int, text: str) -> float:
 
 
 def latest(grades: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """All graders' rows together, one per (object, grader): the latest by time, else the last."""
+    """All graders' rows together, one per (object, grader): the latest by time, else the last;
+    the same grade of an object at the same time in several files is one grading event."""
     rows = {k: np.concatenate([g[k] for g in grades]) for k in grades[0]}
     when = np.array([instant("", i, str(t)) for i, t in enumerate(rows["time"])])
     order = np.lexsort((np.arange(len(when)), when))
     keep: dict[tuple[str, str], int] = {}
+    events: set[tuple[str, int, str]] = set()
     for i in order:
+        # one grading event in two exports (a grader without a name exporting twice: two
+        # files, so two "graders") counts once
+        event = (rows["object_id"][i], int(rows["value"][i]), str(rows["time"][i]))
+        if event[2] and event in events:
+            continue
+        events.add(event)
         keep[(rows["object_id"][i], rows["grader"][i])] = i
     idx = np.array(sorted(keep.values()), dtype=np.int64)
     return {k: v[idx] for k, v in rows.items()}
@@ -168,9 +178,11 @@ def agreement(rows: dict[str, np.ndarray]) -> dict[str, float | int | None]:
 def graded(urls: list[str], grade_c: str = "drop") -> tuple[Combined, dict]:
     """One or more graders' CSVs combined per object, and a report (agreement, counts per
     label)."""
-    rows = latest([read_grades(u) for u in urls])
+    files = [read_grades(u) for u in urls]
+    rows = latest(files)
     combined = combine(rows, grade_c)
-    report = {**agreement(rows), "lens": int((combined.label == 1).sum()),
+    unnamed = [u for u, g in zip(urls, files, strict=True) if (g["grader"] == u).any()]
+    report = {**agreement(rows), "unnamed": unnamed, "lens": int((combined.label == 1).sum()),
               "nonlens": int((combined.label == 0).sum()),
               "left_out": int((combined.label < 0).sum()), "grade_c": grade_c}
     return combined, report
@@ -189,8 +201,8 @@ def describe(r: dict) -> str:
     agree = ("no object graded twice" if r["agreement"] is None else
              f"agreement {r['agreement']:.0%} on {r['graded_by_several']} objects graded by "
              f"several, Fleiss' kappa {kappa}")
-    missing = (f"; {r['not_in_data']} of the graded objects are not in the training data"
-               if r.get("not_in_data") else "")
+    missing = (f"; {len(r['unnamed'])} file(s) without grader names, each counted as one "
+               f"grader ({', '.join(r['unnamed'][:3])})" if r.get("unnamed") else "")
     return (f"grades: {r['graders']} graders, {r['objects']} objects, {agree}; {r['lens']} "
             f"lenses, {r['nonlens']} non-lenses, {r['left_out']} left out (C: {r['grade_c']})"
             f"{missing}")

@@ -134,7 +134,7 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
                 "unreadable_parts": []}
     try:
         return _finalize(out, files, threshold, top)
-    except duckdb.Error:
+    except duckdb.Error as exc:
         for url in files:  # a part damaged since it was committed: name it, say what to do
             fs, path = storage.pyarrow_filesystem(url)
             try:
@@ -143,7 +143,10 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
             except pa.ArrowInvalid as exc:
                 raise OutputError(f"{url}: damaged part ({exc}); rerun with --overwrite to "
                                   "score anew") from None
-        raise
+        # footers intact, pages not: DuckDB's words, the folder, and what to do
+        raise OutputError(f"{storage.join(out, SCORES)}: a committed part cannot be read ("
+                          f"{str(exc).splitlines()[0][:200]}); rerun with --overwrite to score "
+                          "anew") from None
 
 
 def _finalize(out: str, files: list[str], threshold: float | None, top: int | None) -> dict:

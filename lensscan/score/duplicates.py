@@ -5,7 +5,8 @@ disk when they do not fit in memory) and returns only the rows of repeated ids; 
 hold a later occurrence are rewritten with status ``duplicate_object_id`` and null scores. Among
 the scored rows of an id, the first (by shard URL, then row) keeps its score; a copy quarantined
 for another reason keeps that reason, and does not take the score from a good copy after it.
-Repeats within one shard are already flagged when the shard is read.
+Repeats within one shard are flagged here too (reading flags none: a copy whose model input
+overflows is only known after the model).
 """
 
 from __future__ import annotations

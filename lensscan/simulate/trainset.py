@@ -260,6 +260,8 @@ def _theta_e(cfg: InjectConfig, index: dict[str, np.ndarray], jobs: dict[str, np
 
 def _check_options(cfg: InjectConfig) -> None:
     """Refuse per-band and range options that cannot paint an arc, before any work."""
+    if not 0 <= cfg.host_negatives <= 1:
+        raise ValueError(f"--host-negatives {cfg.host_negatives:g}: give a share in [0, 1]")
     lo, hi = cfg.theta_e_range
     if not (np.isfinite([lo, hi]).all() and 0 < lo <= hi):
         raise ValueError(f"--theta-e-range {lo:g} {hi:g}: give 0 < MIN <= MAX (arcsec)")
@@ -300,6 +302,10 @@ def inject_survey(cfg: InjectConfig, progress: bool = True) -> dict:
     for result in ray.get(refs):
         for k, v in result.items():
             counts[k] = counts.get(k, 0) + v
+    if cfg.lenses and not counts.get("lenses"):
+        raise ValueError(f"{cfg.survey}: no lens could be painted ({counts.get('bad_hosts', 0)} "
+                         "hosts unusable: a status other than ok, no usable PSF, off-centre, or "
+                         "no arc on the cutout)")
     if not counts.get("rows"):
         raise ValueError(f"{cfg.survey}: no row could be written ({counts.get('bad_hosts', 0)} "
                          f"hosts and {counts.get('bad_negatives', 0)} negatives unusable: a "

@@ -256,6 +256,9 @@ def test_a_grades_truth_table_is_combined_as_training_combines_it(tmp_path):
                       "3,C,ann,\n4,B,ann,\n")
     table = read_truth(str(grades))
     assert table.column("object_id").to_pylist() == ["1", "4"]
+    by_position = tmp_path / "p.csv"  # no ids: each row's own grade
+    by_position.write_text("object_id,ra,dec,grade\n,10,1,A\n,11,1,not a lens\nq,12,1,C\n")
+    assert read_truth(str(by_position)).column("ra").to_pylist() == [10]
     grades.write_text("object_id,grade\n1,A\n2,zzz\n")
     with pytest.raises(ValueError, match="row 3: grade 'zzz' of object '2' is not one of"):
         read_truth(str(grades))

@@ -77,6 +77,9 @@ def _other_value(cls: type, name: str, action: argparse.Action) -> tuple[list[st
             return [*flag, "1,2,3"], [item(v) for v in "123"]
         return [*flag, "a", *flag, "b"], ["a", "b"]
     text = {int: "7", float: "0.25", str: "elsewhere"}[kind]
+    floor = max(f.metadata.get("low", 0), f.metadata.get("above", 0))
+    if kind is float and floor >= 0.25:  # a bounded option (Moffat's beta > 1): inside it
+        text = str(floor + 1.75)
     return [*flag, text], kind(text)
 
 

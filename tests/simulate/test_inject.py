@@ -234,4 +234,19 @@ def test_a_survey_that_gives_no_row_fails(tmp_path, ray_local, capsys):
     assert main(["inject", f"{tmp_path}/survey", "--out", f"{tmp_path}/o", "--lenses", "2",
                  "--negatives", "1"]) == 2
     err = capsys.readouterr().err
-    assert "no row could be written (2 hosts and 1 negatives unusable" in err
+    assert "no lens could be painted (2 hosts unusable" in err
+
+
+def test_objects_graded_c_like_are_kept_out_of_both_pools(tmp_path):
+    """C-like grades (left out of training) are neither hosts nor negatives; only the rows
+    graded "not a lens" become false positives; ids not in the survey are counted once."""
+    from lensscan.simulate.trainset import _false_positives
+
+    grades = tmp_path / "g.csv"
+    grades.write_text("object_id,grade\n1,C\n2,not a lens\n3,A\n77,n\n77,n\n")
+    index = {"row": np.arange(5), "id_text": np.array(["0", "1", "2", "3", "2"], dtype=object)}
+    cfg = InjectConfig("s", "o", 1, 1, false_positives=[str(grades)])
+    fp, lens, c_like, missing = _false_positives(cfg, index)
+    assert fp.tolist() == [False, False, True, False, True]
+    assert lens.tolist() == [False, False, False, True, False]
+    assert c_like.tolist() == [False, True, False, False, False] and missing == 1

@@ -193,7 +193,25 @@ def test_graded_ids_missing_from_the_data_are_counted_or_refused(tmp_path):
     grades = _csv(tmp_path / "g.csv", f"object_id,grade\n{ids[0]},A\n{ids[1]},n\nnope,A\n")
     labels, report = train_labels(TrainConfig(data=str(data), out="o", labels=[grades]))
     assert len(labels) == 3 and report["in_data"] == 2 and report["not_in_data"] == 1
-    assert "1 of the graded objects are not in the training data" in describe(report)
     none = _csv(tmp_path / "n.csv", "object_id,grade\nnope,A\nnada,n\n")
     with pytest.raises(ValueError, match="none of the 2 graded objects of .* is in the training"):
         train_labels(TrainConfig(data=str(data), out="o", labels=[none]))
+
+
+def test_one_unnamed_grader_exporting_twice_is_one_grading_event(tmp_path):
+    """The page exports every grade of the run: two exports without a name hold the same
+    events, which count once (not two graders agreeing with each other)."""
+    text = "object_id,grade,grader,time\n7,A,,2026-11-29T10:00:07Z\n"
+    a = _csv(tmp_path / "a.csv", text)
+    b = _csv(tmp_path / "b.csv", text + "8,n,,2026-11-29T10:01:00Z\n")
+    labels, report = graded_labels([a, b])
+    assert labels == {"7": 1, "8": 0} and report["graded_by_several"] == 0
+    assert report["unnamed"] == [a, b] and "2 file(s) without grader names" in describe(report)
+
+
+def test_an_unreadable_shard_counts_no_graded_id_and_stops_nothing(tmp_path):
+    from lensscan.train.labels import graded_in_data
+
+    write_parquet(f"{tmp_path}/d/s.parquet", make_batch(4, seed=1))
+    (tmp_path / "d" / "t.parquet").write_bytes(b"PAR1 not parquet PAR1")
+    assert graded_in_data({"0": 1, "1": 0, "x": 1}, f"{tmp_path}/d") == 2
