@@ -20,9 +20,11 @@ from dataclasses import replace
 
 from lensscan import modelcard
 from lensscan.config import GLOB_CHARS, ScoreConfig
+from lensscan.errors import ModelError
 from lensscan.io import storage
 from lensscan.models import calibration
-from lensscan.score import inprocess
+from lensscan.score import fingerprint, inprocess
+from lensscan.score.commit import committed_units
 from lensscan.score.fingerprint import OUTPUTS
 from lensscan.score.finish import commit_run
 from lensscan.score.lease import Lease
@@ -64,10 +66,14 @@ def score_survey(cfg: ScoreConfig) -> dict:
     with Lease(cfg.output) as lease, Progress(enabled=cfg.progress) as progress:
         progress.begin("listing the input" if local else "listing the input, starting Ray")
         plan = plan_run(cfg, info, threshold, columns, progress.say)
-        streamed = stream_units(cfg, model_url, info.preprocessing, plan.todo,
-                                plan.survey.ids_as_strings, columns, t0, progress, plan.local,
-                                guard=lease.check,  # parts, too, only while the lease is ours
-                                committed=plan.done)
+        try:
+            streamed = stream_units(cfg, model_url, info.preprocessing, plan.todo,
+                                    plan.survey.ids_as_strings, columns, t0, progress,
+                                    plan.local, guard=lease.check,  # parts: while ours
+                                    committed=plan.done)
+        except ModelError:
+            release_unused(cfg.output)
+            raise
         lease.check()  # the catalog and the manifest are written by the lease's holder only
         counts = commit_run(cfg, plan, threshold, columns)
         manifest = build_manifest(cfg, info, plan, streamed, counts, started, t0, cal,
@@ -117,6 +123,13 @@ def check_apart(url: str, out: str, folder: str | None) -> None:
         if mine:
             raise ValueError(f"{url}: the glob matches the output's own {mine[0]} in {out}; "
                              "write the output to another folder")
+
+
+def release_unused(out: str) -> None:
+    """A run whose weights failed to load before any unit was committed leaves nothing of its
+    own: the output is not left claimed for it (another model may score into it at once)."""
+    if not committed_units(out):
+        fingerprint.clear(out)
 
 
 def input_folder(url: str) -> str | None:

@@ -597,3 +597,22 @@ def test_a_quarantined_copy_of_an_id_does_not_take_a_good_copys_score(tmp_path, 
                    ("a.parquet", 2): "ok", ("b.parquet", 0): "ok",
                    ("b.parquet", 1): "duplicate_object_id", ("c.parquet", 0): "non_finite_pixels",
                    ("c.parquet", 1): "ok"}
+
+
+def test_a_model_whose_weights_fail_leaves_the_output_unclaimed(tmp_path, tiny_model):
+    """Weights that cannot load (truncated) fail the run in one line before any unit is
+    committed; the folder is not left claimed for that model, so another scores into it at
+    once, without --overwrite."""
+    src = tmp_path / "in"
+    src.mkdir()
+    write_parquet(str(src / "a.parquet"), make_batch(8, seed=17))
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    weights = next(broken.glob("*/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:64])
+    out = tmp_path / "out"
+    code, _, err = _score(src, out, model=str(broken))
+    assert code == 2 and "Traceback" not in err and "model.safetensors" in err
+    assert not (out / "_run.json").exists()
+    code, _, err = _score(src, out, model=tiny_model)
+    assert code == 0, err
