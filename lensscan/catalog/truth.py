@@ -136,24 +136,16 @@ def _graded_lenses(url: str, table: pa.Table) -> pa.Table:
     of 1.5 or more; :mod:`lensscan.data.grades`). Without ids, each row's own grade is A or B."""
     col = {n: table.column(n).to_pylist() for n in ("object_id", "grader", "time")
            if n in table.column_names}
-    ids = np.asarray([str(v).strip() if v is not None else "" for v in
-                      col.get("object_id", [None] * table.num_rows)], dtype=object)
-    values = grades.grade_values(url, ids, table.column("grade").to_pylist(),
-                                 first_row=2 if ".csv" in url.lower() else 1, need_id=False)
-    own = values >= grades.LENS_AT  # a row without an id (matched by position): its own grade
+    rows = grades.grade_rows(url, col.get("object_id", [None] * table.num_rows),
+                             table.column("grade").to_pylist(), col.get("grader"),
+                             col.get("time"), first_row=2 if ".csv" in url.lower() else 1,
+                             need_id=False)
+    ids = rows["object_id"]
+    own = rows["value"] >= grades.LENS_AT  # a row without an id (matched by position)
     if not any(ids):
         return table.filter(pa.array(own))
-
-    def text(name: str, default: str) -> np.ndarray:
-        return np.asarray([str(v or "").strip() or default for v in
-                           col.get(name, [None] * len(ids))], dtype=object)
-
-    times = text("time", "")
-    for i, t in enumerate(times):
-        grades.instant(url, i, t)
     named = ids != ""
-    rows = {"object_id": ids[named], "value": values[named],
-            "grader": text("grader", url)[named], "time": times[named]}
+    rows = {k: v[named] for k, v in rows.items()}
     combined = grades.combine(grades.latest([rows]))
     lens = set(combined.object_id[combined.label == 1].tolist())
     first = {}

@@ -64,27 +64,33 @@ def read_grades(url: str) -> dict[str, np.ndarray]:
             raise ValueError(f"{url}: a grades CSV needs columns object_id and grade "
                              f"(has {names})")
     n = table.num_rows
-    ids = np.asarray([str(v).strip() if v is not None else "" for v in
-                      table["object_id"].to_pylist()], dtype=object)
-    values = grade_values(url, ids, table["grade"].to_pylist())
-
-    def text(col: str, default: str) -> np.ndarray:
-        if col not in names:
-            return np.full(n, default, dtype=object)
-        return np.asarray([(v or "").strip() or default for v in table[col].to_pylist()],
-                          dtype=object)
-
-    times = text("time", "")
-    for i, t in enumerate(times):
-        instant(url, i, t)  # refuse a time that cannot be ordered, naming its row
+    rows = grade_rows(url, table["object_id"].to_pylist(), table["grade"].to_pylist(),
+                      *(table[c].to_pylist() if c in names else None for c in ("grader", "time")))
     try:
         score = (np.asarray(table["score"].cast(pa.float64()).fill_null(np.nan).to_numpy())
                  if "score" in names else np.full(n, np.nan))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise ValueError(f"{url}: column 'score' must hold numbers "
                          f"({str(exc).splitlines()[0]})") from None
-    return {"object_id": ids, "value": values, "grader": text("grader", url),
-            "time": times, "score": score}
+    return {**rows, "score": score}
+
+
+def grade_rows(url: str, ids: list, grades: list, graders: list | None = None,
+               times: list | None = None, first_row: int = 2,
+               need_id: bool = True) -> dict[str, np.ndarray]:
+    """A grades table's columns as ``object_id`` (text, trimmed), ``value`` (0-3, see
+    :func:`grade_values`), ``grader`` (the file ``url`` where none is named) and ``time``
+    (checked: a time that cannot be ordered raises ``ValueError`` naming its row)."""
+    def text(values: list | None, default: str) -> np.ndarray:
+        return np.asarray([str(v or "").strip() or default for v in values or [None] * len(ids)],
+                          dtype=object)
+
+    names = np.asarray([str(v).strip() if v is not None else "" for v in ids], dtype=object)
+    values = grade_values(url, names, grades, first_row, need_id)
+    when = text(times, "")
+    for i, t in enumerate(when):
+        instant(url, i, t)
+    return {"object_id": names, "value": values, "grader": text(graders, url), "time": when}
 
 
 def grade_values(url: str, ids: np.ndarray, grades: list, first_row: int = 2,

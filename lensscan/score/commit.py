@@ -140,8 +140,8 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
             try:
                 with storage.failures_named(url):
                     pq.read_schema(path, filesystem=fs)
-            except pa.ArrowInvalid as exc:
-                raise OutputError(f"{url}: damaged part ({exc}); rerun with --overwrite to "
+            except pa.ArrowInvalid as bad:
+                raise OutputError(f"{url}: damaged part ({bad}); rerun with --overwrite to "
                                   "score anew") from None
         # footers intact, pages not: DuckDB's words, the folder, and what to do
         raise OutputError(f"{storage.join(out, SCORES)}: a committed part cannot be read ("

@@ -25,7 +25,6 @@ from lensscan.io import storage
 from lensscan.models import calibration
 from lensscan.score import fingerprint, inprocess
 from lensscan.score.commit import committed_units
-from lensscan.score.fingerprint import OUTPUTS
 from lensscan.score.finish import commit_run
 from lensscan.score.lease import Lease
 from lensscan.score.manifest import build_manifest, now, write_manifest
@@ -113,13 +112,13 @@ def check_apart(url: str, out: str, folder: str | None) -> None:
     delete the survey) or a glob of the output's folder that matches them (the run's own
     ``candidates.parquet`` scored as a shard); ``folder`` is :func:`input_folder`'s."""
     where = folder if folder is not None else url[:url.rfind("/")] if "/" in url else "."
-    for name in OUTPUTS:
+    for name in fingerprint.OUTPUTS:
         if storage.inside(where, storage.join(out, name)):
             raise ValueError(f"{url}: the input lies inside {storage.join(out, name)}, which the "
                              "run writes (and --overwrite removes); move the shards elsewhere")
     if folder is None and storage.inside(where, out) and storage.inside(out, where):
         pattern = url[url.rfind("/") + 1:]
-        mine = [n for n in OUTPUTS if fnmatch.fnmatchcase(n, pattern)]
+        mine = [n for n in fingerprint.OUTPUTS if fnmatch.fnmatchcase(n, pattern)]
         if mine:
             raise ValueError(f"{url}: the glob matches the output's own {mine[0]} in {out}; "
                              "write the output to another folder")
