@@ -53,7 +53,8 @@ class Collector:
         self.seen: dict[int, np.ndarray] = {}  # per unit: which of its rows have arrived
         self.done: set[int] = set()  # units committed: rows of theirs that arrive again are not
         self.received = 0  # rows scored (each row once)
-        self.scored = 0
+        self.committed = 0  # rows committed, quarantined ones included
+        self.scored = 0  # of them, rows scored
         self.first_commit: tuple[float, int] | None = None  # (seconds, rows) at the first commit
         self.devices: dict[str, int] = {}  # rows scored per device (the actors' ``device``)
         self.arithmetic: dict[int, set[str]] = defaultdict(set)  # per unit: its rows' arithmetic
@@ -93,9 +94,11 @@ class Collector:
         rows["shard"] = np.full(len(rows["row"]), self.units[i].url, dtype=object)
         arithmetic = (self.one_arithmetic.check(self.keys[i], self.arithmetic.pop(i, set()))
                       or commit.NO_SCORES)
-        self.scored += commit.write_unit(self.out, self.keys[i], rows, self.order, arithmetic)
+        written, scored = commit.write_unit(self.out, self.keys[i], rows, self.order, arithmetic)
+        self.committed += written
+        self.scored += scored
         if self.first_commit is None:
-            self.first_commit = (time.time() - t0, self.scored)
+            self.first_commit = (time.time() - t0, self.committed)
 
     def run(self, batches, t0: float, progress: Progress) -> int:
         """Drain ``batches`` (the Ray Data stream), telling ``progress`` the rows scored;
@@ -114,7 +117,7 @@ class Collector:
             missing = ", ".join(sorted(self.keys[i] for i in self.pending)[:5])
             raise RuntimeError(f"the stream ended with incomplete units ({missing}); rerun to "
                                "finish them")
-        return self.scored
+        return self.committed
 
 
 def failure_in(exc: BaseException) -> StorageError | ModelError | None:

@@ -83,8 +83,9 @@ def settle_status(status: np.ndarray, score: np.ndarray) -> np.ndarray:
 
 
 def write_unit(out: str, key: str, rows: dict[str, np.ndarray], order: list[str],
-               arithmetic: str | None = None) -> int:
-    """Write one unit's scored rows (sorted by row) atomically; returns the row count.
+               arithmetic: str | None = None) -> tuple[int, int]:
+    """Write one unit's scored rows (sorted by row) atomically; returns the rows written and
+    how many of them were scored (not quarantined).
 
     Rows not ``ok`` get null scores; rows whose status says the id is missing get a null id.
     ``arithmetic`` (what the scores were computed in) goes into the footer.
@@ -99,18 +100,18 @@ def write_unit(out: str, key: str, rows: dict[str, np.ndarray], order: list[str]
     if arithmetic:
         table = table.replace_schema_metadata({ARITHMETIC_KEY: arithmetic})
     _write_table(part_url(out, key), table)
-    return table.num_rows
+    return table.num_rows, int(np.count_nonzero(~quarantined))
 
 
 def write_rejected(out: str, key: str, shard: str, rows: int, reason: str,
-                   order: list[str], ids_as_strings: bool) -> int:
+                   order: list[str], ids_as_strings: bool) -> None:
     """Commit the rows of a shard rejected at planning (its footer said how many): every row
     quarantined as ``unreadable`` with the reason, so that the rows are counted."""
     n = int(rows)
     batch = quarantine_batch(np.arange(n), reason, ids_as_strings, image=None)
     batch["shard"] = np.full(n, shard, dtype=object)
     batch.update({c: np.full(n, np.nan, np.float32) for c in order if is_scored(c)})
-    return write_unit(out, key, batch, order, NO_SCORES)
+    write_unit(out, key, batch, order, NO_SCORES)
 
 
 def _write_table(url: str, table: pa.Table) -> None:

@@ -30,7 +30,7 @@ def build_manifest(cfg: ScoreConfig, info: ModelInfo, plan: RunPlan, streamed: S
     scoring with calibration ``cal`` at the prior ``cfg.prior`` (named by ``prior_from``)."""
     expect = (expected.expected_lenses(cfg.output, plan.parts, counts["candidates"])
               if cfg.prior is not None else None)
-    elapsed, scored, first = time.time() - t0, streamed.scored, streamed.first_commit
+    elapsed, done, first = time.time() - t0, streamed.committed, streamed.first_commit
     return {
         "lensscan_version": __version__,
         "input": cfg.input,
@@ -41,14 +41,15 @@ def build_manifest(cfg: ScoreConfig, info: ModelInfo, plan: RunPlan, streamed: S
                   "arithmetic": streamed.arithmetic or arithmetic_of(cfg.output, plan.parts)},
         "ids_as_strings": plan.survey.ids_as_strings,
         "counts": {**counts, "shards_unreadable": len(plan.unreadable),
-                   "rows_scored_this_run": scored},
+                   "rows_committed_this_run": done,
+                   "rows_scored_this_run": streamed.scored},
         "unreadable_shards": plan.unreadable,
         "finished": now(),
         "seconds": round(elapsed, 3),
-        "throughput_rows_per_s": round(scored / elapsed, 1) if elapsed > 0 else None,
+        "throughput_rows_per_s": round(done / elapsed, 1) if elapsed > 0 else None,
         # start-up (Ray, planning, actor start, the first unit) and the rate once rows flow
         "seconds_to_first_commit": round(first[0], 3) if first else None,
-        "steady_rows_per_s": steady(first, scored, elapsed),
+        "steady_rows_per_s": steady(first, done, elapsed),
         "resources": streamed.resources_report(),
         "startup": plan.startup,
         "started": started,

@@ -37,7 +37,8 @@ class Streamed:
     """What the stream did: resources asked for, rows committed, the first commit."""
 
     resources: Resources | None = None  # None: nothing was left to score
-    scored: int = 0  # rows committed
+    committed: int = 0  # rows committed, quarantined ones included
+    scored: int = 0  # of them, rows scored
     first_commit: tuple[float, int] | None = None  # (seconds since the start, rows) then
     devices: dict[str, int] = field(default_factory=dict)  # rows scored per device
     engine: str | None = None  # "ray" or "local" (:mod:`lensscan.score.inprocess`)
@@ -119,6 +120,6 @@ def stream_units(cfg: ScoreConfig, model_url: str, preprocessing: dict, todo: di
         if close is not None:
             close()
     progress.close()  # the last progress line, before the commit stage
-    return Streamed(res, collector.scored, collector.first_commit, collector.devices, engine,
-                    sorted(collector.one_arithmetic.seen))
+    return Streamed(res, collector.committed, collector.scored, collector.first_commit,
+                    collector.devices, engine, sorted(collector.one_arithmetic.seen))
 

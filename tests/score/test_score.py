@@ -81,6 +81,8 @@ def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_pa
     c = m["counts"]
     assert (c["rows_read"], c["rows_scored"], c["rows_quarantined"]) == (450, 448, 2)
     assert c["rows_scored"] + c["rows_quarantined"] == c["rows_read"]
+    # this run's own counts too: quarantined rows are committed, not scored
+    assert (c["rows_committed_this_run"], c["rows_scored_this_run"]) == (450, 448)
     bad = df[df["status"] != "ok"].sort_values("row")
     assert list(bad["row"]) == [3, 7] and bad["score"].isna().all()
     assert bad["status"].iloc[0].startswith("non_finite_pixels")

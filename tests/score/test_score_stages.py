@@ -233,8 +233,8 @@ def test_manifest_fields_in_their_order(tmp_path):
                     batch_size=64, row_bytes=12288, object_store_bytes=1)
     counts = {"rows_read": 203, "candidates": 3}
     plan.unreadable = unreadable_shards(plan)  # as commit_run leaves it
-    m = build_manifest(cfg, info, plan, Streamed(res, 200, (1.0, 40), {"cpu": 200}, "ray",
-                                                 ["fp32"]), counts, "then", 0.0, None, "model card")
+    streamed = Streamed(res, 200, 190, (1.0, 40), {"cpu": 190}, "ray", ["fp32"])
+    m = build_manifest(cfg, info, plan, streamed, counts, "then", 0.0, None, "model card")
     assert list(m) == ["lensscan_version", "input", "output", "model", "ids_as_strings",
                        "counts", "unreadable_shards", "finished", "seconds",
                        "throughput_rows_per_s", "seconds_to_first_commit",
@@ -242,7 +242,8 @@ def test_manifest_fields_in_their_order(tmp_path):
                        "threshold", "top", "prior", "p_lens"]
     assert m["model"] == {"url": "m", "name": "tiny", "checksum": "sum", "members": ["m0"],
                           "tta": False, "arithmetic": ["fp32"]}
-    assert m["counts"] == {**counts, "shards_unreadable": 1, "rows_scored_this_run": 200}
+    assert m["counts"] == {**counts, "shards_unreadable": 1,
+                           "rows_committed_this_run": 200, "rows_scored_this_run": 190}
     assert list(m["resources"]) == ["engine", "actors", "gpus_per_actor", "cpus_per_actor",
                                     "threads", "read_tasks", "batch_size", "row_bytes",
                                     "object_store_bytes", "devices"]
