@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import re
 import shutil
 import socket
 import time
@@ -22,6 +23,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def driver_lines(err: str) -> str:
+    """``err`` without the lines Ray forwards from its workers ("(Name pid=123) ..."): a
+    worker of an earlier test torn down late may print its own traceback into this one's
+    stderr, which says nothing of what the command printed."""
+    return "\n".join(line for line in err.splitlines()
+                     if not re.match(r"\((\w+ )?pid=\d+", line.lstrip()))
 
 
 def make_batch(n: int, seed: int = 0, start_id: int = 0, labels: bool = True) -> dict:
