@@ -19,6 +19,10 @@ DEFAULT_CROP = 48
 #: its actors have started.
 LOCAL_MAX_ROWS = 50_000
 
+#: AB zero-points outside this range are no survey's (HSC 27, nJy 31.4, DES 30): a header
+#: error, which would scale every stamp to nothing or to overflow
+ZEROPOINT_RANGE = (10.0, 45.0)
+
 #: How shards can store their pixels: float32, or float16 (half the bytes: 24 KiB a cutout)
 PIXEL_TYPES = ("float32", "float16")
 
@@ -195,7 +199,8 @@ class CutoutConfig:
                                     "--resample", low=0)
     zeropoint: float = option(27.0, "AB zero-point of the output fluxes; images whose header "
                               "gives another are scaled to it (those that give none are taken "
-                              "to be at it already)")
+                              "to be at it already)", low=ZEROPOINT_RANGE[0],
+                              high=ZEROPOINT_RANGE[1])
     resample: bool = option(False, "reproject images of another pixel scale onto a "
                             "--pixel-scale TAN grid (needs reproject)")
     id_col: str = option("object_id", "the catalogue's object id column (case-insensitive)")
@@ -204,7 +209,7 @@ class CutoutConfig:
     psf_fwhm: list[float] | None = option(None, "PSF FWHM (arcsec) per band for every row, as "
                                           "the psf_fwhm column (default: the catalogue's "
                                           "psf_fwhm or psf_fwhm_<band>, if any)",
-                                          metavar="G,R,I", per_band=True)
+                                          metavar="G,R,I", per_band=True, above=0)
     shard_size: int = option(4096, "rows per shard at most", low=1)
     pixels: str = option("float32", "how the shards store pixels: float16 halves the bytes "
                          "(24 KiB a cutout; what GPU clusters should read), float32 keeps "
@@ -253,7 +258,8 @@ class InjectConfig:
                                                 "to this range", metavar=("MIN", "MAX"))
     aperture: float = option(2.0, "arcsec radius of the host's aperture magnitude", above=0)
     psf_fwhm: list[float] | None = option(None, "PSF FWHM (arcsec) per band for rows without a "
-                                          "psf_fwhm column", metavar="G,R,I", per_band=True)
+                                          "psf_fwhm column", metavar="G,R,I", per_band=True,
+                                          above=0)
     psf_fwhm_cols: list[str] | None = option(None, "take the PSF FWHM from these columns (e.g. "
                                              "seeing_g,seeing_r,seeing_i)",
                                              metavar="COL_G,COL_R,COL_I", per_band=True)

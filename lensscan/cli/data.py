@@ -54,7 +54,11 @@ def _import_npy(a) -> None:
     def warn(err) -> None:
         print(f"skipped {err}", file=sys.stderr)
 
-    print(json.dumps(import_npy(a.src, a.out, a.shard_size, on_error=warn if a.skip_bad else None)))
+    def note(line: str) -> None:
+        print(f"import-npy: {line}", file=sys.stderr)
+
+    print(json.dumps(import_npy(a.src, a.out, a.shard_size, on_error=warn if a.skip_bad else None,
+                                on_note=note)))
 
 
 def add_demo(sub) -> None:

@@ -163,10 +163,22 @@ def _convert(hint: Any, f: Field, value: Any) -> Any:
     if f.metadata.get("per_band"):
         if value == "" and f.default is None:
             return None
-        return [get_args(kind)[0](v) for v in _per_band(value)]
+        return _per_band_values(f, get_args(kind)[0], value)
     if get_origin(kind) is tuple:
         return tuple(value)
     return value
+
+
+def _per_band_values(f: Field, kind: type, text: str) -> list:
+    """The values of a per-band option, each within the option's bounds (numbers: finite), in
+    one line naming the option."""
+    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    bounds = {k: f.metadata[k] for k in ("low", "high", "above") if k in f.metadata}
+    parse = number(kind, **bounds) if kind in (int, float) else kind
+    try:
+        return [parse(v) for v in _per_band(text)]
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise ValueError(f"{flag}: {exc}") from None
 
 
 def _per_band(text: str) -> list[str]:

@@ -22,7 +22,9 @@ keep where the object lies relative to the stamp's centre (pixels, in (-0.5, 0.5
 from __future__ import annotations
 
 import json
+import math
 import time
+import zlib
 from contextlib import ExitStack
 
 import numpy as np
@@ -30,9 +32,10 @@ import pyarrow as pa
 import ray
 
 from lensscan import runtime
-from lensscan.config import CutoutConfig
+from lensscan.config import ZEROPOINT_RANGE, CutoutConfig
 from lensscan.data import placement as P
 from lensscan.data.resample import read_half, require_reproject, resample_stamp
+from lensscan.errors import LensscanError, NothingReadableError
 from lensscan.io import coadd, storage
 from lensscan.io.batch import off_sky
 from lensscan.io.catalogs import Columns, read_catalog
@@ -41,6 +44,35 @@ from lensscan.io.parquet import flux_metadata, write_parquet
 MISSING = "_missing.parquet"
 SUMMARY = "_cutout.json"
 REASONS = ("no_tile", "off_sky", "edge", "masked", "unreadable")
+#: what a corrupt or truncated image raises as its pixels are read (zlib: a tile-compressed
+#: image whose compressed bytes are damaged)
+PIXEL_ERRORS = (TypeError, ValueError, OSError, EOFError, zlib.error)
+
+
+def check_options(cfg: CutoutConfig) -> None:
+    """Refuse settings that cannot give cutouts, before anything is read (the command line
+    checks them too; this holds for calls from Python)."""
+    for name, bands in (("--bands", cfg.bands), ("--band-names", cfg.band_names)):
+        if bands is not None and len(set(bands)) != len(bands):
+            raise ValueError(f"{name} {','.join(bands)}: each band once (one image would be "
+                             "written as two bands)")
+    lo, hi = ZEROPOINT_RANGE
+    if not (math.isfinite(cfg.zeropoint) and lo <= cfg.zeropoint <= hi):
+        raise ValueError(f"--zeropoint {cfg.zeropoint:g}: give an AB zero-point in "
+                         f"{lo:g}-{hi:g}")
+    if cfg.psf_fwhm is not None and not all(math.isfinite(v) and v > 0 for v in cfg.psf_fwhm):
+        raise ValueError(f"--psf-fwhm {','.join(f'{v:g}' for v in cfg.psf_fwhm)}: give "
+                         "positive numbers (arcsec), one per band")
+
+
+def check_apart(cfg: CutoutConfig, tiles: list[coadd.Tile]) -> None:
+    """Refuse an ``--out`` that holds the catalogue or an image: the shards would be written
+    among them, and ``--overwrite`` would delete them."""
+    inputs = [cfg.catalog, *(b.url for t in tiles for b in t.bands)]
+    for url in inputs:
+        if storage.inside(url, cfg.out):
+            raise ValueError(f"{url}: the input lies inside --out {cfg.out}, which the run "
+                             "fills with shards (and --overwrite clears); write elsewhere")
 
 
 def check_tiles(tiles: list[coadd.Tile], cfg: CutoutConfig) -> None:
@@ -115,17 +147,18 @@ def cut_tile(tile: coadd.Tile, name: str, rows: dict, cfg: CutoutConfig) -> dict
     meta = flux_metadata(cfg.pixel_scale, cfg.zeropoint)
     written, masked, unreadable, errors = [], [], [], []
     with ExitStack() as stack:
-        hduls = [stack.enter_context(coadd.open_image(b.url)) for b in tile.bands]
+        try:
+            hduls = [stack.enter_context(coadd.open_image(b.url)) for b in tile.bands]
+        except PIXEL_ERRORS as exc:  # opened at planning, damaged since: every row unreadable
+            return _unreadable_tile(tile, rows["row"], exc)
         for k, start in enumerate(range(0, len(order), cfg.shard_size)):
             part = {c: v[start:start + cfg.shard_size] for c, v in rows.items()}
             try:
                 batch = _cut(hduls, tile, part, cfg)
-            except (TypeError, ValueError, OSError, EOFError) as exc:  # a truncated or corrupt
-                if storage.is_storage_failure(exc):  # image; storage failures stop the run
-                    raise
-                unreadable.append(part["row"])
-                errors.append(f"{' / '.join(b.url for b in tile.bands)}: cannot read pixels "
-                              f"({str(exc)[:200]})")
+            except PIXEL_ERRORS as exc:  # a truncated or corrupt image
+                failed = _unreadable_tile(tile, part["row"], exc)
+                unreadable.append(failed["unreadable"])
+                errors += failed["errors"]
                 continue
             clean = np.isfinite(batch["image"]).all(axis=(1, 2, 3))
             if clean.any():
@@ -138,6 +171,17 @@ def cut_tile(tile: coadd.Tile, name: str, rows: dict, cfg: CutoutConfig) -> dict
     return {"written": np.concatenate(written or [none]),
             "masked": np.concatenate(masked or [none]),
             "unreadable": np.concatenate(unreadable or [none]), "errors": errors[:1]}
+
+
+def _unreadable_tile(tile: coadd.Tile, rows: np.ndarray, exc: BaseException) -> dict:
+    """``cut_tile``'s result for ``rows`` of a tile whose pixels cannot be read; a storage
+    failure (not the file's fault) is raised: the run stops and a rerun finishes it."""
+    if storage.is_storage_failure(exc):
+        raise exc
+    none = np.zeros(0, np.int64)
+    why = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return {"written": none, "masked": none, "unreadable": np.asarray(rows, np.int64),
+            "errors": [f"{' / '.join(b.url for b in tile.bands)}: cannot read pixels ({why})"]}
 
 
 def _catalog(cfg: CutoutConfig) -> dict[str, np.ndarray]:
@@ -181,14 +225,27 @@ def _run_rank(rank: int, pending: np.ndarray, cand: P.Candidates, tiles: list[co
         rows.update(row=cand.row[sel], x=cand.x[sel], y=cand.y[sel])
         if len(running) >= limit:
             ready, running = ray.wait(running, num_returns=1)
-            results += ray.get(ready)
+            results += _gathered(ready)
         running.append(task.remote(tiles[t], f"part-{t:05d}-r{rank}", rows, cfg))
-    results += ray.get(running)
+    results += _gathered(running)
     none = [np.zeros(0, np.int64)]
     written, masked, unreadable = (np.concatenate([r[k] for r in results] or none)
                                    for k in ("written", "masked", "unreadable"))
     errors.extend(e for r in results for e in r["errors"])
     return written, {"edge": edge, "masked": masked, "unreadable": unreadable}
+
+
+def _gathered(refs: list) -> list[dict]:
+    """The tile tasks' results; a task's error is raised as itself (one line for the user),
+    not as Ray's wrapper with the worker's traceback."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, LensscanError | ValueError | OSError):
+            raise cause from None
+        raise RuntimeError(f"a cutout task failed: {type(cause).__name__}: "
+                           f"{' '.join(str(cause).split())[:300]}") from None
 
 
 def _write_missing(cfg: CutoutConfig, cat: dict[str, np.ndarray], rows: np.ndarray,
@@ -211,6 +268,7 @@ def cutout_survey(cfg: CutoutConfig, progress: bool = True) -> dict:
     """Cut every catalogue object out of the coadd tiles into Parquet shards under ``cfg.out``
     (see the module docstring); returns the summary also written to ``_cutout.json``."""
     t0 = time.time()
+    check_options(cfg)
     for key in ("catalog", "images", "out"):  # Ray workers run in other folders
         setattr(cfg, key, storage.absolute(getattr(cfg, key)))
     cat = _catalog(cfg)
@@ -219,6 +277,7 @@ def cutout_survey(cfg: CutoutConfig, progress: bool = True) -> dict:
     if not tiles:
         raise FileNotFoundError(f"{cfg.images}: no tile has an image in every band "
                                 f"({', '.join(cfg.band_names or cfg.bands)})")
+    check_apart(cfg, tiles)
     check_tiles(tiles, cfg)
     storage.ensure_empty(cfg.out, cfg.overwrite)
     # a position that is a number but not a place on the sky (a NaN one is no position)
@@ -251,4 +310,10 @@ def cutout_survey(cfg: CutoutConfig, progress: bool = True) -> dict:
                "seconds": round(time.time() - t0, 2), "config": cfg.to_dict()}
     storage.write_bytes_atomic(storage.join(cfg.out, SUMMARY),
                                json.dumps(summary, indent=2).encode())
+    if not counts["cutouts"]:
+        raise NothingReadableError(
+            f"{cfg.catalog}: no cutout was written, all {n} rows are in {MISSING} ("
+            + ", ".join(f"{r} {counts[r]}" for r in REASONS if counts[r])
+            + (f"; first unreadable tile: {summary['unreadable_tiles'][0]}"
+               if summary["unreadable_tiles"] else "") + ")")
     return summary

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.coordinates import SkyCoord
-from astropy.wcs import WCS
+from astropy.wcs import WCS, NoConvergence
 from astropy.wcs.utils import pixel_to_skycoord, skycoord_to_pixel
 
 from lensscan.io.coadd import Tile
@@ -68,11 +68,22 @@ def check_grid(tile: Tile) -> None:
         if band.shape != first.shape:
             raise ValueError(f"tile {tile.key}: {band.url} is {band.shape} pixels, "
                              f"{first.url} {first.shape}: the bands must share one pixel grid")
-        bx, by = skycoord_to_pixel(sky, band.wcs(), origin=0, mode="all")
+        bx, by = to_pixel(sky, band.wcs(), band.url)
         off = float(np.hypot(bx - xs, by - ys).max())
         if off > GRID_TOLERANCE:
             raise ValueError(f"tile {tile.key}: {band.url} is offset by {off:.3g} pixels from "
                              f"{first.url}: the bands must share one pixel grid (or --resample)")
+
+
+def to_pixel(sky: SkyCoord, wcs: WCS, url: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel positions of ``sky`` in the image ``url`` (0-based, distortions included, as
+    :class:`astropy.nddata.Cutout2D` computes them); a distortion that cannot be inverted there
+    is refused in one line naming the image."""
+    try:
+        return skycoord_to_pixel(sky, wcs, origin=0, mode="all")
+    except NoConvergence:
+        raise ValueError(f"{url}: the WCS's distortion (SIP/TPV) cannot be inverted on the "
+                         "image: check the header's distortion terms") from None
 
 
 def edge_distance(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -104,8 +115,8 @@ def candidates(ra: np.ndarray, dec: np.ndarray, tiles: list[Tile]) -> Candidates
         if not len(near):
             continue
         rows = order[near]
-        x, y = skycoord_to_pixel(SkyCoord(ra[rows], dec[rows], unit="deg", frame="icrs"), wcs,
-                                 origin=0, mode="all")
+        x, y = to_pixel(SkyCoord(ra[rows], dec[rows], unit="deg", frame="icrs"), wcs,
+                        tile.bands[0].url)
         dist = edge_distance(x, y, tile.shape)
         inside = dist > 0
         parts.append((rows[inside], np.full(inside.sum(), t), x[inside], y[inside], dist[inside]))

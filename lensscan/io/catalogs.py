@@ -9,6 +9,7 @@ column ``psf_fwhm_<band>`` per band. FITS tables are big-endian; every array ret
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +70,7 @@ def _parse(url: str, fmt: str, data: bytes, text: str | None) -> dict[str, np.nd
         types = {}
         if text:
             names = pacsv.open_csv(pa.BufferReader(data)).schema.names
-            types = {n: pa.string() for n in names if n.lower() == text}
+            types = {n: pa.binary() for n in names if n.lower() == text}  # text: UTF-8 checked
         return _from_arrow(url, pacsv.read_csv(
             pa.BufferReader(data), convert_options=pacsv.ConvertOptions(column_types=types)))
     if fmt == "parquet":
@@ -80,10 +81,17 @@ def _parse(url: str, fmt: str, data: bytes, text: str | None) -> dict[str, np.nd
 
     table = Table.read(io.BytesIO(data), format="fits" if fmt == "fits" else "votable")
     # a masked column (FITS TNULL, VOTable null) keeps its mask: a null id is no id
-    return _ambiguous({name.lower(): _native(table[name] if isinstance(table[name],
-                                                                       np.ma.MaskedArray)
-                                             else np.asarray(table[name]))
-                       for name in table.colnames}, table.colnames)
+    return _ambiguous({name.lower(): _astropy_column(table[name]) for name in table.colnames},
+                      table.colnames)
+
+
+def _astropy_column(col) -> np.ndarray | Unusable:
+    """A FITS or VOTable column as :func:`_native` gives it; text that is not UTF-8 makes the
+    column :class:`Unusable` (refused only if it is used), not the catalogue."""
+    try:
+        return _native(col if isinstance(col, np.ma.MaskedArray) else np.asarray(col))
+    except UnicodeDecodeError as exc:
+        return Unusable(f"text that is not UTF-8 ({exc.reason} at byte {exc.start})")
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ def _native(values: np.ndarray) -> np.ndarray:
     mask = np.ma.getmaskarray(values) if np.ma.isMaskedArray(values) else None
     values = np.asarray(np.ma.getdata(values))
     if values.dtype.kind in "SU":
-        text = values.astype(str) if values.dtype.kind == "U" else np.char.decode(values, "ascii")
+        text = values.astype(str) if values.dtype.kind == "U" else np.char.decode(values, "utf-8")
         values = np.asarray([s.strip() for s in text.ravel()], dtype=object).reshape(values.shape)
     elif values.dtype.kind in "iuf" and not values.dtype.isnative:
         values = values.astype(values.dtype.newbyteorder("="))
@@ -183,13 +191,14 @@ def read_catalog(url: str, cols: Columns | None = None,
         When a column is missing, an id is missing or repeated, or coordinates are not numbers.
     """
     cols = cols or Columns()
-    table = read_table(url)
+    csv = catalog_format(url) == "csv"
+    # a CSV's ids are read as typed: 007 is not 7, and ids beyond int64 are not floats
+    table = read_table(url, text=cols.id.lower() if csv else None)
     for want in (cols.id, cols.ra, cols.dec):
-        column(url, table, want)
-    if column(url, table, cols.id).dtype.kind == "f" and catalog_format(url) == "csv":
-        # ids beyond int64 (or with a decimal point) parse as floats: keep them as typed
-        table = read_table(url, text=cols.id.lower())
-    ids = _ids(url, column(url, table, cols.id), cols.id)
+        if np.ndim(column(url, table, want)) != 1:
+            raise ValueError(f"{url}: column {want!r} holds arrays; it must hold one value a row")
+    raw = column(url, table, cols.id)
+    ids = _ids(url, _as_integers(raw) if csv else raw, cols.id)
     out = {"object_id": ids}
     for key, name in (("ra", cols.ra), ("dec", cols.dec)):
         try:
@@ -200,6 +209,21 @@ def read_catalog(url: str, cols: Columns | None = None,
     if psf is not None:
         out["psf_fwhm"] = psf
     return out
+
+
+_INT64 = re.compile(r"-?(0|[1-9][0-9]{0,18})")
+
+
+def _as_integers(text: np.ndarray) -> np.ndarray:
+    """CSV ids read as text, as int64 when every one is an integer written the plain way (no
+    leading zeros or signs, within int64): ids like ``007`` stay text, as typed."""
+    values = [v.strip() if isinstance(v, str) else v for v in text.tolist()]
+    if not values or not all(isinstance(v, str) and _INT64.fullmatch(v) for v in values):
+        return text
+    big = [int(v) for v in values]
+    if any(not -2**63 <= v < 2**63 for v in big):
+        return text
+    return np.asarray(big, np.int64)
 
 
 def _ids(url: str, raw: np.ndarray, name: str) -> np.ndarray:
@@ -220,7 +244,7 @@ def _ids(url: str, raw: np.ndarray, name: str) -> np.ndarray:
         ids = np.asarray([str(v) for v in raw], dtype=object)
     uniq, counts = np.unique(ids.astype(str) if ids.dtype.kind == "O" else ids, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"{url}: object id {uniq[counts > 1][0]!r} appears "
+        raise ValueError(f"{url}: object id {uniq[counts > 1][0].item()!r} appears "
                          f"{int(counts[counts > 1][0])} times; ids must be unique")
     return ids
 
@@ -228,7 +252,11 @@ def _ids(url: str, raw: np.ndarray, name: str) -> np.ndarray:
 def _psf_fwhm(url: str, table: dict[str, np.ndarray], bands: tuple[str, ...]
               ) -> np.ndarray | None:
     if "psf_fwhm" in table and np.ndim(column(url, table, "psf_fwhm")) == 2:
-        return np.asarray(table["psf_fwhm"], dtype=np.float32)
+        psf = np.asarray(table["psf_fwhm"], dtype=np.float32)
+        if psf.shape[1] != len(bands):
+            raise ValueError(f"{url}: column 'psf_fwhm' holds {psf.shape[1]} values a row; "
+                             f"give one per band ({', '.join(bands)})")
+        return psf
     names = [f"psf_fwhm_{b.lower()}" for b in bands]
     if all(n in table for n in names):
         cols = [column(url, table, n) for n in names]

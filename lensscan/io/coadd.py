@@ -24,6 +24,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from lensscan.config import ZEROPOINT_RANGE
 from lensscan.errors import StorageError
 from lensscan.io import storage
 
@@ -131,11 +132,6 @@ def image_hdu(hdul: fits.HDUList, url: str) -> int:
     raise ValueError(f"{url}: no two-dimensional image HDU")
 
 
-#: AB zero-points outside this range are no survey's (HSC 27, nJy 31.4, DES 30): a header
-#: error, which would scale every stamp to nothing or to overflow
-ZEROPOINT_RANGE = (10.0, 45.0)
-
-
 def header_zeropoint(header: fits.Header, primary: fits.Header, url: str = "") -> float | None:
     """AB zero-point from ``MAGZERO``/``MAGZP``, ``FLUXMAG0`` (HSC: the flux of magnitude 0) or
     ``BUNIT = nJy`` (31.4), looked up in the image header and then the primary header.
@@ -193,11 +189,24 @@ def read_band_image(url: str) -> BandImage:
         raise ValueError(f"{url}: not a readable FITS image ({str(exc).splitlines()[0][:200]})"
                          ) from None
     img = BandImage(url, k, shape, text, (0.0, 0.0), zp)
-    wcs = img.wcs()
-    if not wcs.has_celestial or wcs.naxis != 2:
-        raise ValueError(f"{url}: the image header has no celestial WCS")
-    scale = proj_plane_pixel_scales(wcs) * 3600.0  # degrees -> arcsec
+    try:
+        wcs = img.wcs()
+        if not wcs.has_celestial or wcs.naxis != 2:
+            raise ValueError(f"{url}: the image header has no celestial WCS")
+        scale = proj_plane_pixel_scales(wcs) * 3600.0  # degrees -> arcsec
+    except (ValueError, TypeError, KeyError, MemoryError) as exc:
+        if str(exc).startswith(f"{url}:"):
+            raise
+        raise ValueError(f"{url}: invalid WCS in the image header ({wcs_reason(exc)})") from None
     return BandImage(url, k, shape, text, (float(scale[0]), float(scale[1])), zp)
+
+
+def wcs_reason(exc: BaseException) -> str:
+    """wcslib's reason for refusing a header, in one line: its messages name the C function
+    and source line ("ERROR 4 in wcs_types() at line ...:") before the reason."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    reasons = [ln for ln in lines if not re.match(r"ERROR \d+ in ", ln)]
+    return (reasons or lines or [type(exc).__name__])[0][:200]
 
 
 def discover_tiles(pattern: str, band_names: tuple[str, ...],

@@ -27,6 +27,11 @@ DEEPLENSE_FOLDERS = {
 }
 
 
+#: bytes that hold any ``.npy`` header of a cutout: magic and version (8), its length (2 or 4)
+#: and the header itself (at most 64 KiB in format 1.0); the pixels come after
+NPY_HEAD = 65_548
+
+
 def load_npy(url: str) -> np.ndarray:
     """Load one cutout as float32 ``(3, 64, 64)``; never unpickles, and reads the header's shape
     and dtype before any pixel (a header may claim exabytes).
@@ -37,17 +42,21 @@ def load_npy(url: str) -> np.ndarray:
         When the file is not a plain numeric ``.npy`` array of that shape.
     """
     try:
-        buf = io.BytesIO(storage.read_bytes(url))
+        head, size = storage.read_head(url, NPY_HEAD)
     except FileNotFoundError as exc:
         raise ShardError(url, "file not found") from exc
     try:
+        buf = io.BytesIO(head)
         shape, dtype = _header(buf)
         if shape != CUTOUT_SHAPE:
             raise ShardError(url, f"array has shape {shape}, expected {CUTOUT_SHAPE}")
         if dtype.kind not in "fiu":
             raise ShardError(url, f"array has dtype {dtype}, expected floating point")
-        buf.seek(0)
-        arr = np.load(buf, allow_pickle=False)
+        need = buf.tell() + int(np.prod(shape)) * dtype.itemsize
+        if size < need:
+            raise ShardError(url, f"truncated: {size} bytes, the header's array needs {need}")
+        data = head if len(head) >= need else storage.read_bytes(url)
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise ShardError(url, f"not a readable .npy array ({str(exc)[:200]})") from exc
     finite = np.isfinite(arr)
@@ -93,17 +102,22 @@ def _flush(out: str, index: int, rows: list[tuple[str, int, str, np.ndarray]]) -
     return url
 
 
-def _listing(fs, root: str, folders: list[str]) -> list[tuple[str, str, str]]:
+def _listing(fs, root: str, folders: list[str]) -> tuple[list[tuple[str, str, str]], list[str]]:
     """(folder, URL, object id) of every ``.npy`` file under the DeepLense ``folders``: the id
     is the file's path under its folder, ``<folder>/<stem>`` for a file directly in it
-    (DeepLense's own id) and ``<folder>/<sub>/<stem>`` in a subfolder."""
-    files = []
+    (DeepLense's own id) and ``<folder>/<sub>/<stem>`` in a subfolder. Also the URLs of the
+    other entries found there (files of other kinds, links to folders, which are not
+    followed), passed over."""
+    files, others = [], []
     for name in folders:
         top = posixpath.join(root, name)
-        for p in sorted(p for p in fs.find(top) if p.endswith(".npy")):
+        for p in sorted(fs.find(top)):
+            if not p.endswith(".npy"):
+                others.append(storage.unstrip(fs, p))
+                continue
             files.append((name, storage.unstrip(fs, p),
                           f"{name}/{posixpath.relpath(p, top)[:-len('.npy')]}"))
-    return files
+    return files, others
 
 
 def _check_id(url: str, object_id: str) -> None:
@@ -123,17 +137,21 @@ def import_npy(
     shard_size: int = 4096,
     progress: bool = True,
     on_error: Callable[[ShardError], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
     """Convert a DeepLense-style folder into Parquet shards under ``out``.
 
     Memory is bounded by one shard (``shard_size`` cutouts, 48 KiB each) whatever the number of
     files. A file that cannot be read raises :class:`ShardError` naming it, unless ``on_error`` is
-    given, in which case it is reported there and skipped (and counted as ``skipped``).
+    given, in which case it is reported there and skipped (and counted as ``skipped``). Entries
+    that are not ``.npy`` files are counted as ``passed_over`` and told to ``on_note``. When the
+    import fails, the shards it wrote are removed: no partial import is left to be scored.
 
     Returns
     -------
     dict
-        Counts per ``<split>_<lenses|nonlenses>``, ``files``, ``skipped`` and ``shards``.
+        Counts per ``<split>_<lenses|nonlenses>``, ``files``, ``skipped``, ``passed_over`` and
+        ``shards``.
     """
     from tqdm import tqdm
 
@@ -143,11 +161,32 @@ def import_npy(
         raise FileNotFoundError(
             f"{src}: none of the DeepLense folders {sorted(DEEPLENSE_FOLDERS)} found"
         )
-    files = _listing(fs, root, present)
-    counts = {name: 0 for name in present} | {"files": 0, "skipped": 0, "shards": 0}
+    files, others = _listing(fs, root, present)
+    if others and on_note is not None:
+        on_note(f"passed over {len(others)} entries that are not .npy files (links to folders "
+                f"are not followed), first {others[0]}")
+    counts = {name: 0 for name in present} | {"files": 0, "skipped": 0,
+                                              "passed_over": len(others), "shards": 0}
+    written: list[str] = []
+    try:
+        _import_files(tqdm(files, desc="import-npy", unit="file", disable=not progress), out,
+                      shard_size, counts, written, on_error)
+    except BaseException:
+        for url in written:  # no partial import left behind, to be scored as if whole
+            storage.remove(url)
+        raise
+    if not counts["files"]:
+        raise NothingReadableError(
+            f"{src}: no readable .npy file in {', '.join(present)} "
+            f"({counts['skipped']} skipped as unreadable)")
+    return counts
+
+
+def _import_files(files, out: str, shard_size: int, counts: dict[str, int], written: list[str],
+                  on_error: Callable[[ShardError], None] | None) -> None:
+    """Write ``files`` as shards, counting into ``counts`` and listing the shards written."""
     rows: list = []
-    for name, url, object_id in tqdm(files, desc="import-npy", unit="file",
-                                     disable=not progress):
+    for name, url, object_id in files:
         split, label = DEEPLENSE_FOLDERS[name]
         try:
             _check_id(url, object_id)
@@ -162,14 +201,9 @@ def import_npy(
         counts[name] += 1
         counts["files"] += 1
         if len(rows) >= shard_size:
-            _flush(out, counts["shards"], rows)
+            written.append(_flush(out, counts["shards"], rows))
             counts["shards"] += 1
             rows = []
     if rows:
-        _flush(out, counts["shards"], rows)
+        written.append(_flush(out, counts["shards"], rows))
         counts["shards"] += 1
-    if not counts["files"]:
-        raise NothingReadableError(
-            f"{src}: no readable .npy file in {', '.join(present)} "
-            f"({counts['skipped']} skipped as unreadable)")
-    return counts

@@ -280,6 +280,14 @@ def read_bytes(url: str) -> bytes:
         return fs.cat_file(path)
 
 
+def read_head(url: str, size: int) -> tuple[bytes, int]:
+    """The first ``size`` bytes of a file (all of it when shorter) and the file's length: a
+    header can be checked before the rest is fetched."""
+    fs, path = filesystem(url)
+    with failures_named(url, "read"):
+        return fs.cat_file(path, 0, size), int(fs.size(path))
+
+
 def list_into_cache(url: str) -> None:
     """List the folder ``url`` of an object store (one request per thousand files), so that the
     filesystem's later ``info`` calls on its files come from the listing instead of one HEAD

@@ -104,14 +104,14 @@ def write_unit(out: str, key: str, rows: dict[str, np.ndarray], order: list[str]
 
 
 def write_rejected(out: str, key: str, shard: str, rows: int, reason: str,
-                   order: list[str], ids_as_strings: bool) -> None:
+                   order: list[str], ids_as_strings: bool) -> int:
     """Commit the rows of a shard rejected at planning (its footer said how many): every row
     quarantined as ``unreadable`` with the reason, so that the rows are counted."""
     n = int(rows)
     batch = quarantine_batch(np.arange(n), reason, ids_as_strings, image=None)
     batch["shard"] = np.full(n, shard, dtype=object)
     batch.update({c: np.full(n, np.nan, np.float32) for c in order if is_scored(c)})
-    write_unit(out, key, batch, order, NO_SCORES)
+    return write_unit(out, key, batch, order, NO_SCORES)[0]
 
 
 def _write_table(url: str, table: pa.Table) -> None:

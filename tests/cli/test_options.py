@@ -139,10 +139,17 @@ def test_a_malformed_band_list_is_one_line(capsys, tmp_path):
     assert main(["cutout", "c.csv", "i_{band}.fits", "--out", str(tmp_path / "o"),
                  "--bands", "g,r"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["lensscan cutout: error: give three comma-separated bands, not 'g,r'"]
+    assert err == ["lensscan cutout: error: --bands: give three comma-separated bands, not 'g,r'"]
     assert main(["inject", "s", "--out", str(tmp_path / "o"), "--lenses", "1", "--negatives",
                  "1", "--gain", "1,x,3"]) == 2
-    assert "could not convert string to float: 'x'" in capsys.readouterr().err
+    assert "--gain: 'x' is not a number" in capsys.readouterr().err
+    # each value of a per-band option is held to the option's bounds, and bands are distinct
+    assert main(["cutout", "c.csv", "i_{band}.fits", "--out", str(tmp_path / "o"),
+                 "--psf-fwhm", "0.7,inf,0.6"]) == 2
+    assert "--psf-fwhm: must be a finite number, not inf" in capsys.readouterr().err
+    assert main(["cutout", "c.csv", "i_{band}.fits", "--out", str(tmp_path / "o"),
+                 "--band-names", "G,R,R"]) == 2
+    assert "--band-names G,R,R: each band once" in capsys.readouterr().err
 
 
 def test_score_job_refuses_in_one_line_as_lensscan_score(tmp_path, capsys):

@@ -236,3 +236,88 @@ def test_band_images_that_cannot_be_read_or_scaled_are_named(tmp_path):
     fits.HDUList([fits.PrimaryHDU(header=fits.Header([("MAGZERO", 27.5)])),
                   fits.ImageHDU(hdu.data, hdu.header)]).writeto(url, overwrite=True)
     assert coadd.read_band_image(url).zeropoint == pytest.approx(27.5)
+
+
+def _rewrite(path, change) -> None:
+    """Rewrite a band image through ``change(hdul)``."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        hdul = change(fits.HDUList([h.copy() for h in hdul]))
+    hdul.writeto(path, overwrite=True)
+
+
+def test_headers_that_are_no_wcs_are_one_line_naming_the_file(tmp_path):
+    """wcslib's refusals (an unknown projection, a singular matrix) name the file in one line,
+    without wcslib's C source lines; a distortion that cannot be inverted likewise."""
+    pattern = write_coadd(tmp_path / "coadd")
+    tract, patch = A.split("|")
+    band = tmp_path / "coadd" / tract / f"calexp-HSC-R-{patch}.fits"
+    for cards, why in (({"CTYPE1": "RA---XYZ", "CTYPE2": "DEC--XYZ"}, "Unrecognized projection"),
+                       ({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "PC1_1": 0.0,
+                         "PC2_2": 0.0}, "matrix is singular")):
+        _rewrite(band, lambda h, cards=cards: (h[1].header.update(cards), h)[1])
+        with pytest.raises(ValueError) as err:
+            coadd.read_band_image(str(band))
+        assert str(err.value).startswith(f"{band}: invalid WCS in the image header (")
+        assert why in str(err.value) and "\n" not in str(err.value)
+        assert "wcs.c" not in str(err.value)
+    write_coadd(tmp_path / "sip")
+    sip = {"CTYPE1": "RA---TAN-SIP", "CTYPE2": "DEC--TAN-SIP", "A_ORDER": 3, "B_ORDER": 3,
+           "A_3_0": 3e-4, "B_0_3": 3e-4, "A_2_0": 1e-2}
+    for b in BANDS:
+        _rewrite(tmp_path / "sip" / tract / f"calexp-HSC-{b}-{patch}.fits",
+                 lambda h: (h[1].header.update(sip), h)[1])
+    tiles, _ = coadd.discover_tiles(str(tmp_path / "sip" / tract / "calexp-HSC-{band}-*.fits"),
+                                    BANDS)
+    with pytest.raises(ValueError, match=r"calexp-HSC-R-.*: the WCS's distortion \(SIP/TPV\) "
+                                         "cannot be inverted"):
+        check_tiles(tiles, CutoutConfig("c.csv", pattern, "o"))
+
+
+def test_out_holding_the_inputs_is_refused_before_anything_is_deleted(tmp_path, capsys):
+    pattern = write_coadd(tmp_path / "coadd")
+    cat = _catalog(tmp_path / "cat.parquet")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for out in (tmp_path, tmp_path / "coadd"):
+        assert main(["cutout", cat, pattern, "--out", str(out), "--overwrite",
+                     "--band-names", "G,R,I", "--id-col", "ID"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "the input lies inside --out" in err[0]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert main(["cutout", cat, pattern, "--out", str(tmp_path / "o"), "--band-names", "G,R,R",
+                 "--id-col", "ID"]) == 2
+    assert "--band-names G,R,R: each band once" in capsys.readouterr().err
+
+
+def test_a_corrupt_compressed_tile_is_unreadable_and_a_run_with_no_cutout_fails(
+        tmp_path, ray_local, capsys):
+    """A tile-compressed image whose compressed bytes are damaged (zlib's error) counts its
+    rows as unreadable and names the tile; when no row can be cut the run fails in one line,
+    its _missing.parquet and _cutout.json written."""
+    from astropy.io import fits
+
+    pattern = write_coadd(tmp_path / "coadd")
+    tract, patch = A.split("|")
+    band = tmp_path / "coadd" / tract / f"calexp-HSC-R-{patch}.fits"
+    _rewrite(band, lambda h: fits.HDUList([h[0], fits.CompImageHDU(
+        h[1].data, header=h[1].header, compression_type="GZIP_1")]))
+    data = bytearray(band.read_bytes())
+    start, end = len(data) // 2, len(data) - 3000
+    data[start:end] = np.random.default_rng(1).integers(0, 256, end - start, np.uint8).tobytes()
+    band.write_bytes(bytes(data))
+    out = str(tmp_path / "shards")
+    cat = _catalog(tmp_path / "cat.parquet")
+    assert main(["cutout", cat, pattern, "--out", out, "--band-names", "G,R,I",
+                 "--id-col", "ID"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and str(band) in captured.err
+    counts = json.loads(captured.out)["counts"]
+    assert counts["unreadable"] >= 1 and counts["cutouts"] + counts["missing"] == 10
+    only_a = str(tmp_path / "coadd" / tract / "calexp-HSC-{band}-" / "..").replace("/..", "")
+    assert main(["cutout", cat, only_a + f"{patch}.fits", "--out", str(tmp_path / "none"),
+                 "--band-names", "G,R,I", "--id-col", "ID"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"lensscan cutout: error: {cat}: no cutout was written")
+    assert "unreadable" in err[-1] and "Traceback" not in "\n".join(err)
+    assert (tmp_path / "none" / "_missing.parquet").exists()

@@ -113,3 +113,35 @@ def test_broken_catalogues_are_one_line_naming_the_file(tmp_path):
                                     "1,10,1,x,0.8,0.7\n")
     with pytest.raises(ValueError, match="p.csv: columns .* must hold numbers"):
         read_catalog(str(tmp_path / "p.csv"))
+
+
+def test_csv_ids_are_read_as_typed_and_odd_columns_are_one_line(tmp_path):
+    """CSV ids with leading zeros stay text (007 is not 7, and 7 and 007 are two objects);
+    plain integers are int64; a repeated id is named as typed; array-valued positions and a
+    PSF array of the wrong width are refused naming the column; a FITS text column that is not
+    UTF-8 only matters if it is used."""
+    (tmp_path / "z.csv").write_text("object_id,ra,dec\n007,150.1,2.1\n0012,150.2,2.2\n"
+                                    "7,150.3,2.3\n")
+    assert read_catalog(str(tmp_path / "z.csv"))["object_id"].tolist() == ["007", "0012", "7"]
+    (tmp_path / "i.csv").write_text("object_id,ra,dec\n-3,150.1,2.1\n0,150.2,2.2\n")
+    ids = read_catalog(str(tmp_path / "i.csv"))["object_id"]
+    assert ids.dtype == np.int64 and ids.tolist() == [-3, 0]
+    (tmp_path / "r.csv").write_text("object_id,ra,dec\n12,150.1,2.1\n12,150.2,2.2\n")
+    with pytest.raises(ValueError, match=r"r.csv: object id 12 appears 2 times"):
+        read_catalog(str(tmp_path / "r.csv"))
+    Table({"object_id": IDS, "ra": np.stack([RA, RA], 1), "dec": DEC}).write(tmp_path / "a.fits")
+    with pytest.raises(ValueError, match=r"a.fits: column 'ra' holds arrays"):
+        read_catalog(str(tmp_path / "a.fits"))
+    pq.write_table(pa.table({"object_id": IDS, "ra": RA, "dec": DEC,
+                             "psf_fwhm": [[0.6, 0.7]] * 3}), tmp_path / "p.parquet")
+    with pytest.raises(ValueError, match=r"p.parquet: column 'psf_fwhm' holds 2 values a row"):
+        read_catalog(str(tmp_path / "p.parquet"))
+    t = Table({"object_id": IDS, "ra": RA, "dec": DEC,
+               "name": np.array(["Abell 370 \u2013 arc".encode()] * 3)})
+    t.write(tmp_path / "n.fits")
+    assert read_catalog(str(tmp_path / "n.fits"))["object_id"].tolist() == IDS.tolist()
+    t["name"] = np.array([b"\xff\xfe"] * 3)
+    t.write(tmp_path / "bad.fits")
+    assert read_catalog(str(tmp_path / "bad.fits"))["object_id"].tolist() == IDS.tolist()
+    with pytest.raises(ValueError, match=r"bad.fits: column 'name': text that is not UTF-8"):
+        read_catalog(str(tmp_path / "bad.fits"), Columns(id="name"))

@@ -134,3 +134,47 @@ def test_archives_huge_headers_and_undecodable_names_are_named_and_skipped(tmp_p
     assert "H1.npy: array has shape (1000000000, 1000000000)" in text[0]
     assert "file name is not UTF-8 text" in text[1]
     assert "Z1.npy: not a readable .npy array" in text[2]
+
+
+def test_headers_are_checked_before_the_pixels_are_fetched(tmp_path):
+    """A stacked file (a header of 8,000 cutouts, 393 MB, sparse here) is refused after its
+    header alone; a truncated one says so."""
+    from lensscan.io.npy import load_npy
+
+    stack = tmp_path / "stack.npy"
+    with open(stack, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f4", "fortran_order": False, "shape": (8000, 3, 64, 64)})
+        fh.truncate(fh.tell() + 8000 * 3 * 64 * 64 * 4)
+    tracemalloc.start()
+    with pytest.raises(ShardError, match=r"stack\.npy: array has shape \(8000, 3, 64, 64\)"):
+        load_npy(str(stack))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2_000_000, peak  # the header's bytes, not the file's 393 MB
+    np.save(tmp_path / "cut.npy", np.ones((3, 64, 64), np.float32))
+    data = (tmp_path / "cut.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-100])
+    with pytest.raises(ShardError, match=r"cut\.npy: truncated: \d+ bytes, the header's array "
+                                         r"needs \d+"):
+        load_npy(str(tmp_path / "cut.npy"))
+
+
+def test_a_failed_import_leaves_no_shard_and_other_entries_are_told(tmp_path):
+    root = tmp_path / "d"
+    _layout(root, {"train_lenses": 3})
+    folder = root / "train_lenses"
+    (folder / "UP.NPY").write_bytes(b"x")
+    (folder / "q.npz").write_bytes(b"x")
+    (tmp_path / "store").mkdir()
+    (folder / "batch1").symlink_to(tmp_path / "store")
+    notes = []
+    counts = import_npy(str(root), str(tmp_path / "o"), shard_size=1, progress=False,
+                        on_note=notes.append)
+    assert counts["files"] == 3 and counts["passed_over"] == 3
+    assert len(notes) == 1 and notes[0].startswith("passed over 3 entries that are not .npy")
+    np.save(folder / "z.npy", np.zeros((64, 64, 3), np.float32))  # the last file, bad
+    with pytest.raises(ShardError, match=r"z\.npy: array has shape \(64, 64, 3\)"):
+        import_npy(str(root), str(tmp_path / "o2"), shard_size=1, progress=False)
+    # the 3 shards written before the bad file are removed
+    assert not list((tmp_path / "o2").glob("*.parquet"))

@@ -132,7 +132,8 @@ def test_tasks_and_psf_columns():
     (["--theta-e-range", "0", "0"], "--theta-e-range 0 0: give 0 < MIN <= MAX"),
     (["--theta-e-range", "5", "1"], "--theta-e-range 5 1: give 0 < MIN <= MAX"),
     (["--gain", "0,0,0"], "--gain 0,0,0: give positive numbers"),
-    (["--psf-fwhm", "0,1,1"], "--psf-fwhm 0,1,1: give positive numbers"),
+    (["--psf-fwhm", "0,1,1"], "--psf-fwhm: must be more than 0, not 0"),  # the option's bound
+    (["--psf-fwhm", "1,nan,1"], "--psf-fwhm: must be a finite number, not nan"),
     (["--host-negatives", "2"], "must be 1 or less"),
     (["--host-negatives", "nan"], "must be a finite number"),
     (["--theta-e-col", "mag_r"], ": mag_r = 20.3 is not an Einstein radius in (0, 5.38] "
