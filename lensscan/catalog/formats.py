@@ -137,13 +137,13 @@ def _ascii_only(table: pa.Table) -> None:
 
 def _xml_text(text: str) -> bool:
     """True when XML 1.0 holds ``text`` as it is: no control character but tab and LF (a CR
-    reads back as LF, since XML parsers normalise line ends)."""
-    return all(c >= " " or c in "\t\n" for c in text)
+    reads back as LF, since XML parsers normalise line ends), and neither U+FFFE nor U+FFFF."""
+    return all((c >= " " or c in "\t\n") and c not in "\ufffe\uffff" for c in text)
 
 
 def _xml_only(table: pa.Table) -> None:
-    _text_fits(table, _xml_text, "control characters, which XML (VOTable) cannot hold",
-               "parquet or csv")
+    _text_fits(table, _xml_text, "control characters or U+FFFE/U+FFFF, which XML (VOTable) "
+               "cannot hold", "parquet or csv")
 
 
 def _astropy(table: pa.Table):

@@ -32,6 +32,17 @@ def check_output(out: str) -> None:
         "committed so far. Rerun the same lensscan score command to finish it"), stacklevel=3)
 
 
+def check_export(out: str, path: str | None) -> None:
+    """Refuse an export written over one of the scoring output's own files or into its
+    ``scores/`` folder, where every later query would read it as scores."""
+    if path is None:
+        return
+    for name in fingerprint.OUTPUTS:
+        if storage.inside(path, storage.join(out, name)):
+            raise ValueError(f"--output {path}: it would write into the scoring output's own "
+                             f"{name} ({out}); write the export elsewhere")
+
+
 def check_shards(out: str, shards: Iterable[str]) -> None:
     """Refuse shards that changed (size, ETag or mtime) or vanished since ``out`` was scored:
     their rows would no longer be the scored objects.

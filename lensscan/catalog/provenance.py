@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lensscan import __version__
+from lensscan.errors import OutputError
 from lensscan.io import storage
 from lensscan.score import commit, fingerprint
 
@@ -58,6 +59,9 @@ def provenance(out: str) -> Provenance:
     if storage.exists(url):
         m = fingerprint.read_json(url)
         model = m.get("model") or {}
+        if not isinstance(model, dict):
+            raise OutputError(f"{url}: field 'model' is not an object; the output is damaged: "
+                              "score into it again with --overwrite")
         return Provenance(out, True, m.get("lensscan_version"), model.get("name"),
                           model.get("url"), model.get("checksum"), m.get("fingerprint"),
                           m.get("started"), m.get("finished"), m.get("input"),

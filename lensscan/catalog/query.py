@@ -97,10 +97,7 @@ def query(
     con = duck.connect(out)
     duck.confine(con, out)  # this output only: no other file, bucket or URL from here on
     src = source_sql(out, candidates)
-    try:
-        available = duck.columns(con, src)
-    except Exception as exc:  # duckdb raises many types; e.g. no part committed yet
-        raise ValueError(f"{out}: cannot read the scores ({str(exc).splitlines()[0]})") from None
+    available = scores_columns(con, out, src)
     cols = _columns(out, columns, available, cone is not None)
     preds, select, used = _filters(min_score, cone, where, available)
     inner = sorted((set(cols) | used | {"ra", "dec", "score", "object_id"})
@@ -115,7 +112,41 @@ def query(
     try:
         return duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
+        if reading_failed(exc):
+            raise unreadable(out, exc) from None
         raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def scores_columns(con, out: str, src: str) -> list[str]:
+    """The columns of the output's scores (``src``); a part that cannot be read, or whose
+    columns break the contract (text scores, which would rank as text), is refused by name."""
+    try:
+        types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+    except Exception as exc:  # duckdb raises many types; e.g. no part committed yet
+        raise unreadable(out, exc) from None
+    if any(types.get(c, "FLOAT") not in ("FLOAT", "DOUBLE") for c in commit.PART_TYPES):
+        raise unreadable(out, None)
+    return list(types)
+
+
+def reading_failed(exc: Exception) -> bool:
+    """True when a DuckDB error is about reading the files (a damaged part), not the query."""
+    import duckdb
+
+    return type(exc) is duckdb.Error or isinstance(exc, duckdb.IOException
+                                                   | duckdb.InvalidInputException)
+
+
+def unreadable(out: str, exc: Exception | None) -> ValueError:
+    """The error of an output whose scores cannot be read: the damaged part named when one is
+    (every part is read to find it), else DuckDB's words."""
+    parts = sorted(commit.part_url(out, k) for k in commit.committed_units(out))
+    bad = commit.damaged_part(parts)
+    if bad is not None:
+        return ValueError(f"{bad[0]}: damaged part of {out} ({bad[1]}); rescore with "
+                          "--overwrite")
+    why = str(exc).splitlines()[0] if exc is not None else "unexpected column types"
+    return ValueError(f"{out}: cannot read the scores ({why})")
 
 
 def check_numbers(top: int | None, min_score: float | None, cone: Cone | None) -> None:

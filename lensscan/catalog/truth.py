@@ -12,7 +12,13 @@ import pyarrow.compute as pc
 
 from lensscan import duck
 from lensscan.catalog.output import check_output
-from lensscan.catalog.query import angular_distance_sql, check_numbers, source_sql
+from lensscan.catalog.query import (
+    angular_distance_sql,
+    check_numbers,
+    scores_columns,
+    source_sql,
+    unreadable,
+)
 from lensscan.data import grades
 from lensscan.io import storage
 
@@ -117,7 +123,10 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
         raise ValueError(f"{url}: truth table needs an id column or ra and dec columns "
                          f"(has {names}); name them with --truth-cols ID,RA,DEC")
     if {"ra", "dec"} <= set(names):
-        _check_positions(url, table)
+        table = _check_positions(url, table)
+    if "object_id" in names:
+        table = table.set_column(names.index("object_id"), "object_id",
+                                 _ids_as_text(url, table.column("object_id")))
     if "grade" in names:
         table = _graded_lenses(url, table)
     if "label" in names:
@@ -155,8 +164,45 @@ def _graded_lenses(url: str, table: pa.Table) -> pa.Table:
     return table.take(pa.array(sorted(first.values()), pa.int64()))
 
 
-def _check_positions(url: str, table: pa.Table) -> None:
-    """Refuse positions off the sky, naming the first bad row."""
+def _ids_as_text(url: str, ids: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The truth's ids as the text they are compared as: integers as written, integral floats
+    (a FITS or Parquet column of doubles) as integers, text trimmed; other kinds (fractions,
+    booleans, lists) are refused, naming the column: they would silently match nothing."""
+    typ = ids.type
+    if pa.types.is_floating(typ):
+        values = ids.to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(~np.isnan(values) & ((values != np.round(values))
+                                                  | (np.abs(values) >= 2.0**63)))
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"{url}: row {i + 1}: object id {values[i].item()!r} is not an "
+                             "integer (ids are integers or text)")
+        text = [None if np.isnan(v) else str(int(v)) for v in values.tolist()]  # NaN: no id
+        return pa.chunked_array([pa.array(text, pa.string())])
+    if pa.types.is_integer(typ):
+        return pc.cast(ids, pa.string())
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return pc.utf8_trim_whitespace(ids)
+    if pa.types.is_null(typ):
+        raise ValueError(f"{url}: the object id column holds no id")
+    raise ValueError(f"{url}: the object id column holds {typ} values; ids are integers or text")
+
+
+def _check_placed(truth: pa.Table) -> None:
+    """A cross-match needs every known lens's position: a row without one is refused, naming
+    it (it would be reported unmatched, as if searched for)."""
+    ra = truth.column("ra").to_numpy(zero_copy_only=False).astype(np.float64)
+    dec = truth.column("dec").to_numpy(zero_copy_only=False).astype(np.float64)
+    bad = np.flatnonzero(~(np.isfinite(ra) & np.isfinite(dec)))
+    if len(bad):
+        raise ValueError(f"truth row {int(bad[0]) + 1} has no position (ra {ra[bad[0]]}, dec "
+                         f"{dec[bad[0]]}; {len(bad)} such rows): a cross-match needs one, "
+                         "or match by id")
+
+
+def _check_positions(url: str, table: pa.Table) -> pa.Table:
+    """Refuse positions off the sky, naming the first bad row; the table with ``ra`` and
+    ``dec`` as float64 degrees (text columns converted, as the check read them)."""
     from lensscan.io.batch import coordinate_problems
 
     try:
@@ -169,6 +215,9 @@ def _check_positions(url: str, table: pa.Table) -> None:
         i = int(bad[0])
         raise ValueError(f"{url}: row {i + 1}: ra {ra[i]:g}, dec {dec[i]:g} are not degrees on "
                          f"the sky (RA in [0, 360), Dec in [-90, 90]; {len(bad)} such rows)")
+    for name, values in (("ra", ra), ("dec", dec)):
+        table = table.set_column(table.column_names.index(name), name, pa.array(values))
+    return table
 
 
 def recovery(out: str, truth: pa.Table, top: int | None = None,
@@ -187,10 +236,7 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
                                                  pa.array(np.arange(truth.num_rows))))
     duck.confine(con, out)
     src = source_sql(out)
-    try:
-        order = duck.rank_order(duck.columns(con, src))
-    except Exception as exc:  # duckdb raises many types: a damaged part, no part at all
-        raise ValueError(f"{out}: cannot read the scores ({str(exc).splitlines()[0]})") from None
+    order = duck.rank_order(scores_columns(con, out, src))
     ranked = duck.ranked_sql(src, "object_id, ra, dec, score", order=order)
     if radius_arcsec is None:
         if "object_id" not in truth.column_names:
@@ -202,6 +248,7 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
     else:
         if not {"ra", "dec"} <= set(truth.column_names):
             raise ValueError("a cross-match needs ra and dec in the truth table")
+        _check_placed(truth)
         rad = float(radius_arcsec)
         dist = angular_distance_sql("t.ra", "t.dec", "r.ra", "r.dec")
         where = "printf('%.6f %+.6f', t.ra, t.dec)"
@@ -209,7 +256,9 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
                  if "object_id" in truth.column_names else where)
         # one row per known lens (per row of the truth table: ids may be null or repeated)
         sql = (f"WITH r AS ({ranked}), m AS (SELECT t._truth_row AS k, {known} AS known_id, "
-               f"r.rank, r.score, r.ra, r.dec, {dist} AS sep FROM truth_in t "
+               # an unmatched lens (no r row) has no separation: least(1, NULL) is 1 in DuckDB
+               f"r.rank, r.score, r.ra, r.dec, CASE WHEN r.rank IS NULL THEN NULL "
+               f"ELSE {dist} END AS sep FROM truth_in t "
                f"LEFT JOIN r ON r.dec BETWEEN t.dec - {rad / 3600!r} AND t.dec + "
                f"{rad / 3600!r} AND {dist} <= {rad!r}) "
                "SELECT any_value(known_id) AS known_id, arg_min(rank, sep) AS rank, "
@@ -219,7 +268,7 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
     try:
         table = duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types: a damaged part, no part at all
-        raise ValueError(f"{out}: cannot read the scores ({str(exc).splitlines()[0]})") from None
+        raise unreadable(out, exc) from None
     n_scored = None
     if top is not None:  # the top holds at most the rows scored: one count, only when asked
         scored = duck.fetch_arrow(con, f"SELECT count(*) AS n FROM {src} WHERE {duck.SCORED}")

@@ -8,6 +8,7 @@ import sys
 
 def _query(a) -> None:
     from lensscan.catalog import formats
+    from lensscan.catalog.output import check_export
     from lensscan.catalog.provenance import provenance
     from lensscan.catalog.query import Cone, expected_in, query, run_prior
 
@@ -19,6 +20,7 @@ def _query(a) -> None:
                          "cut a listing: run them without --truth")
     if not a.truth and (given := [k for k, v in matching.items() if v is not None]):
         raise ValueError(f"{', '.join(given)} only go with --truth")
+    check_export(a.out, a.output)
     if a.truth:
         from lensscan.catalog.truth import read_truth, recovery
 

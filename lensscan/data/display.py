@@ -63,6 +63,18 @@ def rgb_composite(image: np.ndarray, stretch: float = 0.5, q: float = 8.0) -> np
     return make_lupton_rgb(img[2], img[1], img[0], stretch=stretch, Q=q)
 
 
+TITLE_WIDTH = 22  # characters of a title line that fit above a panel
+
+
+def _title(text: str) -> str:
+    """A panel's title as drawn: characters that do not print (controls, direction overrides)
+    shown as U+FFFD, each line cut to :data:`TITLE_WIDTH` characters with an ellipsis."""
+    lines = ["".join(c if c.isprintable() else "\ufffd" for c in line)
+             for line in text.split("\n")]
+    return "\n".join(ln if len(ln) <= TITLE_WIDTH else ln[:TITLE_WIDTH - 1] + "\u2026"
+                     for ln in lines)
+
+
 def composite_grid(images: Sequence[np.ndarray], columns: int, titles: Sequence[str] = (),
                    row_labels: Sequence[str] = (), dpi: int = 90) -> bytes:
     """PNG bytes of the :func:`rgb_composite` of each cutout, ``columns`` wide, row by row.
@@ -84,13 +96,14 @@ def composite_grid(images: Sequence[np.ndarray], columns: int, titles: Sequence[
         ax.spines[:].set_visible(False)
         if k < len(images):
             ax.imshow(rgb_composite(images[k]), origin="lower")
-        if k < len(titles):
-            ax.set_title(titles[k], fontsize=6, parse_math=False)  # ids: "$" is text
+        if k < len(titles):  # ids: "$" is text
+            ax.set_title(_title(titles[k]), fontsize=6, parse_math=False)
     for r, label in enumerate(row_labels):
         axes[r, 0].set_ylabel(label, fontsize=8, parse_math=False)
+    # the first row's two title lines need about 0.3" above the panels, whatever the rows
     fig.subplots_adjust(wspace=0.04, hspace=0.35 if titles else 0.03,
                         left=0.08 if row_labels else 0.01, right=0.99,
-                        top=0.97 if titles else 0.99, bottom=0.01)
+                        top=1 - (0.3 if titles else 0.02) / (rows * cell[1]), bottom=0.01)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lensscan import duck
-from lensscan.errors import OutputError
+from lensscan.errors import OutputError, StorageError
 from lensscan.io import storage
 from lensscan.io.batch import DUPLICATE_ID, OK, UNREADABLE, id_is_null, quarantine_batch
 from lensscan.score.duplicates import flag_duplicates, is_scored
@@ -136,18 +136,36 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
     try:
         return _finalize(out, files, threshold, top)
     except duckdb.Error as exc:
-        for url in files:  # a part damaged since it was committed: name it, say what to do
-            fs, path = storage.pyarrow_filesystem(url)
-            try:
-                with storage.failures_named(url):
-                    pq.read_schema(path, filesystem=fs)
-            except pa.ArrowInvalid as bad:
-                raise OutputError(f"{url}: damaged part ({bad}); rerun with --overwrite to "
-                                  "score anew") from None
-        # footers intact, pages not: DuckDB's words, the folder, and what to do
-        raise OutputError(f"{storage.join(out, SCORES)}: a committed part cannot be read ("
-                          f"{str(exc).splitlines()[0][:200]}); rerun with --overwrite to score "
-                          "anew") from None
+        bad = damaged_part(files)  # a part damaged since it was committed: name it
+        where, why = bad or (storage.join(out, SCORES), str(exc).splitlines()[0][:200])
+        raise OutputError(f"{where}: " + ("damaged part" if bad else
+                                           "a committed part cannot be read")
+                          + f" ({why}); rerun with --overwrite to score anew") from None
+
+
+#: a part's columns and the Parquet types they must have (what a reader ranks and filters by)
+PART_TYPES = {"score": (pa.float32(), pa.float64()), "ra": (pa.float64(), pa.float32()),
+              "dec": (pa.float64(), pa.float32()), "logit": (pa.float32(), pa.float64())}
+
+
+def damaged_part(urls: list[str]) -> tuple[str, str] | None:
+    """The first of the parts ``urls`` that cannot be read whole (a footer, or pages), or whose
+    columns break the contract (text scores would rank as text), and why; None when all are
+    sound. Reads every part: for error paths, to name the file."""
+    for url in urls:
+        fs, path = storage.pyarrow_filesystem(url)
+        try:
+            with storage.failures_named(url):
+                schema = pq.read_table(path, filesystem=fs).schema
+        except (pa.ArrowException, OSError) as exc:
+            if isinstance(exc, StorageError):
+                raise
+            return url, " ".join(str(exc).split())[:200] or type(exc).__name__
+        wrong = [f"column {c!r} holds {schema.field(c).type}" for c, ok in PART_TYPES.items()
+                 if c in schema.names and schema.field(c).type not in ok]
+        if wrong:
+            return url, wrong[0]
+    return None
 
 
 def _finalize(out: str, files: list[str], threshold: float | None, top: int | None) -> dict:

@@ -85,10 +85,13 @@ def read_shards(out: str) -> dict[str, Stamp] | None:
     url = storage.join(out, SHARDS)
     if not storage.exists(url):
         return None
-    t = pq.read_table(pa.BufferReader(storage.read_bytes(url)))
-    return {u: Stamp(s, v) for u, s, v in zip(t.column("shard").to_pylist(),
-                                              t.column("size").to_pylist(),
-                                              t.column("version").to_pylist(), strict=True)}
+    try:
+        t = pq.read_table(pa.BufferReader(storage.read_bytes(url)))
+        cols = [t.column(c).to_pylist() for c in ("shard", "size", "version")]
+    except (pa.ArrowException, KeyError) as exc:
+        raise OutputError(f"{url}: not the output's shard listing ({storage.short(exc)}); the "
+                          "output is damaged: score into it again with --overwrite") from None
+    return {u: Stamp(s, v) for u, s, v in zip(*cols, strict=True)}
 
 
 def read_json(url: str) -> dict:

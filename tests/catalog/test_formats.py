@@ -183,6 +183,10 @@ def test_fits_header_percent_encodes_a_non_ascii_path_and_votable_refuses_a_cr(t
     t = pa.table({"object_id": ["a\rb"], "score": [0.5]})
     with pytest.raises(ValueError, match="row 1 holds control characters"):
         formats.write(t, "votable", str(tmp_path / "cr.xml"), None)
+    for char in ("\ufffe", "\uffff"):  # not XML 1.0 characters: the file would not parse
+        t = pa.table({"object_id": ["a", f"x{char}"], "score": [0.5, 0.4]})
+        with pytest.raises(ValueError, match="row 2 holds control characters or U.FFFE"):
+            formats.write(t, "votable", str(tmp_path / "ff.xml"), None)
 
 
 @pytest.mark.parametrize("fmt", ["fits", "votable"])

@@ -451,7 +451,7 @@ def test_recovery_of_a_damaged_output_is_one_line(tmp_path):
     _scores(path, n=30)
     part = next(pathlib.Path(path, commit.SCORES).glob("*.parquet"))
     part.write_bytes(b"not parquet at all")
-    with pytest.raises(ValueError, match="cannot read the scores"):
+    with pytest.raises(ValueError, match=rf"{re.escape(str(part))}: damaged part of "):
         recovery(path, pa.table({"object_id": ["1"]}), top=5)
 
 

@@ -68,3 +68,15 @@ def test_drawing_cutouts_does_not_import_the_simulator():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_panel_titles_print_and_fit():
+    """Titles are ids from shards: a direction override or a control character is shown as
+    U+FFFD (it reversed the text drawn), and a long id is cut to the panel's width."""
+    from lensscan.data.display import TITLE_WIDTH, _title
+
+    assert _title("#1 0.99\n\u202eevil\x00") == "#1 0.99\n\ufffdevil\ufffd"
+    long = _title("x" * 300)
+    assert len(long) == TITLE_WIDTH and long.endswith("\u2026")
+    png = composite_grid([np.ones((3, 64, 64), np.float32)] * 2, 2, titles=["a\nb", "c"])
+    assert png.startswith(b"\x89PNG")
