@@ -39,9 +39,29 @@ class FilterError(ValueError):
     """A ``--where`` text that is not one allowed boolean expression over the output."""
 
 
+def _check_parentheses(text: str) -> None:
+    """Refuse a text whose parentheses close the condition it is parsed as (``true) WINDOW w
+    AS (...``: a clause beside the expression, which the rendering would drop silently);
+    parentheses inside strings and comments do not count (DuckDB's own tokenizer)."""
+    tokens = duckdb.tokenize(text)
+    depth = 0
+    for k, (start, kind) in enumerate(tokens):
+        if kind != duckdb.token_type.operator:
+            continue
+        end = tokens[k + 1][0] if k + 1 < len(tokens) else len(text)
+        for char in text[start:end]:
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth < 0:
+                raise FilterError(f"--where {text!r}: not one SQL expression (a ')' closes "
+                                  "more than it opened)")
+
+
 def _parse(text: str) -> dict:
     # the newline ends a trailing -- comment before the closing parenthesis (what is rendered
     # from the tree holds no comment)
+    if not text.strip():
+        raise FilterError("--where: the filter is empty; give one boolean expression")
+    _check_parentheses(text)
     tree = json.loads(duckdb.connect().execute(
         "SELECT json_serialize_sql(?)", [_PREFIX + f"({text}\n)"]).fetchone()[0])
     if tree.get("error"):

@@ -268,7 +268,11 @@ ATTACKS = {
     "1=1); COPY (SELECT 42) TO 'x.csv'; SELECT (1": "not one SQL expression",
     "row >= 0) UNION ALL SELECT 42, * FROM read_csv('/etc/passwd') --": "not one SQL expression",
     "row >= 0) UNION ALL SELECT 42, * FROM read_csv('/etc/passwd') WHERE (true":
-        "not a statement",
+        "not one SQL expression",
+    # a clause beside the expression, which the rendering of the condition dropped silently
+    "true) WINDOW w AS (ORDER BY score": "a ')' closes more than it opened",
+    "name = ')(' AND (row > 0 -- )\n)": "unknown column 'name'",  # quoted and commented: fine
+    " ": "the filter is empty",
     "(SELECT count(*) FROM read_csv('/etc/passwd')) > 0": "subqueries are not allowed",
     "score > 0 AND length(read_text('/etc/passwd')) > 0": "function 'read_text' is not allowed",
     "getenv('AWS_SECRET_ACCESS_KEY') IS NOT NULL": "function 'getenv' is not allowed",
