@@ -133,8 +133,10 @@ def reading_failed(exc: Exception) -> bool:
     """True when a DuckDB error is about reading the files (a damaged part), not the query."""
     import duckdb
 
-    return type(exc) is duckdb.Error or isinstance(exc, duckdb.IOException
-                                                   | duckdb.InvalidInputException)
+    if type(exc) is duckdb.Error or isinstance(exc, duckdb.IOException):
+        return True  # thrift and file errors come as plain Error or IOException
+    # a filter's own input errors (a bad regular expression) are InvalidInputException too
+    return isinstance(exc, duckdb.InvalidInputException) and "parquet" in str(exc).lower()
 
 
 def unreadable(out: str, exc: Exception | None) -> ValueError:
@@ -220,7 +222,7 @@ def _filters(min_score: float | None, cone: Cone | None, where: str | None,
         preds.append(f"{dist} <= {float(cone.radius_arcsec)!r}")
         select.append(f"{dist} AS distance_arcsec")
     used: set[str] = set()
-    if where:
+    if where is not None:
         preds.append(where_sql(where, [*available, "rank"]))
         used = referenced_columns(where) - {"rank"}
     return preds, select, used

@@ -166,9 +166,22 @@ def _graded_lenses(url: str, table: pa.Table) -> pa.Table:
 
 def _ids_as_text(url: str, ids: pa.ChunkedArray) -> pa.ChunkedArray:
     """The truth's ids as the text they are compared as: integers as written, integral floats
-    (a FITS or Parquet column of doubles) as integers, text trimmed; other kinds (fractions,
-    booleans, lists) are refused, naming the column: they would silently match nothing."""
+    and decimals (a FITS or Parquet column of doubles, a database's decimals) as integers, text
+    (also dictionary-encoded or binary UTF-8) trimmed; an id column of nulls stays (rows matched
+    by position). Other kinds (fractions, booleans, lists) are refused: they would silently
+    match nothing."""
     typ = ids.type
+    if pa.types.is_dictionary(typ):  # a pandas category column
+        return _ids_as_text(url, pc.cast(ids, typ.value_type))
+    if pa.types.is_decimal(typ):
+        return pc.cast(ids, pa.string()) if typ.scale == 0 else _ids_as_text(
+            url, pc.cast(ids, pa.float64()))
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        try:
+            return _ids_as_text(url, pc.cast(ids, pa.string()))
+        except pa.ArrowInvalid:
+            raise ValueError(f"{url}: the object id column holds bytes that are not UTF-8 "
+                             "text") from None
     if pa.types.is_floating(typ):
         values = ids.to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(~np.isnan(values) & ((values != np.round(values))
@@ -179,12 +192,10 @@ def _ids_as_text(url: str, ids: pa.ChunkedArray) -> pa.ChunkedArray:
                              "integer (ids are integers or text)")
         text = [None if np.isnan(v) else str(int(v)) for v in values.tolist()]  # NaN: no id
         return pa.chunked_array([pa.array(text, pa.string())])
-    if pa.types.is_integer(typ):
+    if pa.types.is_integer(typ) or pa.types.is_null(typ):
         return pc.cast(ids, pa.string())
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
         return pc.utf8_trim_whitespace(ids)
-    if pa.types.is_null(typ):
-        raise ValueError(f"{url}: the object id column holds no id")
     raise ValueError(f"{url}: the object id column holds {typ} values; ids are integers or text")
 
 
@@ -195,9 +206,12 @@ def _check_placed(truth: pa.Table) -> None:
     dec = truth.column("dec").to_numpy(zero_copy_only=False).astype(np.float64)
     bad = np.flatnonzero(~(np.isfinite(ra) & np.isfinite(dec)))
     if len(bad):
-        raise ValueError(f"truth row {int(bad[0]) + 1} has no position (ra {ra[bad[0]]}, dec "
-                         f"{dec[bad[0]]}; {len(bad)} such rows): a cross-match needs one, "
-                         "or match by id")
+        i = int(bad[0])
+        ids = truth.column("object_id") if "object_id" in truth.column_names else None
+        who = (f"known lens {ids[i].as_py()!r}" if ids is not None and ids[i].is_valid
+               else f"known lens {i + 1} (of those kept)")
+        raise ValueError(f"truth: {who} has no position (ra {ra[i]}, dec {dec[i]}; {len(bad)} "
+                         "such lenses): a cross-match needs one, or match by id")
 
 
 def _check_positions(url: str, table: pa.Table) -> pa.Table:
@@ -239,7 +253,8 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
     order = duck.rank_order(scores_columns(con, out, src))
     ranked = duck.ranked_sql(src, "object_id, ra, dec, score", order=order)
     if radius_arcsec is None:
-        if "object_id" not in truth.column_names:
+        if ("object_id" not in truth.column_names
+                or truth.column("object_id").null_count == truth.num_rows):
             raise ValueError("truth has no object_id: give a cross-match radius")
         sql = (f"WITH r AS ({ranked}) SELECT CAST(t.object_id AS VARCHAR) AS known_id, "
                "r.rank, r.score, r.ra, r.dec FROM truth_in t LEFT JOIN r "

@@ -44,13 +44,14 @@ def _check_parentheses(text: str) -> None:
     AS (...``: a clause beside the expression, which the rendering would drop silently);
     parentheses inside strings and comments do not count (DuckDB's own tokenizer)."""
     tokens = duckdb.tokenize(text)
+    raw = text.encode()  # the tokenizer's offsets count UTF-8 bytes
     depth = 0
     for k, (start, kind) in enumerate(tokens):
         if kind != duckdb.token_type.operator:
             continue
-        end = tokens[k + 1][0] if k + 1 < len(tokens) else len(text)
-        for char in text[start:end]:
-            depth += {"(": 1, ")": -1}.get(char, 0)
+        end = tokens[k + 1][0] if k + 1 < len(tokens) else len(raw)
+        for byte in raw[start:end]:
+            depth += {40: 1, 41: -1}.get(byte, 0)  # "(" and ")"
             if depth < 0:
                 raise FilterError(f"--where {text!r}: not one SQL expression (a ')' closes "
                                   "more than it opened)")

@@ -65,10 +65,11 @@ def check_options(cfg: CutoutConfig) -> None:
                          "positive numbers (arcsec), one per band")
 
 
-def check_apart(cfg: CutoutConfig, tiles: list[coadd.Tile]) -> None:
-    """Refuse an ``--out`` that holds the catalogue or an image: the shards would be written
-    among them, and ``--overwrite`` would delete them."""
-    inputs = [cfg.catalog, *(b.url for t in tiles for b in t.bands)]
+def check_apart(cfg: CutoutConfig, tiles: list[coadd.Tile], partial: list[str]) -> None:
+    """Refuse an ``--out`` that holds the catalogue or an image the glob matched (of a
+    complete tile or not): the shards would be written among them, and ``--overwrite`` would
+    delete them."""
+    inputs = [cfg.catalog, *(b.url for t in tiles for b in t.bands), *partial]
     for url in inputs:
         if storage.inside(url, cfg.out):
             raise ValueError(f"{url}: the input lies inside --out {cfg.out}, which the run "
@@ -277,7 +278,7 @@ def cutout_survey(cfg: CutoutConfig, progress: bool = True) -> dict:
     if not tiles:
         raise FileNotFoundError(f"{cfg.images}: no tile has an image in every band "
                                 f"({', '.join(cfg.band_names or cfg.bands)})")
-    check_apart(cfg, tiles)
+    check_apart(cfg, tiles, partial)
     check_tiles(tiles, cfg)
     storage.ensure_empty(cfg.out, cfg.overwrite)
     # a position that is a number but not a place on the sky (a NaN one is no position)

@@ -211,18 +211,20 @@ def read_catalog(url: str, cols: Columns | None = None,
     return out
 
 
-_INT64 = re.compile(r"-?(0|[1-9][0-9]{0,18})")
+_INT64 = re.compile(r"0|-?[1-9][0-9]{0,18}")
 
 
 def _as_integers(text: np.ndarray) -> np.ndarray:
-    """CSV ids read as text, as int64 when every one is an integer written the plain way (no
-    leading zeros or signs, within int64): ids like ``007`` stay text, as typed."""
+    """CSV ids read as text (trimmed), as int64 when every one is an integer written the plain
+    way (no leading zeros, no ``+`` or ``-0``, within int64): ids like ``007`` stay text, as
+    typed."""
     values = [v.strip() if isinstance(v, str) else v for v in text.tolist()]
+    kept = np.asarray(values, dtype=object)
     if not values or not all(isinstance(v, str) and _INT64.fullmatch(v) for v in values):
-        return text
+        return kept
     big = [int(v) for v in values]
     if any(not -2**63 <= v < 2**63 for v in big):
-        return text
+        return kept
     return np.asarray(big, np.int64)
 
 

@@ -282,10 +282,12 @@ def read_bytes(url: str) -> bytes:
 
 def read_head(url: str, size: int) -> tuple[bytes, int]:
     """The first ``size`` bytes of a file (all of it when shorter) and the file's length: a
-    header can be checked before the rest is fetched."""
+    header can be checked before the rest is fetched. One request when the file is shorter
+    than ``size`` (a cutout's ``.npy``), two otherwise."""
     fs, path = filesystem(url)
     with failures_named(url, "read"):
-        return fs.cat_file(path, 0, size), int(fs.size(path))
+        head = fs.cat_file(path, 0, size)
+        return head, len(head) if len(head) < size else int(fs.size(path))
 
 
 def list_into_cache(url: str) -> None:

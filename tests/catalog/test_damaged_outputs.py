@@ -97,5 +97,16 @@ def test_truth_of_odd_kinds_matches_or_is_refused(tmp_path):
     truth = read_truth(str(tmp_path / "s.csv"))
     assert truth["object_id"].to_pylist() == ["39"]
     assert recovery(out, truth, top=1)[1]["recovered"] == 1
-    with pytest.raises(ValueError, match="truth row 1 has no position"):
+    with pytest.raises(ValueError, match="truth: known lens '39' has no position"):
         recovery(out, truth, radius_arcsec=1.0)
+    # ids of a pandas category column, a database's decimals, UTF-8 bytes: matched as text
+    for ids in (pa.array(["39", "38"]).dictionary_encode(),
+                pa.array([39, 38], pa.decimal128(20, 0)), pa.array([b"39", b" 38"])):
+        pq.write_table(pa.table({"object_id": ids}), tmp_path / "k.parquet")
+        assert recovery(out, read_truth(str(tmp_path / "k.parquet")), top=2)[1]["recovered"] == 2
+    nulls = pa.table({"object_id": pa.nulls(1), "ra": [150.0], "dec": [2.0]})
+    pq.write_table(nulls, tmp_path / "n.parquet")  # no ids: matched by position only
+    assert recovery(out, read_truth(str(tmp_path / "n.parquet")), radius_arcsec=1.0)[1][
+        "matched"] == 1
+    with pytest.raises(ValueError, match="truth has no object_id: give a cross-match radius"):
+        recovery(out, read_truth(str(tmp_path / "n.parquet")), top=2)

@@ -273,6 +273,10 @@ ATTACKS = {
     "true) WINDOW w AS (ORDER BY score": "a ')' closes more than it opened",
     "name = ')(' AND (row > 0 -- )\n)": "unknown column 'name'",  # quoted and commented: fine
     " ": "the filter is empty",
+    "": "the filter is empty",
+    # the tokenizer counts bytes: text before the ')' that is not ASCII must not hide it
+    "status = '\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9') WINDOW w AS (ORDER BY score":
+        "a ')' closes more than it opened",
     "(SELECT count(*) FROM read_csv('/etc/passwd')) > 0": "subqueries are not allowed",
     "score > 0 AND length(read_text('/etc/passwd')) > 0": "function 'read_text' is not allowed",
     "getenv('AWS_SECRET_ACCESS_KEY') IS NOT NULL": "function 'getenv' is not allowed",
@@ -298,6 +302,10 @@ def test_where_is_one_expression_over_the_output(out, tmp_path, monkeypatch, cap
     assert len(err) == 1 and "not one SQL expression" in err[0]
     assert not (tmp_path / "x.csv").exists()
     # what a filter is for still works: columns, arithmetic, functions, IN, LIKE, casts
+    with pytest.raises(ValueError, match=r"query failed: .*missing \]"):  # the filter's fault
+        query(path, where="regexp_matches(status, '[')")
+    assert query(path, where="status = '\u00e9\u00e9\u00e9\u00e9' OR status = '))' OR "
+                             "row IN ((1), (2))").num_rows == 2
     t = query(path, where="(row % 3 = 0 OR object_id IN (1, 2)) AND shard LIKE 's.%' "
                           "AND CAST(row AS VARCHAR) <> '' AND abs(dec) < 90 AND rank <= 50")
     got = t.column("row").to_pylist()

@@ -278,8 +278,12 @@ def test_headers_that_are_no_wcs_are_one_line_naming_the_file(tmp_path):
 def test_out_holding_the_inputs_is_refused_before_anything_is_deleted(tmp_path, capsys):
     pattern = write_coadd(tmp_path / "coadd")
     cat = _catalog(tmp_path / "cat.parquet")
+    lone = tmp_path / "coadd" / "7777"  # the G image of an incomplete tile, alone here
+    lone.mkdir()
+    (lone / "calexp-HSC-G-7777-1,1.fits").write_bytes(
+        (tmp_path / "coadd" / "9813" / "calexp-HSC-G-9813-3,1.fits").read_bytes())
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    for out in (tmp_path, tmp_path / "coadd"):
+    for out in (tmp_path, tmp_path / "coadd", lone):
         assert main(["cutout", cat, pattern, "--out", str(out), "--overwrite",
                      "--band-names", "G,R,I", "--id-col", "ID"]) == 2
         err = capsys.readouterr().err.strip().splitlines()

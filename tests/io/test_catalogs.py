@@ -120,9 +120,10 @@ def test_csv_ids_are_read_as_typed_and_odd_columns_are_one_line(tmp_path):
     plain integers are int64; a repeated id is named as typed; array-valued positions and a
     PSF array of the wrong width are refused naming the column; a FITS text column that is not
     UTF-8 only matters if it is used."""
-    (tmp_path / "z.csv").write_text("object_id,ra,dec\n007,150.1,2.1\n0012,150.2,2.2\n"
-                                    "7,150.3,2.3\n")
-    assert read_catalog(str(tmp_path / "z.csv"))["object_id"].tolist() == ["007", "0012", "7"]
+    (tmp_path / "z.csv").write_text("object_id,ra,dec\n 007,150.1,2.1\n0012 ,150.2,2.2\n"
+                                    "7,150.3,2.3\n-0,150.4,2.4\n")
+    assert read_catalog(str(tmp_path / "z.csv"))["object_id"].tolist() == [
+        "007", "0012", "7", "-0"]  # trimmed, as typed
     (tmp_path / "i.csv").write_text("object_id,ra,dec\n-3,150.1,2.1\n0,150.2,2.2\n")
     ids = read_catalog(str(tmp_path / "i.csv"))["object_id"]
     assert ids.dtype == np.int64 and ids.tolist() == [-3, 0]
