@@ -220,8 +220,19 @@ def make_batch(
     batch["row"] = np.arange(row_start, row_start + n, dtype=np.int64)
     batch["status"] = row_status(image, ids, image_null, id_null, batch["ra"], batch["dec"],
                                  pixel_nulls)
+    if label is not None:
+        _flag_labels(batch)
     batch.update(extra or {})
     return batch
+
+
+def _flag_labels(batch: Batch) -> None:
+    """Quarantine the rows whose label is no class (1 lens, 0 not a lens, -1 unknown): a 2 was
+    counted as a lens by evaluation and left unsampled by training."""
+    bad = np.flatnonzero(~np.isin(batch["label"], (-1, 0, 1)) & (batch["status"] == OK))
+    for i in bad:
+        batch["status"][i] = (f"invalid_label: {int(batch['label'][i])} is not a class (1 lens, "
+                              "0 not a lens, -1 unknown)")
 
 
 def _degrees(values: np.ndarray | None, n: int) -> np.ndarray:

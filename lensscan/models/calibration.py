@@ -142,6 +142,9 @@ def calibrate(z: np.ndarray, y: np.ndarray, prior: float = DEFAULT_PRIOR,
     """Fit a :class:`Calibration` on validation logits ``z`` and labels ``y``."""
     y = np.asarray(y).astype(bool)
     a, b = fit_platt(z, y)
+    if not (np.isfinite(a) and np.isfinite(b)):  # never written into a card: scoring refuses it
+        raise ValueError(f"{fitted_on or 'calibration'}: the fit of p_lens did not converge (a="
+                         f"{a}, b={b}); the model's logits on this data are not usable")
     return Calibration(a=a, b=b, val_prevalence=float(y.mean()), prior=check_prior(prior),
                        n_val=int(len(y)), n_val_lenses=int(y.sum()), fitted_on=fitted_on)
 

@@ -5,6 +5,7 @@ Python: reading a card imports no torch."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -67,8 +68,36 @@ def _check_types(kw: dict[str, Any]) -> None:
         if not isinstance(value, want) or isinstance(value, bool):
             raise TypeError(f"{key!r} must be {_JSON_NAMES[want[0]]}, not "
                             f"{type(value).__name__}")
-    if kw.get("bands") is not None and not all(isinstance(b, str) for b in kw["bands"]):
-        raise TypeError("'bands' must be a list of band names")
+    if kw.get("bands") is not None and not (all(isinstance(b, str) for b in kw["bands"])
+                                            and len(kw["bands"]) == 3):
+        raise TypeError("'bands' must be a list of three band names (lensscan's cutouts are "
+                        "three-band)")
+    for key in ("bias", "threshold"):
+        if kw.get(key) is not None and not math.isfinite(kw[key]):
+            raise TypeError(f"{key!r} must be a finite number, not {kw[key]}")
+    if kw.get("preprocessing") is not None:
+        _check_preprocessing(kw["preprocessing"])
+
+
+#: The preprocessing settings a card may give: (JSON kind, lowest, highest) of each; a 64 x 64
+#: cutout's border frame and centre crop must fit in it, and band 0-2 set the noise scale.
+_PREPROCESSING = {"border": (int, 1, 31), "noise_band": (int, 0, 2),
+                  "softening": (float, 1e-6, 1e6), "crop": (int, 16, 64),
+                  "min_noise": (float, 1e-30, 1e30)}
+
+
+def _check_preprocessing(pre: dict[str, Any]) -> None:
+    """Raise ``TypeError`` naming the first preprocessing setting that is not a number of its
+    kind within its range (a tampered card failed deep inside the model, or blamed the data)."""
+    for key, (kind, low, high) in _PREPROCESSING.items():
+        value = pre.get(key)
+        if value is None:
+            continue
+        ok_kind = isinstance(value, int) if kind is int else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok_kind or not (math.isfinite(value)
+                                                          and low <= value <= high):
+            raise TypeError(f"preprocessing {key!r} must be {'a whole' if kind is int else 'a'} "
+                            f"number in [{low:g}, {high:g}], not {value!r}")
 
 
 def _member(m: Any) -> Member:
@@ -76,12 +105,22 @@ def _member(m: Any) -> Member:
     such as ``/etc`` or ``../x`` would read files elsewhere)."""
     if not isinstance(m, dict):
         raise TypeError(f"a member must be an object, not {type(m).__name__}")
-    path = m["path"]
-    if not isinstance(path, str) or not path or path.startswith(("/", "\\")) or "://" in path \
-            or ".." in path.replace("\\", "/").split("/"):
-        raise TypeError(f"member {m.get('name')!r}: path {path!r} must be a folder inside the "
+    path, name, weight = m["path"], m["name"], m["weight"]
+    if not isinstance(name, str) or not name.strip() or name == "ensemble":
+        raise TypeError(f"member name {name!r} must be text other than 'ensemble' (the "
+                        "ensemble's own name in reports)")
+    if not _inside(path):
+        raise TypeError(f"member {name!r}: path {path!r} must be a folder inside the "
                         "ensemble's")
-    return Member(m["name"], path, m["weight"])
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise TypeError(f"member {name!r}: weight {weight!r} must be a number")
+    return Member(name, path, weight)
+
+
+def _inside(path: Any) -> bool:
+    """True for a relative path that stays inside its folder (no ``..``, root or URL)."""
+    return (isinstance(path, str) and bool(path) and not path.startswith(("/", "\\"))
+            and "://" not in path and ".." not in path.replace("\\", "/").split("/"))
 
 
 @dataclass(frozen=True)
@@ -130,8 +169,15 @@ class ModelCard:
         _check_types(kw)
         if kw.get("members") is not None:
             kw["members"] = tuple(_member(m) for m in kw["members"])
+            names = [m.name for m in kw["members"]]
+            if len(set(names)) != len(names):
+                raise TypeError(f"member names must differ: {names}")
         if kw.get("weights") is not None:
             kw["weights"] = Weights(**kw["weights"])
+            file = kw["weights"].file
+            if file is not None and not (_inside(file) and "/" not in file.replace("\\", "/")):
+                raise TypeError(f"weights file {file!r} must be a file name in the model's "
+                                "folder")
         return cls(**kw, extra={k: v for k, v in d.items() if k not in known}, order=tuple(d))
 
     def to_dict(self) -> dict[str, Any]:

@@ -62,19 +62,22 @@ def load(path: str) -> tuple[dict, dict, dict, dict, dict]:
 
 
 PROBLEM = "data_problem.txt"
+DIVERGED = "diverged.txt"
 
 
-def save_problem(path: str, problem: str) -> None:
-    """Write a checkpoint folder that says why the run's data cannot train."""
+def save_problem(path: str, problem: str, diverged: bool = False) -> None:
+    """Write a checkpoint folder that says why the run's data cannot train (``diverged``: why
+    the weights stopped being finite)."""
     os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, PROBLEM), "w") as fh:
+    with open(os.path.join(path, DIVERGED if diverged else PROBLEM), "w") as fh:
         fh.write(problem)
 
 
-def read_problem(path: str) -> str | None:
-    """The problem a checkpoint folder reports, or None for a checkpoint of weights."""
+def read_problem(path: str, diverged: bool = False) -> str | None:
+    """The problem a checkpoint folder reports (``diverged``: the divergence), or None for a
+    checkpoint of weights."""
     try:
-        with open(os.path.join(path, PROBLEM)) as fh:
+        with open(os.path.join(path, DIVERGED if diverged else PROBLEM)) as fh:
             return fh.read()
     except FileNotFoundError:
         return None

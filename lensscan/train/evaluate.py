@@ -40,6 +40,10 @@ def _by_truth(y, s, thr, extra) -> dict:
     return out
 
 
+#: the keys of ``metrics.json`` besides the models' names
+REPORT_KEYS = ("model", "data", "tta", "rows", "ensemble")
+
+
 def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = None,
              gradcam: int = 4, tta: bool = False) -> dict:
     """Score ``data`` with the model (and ``also`` = {name: url} for comparison), write
@@ -49,6 +53,11 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
         raise ValueError(f"--out {out}: the report is written to a local folder, not a URL")
     runtime.ensure_ray()
     loaded = modelcard.load_model(model_url)
+    taken = [*REPORT_KEYS, *(m.name for m in loaded.card.members or ())]
+    clash = [name for name in also or {} if name in taken]
+    if clash:  # metrics.json's keys: another model's results would replace these
+        raise ValueError(f"--also {clash[0]}=...: the name is the report's own ({', '.join(taken)}"
+                         "); pick another")
     loaded.module.tta = tta
     pre = Preprocessing.from_dict(loaded.preprocessing)
     keep = ("label", "kind", "arc_snr", "object_id")
@@ -62,6 +71,7 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     thr = loaded.threshold
     report = {"model": model_url, "data": data, "tta": tta, "rows": rows,
               "ensemble": summary(y, s, thr)}
+
     report["ensemble"].update(_by_truth(y, s, thr, extra))
     curves = {"ensemble": (y, s)}
     histories = {}

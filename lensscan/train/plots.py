@@ -11,12 +11,18 @@ import numpy as np  # noqa: E402
 from lensscan.train.metrics import pr_curve, roc_curve  # noqa: E402
 
 
+def plain(text: str) -> str:
+    """A label from data or a card (an id, a model name) as plain text: matplotlib reads
+    ``$...$`` as math, which drew other text or failed the whole report."""
+    return str(text).replace("$", r"\$")
+
+
 def roc_plot(path: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """ROC curves (log FPR axis, where lens searches operate)."""
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, (y, s) in curves.items():
         fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(np.maximum(fpr, 1e-5), tpr, label=name)
+        ax.plot(np.maximum(fpr, 1e-5), tpr, label=plain(name))
     ax.set_xscale("log")
     ax.set_xlim(1e-5, 1)
     ax.set_xlabel("false-positive rate")
@@ -32,7 +38,7 @@ def pr_plot(path: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, (y, s) in curves.items():
         p, r, _ = pr_curve(y, s)
-        ax.plot(r, p, label=name)
+        ax.plot(r, p, label=plain(name))
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_ylim(0, 1.02)
@@ -75,8 +81,8 @@ def history_plot(path: str, histories: dict[str, list[dict]]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for name, hist in histories.items():
         ep = [h["epoch"] for h in hist]
-        axes[0].plot(ep, [h["train_loss"] for h in hist], label=name)
-        axes[1].plot(ep, [h["val_auc"] for h in hist], label=name)
+        axes[0].plot(ep, [h["train_loss"] for h in hist], label=plain(name))
+        axes[1].plot(ep, [h["val_auc"] for h in hist], label=plain(name))
     axes[0].set_ylabel("training loss")
     axes[1].set_ylabel("validation ROC AUC")
     for a in axes:
@@ -95,7 +101,7 @@ def gradcam_plot(path: str, rgb: list[np.ndarray], cams: list[np.ndarray],
         axes[0, k].imshow(rgb[k], origin="lower")
         axes[1, k].imshow(rgb[k], origin="lower")
         axes[1, k].imshow(cams[k], origin="lower", cmap="inferno", alpha=0.55)
-        axes[0, k].set_title(titles[k], fontsize=7)
+        axes[0, k].set_title(titles[k], fontsize=7, parse_math=False)  # ids from shards
         for a in axes[:, k]:
             a.set_xticks([])
             a.set_yticks([])

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import torch
 
+from lensscan.errors import ModelError
 from lensscan.io.batch import left_out, ok_mask, skipped_note
 
 
@@ -51,5 +52,25 @@ def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
                     unlabelled=int(ok_mask(status).sum()) - used)
     if not ys:  # nothing read: empty arrays, which require_both_classes refuses in one line
         return np.zeros(0, np.int64), np.zeros(0), {k: np.zeros(0) for k in extra}
-    return (np.concatenate(ys), np.concatenate(ss),
-            {k: np.concatenate(v) for k, v in ex.items()})
+    return _finite_only(np.concatenate(ys), np.concatenate(ss),
+                        {k: np.concatenate(v) for k, v in ex.items()}, rows)
+
+
+def _finite_only(y: np.ndarray, s: np.ndarray, ex: dict, rows: dict | None
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The rows whose (ensemble) score is finite; the others are left out as
+    ``non_finite_score`` and counted. A model none of whose scores is finite is refused: its
+    weights diverged or are damaged, and its metrics would be those of noise."""
+    ok = np.isfinite(s if s.ndim == 1 else s[:, 0])
+    if ok.all():
+        return y, s, ex
+    if not ok.any():
+        raise ModelError(f"the model's scores are not finite for any of the {len(ok)} rows: its "
+                         "weights diverged or are damaged")
+    bad = int((~ok).sum())
+    print(f"lensscan: left out {bad} rows whose score is not finite (non_finite_score)",
+          file=sys.stderr)
+    if rows is not None:
+        rows["used"] -= bad
+        rows["left_out"] = {**rows["left_out"], "non_finite_score": bad}
+    return y[ok], s[ok], {k: v[ok] for k, v in ex.items()}

@@ -40,7 +40,7 @@ from lensscan.io import storage
 from lensscan.io.parquet import DEFAULT_BANDS
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
-from lensscan.train.failures import training_failure
+from lensscan.train.failures import TrainingError, training_failure
 from lensscan.train.labels import Relabel, train_labels
 from lensscan.train.loop import check_precision, initial_weights, train_loop_per_worker
 from lensscan.train.metrics import choose_threshold, summary
@@ -242,9 +242,26 @@ def check(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, int] | None, dict | 
     if cfg.val:
         check_columns(cfg.val, [c for c, _ in pairs])
     check_exclude_matches(cfg.data, pairs)
+    check_out(cfg)
     if cfg.init:
         initial_weights(cfg)
     return cfg, *train_labels(cfg)
+
+
+def check_out(cfg: TrainConfig) -> None:
+    """Refuse an ``--out`` inside the training or validation data (the model's files would be
+    among the shards) or holding another run's model, which training would replace with no
+    word (the same command rerun is the same run: it resumes or rewrites its own model)."""
+    for what, url in (("data", cfg.data), ("--val", cfg.val)):
+        if url and storage.inside(cfg.out, url):
+            raise ValueError(f"--out {cfg.out}: it lies inside the {what} folder {url}; write "
+                             "the model elsewhere")
+    if not storage.exists(storage.join(cfg.out, modelcard.CARD)):
+        return
+    theirs = (modelcard.read_card(cfg.out).training or {}).get("run")
+    if theirs != run_name(cfg):
+        raise ValueError(f"--out {cfg.out} holds another model (run {theirs}); give another "
+                         "--out, or remove that one first")
 
 
 def _sized(cfg: TrainConfig) -> TrainConfig:
@@ -324,6 +341,9 @@ def _fit(trainer: TorchTrainer, cfg: TrainConfig) -> tuple[dict, dict]:
     if result.checkpoint is None:
         raise RuntimeError(f"training {cfg.member_name} ended without a checkpoint")
     with result.checkpoint.as_directory() as d:
+        diverged = ckpt_io.read_problem(d, diverged=True)
+        if diverged is not None:
+            raise TrainingError(f"{cfg.member_name}: {diverged}")
         problem = ckpt_io.read_problem(d)
         if problem is not None:
             hint = ("; with --labels only graded rows train: do the grades' object_ids match "

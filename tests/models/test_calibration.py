@@ -150,3 +150,15 @@ def test_calibration_imports_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_fit_that_does_not_converge_is_refused_not_written():
+    """Logits of a diverged model fitted to a = b = NaN, written into the card: every later
+    score was refused until the card was fixed by hand."""
+    import warnings
+
+    from lensscan.models import calibration as cal
+
+    with warnings.catch_warnings(), pytest.raises(ValueError, match="did not converge"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cal.calibrate(np.array([np.inf, -np.inf, 1.0, 2.0]), np.array([1, 0, 1, 0]), 1e-4, "v")

@@ -88,3 +88,44 @@ def test_malformed_member_entry_is_a_model_error(tiny_model, tmp_path):
     (root / "card.json").write_text(json.dumps(raw))
     with pytest.raises(ModelError, match=r"card\.json: malformed card \(KeyError"):
         modelcard.read_card(str(root))
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (lambda c: c["members"][0].update(name="ensemble"), "must be text other than 'ensemble'"),
+    (lambda c: c["members"][0].update(name={"a": 1}), "member name {'a': 1} must be text"),
+    (lambda c: c["members"][1].update(name=c["members"][0]["name"]), "member names must differ"),
+    (lambda c: c["members"][0].update(weight=True), "weight True must be a number"),
+    (lambda c: c.update(threshold=float("nan")), "'threshold' must be a finite number"),
+    (lambda c: c["preprocessing"].update(crop=0), "preprocessing 'crop' must be a whole number"),
+    (lambda c: c["preprocessing"].update(crop=100), "in [16, 64], not 100"),
+    (lambda c: c["preprocessing"].update(noise_band=7), "'noise_band' must be a whole number"),
+    (lambda c: c["preprocessing"].update(softening="3"), "'softening' must be a number"),
+    (lambda c: c["preprocessing"].update(softening=0), "'softening' must be a number"),
+    (lambda c: c.update(bands=["u", "g", "r", "i", "z"]), "a list of three band names"),
+])
+def test_tampered_ensemble_cards_are_one_line(tiny_model, tmp_path, edit, why):
+    """Values a tampered card can hold that failed deep in the model, blamed the data, or
+    replaced another model's results in a report: refused when the card is read."""
+    root = tmp_path / "m"
+    shutil.copytree(tiny_model, root)
+    raw = json.loads((root / "card.json").read_text())
+    raw.setdefault("preprocessing", {})
+    edit(raw)
+    (root / "card.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match="malformed card") as err:
+        modelcard.read_card(str(root))
+    assert why in str(err.value)
+
+
+@pytest.mark.parametrize("file", ["../m2/model.safetensors", "/etc/hostname", "sub/w.st"])
+def test_a_members_weights_file_stays_in_its_folder(tiny_model, tmp_path, file):
+    """A card's weights file is a name in its own folder: not another model's weights through
+    ``..``, nor any file of the machine (its checksum was printed)."""
+    root = tmp_path / "m"
+    shutil.copytree(tiny_model, root)
+    member = next(p for p in root.rglob("card.json") if p.parent != root)
+    raw = json.loads(member.read_text())
+    raw["weights"]["file"] = file
+    member.write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match="must be a file name in the model's folder"):
+        modelcard.load_model(str(root))

@@ -107,3 +107,45 @@ def test_evaluation_needs_both_classes_and_a_local_report_folder(ray_local, tiny
     with pytest.raises(ValueError, match=r"0 lenses, 0 non-lenses among 4 rows read \(4 "):
         evaluate(tiny_model, str(tmp_path / "e"), str(tmp_path / "rep"))
     assert not (tmp_path / "rep").exists()
+
+
+def test_labels_names_and_scores_that_would_mislead_a_report(ray_local, tiny_model, tmp_path,
+                                                             capsys):
+    """A label that is no class (2) was counted as a lens; an --also name that is the report's
+    own ("ensemble") replaced the model's results; ids are plain text in the plots; a model
+    whose every score is NaN (diverged weights) gave metrics of noise."""
+    from safetensors.torch import load_file, save_file
+
+    from lensscan.cli import main
+    from lensscan.io.parquet import write_parquet
+
+    batch = make_batch(40, seed=5, start_id=100)
+    batch["object_id"] = np.array([f"$\\frac{{$_{i}" for i in range(40)], dtype=object)
+    batch["label"][:] = np.arange(40) % 2
+    batch["label"][0] = 2
+    write_parquet(str(tmp_path / "d" / "a.parquet"), batch)
+    report = evaluate(tiny_model, str(tmp_path / "d"), str(tmp_path / "rep"))
+    assert report["rows"]["left_out"] == {"invalid_label": 1} and report["rows"]["used"] == 39
+    assert (tmp_path / "rep" / "roc.png").exists()
+    assert "1 of 40 rows left out, not ok (1 invalid_label" in capsys.readouterr().err
+    assert main(["evaluate", tiny_model, str(tmp_path / "d"), "--out", str(tmp_path / "r2"),
+                 "--also", f"ensemble={tiny_model}"]) == 2
+    assert "--also ensemble=...: the name is the report's own" in capsys.readouterr().err
+    for also in ("round15", "mine=", "=x"):
+        assert main(["evaluate", tiny_model, str(tmp_path / "d"), "--out", str(tmp_path / "r3"),
+                     "--also", also]) == 2
+        assert "give NAME=MODEL, both parts non-empty" in capsys.readouterr().err
+    nan = tmp_path / "nan"
+    shutil.copytree(tiny_model, nan)
+    for card in nan.rglob("card.json"):
+        if card.parent == nan:
+            continue
+        weights = card.parent / "model.safetensors"
+        state = {k: v.fill_(float("nan")) if v.is_floating_point() else v
+                 for k, v in load_file(weights).items()}
+        save_file(state, weights)
+        raw = json.loads(card.read_text())
+        raw["weights"]["sha256"] = __import__("hashlib").sha256(weights.read_bytes()).hexdigest()
+        card.write_text(json.dumps(raw))
+    with pytest.raises(modelcard.ModelError, match="scores are not finite for any of the 39"):
+        evaluate(str(nan), str(tmp_path / "d"), str(tmp_path / "r4"))

@@ -266,3 +266,23 @@ def test_workers_agree_on_the_least_counts_and_on_stopping():
         p.join(timeout=60)
     agreed = ([1023, 7], [0, 5])
     assert got == {0: agreed, 1: agreed}
+
+
+def test_a_diverged_run_saves_no_model_and_another_models_out_is_kept(train_data, ray_local,
+                                                                         capsys):
+    """A loss that became NaN was saved as a model (all weights NaN, threshold NaN in the
+    card), exit 0; an --out holding another run's model was replaced with no word."""
+    from lensscan.cli import main
+
+    base = ["train", str(train_data / "train"), "--val", str(train_data / "val"), "--arch",
+            "resnet", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8"]
+    assert main([*base, "--out", str(train_data / "nan"), "--lr", "1e30"]) == 2
+    err = capsys.readouterr().err
+    assert "the weights diverged; lower --lr (1e+30)" in err
+    assert "Traceback" not in driver_lines(err) and not (train_data / "nan" / "card.json").exists()
+    assert main([*base, "--out", str(train_data / "m")]) == 0
+    capsys.readouterr()
+    assert main([*base, "--out", str(train_data / "m"), "--lr", "5e-3"]) == 2
+    assert "holds another model (run resnet_s0-" in capsys.readouterr().err
+    assert main([*base, "--out", str(train_data / "train" / "m")]) == 2
+    assert "it lies inside the data folder" in capsys.readouterr().err
