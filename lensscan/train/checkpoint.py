@@ -81,3 +81,18 @@ def read_problem(path: str, diverged: bool = False) -> str | None:
             return fh.read()
     except FileNotFoundError:
         return None
+
+
+def report_problem(rank: int, problem: str, diverged: bool = False) -> None:
+    """End a Ray Train worker's run with a report of why it cannot train (rank 0's, as a
+    checkpoint folder, :func:`save_problem`), not a failure Ray would retry."""
+    import tempfile
+
+    import ray.train
+
+    if rank:
+        ray.train.report({})
+        return
+    with tempfile.TemporaryDirectory() as d:
+        save_problem(d, problem, diverged)
+        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(d))

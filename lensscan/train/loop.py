@@ -357,7 +357,7 @@ def train_loop_per_worker(config: dict) -> None:
     try:
         run = _setup(cfg, rank, world)
     except DataProblemError as exc:  # a report, not a failure (Ray would retry it)
-        _report_problem(rank, str(exc))
+        ckpt_io.report_problem(rank, str(exc))
         return
     _resume(run)
     for epoch in range(run.state["epoch"], cfg.epochs):
@@ -368,22 +368,12 @@ def train_loop_per_worker(config: dict) -> None:
         t0 = time.time()
         loss = _train_epoch(run, epoch)
         if from_rank0([int(not math.isfinite(loss))], run.device)[0]:  # no NaN model saved
-            _report_problem(rank, f"the training loss became {loss} in epoch {epoch + 1}: the "
-                            f"weights diverged; lower --lr ({cfg.lr:g}) or --weight-decay "
-                            f"({cfg.weight_decay:g})", diverged=True)
+            ckpt_io.report_problem(rank, f"the training loss became {loss} in epoch "
+                                   f"{epoch + 1}: the weights diverged; lower --lr ({cfg.lr:g}) "
+                                   f"or --weight-decay ({cfg.weight_decay:g})", diverged=True)
             return
         _report(run, _validate(run, epoch, loss, t0))
 
-
-def _report_problem(rank: int, problem: str, diverged: bool = False) -> None:
-    """End the run with a report of why it cannot train (rank 0's, as a checkpoint), not a
-    failure Ray would retry."""
-    if rank:
-        ray.train.report({})
-        return
-    with tempfile.TemporaryDirectory() as d:
-        ckpt_io.save_problem(d, problem, diverged)
-        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def should_stop(epoch: int, best_epoch: int, epochs: int, patience: int) -> bool:
