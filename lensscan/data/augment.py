@@ -22,6 +22,9 @@ class Augment:
     flux_jitter: float = 0.15  # overall brightness scale 1 +- this
     colour_jitter: float = 0.08  # per-band calibration offset, +- mag (colours of everything)
     band_psf_jitter: float = 0.3  # extra per-band blur up to this sigma, pixels (chromatic PSF)
+    # a smooth residual of the sky's subtraction (gradients, halos), up to this many sky sigma
+    # per band: another survey's or renderer's background is never quite ours
+    background_jitter: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,4 +86,19 @@ def augment(x: torch.Tensor, a: Augment, gen: torch.Generator | None = None) -> 
         x = x + amp * torch.randn(x.shape, generator=gen, device=dev)
     if a.d4:
         x = d4(x, gen)
+    if a.background_jitter > 0:  # drawn last: the draws before are as they were without it
+        amp = torch.rand(n, x.shape[1], 1, 1, generator=gen, device=dev) * a.background_jitter
+        x = x + amp * smooth_field(n, x.shape[-2], x.shape[-1], gen, dev, x.dtype)
     return x
+
+
+def smooth_field(n: int, h: int, w: int, gen: torch.Generator | None, device: torch.device,
+                 dtype: torch.dtype, cells: int = 4) -> torch.Tensor:
+    """``n`` random smooth fields (N, 1, H, W) of zero mean and unit standard deviation: a
+    ``cells`` x ``cells`` grid of normal draws, interpolated bicubically (features of about a
+    third of the image: gradients, saddles, broad halos)."""
+    coarse = torch.randn(n, 1, cells, cells, generator=gen, device=device, dtype=dtype)
+    field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic",
+                                            align_corners=True)
+    field = field - field.mean(dim=(2, 3), keepdim=True)
+    return field / field.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)

@@ -196,6 +196,8 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
 #: TrainConfig fields added after runs were named, with their defaults: at its default such a
 #: field is not part of the name, so rerunning an older command still resumes its run.
 LATER_FIELDS = {"lr_batch": None, "keep_labels": False}
+#: The same for augmentation settings added later (an interrupted run resumes with them on)
+LATER_AUGMENT = {"background_jitter": Augment().background_jitter}
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -209,6 +211,11 @@ def run_name(cfg: TrainConfig) -> str:
     for name, default in LATER_FIELDS.items():  # at their defaults: the name as it was
         if key.get(name, default) == default:
             key.pop(name, None)
+    augment = dict(key.get("augment") or {})
+    for name, default in LATER_AUGMENT.items():
+        if augment.get(name, default) == default:
+            augment.pop(name, None)
+    key["augment"] = augment
     if not cfg.val:
         key["fold_rule"] = FOLD_RULE
     digest = hashlib.sha1(repr(sorted(key.items())).encode()).hexdigest()[:10]

@@ -9,7 +9,7 @@ import torch
 from lensscan.data.augment import Augment, _blur, augment, d4
 
 OFF = dict(d4=False, noise_jitter=0.0, psf_jitter=0.0, flux_jitter=0.0, colour_jitter=0.0,
-           band_psf_jitter=0.0)
+           band_psf_jitter=0.0, background_jitter=0.0)
 
 
 def test_d4_is_the_dihedral_group_action():
@@ -142,3 +142,20 @@ def test_augmentation_statistics_equal_on_every_device(device):
     peak = (got.amax(dim=(2, 3)), ref.amax(dim=(2, 3)))  # flux and PSF jitter of the core
     assert float(peak[0].mean()) == pytest.approx(float(peak[1].mean()), rel=0.01)
     assert float(peak[0].std()) == pytest.approx(float(peak[1].std()), rel=0.05)
+
+
+def test_background_jitter_adds_a_smooth_zero_mean_field_per_band():
+    """A residual of sky subtraction: smooth (neighbouring pixels alike, unlike noise), zero
+    mean over each image, of a per-band amplitude up to ``background_jitter`` sky sigma."""
+    from lensscan.data.augment import smooth_field
+
+    x = torch.zeros(2000, 3, 48, 48)
+    out = augment(x, Augment(**dict(OFF, background_jitter=2.0)), torch.Generator().manual_seed(4))
+    amp = out.std(dim=(2, 3))
+    assert float(out.mean(dim=(2, 3)).abs().max()) < 1e-4
+    assert float(amp.max()) <= 2.0 + 1e-4 and float(amp.mean()) == pytest.approx(1.0, abs=0.05)
+    assert abs(float(np.corrcoef(amp[:, 0], amp[:, 1])[0, 1])) < 0.1  # bands drawn apart
+    f = smooth_field(500, 48, 48, torch.Generator().manual_seed(5), torch.device("cpu"),
+                     torch.float32)
+    step = (f[..., 1:] - f[..., :-1]).std() / f.std()  # noise would give sqrt(2)
+    assert float(step) < 0.15

@@ -68,3 +68,15 @@ def test_scoring_precision_is_part_of_the_fingerprint(tmp_path):
     del doc["precision"]
     run.write_text(json.dumps(doc))
     assert fingerprint.read(str(tmp_path)).fingerprint == rec.fingerprint
+
+
+def test_an_augmentation_added_later_at_its_default_keeps_an_older_run_name():
+    """A completed run's config holds every augmentation setting: one added since, at its
+    default, leaves the name of a run begun before it (which resumes with it on)."""
+    from lensscan.data.augment import Augment
+
+    full = Augment().to_dict()
+    before = {k: v for k, v in full.items() if k != "background_jitter"}
+    cfg = TrainConfig(data="/d/train", out="/m", val="/d/val", arch="resnet", augment=full)
+    assert run_name(cfg) == run_name(replace(cfg, augment=before))
+    assert run_name(replace(cfg, augment={**full, "background_jitter": 0.0})) != run_name(cfg)
