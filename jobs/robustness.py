@@ -20,7 +20,7 @@ import argparse
 import sys
 
 from lensscan.cli.exits import run_command
-from lensscan.cli.options import add_options, values
+from lensscan.cli.options import add_options, number, values
 from lensscan.config import TrainConfig
 from lensscan.train.robustness import (
     MATRIX_SCHEDULE,
@@ -52,6 +52,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                 why="the matrix's schedule")
     ap.add_argument("--init-saw-hsc", action="store_true",
                     help="the --init weights were trained on the hsc preset's families")
+    ap.add_argument("--background-jitter", type=number(float, low=0), default=None,
+                    metavar="SIGMA", help="train with a smooth residual background of up to this "
+                    "many sky sigma (lensscan.data.augment.Augment.background_jitter; default "
+                    "its default)")
     return ap.parse_args(argv)
 
 
@@ -61,7 +65,9 @@ def run(a: argparse.Namespace) -> None:
         make_test_sets(a.tests, pairs, a.test_lenses, a.test_nonlenses, a.test_seed)
     cells = robustness_matrix(a.train, a.val, a.tests, a.out, pairs,
                               init_saw=hsc_families() if a.init_saw_hsc else None,
-                              **values(TrainConfig, a, MEMBER_OPTIONS))
+                              **values(TrainConfig, a, MEMBER_OPTIONS),
+                              **({} if a.background_jitter is None else
+                                 {"augment": {"background_jitter": a.background_jitter}}))
     print(markdown(cells))
 
 

@@ -186,3 +186,12 @@ def test_the_matrix_job_gives_every_member_its_schedule():
                    "--lr", "3e-4"])
     assert values(TrainConfig, a, rob.MEMBER_OPTIONS) == {**MATRIX_SCHEDULE, "lr": 3e-4,
                                                                "precision": "auto", "init": "M"}
+
+
+def test_the_matrix_job_passes_a_background_jitter_to_every_member():
+    job = _job("robustness")
+    base = ["--train", "t", "--val", "v", "--tests", "x", "--out", "o"]
+    assert job.parse(base).background_jitter is None  # Augment's own default
+    assert job.parse([*base, "--background-jitter", "1"]).background_jitter == 1.0
+    with pytest.raises(SystemExit):
+        job.parse([*base, "--background-jitter", "-1"])

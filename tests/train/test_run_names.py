@@ -79,4 +79,4 @@ def test_an_augmentation_added_later_at_its_default_keeps_an_older_run_name():
     before = {k: v for k, v in full.items() if k != "background_jitter"}
     cfg = TrainConfig(data="/d/train", out="/m", val="/d/val", arch="resnet", augment=full)
     assert run_name(cfg) == run_name(replace(cfg, augment=before))
-    assert run_name(replace(cfg, augment={**full, "background_jitter": 0.0})) != run_name(cfg)
+    assert run_name(replace(cfg, augment={**full, "background_jitter": 1.0})) != run_name(cfg)
