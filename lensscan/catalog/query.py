@@ -109,12 +109,29 @@ def query(
            f"WHERE {' AND '.join(preds or ['true'])} ORDER BY rank")
     if top is not None:
         sql += f" LIMIT {int(top)}"
+    if where is not None:
+        _check_boolean(con, ranked, preds[-1], where)
     try:
         return duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
         if reading_failed(exc):
             raise unreadable(out, exc) from None
         raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def _check_boolean(con, ranked: str, pred: str, where: str) -> None:
+    """Refuse a filter that is not a condition (``object_id``, ``score``: DuckDB would take a
+    number that is not 0 as true); its type is read from the plan, no row is."""
+    try:
+        kind = con.execute(f"DESCRIBE WITH ranked AS ({ranked}) SELECT {pred} AS w "
+                           "FROM ranked").fetchall()[0][1]
+    except Exception as exc:  # duckdb raises many types; the query reports them as it runs
+        if reading_failed(exc):
+            return
+        raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
+    if kind not in ("BOOLEAN", '"NULL"', "NULL"):
+        raise ValueError(f"--where {where!r}: not a condition (it gives {kind}); compare it, "
+                         "e.g. score > 0.5")
 
 
 def scores_columns(con, out: str, src: str) -> list[str]:

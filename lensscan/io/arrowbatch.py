@@ -103,7 +103,7 @@ def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
         dec = table.column("dec").cast(pa.float64()).fill_null(np.nan).to_numpy() \
             if "dec" in names else None
     with _column_named(url, "label"):
-        label = (table.column("label").cast(pa.int8()).fill_null(-1).to_numpy()
+        label = (_labels(url, table.column("label"), row_offset)
                  if "label" in names else None)
     extra = {}
     for c in names:
@@ -113,6 +113,22 @@ def table_to_batch(url: str, table: pa.Table, row_offset: int = 0,
     return make_batch(ids, images, row_offset, ra=ra, dec=dec, label=label,
                       image_null=image_null, id_null=id_null, extra=extra,
                       pixel_nulls=pixel_nulls)
+
+
+def _labels(url: str, col: pa.ChunkedArray, row_offset: int) -> np.ndarray:
+    """The label column as int8, null and NaN as -1 (unknown); a float that is no whole number
+    (0.7) or a value int8 cannot hold is refused naming its row, as FITS labels are."""
+    if not pa.types.is_floating(col.type):
+        return col.cast(pa.int8()).fill_null(-1).to_numpy()
+    values = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls: NaN
+    values = np.where(np.isnan(values), -1.0, values)
+    bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values))
+                         | (np.abs(values) > 127))
+    if len(bad):
+        i = int(bad[0])
+        raise ShardError(url, f"column 'label' of row {row_offset + i} (0-based) is "
+                              f"{values[i]:g}, not a class (1 lens, 0 not a lens, -1 unknown)")
+    return values.astype(np.int8)
 
 
 @contextlib.contextmanager

@@ -273,6 +273,7 @@ ATTACKS = {
     "true) WINDOW w AS (ORDER BY score": "a ')' closes more than it opened",
     "name = ')(' AND (row > 0 -- )\n)": "unknown column 'name'",  # quoted and commented: fine
     " ": "the filter is empty",
+    "object_id": "not a condition (it gives BIGINT)",  # DuckDB took a nonzero number as true
     "": "the filter is empty",
     # the tokenizer counts bytes: text before the ')' that is not ASCII must not hide it
     "status = '\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9') WINDOW w AS (ORDER BY score":

@@ -300,3 +300,24 @@ def test_repeated_columns_and_ids_that_are_not_utf8_are_named(tmp_path):
     pq.write_table(bad, tmp_path / "utf8.parquet")
     with pytest.raises(ShardError, match=r"utf8\.parquet: column 'object_id' cannot be read"):
         pio.read_parquet(str(tmp_path / "utf8.parquet"))
+
+
+def test_float_labels_are_classes_or_named_by_row(tmp_path):
+    """A float label column (pandas writes one when a label is missing): NaN is unknown (-1),
+    whole numbers are classes, 0.7 is refused naming its row (it quarantined the whole shard in
+    a message naming none); a class that is not 1, 0 or -1 quarantines its row."""
+    from lensscan.io.shards import read_shard
+
+    b = make_batch(4, seed=1)
+    table = pa.table({"object_id": b["object_id"], "label": [1.0, float("nan"), 0.0, 2.0],
+                      "image": pa.FixedShapeTensorArray.from_numpy_ndarray(b["image"])})
+    pq.write_table(table, tmp_path / "f.parquet")
+    got = read_shard(str(tmp_path / "f.parquet"))
+    assert got["label"].tolist() == [1, -1, 0, 2]
+    assert got["status"][3].startswith("invalid_label: 2 is not a class")
+    assert got["status"][:3].tolist() == ["ok"] * 3
+    pq.write_table(table.set_column(1, "label", pa.array([1.0, 0.7, 0.0, 1.0])),
+                   tmp_path / "g.parquet")
+    with pytest.raises(ShardError, match=r"g.parquet.*column 'label' of row 1 \(0-based\) is "
+                                         r"0.7, not a class"):
+        read_shard(str(tmp_path / "g.parquet"))
