@@ -186,7 +186,7 @@ def check_numbers(top: int | None, min_score: float | None, cone: Cone | None) -
     if cone is not None:
         ra, dec, r = cone.ra, cone.dec, cone.radius_arcsec
         if not (0 <= ra < 360 and -90 <= dec <= 90 and math.isfinite(r) and r > 0):
-            raise ValueError(f"--cone {ra:g} {dec:g} {r:g}: RA must be in [0, 360) and Dec in "
+            raise ValueError(f"--cone {ra!r} {dec!r} {r!r}: RA must be in [0, 360) and Dec in "
                              "[-90, 90] degrees, the radius a positive number of arcsec")
 
 

@@ -493,3 +493,10 @@ def test_query_options_that_do_not_go_together_are_refused(out, capsys):
 def test_a_filter_may_end_in_a_comment(out):
     a = query(out[0], where="score > 0.5 -- the bright ones")
     assert a.num_rows == query(out[0], where="score > 0.5").num_rows > 0
+
+
+def test_a_cone_off_the_sky_is_named_with_the_values_given(out):
+    """A Dec of 90.0000001 was reported as "--cone 0 90 10" (rounded by :g): the message shows
+    what was given."""
+    with pytest.raises(ValueError, match=r"--cone 0.0 90.0000001 10.0: RA must be in"):
+        query(out[0], cone=Cone(0.0, 90.0000001, 10.0))
