@@ -60,7 +60,10 @@ def viewer_url(template: str | None, ra: float | None, dec: float | None) -> str
     """The viewer's URL of a position (degrees, 6 decimals), or None without one."""
     if template is None or ra is None or dec is None or not np.isfinite([ra, dec]).all():
         return None
-    return template.replace("{ra}", f"{ra:.6f}").replace("{dec}", f"{dec:.6f}")
+    ra_text = f"{ra:.6f}"
+    if ra_text == "360.000000":  # RA 359.9999996 rounds up: the same point is RA 0
+        ra_text = "0.000000"
+    return template.replace("{ra}", ra_text).replace("{dec}", f"{dec:.6f}")
 
 
 def scale_bar(pixel_scale: float, size: int = 64) -> dict:

@@ -166,6 +166,7 @@ def test_viewer_templates_checked(tmp_path, capsys):
     assert viewer_url(good, 150.1, -2.5) == ("https://www.legacysurvey.org/viewer?ra=150.100000"
                                              "&dec=-2.500000&zoom=16&layer=hsc-dr3")
     assert viewer_url(good, None, 1.0) is None
+    assert "ra=0.000000&" in viewer_url(good, 359.99999999, 1.0)  # not RA 360, off the sky
     out, _ = _run(tmp_path, n=8)
     page = str(tmp_path / "g.html")
     for bad, why in (("javascript:alert(1)//{ra}{dec}", "http:// or https://"),
