@@ -109,8 +109,7 @@ def query(
            f"WHERE {' AND '.join(preds or ['true'])} ORDER BY rank")
     if top is not None:
         sql += f" LIMIT {int(top)}"
-    if where is not None:
-        _check_boolean(con, ranked, preds[-1], where)
+    _check_boolean(con, ranked, preds, where)
     try:
         return duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
@@ -119,9 +118,13 @@ def query(
         raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
 
 
-def _check_boolean(con, ranked: str, pred: str, where: str) -> None:
-    """Refuse a filter that is not a condition (``object_id``, ``score``: DuckDB would take a
-    number that is not 0 as true); its type is read from the plan, no row is."""
+def _check_boolean(con, ranked: str, preds: list[str], where: str | None) -> None:
+    """Refuse a filter (the last of ``preds``) that is not a condition (``object_id``,
+    ``score``: DuckDB would take a number that is not 0 as true); its type is read from the
+    plan, no row is."""
+    if where is None:
+        return
+    pred = preds[-1]
     try:
         kind = con.execute(f"DESCRIBE WITH ranked AS ({ranked}) SELECT {pred} AS w "
                            "FROM ranked").fetchall()[0][1]

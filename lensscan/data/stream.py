@@ -19,7 +19,13 @@ import numpy as np
 from lensscan.config import DEFAULT_CROP
 from lensscan.errors import ShardError, StorageError
 from lensscan.io import storage
-from lensscan.io.batch import CUTOUT_SHAPE, flag_non_finite, id_is_null, quarantine_batch
+from lensscan.io.batch import (
+    CUTOUT_SHAPE,
+    flag_labels,
+    flag_non_finite,
+    id_is_null,
+    quarantine_batch,
+)
 from lensscan.io.shards import Unit, plan_units, read_unit
 from lensscan.io.storage import Stamp
 
@@ -195,6 +201,8 @@ class ReadUnits:
         if n != unit.rows:  # no version check on local files: the count catches a rewrite
             raise StorageError(unit.url, f"holds {n} rows where the run planned {unit.rows}: "
                                          "the file changed while the run read it")
+        if "label" in self.keep and "label" in rows:  # labelled data: a label is a class
+            rows = flag_labels(rows)
         status = rows["status"].astype(object)
         image = self._image(rows["image"], status)
         out = {

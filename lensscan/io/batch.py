@@ -215,24 +215,31 @@ def make_batch(
     n = len(ids)
     batch: Batch = {"object_id": ids, "ra": _degrees(ra, n), "dec": _degrees(dec, n)}
     if label is not None:
-        batch["label"] = np.asarray(label).astype(np.int8, copy=False)
+        label = np.asarray(label)
+        if label.size and (label.min() < -128 or label.max() > 127):  # int8 would wrap it
+            raise ValueError(f"label {label.max() if label.max() > 127 else label.min()} is "
+                             "not a class (1 lens, 0 not a lens, -1 unknown)")
+        batch["label"] = label.astype(np.int8, copy=False)
     batch["image"] = image
     batch["row"] = np.arange(row_start, row_start + n, dtype=np.int64)
     batch["status"] = row_status(image, ids, image_null, id_null, batch["ra"], batch["dec"],
                                  pixel_nulls)
-    if label is not None:
-        _flag_labels(batch)
     batch.update(extra or {})
     return batch
 
 
-def _flag_labels(batch: Batch) -> None:
-    """Quarantine the rows whose label is no class (1 lens, 0 not a lens, -1 unknown): a 2 was
-    counted as a lens by evaluation and left unsampled by training."""
-    bad = np.flatnonzero(~np.isin(batch["label"], (-1, 0, 1)) & (batch["status"] == OK))
+def flag_labels(batch: Batch) -> Batch:
+    """``batch`` with the rows whose label is no class (1 lens, 0 not a lens, -1 unknown)
+    quarantined as ``invalid_label``: a 2 was counted as a lens by evaluation and left
+    unsampled by training. For the readers of labelled data only: scoring keeps such rows."""
+    bad = np.flatnonzero(~np.isin(batch["label"], (-1, 0, 1)) & ok_mask(batch["status"]))
+    if not len(bad):
+        return batch
+    status = np.asarray(batch["status"], dtype=object).copy()
     for i in bad:
-        batch["status"][i] = (f"invalid_label: {int(batch['label'][i])} is not a class (1 lens, "
-                              "0 not a lens, -1 unknown)")
+        status[i] = (f"invalid_label: {int(batch['label'][i])} is not a class (1 lens, 0 not a "
+                     "lens, -1 unknown)")
+    return {**batch, "status": status}
 
 
 def _degrees(values: np.ndarray | None, n: int) -> np.ndarray:

@@ -266,7 +266,8 @@ def write_fits(url: str, batch: dict[str, np.ndarray],
                     array=np.asarray(batch.get("dec", np.full(n, np.nan)))),
     ]
     if "label" in batch:
-        cols.append(fits.Column("LABEL", format="B", array=np.asarray(batch["label"], np.uint8)))
+        # 16-bit signed: -1 (unknown) stays -1 (an unsigned byte wrote 255, refused on reading)
+        cols.append(fits.Column("LABEL", format="I", array=np.asarray(batch["label"], np.int16)))
     table = fits.BinTableHDU.from_columns(cols, name="OBJECTS")
     buf = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU(), cut, table]).writeto(buf)

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+#: the keys of an evaluation report besides its models' names (``metrics.json``)
+REPORT_KEYS = ("model", "data", "tta", "rows", "ensemble")
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
 FORMAT = "lensscan-model/1"
@@ -106,9 +108,9 @@ def _member(m: Any) -> Member:
     if not isinstance(m, dict):
         raise TypeError(f"a member must be an object, not {type(m).__name__}")
     path, name, weight = m["path"], m["name"], m["weight"]
-    if not isinstance(name, str) or not name.strip() or name == "ensemble":
-        raise TypeError(f"member name {name!r} must be text other than 'ensemble' (the "
-                        "ensemble's own name in reports)")
+    if not isinstance(name, str) or not name.strip() or name in REPORT_KEYS:
+        raise TypeError(f"member name {name!r} must be text other than "
+                        f"{', '.join(map(repr, REPORT_KEYS))} (the keys of a report)")
     if not _inside(path):
         raise TypeError(f"member {name!r}: path {path!r} must be a folder inside the "
                         "ensemble's")

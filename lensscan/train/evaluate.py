@@ -12,6 +12,7 @@ from lensscan import modelcard, runtime
 from lensscan.data.display import rgb_composite
 from lensscan.data.preprocess import Preprocessing
 from lensscan.io import storage
+from lensscan.models.card import REPORT_KEYS
 from lensscan.train import plots
 from lensscan.train.gradcam import grad_cam
 from lensscan.train.metrics import summary
@@ -38,10 +39,6 @@ def _by_truth(y, s, thr, extra) -> dict:
                            "recall": float((s[sel] >= thr).mean()) if sel.any() else None}
         out["recall_per_arc_snr"] = bins
     return out
-
-
-#: the keys of ``metrics.json`` besides the models' names
-REPORT_KEYS = ("model", "data", "tta", "rows", "ensemble")
 
 
 def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = None,

@@ -76,3 +76,10 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     for e, w in pairs:
         if not e.is_floating_point():
             e.copy_(w)
+
+
+def finite_weights(model: torch.nn.Module) -> bool:
+    """True when every floating-point parameter and buffer of ``model`` is finite (weights that
+    overflowed in an epoch's last step leave its mean loss finite)."""
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
+               if t.is_floating_point())

@@ -18,6 +18,7 @@ from lensscan.config import TrainConfig
 from lensscan.data.grades import graded_labels
 from lensscan.errors import LensscanError
 from lensscan.io import storage
+from lensscan.io.batch import OK
 from lensscan.io.rows import read_columns
 
 
@@ -39,12 +40,18 @@ class Relabel:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids = np.asarray(batch["object_id"]).astype(str)
         label = np.fromiter((self.labels.get(i, -1) for i in ids), np.int64, len(ids))
+        graded = label >= 0  # the file's own label, whatever it held, gives way to a grade
         if self.keep_labels and "label" in batch:
             own = np.asarray(batch["label"], np.int64)
-            label = np.where(label >= 0, label, np.where(np.isin(own, (0, 1)), own, -1))
+            label = np.where(graded, label, np.where(np.isin(own, (0, 1)), own, -1))
         keep = label >= 0
         out = {k: v[keep] for k, v in batch.items()}
         out["label"] = label[keep].astype(np.int8)
+        if "status" in out:
+            status = np.asarray(out["status"], dtype=object).copy()
+            relabelled = graded[keep] & np.char.startswith(status.astype(str), "invalid_label")
+            status[relabelled] = OK
+            out["status"] = status
         return out
 
 

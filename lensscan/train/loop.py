@@ -33,7 +33,7 @@ from lensscan.io.batch import skipped_note
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
 from lensscan.train.consensus import agree_min, from_rank0
-from lensscan.train.feed import DeviceData, ema_update, generator
+from lensscan.train.feed import DeviceData, ema_update, finite_weights, generator
 from lensscan.train.metrics import average_precision, recall_at_fpr, roc_auc
 
 EMA_DECAY = 0.995  # per step (a run of fewer than 2,000 steps uses less: ema_decay)
@@ -262,8 +262,8 @@ def _resume(run: _Run) -> None:
     if not resume:
         return
     with resume.as_directory() as d:
-        if ckpt_io.read_problem(d) is not None:  # an earlier start's data could not train
-            return
+        if ckpt_io.read_problem(d) is not None or ckpt_io.read_problem(d, diverged=True):
+            return  # an earlier start's data could not train, or its weights diverged: afresh
         m_state, run.best, o_state, run.state, s_state = ckpt_io.load(d)
     run.raw.load_state_dict({k: v for k, v in m_state.items() if not k.startswith("ema.")})
     run.ema.load_state_dict({k[4:]: v for k, v in m_state.items() if k.startswith("ema.")})
@@ -311,7 +311,7 @@ def _validate(run: _Run, epoch: int, loss: float, t0: float) -> dict:
     """Validation metrics of the EMA weights after ``epoch``; keeps the best weights."""
     yv = run.yv
     sv = predict_logits(run.ema, run.xv, run.pre, run.device)
-    two = len(np.unique(yv)) == 2
+    two = len(np.unique(yv)) == 2 and bool(np.isfinite(sv).all())  # NaN scores: no best epoch
     auc = roc_auc(yv, sv) if two else float("nan")
     metrics = {
         "epoch": epoch + 1,
@@ -367,10 +367,12 @@ def train_loop_per_worker(config: dict) -> None:
             break
         t0 = time.time()
         loss = _train_epoch(run, epoch)
-        if from_rank0([int(not math.isfinite(loss))], run.device)[0]:  # no NaN model saved
+        finite = math.isfinite(loss) and finite_weights(run.ema)
+        if not agree_min([int(finite)], run.device)[0]:  # any worker's: no NaN model saved
             ckpt_io.report_problem(rank, f"the training loss became {loss} in epoch "
-                                   f"{epoch + 1}: the weights diverged; lower --lr ({cfg.lr:g}) "
-                                   f"or --weight-decay ({cfg.weight_decay:g})", diverged=True)
+                                   f"{epoch + 1}: the weights diverged; lower the learning rate "
+                                   f"({cfg.lr:g}) or the weight decay ({cfg.weight_decay:g})",
+                                   diverged=True)
             return
         _report(run, _validate(run, epoch, loss, t0))
 

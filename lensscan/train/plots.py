@@ -13,8 +13,10 @@ from lensscan.train.metrics import pr_curve, roc_curve  # noqa: E402
 
 def plain(text: str) -> str:
     """A label from data or a card (an id, a model name) as plain text: matplotlib reads
-    ``$...$`` as math, which drew other text or failed the whole report."""
-    return str(text).replace("$", r"\$")
+    ``$...$`` as math, which drew other text or failed the whole report, and leaves labels
+    starting with ``_`` out of legends."""
+    text = str(text).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text  # "_x": hidden from legends
 
 
 def roc_plot(path: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

@@ -182,7 +182,7 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
     split_by = ("host_id", "paired_with") if fold is not None else ()
     keep = tuple(dict.fromkeys(keep_extra + tuple(c for c, _ in pairs) + split_by))
     ds = read_stage(units, ReadUnits(pre.to_dict(), stage, keep=keep), read_cpus)
-    if labels is not None:
+    if labels is not None:  # grades replace the files' labels
         ds = ds.map_batches(Relabel(labels, keep_labels), batch_size=None, num_cpus=read_cpus)
     if pairs:
         ds = ds.map_batches(Exclude(pairs), batch_size=None, num_cpus=read_cpus)

@@ -306,6 +306,7 @@ def test_float_labels_are_classes_or_named_by_row(tmp_path):
     """A float label column (pandas writes one when a label is missing): NaN is unknown (-1),
     whole numbers are classes, 0.7 is refused naming its row (it quarantined the whole shard in
     a message naming none); a class that is not 1, 0 or -1 quarantines its row."""
+    from lensscan.io.batch import flag_labels
     from lensscan.io.shards import read_shard
 
     b = make_batch(4, seed=1)
@@ -314,8 +315,14 @@ def test_float_labels_are_classes_or_named_by_row(tmp_path):
     pq.write_table(table, tmp_path / "f.parquet")
     got = read_shard(str(tmp_path / "f.parquet"))
     assert got["label"].tolist() == [1, -1, 0, 2]
-    assert got["status"][3].startswith("invalid_label: 2 is not a class")
-    assert got["status"][:3].tolist() == ["ok"] * 3
+    assert got["status"].tolist() == ["ok"] * 4  # scoring keeps every row: labels are not read
+    flagged = flag_labels(got)["status"]  # what the readers of labelled data see
+    assert flagged[3].startswith("invalid_label: 2 is not a class") and got["status"][3] == "ok"
+    assert flagged[:3].tolist() == ["ok"] * 3
+    from lensscan.io import fits as fio
+
+    fio.write_fits(str(tmp_path / "l.fits"), {**got, "label": np.array([1, -1, 0, 1])})
+    assert read_shard(str(tmp_path / "l.fits"))["label"].tolist() == [1, -1, 0, 1]  # not 255
     pq.write_table(table.set_column(1, "label", pa.array([1.0, 0.7, 0.0, 1.0])),
                    tmp_path / "g.parquet")
     with pytest.raises(ShardError, match=r"g.parquet.*column 'label' of row 1 \(0-based\) is "

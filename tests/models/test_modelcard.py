@@ -91,7 +91,8 @@ def test_malformed_member_entry_is_a_model_error(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize(("edit", "why"), [
-    (lambda c: c["members"][0].update(name="ensemble"), "must be text other than 'ensemble'"),
+    (lambda c: c["members"][0].update(name="ensemble"), "must be text other than 'model'"),
+    (lambda c: c["members"][0].update(name="rows"), "(the keys of a report)"),
     (lambda c: c["members"][0].update(name={"a": 1}), "member name {'a': 1} must be text"),
     (lambda c: c["members"][1].update(name=c["members"][0]["name"]), "member names must differ"),
     (lambda c: c["members"][0].update(weight=True), "weight True must be a number"),

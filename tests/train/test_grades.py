@@ -215,3 +215,16 @@ def test_an_unreadable_shard_counts_no_graded_id_and_stops_nothing(tmp_path):
     write_parquet(f"{tmp_path}/d/s.parquet", make_batch(4, seed=1))
     (tmp_path / "d" / "t.parquet").write_bytes(b"PAR1 not parquet PAR1")
     assert graded_in_data({"0": 1, "1": 0, "x": 1}, f"{tmp_path}/d") == 2
+
+
+def test_a_grade_replaces_a_files_label_that_is_no_class():
+    """The reader quarantines a label of 2 (invalid_label); a grade of that object is its label
+    now, so the row trains (it was dropped), while an ungraded row keeps its own status."""
+    batch = {"object_id": np.array([0, 1, 2]), "label": np.array([2, 2, 0], np.int8),
+             "status": np.array(["invalid_label: 2 is not a class", "invalid_label: 2 is not a "
+                                 "class", "ok"], dtype=object)}
+    out = Relabel({"0": 1, "2": 1})(batch)
+    assert out["object_id"].tolist() == [0, 2] and out["label"].tolist() == [1, 1]
+    assert out["status"].tolist() == ["ok", "ok"]
+    kept = Relabel({"2": 1}, keep_labels=True)(batch)  # 0 and 1: no grade, no class of their own
+    assert kept["object_id"].tolist() == [2]

@@ -278,8 +278,11 @@ def test_a_diverged_run_saves_no_model_and_another_models_out_is_kept(train_data
             "resnet", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8"]
     assert main([*base, "--out", str(train_data / "nan"), "--lr", "1e30"]) == 2
     err = capsys.readouterr().err
-    assert "the weights diverged; lower --lr (1e+30)" in err
+    assert "the weights diverged; lower the learning rate (1e+30)" in err
     assert "Traceback" not in driver_lines(err) and not (train_data / "nan" / "card.json").exists()
+    # the same command again begins afresh (its checkpoint holds no weights to resume from)
+    assert main([*base, "--out", str(train_data / "nan"), "--lr", "1e30"]) == 2
+    assert "the weights diverged" in capsys.readouterr().err
     assert main([*base, "--out", str(train_data / "m")]) == 0
     capsys.readouterr()
     assert main([*base, "--out", str(train_data / "m"), "--lr", "5e-3"]) == 2
