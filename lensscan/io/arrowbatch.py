@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lensscan.errors import ShardError
-from lensscan.io.batch import COLUMNS, CUTOUT_SHAPE, Batch, make_batch
+from lensscan.io.batch import COLUMNS, CUTOUT_SHAPE, Batch, make_batch, whole_labels
 
 NPIX = int(np.prod(CUTOUT_SHAPE))
 
@@ -121,14 +121,8 @@ def _labels(url: str, col: pa.ChunkedArray, row_offset: int) -> np.ndarray:
     if not pa.types.is_floating(col.type):
         return col.cast(pa.int8()).fill_null(-1).to_numpy()
     values = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls: NaN
-    values = np.where(np.isnan(values), -1.0, values)
-    bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values))
-                         | (np.abs(values) > 127))
-    if len(bad):
-        i = int(bad[0])
-        raise ShardError(url, f"column 'label' of row {row_offset + i} (0-based) is "
-                              f"{values[i]:g}, not a class (1 lens, 0 not a lens, -1 unknown)")
-    return values.astype(np.int8)
+    return whole_labels(url, np.where(np.isnan(values), -1.0, values), row_offset,
+                        "column 'label'")
 
 
 @contextlib.contextmanager

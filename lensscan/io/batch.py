@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lensscan.errors import ShardError
+
 #: Shape of one cutout: (band, y, x).
 CUTOUT_SHAPE = (3, 64, 64)
 #: A batch: column name -> one value per row.
@@ -226,6 +228,18 @@ def make_batch(
                                  pixel_nulls)
     batch.update(extra or {})
     return batch
+
+
+def whole_labels(url: str, raw: np.ndarray, start: int, column: str) -> np.ndarray:
+    """Labels read as float64 (``raw``) as int8, refusing a value that int8 cannot hold
+    exactly, naming its row: a label of 300 or 0.7 is no class, and casting would make it
+    one. ``column`` names the column in the message (``LABEL``, ``column 'label'``)."""
+    bad = np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)) | (raw < -128) | (raw > 127))
+    if len(bad):
+        i = int(bad[0])
+        raise ShardError(url, f"{column} of row {start + i} (0-based) is {raw[i]:g}, not a "
+                              "class (1 lens, 0 not a lens, -1 unknown)")
+    return raw.astype(np.int8)
 
 
 def flag_labels(batch: Batch) -> Batch:

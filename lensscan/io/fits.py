@@ -18,7 +18,7 @@ from astropy.utils.exceptions import AstropyWarning
 
 from lensscan.errors import ShardError, StorageError
 from lensscan.io import storage
-from lensscan.io.batch import CUTOUT_SHAPE, Batch, make_batch
+from lensscan.io.batch import CUTOUT_SHAPE, Batch, make_batch, whole_labels
 
 DEFAULT_BANDS = ("g", "r", "i")
 
@@ -226,12 +226,7 @@ def _labels(url: str, values, start: int = 0) -> np.ndarray | None:
     except (TypeError, ValueError):
         raise ShardError(url, f"LABEL holds {np.asarray(values).dtype} values, not classes "
                               "(1 lens, 0 not a lens, -1 unknown)") from None
-    bad = np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)) | (raw < -128) | (raw > 127))
-    if len(bad):
-        i = int(bad[0])
-        raise ShardError(url, f"LABEL of row {start + i} (0-based) is {raw[i]:g}, not a "
-                              "class (1 lens, 0 not a lens, -1 unknown)")
-    return raw.astype(np.int8)
+    return whole_labels(url, raw, start, "LABEL")
 
 
 def _read_cube(url: str, hdul: fits.HDUList) -> Batch:
