@@ -66,3 +66,8 @@ class OutputError(LensscanError):
 
 class NothingReadableError(LensscanError):
     """No input row could be read: every shard was rejected or unreadable."""
+
+
+class RunInterruptedError(LensscanError):
+    """The user stopped a run (Ctrl-C). What it committed is kept; the message says whether
+    rerunning the same command resumes it."""

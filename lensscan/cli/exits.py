@@ -8,21 +8,26 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from lensscan.errors import LensscanError, StorageError
+from lensscan.errors import LensscanError, RunInterruptedError, StorageError
 
-#: Exit statuses (README, "Exit status").
-EXIT_OK, EXIT_REFUSED, EXIT_STORAGE = 0, 2, 3
+#: Exit statuses (README, "Exit status"); 130 is the shell's for a run stopped by Ctrl-C.
+EXIT_OK, EXIT_REFUSED, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
     """Run ``fn(*args)`` as ``lensscan CMD``; returns the exit status: 0 done, 2 refused or bad
     input (one line naming the file or URL), 3 storage failed under the run (rerun the same
-    command). Warnings that an output is incomplete are one line too."""
+    command), 130 stopped by Ctrl-C (one line, not a traceback). Warnings that an output is
+    incomplete are one line too."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
             fn(*args)
             status = EXIT_OK
+        except (RunInterruptedError, KeyboardInterrupt) as exc:
+            print(f"lensscan {cmd}: interrupted" + (f": {exc}" if str(exc) else ""),
+                  file=sys.stderr)
+            status = EXIT_INTERRUPTED
         except StorageError as exc:
             print(f"lensscan {cmd}: error: {exc}", file=sys.stderr)
             status = EXIT_STORAGE

@@ -13,10 +13,15 @@ from lensscan.config import ScoreConfig
 def score(a: argparse.Namespace) -> None:
     """Score the survey the parsed options (:class:`~lensscan.config.ScoreConfig`'s) name and
     report it: unreadable shards on stderr, counts and p_lens's expectation on stdout."""
+    from lensscan.errors import RESUME_HINT, RunInterruptedError
     from lensscan.score.pipeline import score_survey
 
     cfg = from_args(ScoreConfig, a)
-    m = score_survey(cfg)
+    try:
+        m = score_survey(cfg)
+    except KeyboardInterrupt:  # committed units are whole files; the rest is redone
+        raise RunInterruptedError(f"{cfg.output}: the units committed so far are kept; "
+                                  f"{RESUME_HINT}") from None
     bad = m["unreadable_shards"]
     for e in bad[:5]:
         print(f"lensscan score: unreadable shard {e['shard']}: {e['reason']}", file=sys.stderr)

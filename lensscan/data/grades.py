@@ -183,7 +183,13 @@ def agreement(rows: dict[str, np.ndarray]) -> dict[str, float | int | None]:
 
 def graded(urls: list[str], grade_c: str = "drop") -> tuple[Combined, dict]:
     """One or more graders' CSVs combined per object, and a report (agreement, counts per
-    label)."""
+    label). A file given twice (under any spelling of its path) is refused: it would count
+    its grader twice."""
+    for i, u in enumerate(urls):
+        first = next((v for v in urls[:i] if storage.inside(u, v) and storage.inside(v, u)), None)
+        if first is not None:
+            raise ValueError(f"{u}: the same grades file as {first}, given twice; give each "
+                             "grader's file once")
     files = [read_grades(u) for u in urls]
     rows = latest(files)
     combined = combine(rows, grade_c)

@@ -15,7 +15,7 @@ try:
 except ImportError:  # Ray Train V1 (RAY_TRAIN_V2_ENABLED=0): its errors carry no worker map
     ControllerError = WorkerGroupError = ()  # type: ignore[assignment,misc]
 
-from lensscan.errors import RESUME_HINT, LensscanError
+from lensscan.errors import RESUME_HINT, LensscanError, RunInterruptedError
 
 
 class TrainingError(LensscanError):
@@ -57,3 +57,10 @@ def training_failure(member: str, exc: TrainingFailedError, retries: int) -> Tra
     return TrainingError(
         f"training {member} failed on {where}: {one_line(cause)} (tracebacks in Ray's log "
         f"above); fix the cause and {RESUME_HINT} from its last checkpoint")
+
+
+def interrupted(member: str) -> RunInterruptedError:
+    """The one line for a run stopped by Ctrl-C: Ray Train's own SIGINT handler aborts the run
+    and ``fit()`` ends in ``SystemExit``; the checkpoints written so far are kept."""
+    return RunInterruptedError(f"training {member} stopped at the user's request; {RESUME_HINT} "
+                               "from its last checkpoint")

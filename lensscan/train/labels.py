@@ -30,7 +30,8 @@ class Relabel:
     labels : dict
         ``{object_id as text: 1 (lens) or 0 (non-lens)}``.
     keep_labels : bool
-        Rows nobody graded keep their own ``label`` (when it is 0 or 1) instead of being left out.
+        Rows nobody graded keep their own ``label`` (when it is 0 or 1; else -1, and training
+        counts them as left out, by their status) instead of being dropped here.
     """
 
     def __init__(self, labels: dict[str, int], keep_labels: bool = False) -> None:
@@ -41,10 +42,13 @@ class Relabel:
         ids = np.asarray(batch["object_id"]).astype(str)
         label = np.fromiter((self.labels.get(i, -1) for i in ids), np.int64, len(ids))
         graded = label >= 0  # the file's own label, whatever it held, gives way to a grade
+        keep = graded
         if self.keep_labels and "label" in batch:
             own = np.asarray(batch["label"], np.int64)
             label = np.where(graded, label, np.where(np.isin(own, (0, 1)), own, -1))
-        keep = label >= 0
+            # every row stays: the training stream counts the unlabelled ones and the
+            # invalid_label ones (by their status) as it leaves them out
+            keep = np.ones(len(ids), bool)
         out = {k: v[keep] for k, v in batch.items()}
         out["label"] = label[keep].astype(np.int8)
         if "status" in out:

@@ -26,7 +26,7 @@ from lensscan.simulate.survey import SurveySpec, simulate_survey
 from lensscan.train.ensemble import member_config
 from lensscan.train.metrics import average_precision, recall_at_fpr, roc_auc
 from lensscan.train.predict import member_scores
-from lensscan.train.trainer import dataset, train
+from lensscan.train.trainer import complete, dataset, run_name, train
 
 #: The recipe of every member of the matrix: the bundled ensemble's first member.
 MATRIX_MEMBER: dict[str, Any] = {"arch": "resnet", "seed": 0, "loss": "focal"}
@@ -94,13 +94,21 @@ def _scores(model_url: str, test: str) -> tuple[float, ...]:
 
 def _member(name: str, train_url: str, val: str, out: str, exclude: list[str],
             common: dict) -> str:
+    """Train one member into ``out/name``, or keep it when this command trained it before (the
+    same run name); a member trained with other settings is refused, not mixed in."""
     url = storage.join(out, name)
-    if storage.exists(storage.join(url, "card.json")):
+    cfg = member_config(name, train_url, val, out, exclude=exclude, **{**MATRIX_MEMBER, **common})
+    if storage.exists(storage.join(url, modelcard.CARD)):
+        theirs = (modelcard.read_card(url).training or {}).get("run")
+        ours = run_name(complete(cfg))
+        if theirs != ours:
+            raise ValueError(f"--out {out}: member {name} was trained with other settings (run "
+                             f"{theirs}, this command's {ours}); give another --out, or remove "
+                             "that member to train it anew")
         print(f"[lensscan] {name}: already trained, kept", flush=True)
         return url
     t0 = time.time()
-    train(member_config(name, train_url, val, out, exclude=exclude,
-                        **{**MATRIX_MEMBER, **common}), progress=False)
+    train(cfg, progress=False)
     print(f"[lensscan] {name}: trained in {time.time() - t0:.0f}s", flush=True)
     return url
 

@@ -40,7 +40,7 @@ from lensscan.io import storage
 from lensscan.io.parquet import DEFAULT_BANDS
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
-from lensscan.train.failures import TrainingError, training_failure
+from lensscan.train.failures import TrainingError, interrupted, training_failure
 from lensscan.train.labels import Relabel, train_labels
 from lensscan.train.loop import check_precision, initial_weights, train_loop_per_worker
 from lensscan.train.metrics import choose_threshold, summary
@@ -345,6 +345,8 @@ def _fit(trainer: TorchTrainer, cfg: TrainConfig) -> tuple[dict, dict]:
         result = trainer.fit()
     except TrainingFailedError as exc:
         raise training_failure(cfg.member_name, exc, MAX_RESTARTS) from None
+    except (SystemExit, KeyboardInterrupt):  # Ctrl-C: Ray Train aborted the run
+        raise interrupted(cfg.member_name) from None
     if result.checkpoint is None:
         raise RuntimeError(f"training {cfg.member_name} ended without a checkpoint")
     with result.checkpoint.as_directory() as d:

@@ -30,7 +30,7 @@ def driver_lines(err: str) -> str:
     worker of an earlier test torn down late may print its own traceback into this one's
     stderr, which says nothing of what the command printed."""
     return "\n".join(line for line in err.splitlines()
-                     if not re.match(r"(\x1b\[[0-9;]*m)?\((\w+ )?pid=\d+", line.lstrip()))
+                     if not re.match(r"(\x1b\[[0-9;]*[A-Za-z])*\((\w+ )?pid=\d+", line.lstrip()))
 
 
 def make_batch(n: int, seed: int = 0, start_id: int = 0, labels: bool = True) -> dict:

@@ -77,12 +77,13 @@ def test_relabel_keeps_graded_rows_with_their_grades():
 
 def test_relabel_can_keep_the_rows_own_labels():
     """--keep-labels: ungraded rows keep a 0/1 label of their own (inject's lenses and
-    negatives), a grade overrides a row's label, rows with neither are left out."""
+    negatives), a grade overrides a row's label, rows with neither stay unlabelled (-1), for
+    the training stream to count as it leaves them out."""
     batch = {"object_id": np.array(["inj1-7", "7", "8", "9", "10"], dtype=object),
              "label": np.array([1, 0, 0, -1, 1], np.int8), "image": np.zeros((5, 3, 2, 2))}
     out = Relabel({"8": 1, "10": 0}, keep_labels=True)(batch)
-    assert out["object_id"].tolist() == ["inj1-7", "7", "8", "10"]
-    assert out["label"].tolist() == [1, 0, 1, 0]
+    assert out["object_id"].tolist() == ["inj1-7", "7", "8", "9", "10"]
+    assert out["label"].tolist() == [1, 0, 1, -1, 0]
     no_label = {k: v for k, v in batch.items() if k != "label"}
     assert Relabel({"8": 1}, keep_labels=True)(no_label)["object_id"].tolist() == ["8"]
 
@@ -226,5 +227,20 @@ def test_a_grade_replaces_a_files_label_that_is_no_class():
     out = Relabel({"0": 1, "2": 1})(batch)
     assert out["object_id"].tolist() == [0, 2] and out["label"].tolist() == [1, 1]
     assert out["status"].tolist() == ["ok", "ok"]
-    kept = Relabel({"2": 1}, keep_labels=True)(batch)  # 0 and 1: no grade, no class of their own
-    assert kept["object_id"].tolist() == [2]
+    # 0 and 1: no grade, no class of their own: kept with their status, which training counts
+    kept = Relabel({"2": 1}, keep_labels=True)(batch)
+    assert kept["object_id"].tolist() == [0, 1, 2] and kept["label"].tolist() == [-1, -1, 1]
+    assert kept["status"].tolist() == batch["status"].tolist()
+    from lensscan.io.batch import skipped_note
+
+    assert "2 invalid_label" in skipped_note(kept["status"], "lensscan train")
+
+
+def test_one_grades_file_given_twice_is_refused(tmp_path):
+    """The same file under two spellings would count its grader twice, agreeing with itself."""
+    a = _csv(tmp_path / "a.csv", "object_id,grade\n7,A\n8,n\n")
+    for twice in (a, str(tmp_path / "." / "a.csv"), f"file://{a}"):
+        with pytest.raises(ValueError, match=r"the same grades file as .*a\.csv, given twice"):
+            graded_labels([a, twice])
+    b = _csv(tmp_path / "b.csv", "object_id,grade\n7,A\n")
+    assert graded_labels([a, b])[1]["graders"] == 2

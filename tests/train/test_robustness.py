@@ -99,3 +99,11 @@ def test_robustness_matrix_holds_a_family_out(two_psf_surveys, ray_local):
         saved = json.load(fh)
     assert saved[0]["family"] == "gaussian"
     assert "| psf: gaussian |" in markdown(cells)
+    # the same command again keeps its members; other settings are refused, not mixed in
+    again = robustness_matrix(train_url, train_url, tests, out, [("psf", "gaussian")],
+                              epochs=1, steps_per_epoch=2, batch_size=8)
+    assert again[0].auc == cell.auc
+    with pytest.raises(ValueError, match="member all_families was trained with other settings"):
+        robustness_matrix(train_url, train_url, tests, out, [("psf", "gaussian")], epochs=1,
+                          steps_per_epoch=2, batch_size=8,
+                          augment={"background_jitter": 1.0})

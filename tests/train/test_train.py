@@ -74,6 +74,36 @@ def test_train_two_workers_s3_checkpoints_and_resume(train_data, s3_bucket):
     assert load_model(out).member_names == ["resnet_s0"]
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_training_in_one_line_and_keeps_its_checkpoints(train_data):
+    ckpt = str(train_data / "checkpoints")
+    cmd = [sys.executable, "-m", "lensscan.cli", "train", str(train_data / "train"),
+           "--val", str(train_data / "val"), "--out", str(train_data / "model"), "--arch",
+           "resnet", "--epochs", "50", "--steps-per-epoch", "2", "--batch-size", "8",
+           "--storage", ckpt]
+    # its own process group, as a terminal's foreground job: Ctrl-C signals the whole group
+    run = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not _checkpoints(ckpt):
+            assert run.poll() is None, "training ended before it could be interrupted"
+            time.sleep(0.5)
+        os.killpg(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert run.returncode == 130, err[-3000:]
+    driver = driver_lines(err)
+    assert driver.strip().splitlines()[-1].endswith(
+        "lensscan train: interrupted: training resnet_s0 stopped at the user's request; rerun "
+        "the same command to resume from its last checkpoint")
+    assert "Traceback" not in driver
+    assert _checkpoints(ckpt) and not (train_data / "model" / "card.json").exists()
+
+
 def _member_params(url):
     from lensscan.modelcard import load_member
 
