@@ -69,14 +69,29 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                          "the bundled one) (fine-tuning)")
     ap.add_argument("--baseline", action="store_true",
                     help="train the original project's CNN recipe instead of the ensemble")
+    ap.add_argument("--residual", action="store_true",
+                    help="members also see each band less its annulus medians (the galaxy's "
+                         "round part; lensscan.models.residual); members of --init-from without "
+                         "them start with those weights at zero")
     a = ap.parse_args(argv)
     if not a.val and not a.labels:
         ap.error("--val is required without --labels")
+    if a.residual and (a.baseline or a.refit_only):
+        ap.error("--residual trains the ensemble's members: not with --baseline (the original "
+                 "CNN) or --refit-only (which trains nothing)")
     return a
+
+
+def with_residual(members: dict[str, dict]) -> dict[str, dict]:
+    """The recipe ``members`` with the residual input channels in every member."""
+    return {name: {**spec, "arch_kwargs": {**spec.get("arch_kwargs", {}), "residual": True}}
+            for name, spec in members.items()}
 
 
 def run(a: argparse.Namespace) -> None:
     members = BASELINE_MEMBER if a.baseline else DEFAULT_MEMBERS
+    if a.residual:
+        members = with_residual(members)
     card = train_ensemble(a.train, a.val, a.out, members, init_from=a.init_from,
                           refit_only=a.refit_only, prior=check_prior(a.prior),
                           **values(TrainConfig, a, MEMBER_OPTIONS))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lensscan.models.residual import RadialResidual
+
 
 class Ensemble(nn.Module):
     """Combine member logits as ``sigmoid(sum_i w_i * logit_i + bias)``.
@@ -38,13 +40,18 @@ class Ensemble(nn.Module):
         self.register_buffer("bias", torch.tensor(float(bias)))
         self.tta = tta
         self.output_logits = output_logits
+        self.residual = RadialResidual()
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, M) logits of every member (averaged over views with ``tta``)."""
         n = x.shape[0]
         if self.tta:
             x = d4_views(x)  # (8N, 3, H, W)
-        logits = torch.cat([m(x).float().reshape(-1, 1) for m in self.members], dim=1)
+        # members fed the residual channels share one computation of them
+        takes = [getattr(m, "residual", None) is not None for m in self.members]
+        shared = self.residual(x) if any(takes) else None
+        logits = torch.cat([(m(x, shared) if t else m(x)).float().reshape(-1, 1)
+                            for m, t in zip(self.members, takes, strict=True)], dim=1)
         return logits.reshape(8, n, -1).mean(dim=0) if self.tta else logits
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

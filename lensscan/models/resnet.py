@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from lensscan.models.layers import BasicBlock, MultiScaleBlock, conv_bn
+from lensscan.models.residual import RadialResidual
 
 
 class SmallResNet(nn.Module):
@@ -19,15 +20,20 @@ class SmallResNet(nn.Module):
         Channels of the four stages (each after the first halves the resolution).
     depths : tuple of int
         Blocks per stage.
+    residual : bool
+        Also feed the stem each band less its annulus median about the centre
+        (:mod:`lensscan.models.residual`): ``2 * in_chans`` input channels. A member trained
+        without it starts a run with it, the new channels' weights at zero.
     """
 
     block = BasicBlock
 
     def __init__(self, in_chans: int = 3, num_classes: int = 1, drop_rate: float = 0.1,
                  widths: tuple[int, ...] = (24, 48, 96, 192),
-                 depths: tuple[int, ...] = (1, 1, 1, 1)) -> None:
+                 depths: tuple[int, ...] = (1, 1, 1, 1), residual: bool = False) -> None:
         super().__init__()
-        self.stem = self._stem(in_chans, widths[0])
+        self.residual = RadialResidual() if residual else None
+        self.stem = self._stem(2 * in_chans if residual else in_chans, widths[0])
         stages = []
         cin = widths[0]
         for i, (w, d) in enumerate(zip(widths, depths, strict=True)):
@@ -43,15 +49,20 @@ class SmallResNet(nn.Module):
     def _stem(self, cin: int, cout: int) -> nn.Module:
         return conv_bn(cin, cout, 3, stride=2)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor,
+                         residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual``: ``self.residual(x)`` when the caller has it already (an ensemble
+        computes it once for all its members)."""
+        if self.residual is not None:
+            x = torch.cat([x, self.residual(x) if residual is None else residual], dim=1)
         return self.stages(self.stem(x))  # (N, C, S/16, S/16)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)  # (N, C)
         return self.fc(self.drop(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, residual))
 
 
 class MultiScaleStem(nn.Module):

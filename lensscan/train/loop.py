@@ -24,14 +24,13 @@ import ray.train.torch
 import torch
 import torch.nn.functional as F
 
-from lensscan import modelcard
 from lensscan.config import TrainConfig
 from lensscan.data.augment import Augment, augment
 from lensscan.data.preprocess import Preprocessing, stretch
-from lensscan.errors import ModelError
 from lensscan.io.batch import skipped_note
 from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
+from lensscan.train import warmstart
 from lensscan.train.consensus import agree_min, from_rank0
 from lensscan.train.feed import DeviceData, ema_update, finite_weights, generator
 from lensscan.train.metrics import average_precision, recall_at_fpr, roc_auc
@@ -145,21 +144,6 @@ def _balanced_indices(pos: np.ndarray, neg: np.ndarray, steps: int, batch: int, 
     return np.concatenate([p, q], axis=1)
 
 
-def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """Weights of the trained member ``cfg.init`` (checked like any model load), which must have
-    the same architecture as ``cfg``; the run starts from them with a fresh schedule."""
-    member, card = modelcard.load_member(cfg.init)
-    if card.arch != cfg.arch or (card.arch_kwargs or {}) != cfg.arch_kwargs:
-        raise ModelError(f"{cfg.init}: cannot start {cfg.member_name} from it: it is a "
-                         f"{card.arch!r} {card.arch_kwargs or {}}, the run trains "
-                         f"{cfg.arch!r} {cfg.arch_kwargs}")
-    if card.preprocessing != cfg.preprocessing:
-        raise ModelError(f"{cfg.init}: cannot start {cfg.member_name} from it: it was trained "
-                         f"with preprocessing {card.preprocessing}, the run uses "
-                         f"{cfg.preprocessing}")
-    return member.state_dict()
-
-
 @dataclass
 class _Run:
     """One worker's training state."""
@@ -236,7 +220,7 @@ def _setup(cfg: TrainConfig, rank: int, world: int) -> _Run:
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, **cfg.arch_kwargs)
     if cfg.init:
-        model.load_state_dict(initial_weights(cfg))
+        model.load_state_dict(warmstart.initial_weights(cfg))
     # channels-last: oneDNN's (CPU) and cuDNN's fast convolution layout, ~3x faster here on CPU
     model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).to(device)

@@ -42,10 +42,10 @@ from lensscan.models import create_model
 from lensscan.train import checkpoint as ckpt_io
 from lensscan.train.failures import TrainingError, interrupted, training_failure
 from lensscan.train.labels import Relabel, train_labels
-from lensscan.train.loop import check_precision, initial_weights, train_loop_per_worker
+from lensscan.train.loop import check_precision, train_loop_per_worker
 from lensscan.train.metrics import choose_threshold, summary
 from lensscan.train.predict import member_scores
-from lensscan.train.warmstart import resolve_init
+from lensscan.train.warmstart import initial_weights, resolve_init
 
 
 def _hash_fold(ids: np.ndarray) -> np.ndarray:
@@ -224,14 +224,16 @@ def run_name(cfg: TrainConfig) -> str:
 
 def complete(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` completed, as a copy (the caller's is left as it is): absolute URLs (workers run
-    in other folders), ``--init default`` resolved to a member, full preprocessing and
-    augmentation."""
-    init = cfg.init
-    if init:  # "default" or an ensemble: its member of this architecture
+    in other folders), ``--init default`` resolved to a member (and its architecture's
+    arguments, where ``cfg`` does not set them), full preprocessing and augmentation."""
+    init, arch_kwargs = cfg.init, cfg.arch_kwargs
+    if init:  # "default" or an ensemble: its member of this architecture, whose arguments the
+        # run keeps unless it sets them (residual channels included)
         init = storage.absolute(resolve_init(init, cfg.arch, cfg.arch_kwargs, cfg.member_name))
+        arch_kwargs = {**(modelcard.read_card(init).arch_kwargs or {}), **cfg.arch_kwargs}
     urls = {k: storage.absolute(v) for k in ("data", "val", "out", "storage")
             if (v := getattr(cfg, k))}
-    return replace(cfg, **urls, init=init,
+    return replace(cfg, **urls, init=init, arch_kwargs=arch_kwargs,
                    preprocessing=Preprocessing.from_dict(cfg.preprocessing).to_dict(),
                    labels=[storage.absolute(u) for u in cfg.labels],
                    augment=Augment(**cfg.augment).to_dict())

@@ -119,6 +119,26 @@ def test_training_jobs_refuse_in_one_line(tmp_path, script, args, message):
     assert len(lines) == 1 and message in lines[0], r.stderr
 
 
+def test_residual_members_are_the_recipe_with_residual_channels(tmp_path):
+    import importlib.util
+
+    from lensscan.train.ensemble import member_config
+    from lensscan.train.recipes import DEFAULT_MEMBERS
+
+    spec = importlib.util.spec_from_file_location("train_ensemble", ROOT / "jobs/train_ensemble.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    wide = job.with_residual(DEFAULT_MEMBERS)
+    assert wide.keys() == DEFAULT_MEMBERS.keys()
+    for name, member in wide.items():
+        cfg = member_config(name, "d", "v", "o", **member)
+        assert cfg.arch_kwargs == {"residual": True} and cfg.seed == DEFAULT_MEMBERS[name]["seed"]
+    r = subprocess.run([sys.executable, "jobs/train_ensemble.py", "--train", "d", "--val", "v",
+                        "--out", str(tmp_path / "o"), "--residual", "--baseline"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--residual trains the ensemble's members" in r.stderr
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lensscan.cli", "demo", "--workdir",
