@@ -183,8 +183,8 @@ def agreement(rows: dict[str, np.ndarray]) -> dict[str, float | int | None]:
 
 def graded(urls: list[str], grade_c: str = "drop") -> tuple[Combined, dict]:
     """One or more graders' CSVs combined per object, and a report (agreement, counts per
-    label). A file given twice (under any spelling of its path) is refused: it would count
-    its grader twice."""
+    label). A file given twice is refused: it would count its grader twice (local paths are
+    compared resolved, object-store URLs as written, less a trailing ``/``)."""
     for i, u in enumerate(urls):
         first = next((v for v in urls[:i] if storage.inside(u, v) and storage.inside(v, u)), None)
         if first is not None:

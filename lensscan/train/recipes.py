@@ -70,6 +70,21 @@ def namesakes(init_from: str, members: dict) -> dict[str, str]:
     return found
 
 
+def _check_kept(url: str, name: str, spec: dict[str, Any]) -> None:
+    """A member already in the output is kept (a rerun resumes; a member copied in from another
+    round stays), but not one of another architecture than the recipe's: ``--residual`` over
+    plain members would otherwise build a plain ensemble without a word."""
+    if "arch" not in spec:  # --refit-only: the members are whatever they are
+        return
+    card = modelcard.read_card(url)
+    have = (card.arch, card.arch_kwargs or {})
+    want = (spec["arch"], spec.get("arch_kwargs", {}))
+    if have != want:
+        raise ValueError(f"{url}: member {name} is a {have[0]!r} {have[1]}, the recipe trains a "
+                         f"{want[0]!r} {want[1]}; remove it to train it anew, or give another "
+                         "--out")
+
+
 def train_ensemble(train_url: str, val_url: str | None, out: str,
                    members: dict[str, dict[str, Any]] | None = None,
                    init_from: str | None = None, refit_only: bool = False,
@@ -98,6 +113,7 @@ def train_ensemble(train_url: str, val_url: str | None, out: str,
         url = storage.join(out, name)
         urls.append(url)
         if storage.exists(storage.join(url, "card.json")):
+            _check_kept(url, name, spec)
             print(f"[lensscan] {name}: already trained, kept", flush=True)
             continue
         t0 = time.time()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sys
+import threading
 import zlib
 from dataclasses import replace
 
@@ -342,13 +344,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> modelcard.ModelCard:
 def _fit(trainer: TorchTrainer, cfg: TrainConfig) -> tuple[dict, dict]:
     """Run ``trainer``; the best weights and the run's state from its last checkpoint. A failed
     run, or one whose data the workers refused, is one line (``DataProblemError`` reaches here
-    as a checkpoint, so that Ray does not retry it)."""
+    as a checkpoint, so that Ray does not retry it). Ctrl-C during the run is one line too;
+    Ray Train's own SIGINT handler, which it leaves installed, is removed after the run, so that
+    a later Ctrl-C (validation scoring, the next member) is Python's ``KeyboardInterrupt``."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
     try:
         result = trainer.fit()
     except TrainingFailedError as exc:
         raise training_failure(cfg.member_name, exc, MAX_RESTARTS) from None
     except (SystemExit, KeyboardInterrupt):  # Ctrl-C: Ray Train aborted the run
         raise interrupted(cfg.member_name) from None
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
     if result.checkpoint is None:
         raise RuntimeError(f"training {cfg.member_name} ended without a checkpoint")
     with result.checkpoint.as_directory() as d:

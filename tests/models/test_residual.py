@@ -75,12 +75,18 @@ def test_an_ensemble_computes_the_residual_once_for_its_members_and_scores_alike
     from lensscan.models.ensemble import Ensemble
 
     wide, _ = load_member(_save_residual_member(tmp_path))
+    wide2, _ = load_member(_save_residual_member(tmp_path, "m1"))
     plain, _ = load_member(f"{tiny_model}/m0")
-    ens = Ensemble([wide, plain], [0.5, 0.5], output_logits=True).eval()
+    ens = Ensemble([wide, plain, wide2], [0.5, 0.5, 0.5], output_logits=True).eval()
     x = torch.randn(5, 3, 48, 48)
+    calls = []
+    ens.residual.register_forward_hook(lambda *_: calls.append(1))
+    for m in (wide, wide2):
+        m.residual.register_forward_hook(lambda *_: calls.append(2))
     with torch.no_grad():
         together = ens.member_logits(x)
-        apart = torch.cat([wide(x), plain(x)], dim=1)
+        assert calls == [1]  # once, by the ensemble, for both residual members
+        apart = torch.cat([wide(x), plain(x), wide2(x)], dim=1)
     assert torch.equal(together, apart)
 
 

@@ -116,14 +116,21 @@ def test_init_from_that_gives_no_member_a_start_is_refused(recorded, tiny_model,
     assert "fresh: " + tiny_model + " has no member of this name" in capsys.readouterr().out
 
 
-def test_finished_members_are_kept(recorded, tmp_path):
+def test_finished_members_are_kept(recorded, tmp_path, capsys):
     out = tmp_path / "ens"
     (out / "resnet_s0").mkdir(parents=True)
-    (out / "resnet_s0" / "card.json").write_text("{}")
+    bundled = Path(modelcard.default_model_url()) / "resnet_s0" / "card.json"
+    (out / "resnet_s0" / "card.json").write_text(bundled.read_text())
     R.train_ensemble("train", "val", str(out), epochs=1)
     assert [c.name for c in recorded["train"]] == [n for n in R.DEFAULT_MEMBERS
                                                    if n != "resnet_s0"]
     assert recorded["build"][0]["urls"] == [f"{out}/{n}" for n in R.DEFAULT_MEMBERS]
+    assert "resnet_s0: already trained, kept" in capsys.readouterr().out
+    # but not under a recipe of another architecture: a plain member in a residual ensemble
+    wide = {n: {**m, "arch_kwargs": {"residual": True}} for n, m in R.DEFAULT_MEMBERS.items()}
+    with pytest.raises(ValueError, match="member resnet_s0 is a 'resnet' {}, the recipe trains "
+                                         "a 'resnet' {'residual': True}"):
+        R.train_ensemble("train", "val", str(out), wide, epochs=1)
 
 
 def test_refit_only_copies_the_members_and_trains_nothing(recorded, tiny_model, tmp_path):

@@ -76,7 +76,7 @@ def test_family_test_sets_render_one_family_in_the_hsc_survey(tmp_path):
 
 
 @pytest.mark.slow
-def test_robustness_matrix_holds_a_family_out(two_psf_surveys, ray_local):
+def test_robustness_matrix_holds_a_family_out(two_psf_surveys, ray_local, capsys):
     from lensscan.modelcard import read_card
     from lensscan.train.robustness import make_test_sets, markdown, robustness_matrix
 
@@ -100,9 +100,13 @@ def test_robustness_matrix_holds_a_family_out(two_psf_surveys, ray_local):
     assert saved[0]["family"] == "gaussian"
     assert "| psf: gaussian |" in markdown(cells)
     # the same command again keeps its members; other settings are refused, not mixed in
+    capsys.readouterr()
     again = robustness_matrix(train_url, train_url, tests, out, [("psf", "gaussian")],
                               epochs=1, steps_per_epoch=2, batch_size=8)
     assert again[0].auc == cell.auc
+    kept = capsys.readouterr().out
+    assert "all_families: already trained, kept" in kept
+    assert "without_psf_gaussian: already trained, kept" in kept
     with pytest.raises(ValueError, match="member all_families was trained with other settings"):
         robustness_matrix(train_url, train_url, tests, out, [("psf", "gaussian")], epochs=1,
                           steps_per_epoch=2, batch_size=8,
