@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from support import make_batch, s3_calls
+from support import ctrl_c, make_batch, s3_calls
 
 from lensscan import modelcard
 from lensscan.cli import main
@@ -327,18 +327,8 @@ def test_ctrl_c_stops_scoring_in_one_line_and_a_rerun_resumes(tiny_model, tmp_pa
                       row_group_size=50)
     cmd = [sys.executable, "-m", "lensscan.cli", "score", str(src), out, "--model", tiny_model,
            "--batch-size", "25", "--rows-per-unit", "50"]
-    # its own process group, as a terminal's foreground job: Ctrl-C signals the whole group
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert _wait_for_parts(out, 1, proc), "the run committed nothing"
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 130, err[-2000:]
+    status, err = ctrl_c(cmd, lambda proc: _wait_for_parts(out, 1, proc))
+    assert status == 130, err[-2000:]
     assert err.strip().splitlines()[-1] == (
         f"lensscan score: interrupted: {out}: the units committed so far are kept; rerun the "
         "same command to resume")

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -31,6 +34,23 @@ def driver_lines(err: str) -> str:
     stderr, which says nothing of what the command printed."""
     return "\n".join(line for line in err.splitlines()
                      if not re.match(r"(\x1b\[[0-9;]*[A-Za-z])*\((\w+ )?pid=\d+", line.lstrip()))
+
+
+def ctrl_c(cmd: list[str], ready: Callable[[subprocess.Popen], bool]) -> tuple[int, str]:
+    """Run ``cmd`` in a process group of its own, as a terminal's foreground job, and press
+    Ctrl-C (SIGINT to the whole group) once ``ready(proc)`` is true; returns the exit status and
+    stderr. ``ready`` is polled and may assert that the run is still going."""
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert ready(proc), "the run was not ready to be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, err
 
 
 def make_batch(n: int, seed: int = 0, start_id: int = 0, labels: bool = True) -> dict:

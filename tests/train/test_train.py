@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from support import driver_lines, make_batch
+from support import ctrl_c, driver_lines, make_batch
 
 from lensscan.io.parquet import write_parquet
 from lensscan.io.storage import filesystem
@@ -81,21 +81,15 @@ def test_ctrl_c_stops_training_in_one_line_and_keeps_its_checkpoints(train_data)
            "--val", str(train_data / "val"), "--out", str(train_data / "model"), "--arch",
            "resnet", "--epochs", "50", "--steps-per-epoch", "2", "--batch-size", "8",
            "--storage", ckpt]
-    # its own process group, as a terminal's foreground job: Ctrl-C signals the whole group
-    run = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
-    try:
+    def checkpointed(run) -> bool:
         deadline = time.time() + 300
         while time.time() < deadline and not _checkpoints(ckpt):
             assert run.poll() is None, "training ended before it could be interrupted"
             time.sleep(0.5)
-        os.killpg(run.pid, signal.SIGINT)
-        _, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
-    assert run.returncode == 130, err[-3000:]
+        return bool(_checkpoints(ckpt))
+
+    status, err = ctrl_c(cmd, checkpointed)
+    assert status == 130, err[-3000:]
     driver = driver_lines(err)
     assert driver.strip().splitlines()[-1].endswith(
         "lensscan train: interrupted: training resnet_s0 stopped at the user's request; rerun "
