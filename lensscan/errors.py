@@ -6,6 +6,16 @@ from __future__ import annotations
 RESUME_HINT = "rerun the same command to resume"
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (escape sequences, newlines,
+    carriage returns, direction overrides) written as its escape, ``\\x1b``: ids and file
+    names from the data are untrusted, and a message is one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 class LensscanError(Exception):
     """Base class for errors with a message meant for the user, not a traceback."""
 

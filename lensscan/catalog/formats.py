@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 
 from lensscan.catalog.names import iau_names
 from lensscan.catalog.provenance import Provenance
+from lensscan.errors import printable
 from lensscan.io import storage
 
 FORMATS = ("table", "csv", "json", "parquet", "fits", "votable")
@@ -101,15 +103,6 @@ def to_text_table(table: pa.Table, max_rows: int = 50) -> str:
     if table.num_rows > max_rows:
         lines.append(f"... {table.num_rows - max_rows} more rows")
     return "\n".join(lines)
-
-
-def printable(text: str) -> str:
-    """``text`` with every character a terminal would act on (escape sequences, newlines,
-    carriage returns) written as its escape, ``\\x1b``: ids from shards are untrusted."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
 
 
 def _text_fits(table: pa.Table, fits_in: Callable[[str], bool], what: str,
@@ -245,6 +238,14 @@ def _utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def _json_safe(rows: list[dict]) -> list[dict]:
+    """Strict JSON: a NaN or infinite float (no JSON number) becomes null."""
+    def safe(v):
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return [{k: safe(v) for k, v in row.items()} for row in rows]
+
+
 def write(table: pa.Table, fmt: str, path: str | None = None,
           prov: Provenance | None = None) -> None:
     """Write ``table`` to ``path`` (any URL), or to stdout when ``path`` is None; FITS,
@@ -260,7 +261,8 @@ def write(table: pa.Table, fmt: str, path: str | None = None,
         pacsv.write_csv(table, buf)
         data = buf.getvalue()
     elif fmt == "json":
-        data = (json.dumps(table.to_pylist(), default=str) + "\n").encode()
+        data = (json.dumps(_json_safe(table.to_pylist()), default=str, allow_nan=False)
+                + "\n").encode()
     elif fmt == "parquet":
         data = _parquet(table, prov)
     elif fmt == "fits":

@@ -25,11 +25,12 @@ import numpy as np
 import pyarrow as pa
 
 from lensscan.catalog.names import iau_names
-from lensscan.catalog.output import check_shards
+from lensscan.catalog.output import check_export, check_shards
 from lensscan.catalog.provenance import provenance
 from lensscan.catalog.query import query
 from lensscan.catalog.stretch import STRETCHES, png_data_uri, render
 from lensscan.data.display import composite_grid
+from lensscan.errors import OutputError
 from lensscan.io import storage
 from lensscan.io.shards import read_rows, shard_optics
 
@@ -80,7 +81,15 @@ def cutouts_for(table: pa.Table, out_dir: str | None = None) -> np.ndarray:
     With ``out_dir`` (the scoring output the table came from), shards that changed since they
     were scored are refused by name (:func:`lensscan.catalog.output.check_shards`)."""
     shards = table.column("shard").to_pylist()
-    rows = table.column("row").to_numpy()
+    row = table.column("row")
+    if (row.null_count or not pa.types.is_integer(row.type)
+            or None in shards or not pa.types.is_string(table.column("shard").type)):
+        raise OutputError(f"{out_dir or 'the table'}: the scores' shard and row columns must be "
+                          "text and whole numbers "
+                          f"without nulls (shard {table.column('shard').type}, row {row.type}, "
+                          f"{row.null_count + shards.count(None)} nulls): the output was edited "
+                          "or is damaged; rescore with --overwrite")
+    rows = row.to_numpy()
     by_shard: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(shards):
         by_shard[s].append(i)
@@ -143,8 +152,9 @@ def write_gallery(out: str, page: str, top: int = 100, min_score: float | None =
     """Write the gallery of the ``top`` candidates of scoring output ``out`` to ``page``:
     an HTML page (with the run's threshold marked and, with ``viewer``, a link per object to
     an external image viewer), or a PNG mosaic when ``page`` ends in ``.png``."""
+    check_export(out, page, "--out")  # before any pixel is read
     if viewer is not None:
-        check_viewer(viewer)  # before any pixel is read
+        check_viewer(viewer)
     table = query(out, top=top, min_score=min_score)
     if not table.num_rows:  # an empty page to grade is a cut that selects nothing
         raise ValueError(f"{out}: no scored object to show (--top {top}"

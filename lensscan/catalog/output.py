@@ -32,15 +32,20 @@ def check_output(out: str) -> None:
         "committed so far. Rerun the same lensscan score command to finish it"), stacklevel=3)
 
 
-def check_export(out: str, path: str | None) -> None:
-    """Refuse an export written over one of the scoring output's own files or into its
-    ``scores/`` folder, where every later query would read it as scores."""
+def check_export(out: str, path: str | None, option: str = "--output") -> None:
+    """Refuse an export written over one of the scoring output's own files, into its
+    ``scores/`` folder (where every later query would read it as scores) or over one of the
+    input shards it scored (whose rows the output points at)."""
     if path is None:
         return
     for name in fingerprint.OUTPUTS:
         if storage.inside(path, storage.join(out, name)):
-            raise ValueError(f"--output {path}: it would write into the scoring output's own "
-                             f"{name} ({out}); write the export elsewhere")
+            raise ValueError(f"{option} {path}: it would write into the scoring output's own "
+                             f"{name} ({out}); write it elsewhere")
+    for shard in fingerprint.read_shards(out) or {}:
+        if storage.inside(path, shard):
+            raise ValueError(f"{option} {path}: it would write over {shard}, an input shard "
+                             f"of the run in {out}; write it elsewhere")
 
 
 def check_shards(out: str, shards: Iterable[str]) -> None:

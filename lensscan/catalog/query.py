@@ -16,6 +16,7 @@ import pyarrow as pa
 from lensscan import duck
 from lensscan.catalog.output import check_output
 from lensscan.catalog.where import referenced_columns, where_sql
+from lensscan.errors import OutputError
 from lensscan.io import storage
 from lensscan.score import commit, expected, fingerprint
 
@@ -111,11 +112,27 @@ def query(
         sql += f" LIMIT {int(top)}"
     _check_boolean(con, ranked, preds, where)
     try:
-        return duck.fetch_arrow(con, sql)
+        table = duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
         if reading_failed(exc):
             raise unreadable(out, exc) from None
         raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
+    _check_finite(out, table)
+    return table
+
+
+def _check_finite(out: str, table: pa.Table) -> None:
+    """Refuse a listing holding a scored row whose score is not finite: lensscan never writes
+    one (NaN would rank first), so the output was edited or damaged."""
+    if "score" not in table.column_names or not table.num_rows:
+        return
+    finite = np.isfinite(table.column("score").to_numpy(zero_copy_only=False))
+    if not finite.all():
+        k = int(np.argmin(finite))
+        who = (f"object {table.column('object_id')[k].as_py()!r}"
+               if "object_id" in table.column_names else f"rank {table.column('rank')[k]}")
+        raise OutputError(f"{out}: {who} has a non-finite score; lensscan score writes none, "
+                          "so the output was edited or is damaged: rescore with --overwrite")
 
 
 def _check_boolean(con, ranked: str, preds: list[str], where: str | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -60,9 +61,19 @@ def _read_table(url: str, id_column: str | None = None) -> pa.Table:
 
         from astropy.table import Table
 
-        t = Table.read(io.BytesIO(data), format="fits" if ext.startswith(".fit") else "votable")
-        return pa.table({c: _native(np.asarray(t[c])) for c in t.colnames})
+        with warnings.catch_warnings():  # astropy's verify warnings: the error, if any, says it
+            warnings.simplefilter("ignore")
+            t = Table.read(io.BytesIO(data),
+                           format="fits" if ext.startswith(".fit") else "votable")
+        # a masked value (a FITS TNULL, an empty VOTable cell) is a null, not the value behind it
+        return pa.table({c: pa.array(_native(np.asarray(t[c])), mask=_mask(t[c]))
+                         for c in t.colnames})
     raise ValueError(f"{url}: truth table must be .csv, .parquet, .fits or VOTable")
+
+
+def _mask(column) -> np.ndarray | None:
+    mask = np.ma.getmaskarray(column)
+    return mask if mask.ndim == 1 and mask.any() else None
 
 
 def _native(a: np.ndarray) -> np.ndarray | list:
@@ -77,6 +88,9 @@ def _native(a: np.ndarray) -> np.ndarray | list:
 def _pick(url: str, names: list[str], role: str, given: str | None) -> str | None:
     """The column playing ``role``: the one named in ``given`` or the first known alias."""
     lower = {n.lower(): n for n in names}
+    if len(lower) < len(names):  # "ra" and "RA": which one is meant cannot be guessed
+        twice = sorted({n for n in names if sum(m.lower() == n.lower() for m in names) > 1})
+        raise ValueError(f"{url}: columns {twice} differ only by case; rename one")
     if given:
         if given.lower() not in lower:
             raise ValueError(f"{url}: no column {given!r} for {role} (columns: {names})")
@@ -101,6 +115,8 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
     B on average), one row each; a ``label`` column keeps only ``label == 1``.
     """
     given = (columns.split(",") + ["", "", ""])[:3] if columns else ["", "", ""]
+    if columns and columns.count(",") > 2:
+        raise ValueError(f"--truth-cols {columns!r}: give at most three names, ID,RA,DEC")
     try:
         table = _read_table(url, given[0].strip() or None)
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
@@ -258,7 +274,8 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
             raise ValueError("truth has no object_id: give a cross-match radius")
         sql = (f"WITH r AS ({ranked}) SELECT CAST(t.object_id AS VARCHAR) AS known_id, "
                "r.rank, r.score, r.ra, r.dec FROM truth_in t LEFT JOIN r "
-               "ON CAST(r.object_id AS VARCHAR) = CAST(t.object_id AS VARCHAR) "
+               # truth ids are read trimmed (a spreadsheet's spaces): so are the scored ones
+               "ON trim(CAST(r.object_id AS VARCHAR)) = CAST(t.object_id AS VARCHAR) "
                "ORDER BY r.rank NULLS LAST, known_id")
     else:
         if not {"ra", "dec"} <= set(truth.column_names):

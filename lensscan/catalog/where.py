@@ -39,12 +39,23 @@ class FilterError(ValueError):
     """A ``--where`` text that is not one allowed boolean expression over the output."""
 
 
+def _shown(text: str) -> str:
+    """The filter as a message quotes it: escaped onto one line, long ones shortened."""
+    return repr(text) if len(text) <= 120 else repr(text[:100]) + f"... ({len(text)} characters)"
+
+
 def _check_parentheses(text: str) -> None:
     """Refuse a text whose parentheses close the condition it is parsed as (``true) WINDOW w
     AS (...``: a clause beside the expression, which the rendering would drop silently);
     parentheses inside strings and comments do not count (DuckDB's own tokenizer)."""
+    try:
+        raw = text.encode()  # the tokenizer's offsets count UTF-8 bytes
+    except UnicodeEncodeError:  # bytes the terminal's encoding could not decode
+        raise FilterError(f"--where {_shown(text)}: not UTF-8 text") from None
     tokens = duckdb.tokenize(text)
-    raw = text.encode()  # the tokenizer's offsets count UTF-8 bytes
+    if all(kind == duckdb.token_type.comment for _, kind in tokens):
+        raise FilterError(f"--where {_shown(text)}: the filter is empty (only a comment); "
+                          "give one boolean expression")
     depth = 0
     for k, (start, kind) in enumerate(tokens):
         if kind != duckdb.token_type.operator:
@@ -53,7 +64,7 @@ def _check_parentheses(text: str) -> None:
         for byte in raw[start:end]:
             depth += {40: 1, 41: -1}.get(byte, 0)  # "(" and ")"
             if depth < 0:
-                raise FilterError(f"--where {text!r}: not one SQL expression (a ')' closes "
+                raise FilterError(f"--where {_shown(text)}: not one SQL expression (a ')' closes "
                                   "more than it opened)")
 
 
@@ -66,10 +77,11 @@ def _parse(text: str) -> dict:
     tree = json.loads(duckdb.connect().execute(
         "SELECT json_serialize_sql(?)", [_PREFIX + f"({text}\n)"]).fetchone()[0])
     if tree.get("error"):
-        message = tree.get("error_message", "parse error")
+        # one line: DuckDB's message may quote the text and the newline added above
+        message = " ".join(str(tree.get("error_message", "parse error")).split())
         if "Only SELECT statements" in message:  # the text ends the SELECT: more statements
             message = "it holds another statement after the expression"
-        raise FilterError(f"--where {text!r}: not one SQL expression ({message})")
+        raise FilterError(f"--where {_shown(text)}: not one SQL expression ({message})")
     stmts = tree.get("statements", [])
     node = stmts[0]["node"] if len(stmts) == 1 else {}
     plain = (node.get("type") == "SELECT_NODE" and not node.get("modifiers")
@@ -79,36 +91,45 @@ def _parse(text: str) -> dict:
              and node.get("from_table", {}).get("table_name") == "t"
              and [e.get("class") for e in node.get("select_list", [])] == ["STAR"])
     if not plain or node.get("where_clause") is None:
-        raise FilterError(f"--where {text!r}: give one boolean expression, not a statement")
+        raise FilterError(f"--where {_shown(text)}: give one boolean expression, not a statement")
     return tree
 
 
-def _check(expr: dict, columns: set[str], text: str) -> None:
+def _check(expr: dict, columns: set[str], text: str, in_replace: bool = False) -> None:
     """Walk an expression tree; raise FilterError at the first node that is not allowed."""
     cls = expr.get("class")
     if cls not in _CLASSES:
         what = {"SUBQUERY": "subqueries", "WINDOW": "window functions", "STAR": "*"}.get(
             cls, f"{str(cls).lower()} expressions")
-        raise FilterError(f"--where {text!r}: {what} are not allowed in a filter")
+        raise FilterError(f"--where {_shown(text)}: {what} are not allowed in a filter")
     if cls == "COLUMN_REF":
         names = expr.get("column_names", [])
         if len(names) != 1 or names[0] not in columns:
-            raise FilterError(f"--where {text!r}: unknown column {'.'.join(names)!r}; "
+            raise FilterError(f"--where {_shown(text)}: unknown column {'.'.join(names)!r}; "
                               f"columns: {', '.join(sorted(columns))}")
     if cls == "FUNCTION":
         name = expr.get("function_name", "")
         if (expr.get("schema") or expr.get("catalog") or name.lower() not in FUNCTIONS
                 or expr.get("filter") or expr.get("distinct")
                 or expr.get("order_bys", {}).get("orders")):
-            raise FilterError(f"--where {text!r}: function {name!r} is not allowed in a filter "
-                              "(scalar arithmetic, math and string functions only)")
+            if name.lower() == "row":  # what "()" and "(a, b)" parse as
+                raise FilterError(f"--where {_shown(text)}: empty parentheses and (a, b) "
+                                  "tuples are not allowed in a filter")
+            raise FilterError(f"--where {_shown(text)}: function {name!r} is not allowed in a "
+                              "filter (scalar arithmetic, math and string functions only)")
+        if name.lower() == "replace":
+            if in_replace:  # each level can multiply a string's length: memory without bound
+                raise FilterError(f"--where {_shown(text)}: replace() inside replace() is not "
+                                  "allowed in a filter")
+            in_replace = True
     if cls == "CAST":
         typ = _cast_type(expr)
         if typ not in CAST_TYPES:
-            raise FilterError(f"--where {text!r}: cast to {typ or 'this type'} is not allowed "
+            raise FilterError(f"--where {_shown(text)}: cast to {typ or 'this type'} is not "
+                              "allowed "
                               f"(allowed: {', '.join(sorted(CAST_TYPES))})")
     for child in _children(expr):
-        _check(child, columns, text)
+        _check(child, columns, text, in_replace)
 
 
 def _cast_type(expr: dict) -> str:
@@ -159,7 +180,7 @@ def where_sql(text: str, columns: Iterable[str]) -> str:
         raise FilterError(f"--where {text[:60]!r}...: nested too deeply "
                           "(write a long chain as a list of AND/OR terms)") from None
     if not sql.startswith(_PREFIX):
-        raise FilterError(f"--where {text!r}: could not be rendered safely")
+        raise FilterError(f"--where {_shown(text)}: could not be rendered safely")
     return "(" + sql[len(_PREFIX):] + ")"
 
 

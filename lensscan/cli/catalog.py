@@ -21,6 +21,10 @@ def _query(a) -> None:
     if not a.truth and (given := [k for k, v in matching.items() if v is not None]):
         raise ValueError(f"{', '.join(given)} only go with --truth")
     check_export(a.out, a.output)
+    try:
+        a.name_prefix.encode()
+    except UnicodeEncodeError:  # bytes the terminal's encoding could not decode
+        raise ValueError(f"--name-prefix {a.name_prefix!r}: not UTF-8 text") from None
     if a.truth:
         from lensscan.catalog.truth import read_truth, recovery
 
@@ -28,7 +32,10 @@ def _query(a) -> None:
                                   radius_arcsec=a.match_radius)
     else:
         cone = Cone(*a.cone) if a.cone else None
-        columns = [c.strip() for c in a.columns.split(",")] if a.columns else None
+        columns = [c.strip() for c in a.columns.split(",")] if a.columns is not None else None
+        if columns is not None and not all(columns):
+            raise ValueError(f"--columns {a.columns!r}: an empty column name; give names "
+                             "separated by commas, e.g. object_id,ra,dec,score")
         table = query(a.out, top=a.top, min_score=a.min_score, cone=cone, where=a.where,
                       columns=columns, candidates=a.candidates)
         expected = expected_in(table, run_prior(a.out))

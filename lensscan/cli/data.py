@@ -7,6 +7,7 @@ import json
 import sys
 
 from lensscan.cli.options import number
+from lensscan.errors import printable
 
 
 def _demo(a) -> None:
@@ -52,10 +53,10 @@ def _import_npy(a) -> None:
               file=sys.stderr)
 
     def warn(err) -> None:
-        print(f"skipped {err}", file=sys.stderr)
+        print(printable(f"skipped {err}"), file=sys.stderr)
 
     def note(line: str) -> None:
-        print(f"import-npy: {line}", file=sys.stderr)
+        print(printable(f"import-npy: {line}"), file=sys.stderr)
 
     print(json.dumps(import_npy(a.src, a.out, a.shard_size, on_error=warn if a.skip_bad else None,
                                 on_note=note)))

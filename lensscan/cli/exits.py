@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from lensscan.errors import LensscanError, RunInterruptedError, StorageError
+from lensscan.errors import LensscanError, RunInterruptedError, StorageError, printable
 
 #: Exit statuses (README, "Exit status"); 130 is the shell's for a run stopped by Ctrl-C.
 EXIT_OK, EXIT_REFUSED, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 130
@@ -25,18 +25,24 @@ def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
             fn(*args)
             status = EXIT_OK
         except (RunInterruptedError, KeyboardInterrupt) as exc:
-            print(f"lensscan {cmd}: interrupted" + (f": {exc}" if str(exc) else ""),
+            print(f"lensscan {cmd}: interrupted" + (f": {_line(exc)}" if str(exc) else ""),
                   file=sys.stderr)
             status = EXIT_INTERRUPTED
         except StorageError as exc:
-            print(f"lensscan {cmd}: error: {exc}", file=sys.stderr)
+            print(f"lensscan {cmd}: error: {_line(exc)}", file=sys.stderr)
             status = EXIT_STORAGE
         except (LensscanError, FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
-            print(f"lensscan {cmd}: error: {exc}", file=sys.stderr)
+            print(f"lensscan {cmd}: error: {_line(exc)}", file=sys.stderr)
             status = EXIT_REFUSED
-    for w in caught:
-        if type(w.message).__name__ == "IncompleteOutputWarning":
-            print(f"lensscan {cmd}: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    for w in caught:  # each on one line; a library's own (astropy's) named by its class
+        name = type(w.message).__name__
+        kind = "" if name in ("IncompleteOutputWarning", "UserWarning") else f"{name}: "
+        text = str(w.message).strip()
+        first = text.splitlines()[0] if text else name
+        print(f"lensscan {cmd}: warning: {kind}{printable(first)[:400]}", file=sys.stderr)
     return status
+
+
+def _line(exc: BaseException) -> str:
+    """An error's message on one line: characters a terminal acts on written as escapes."""
+    return printable(str(exc))

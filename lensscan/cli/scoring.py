@@ -13,7 +13,7 @@ from lensscan.config import ScoreConfig
 def score(a: argparse.Namespace) -> None:
     """Score the survey the parsed options (:class:`~lensscan.config.ScoreConfig`'s) name and
     report it: unreadable shards on stderr, counts and p_lens's expectation on stdout."""
-    from lensscan.errors import RESUME_HINT, RunInterruptedError
+    from lensscan.errors import RESUME_HINT, RunInterruptedError, printable
     from lensscan.score.pipeline import score_survey
 
     cfg = from_args(ScoreConfig, a)
@@ -24,7 +24,8 @@ def score(a: argparse.Namespace) -> None:
                                   f"{RESUME_HINT}") from None
     bad = m["unreadable_shards"]
     for e in bad[:5]:
-        print(f"lensscan score: unreadable shard {e['shard']}: {e['reason']}", file=sys.stderr)
+        print(printable(f"lensscan score: unreadable shard {e['shard']}: {e['reason']}"),
+              file=sys.stderr)
     if len(bad) > 5:
         print(f"lensscan score: ... and {len(bad) - 5} more unreadable shards, see "
               f"{cfg.output}/_quarantine.json", file=sys.stderr)

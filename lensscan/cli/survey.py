@@ -8,6 +8,7 @@ import sys
 
 from lensscan.cli.options import add_options, from_args
 from lensscan.config import CutoutConfig, InjectConfig
+from lensscan.errors import printable
 
 
 def _cutout(a) -> None:
@@ -15,9 +16,9 @@ def _cutout(a) -> None:
 
     summary = cutout_survey(from_args(CutoutConfig, a), progress=False)
     if summary["off_sky"]:
-        print(f"lensscan cutout: {summary['off_sky']}", file=sys.stderr)
+        print(printable(f"lensscan cutout: {summary['off_sky']}"), file=sys.stderr)
     for line in summary["unreadable_tiles"]:
-        print(f"lensscan cutout: unreadable tile {line}", file=sys.stderr)
+        print(printable(f"lensscan cutout: unreadable tile {line}"), file=sys.stderr)
     print(json.dumps({k: summary[k] for k in ("counts", "tiles", "seconds")}))
 
 

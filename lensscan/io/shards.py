@@ -154,7 +154,8 @@ def read_rows(url: str, rows: list[int] | np.ndarray) -> np.ndarray:
     fmt = FORMATS[shard_format(url)]
     n = fmt.num_rows(url)
     if len(rows) and (rows.min() < 0 or rows.max() >= n):
-        raise ShardError(url, f"has {n} rows, row {int(rows.max())} was asked for: the shard "
+        bad = int(rows.min()) if rows.min() < 0 else int(rows.max())
+        raise ShardError(url, f"has {n} rows, row {bad} was asked for: the shard "
                               "is not the one that was scored")
     return fmt.images(url, rows)
 

@@ -229,9 +229,13 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     StorageError
         When storage fails (disk full, endpoint unreachable), naming ``url``.
     """
+    if not str(url).strip():
+        raise ValueError("an empty path was given to write to; name a file")
     fs, path = filesystem(url)
     with failures_named(url, "write"):
         if is_local(url):
+            if os.path.isdir(path):
+                raise IsADirectoryError(f"{url}: is a folder; name a file to write")
             _write_local(path, data)
         else:
             fs.pipe_file(path, data)
