@@ -75,13 +75,16 @@ def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
     With ``ring_host_deflector`` the core is a galaxy of the deflector population and the ring,
     red and without knots, lies where that galaxy's Einstein ring would: a ring around a
     bright, large early type is then no cue for lensing (it was, when every ring's core was a
-    faint small galaxy), while its colour still is."""
+    faint small galaxy), while its colour still is. A share ``ring_host_blue`` of those are
+    star-forming rings instead: blue, knotty, of any radius and as bright as their host."""
     cx, cy = G.centre(rng, pop, cv)
     hosted = G.chance(rng, pop.ring_host_deflector)
+    star_forming = hosted and G.chance(rng, pop.ring_host_blue)
     if hosted:
         theta_e = draw_theta_e(rng, pop)
         truth = deflector_truth(G.deflector(rng, pop, cv, cx, cy, theta_e))
-        radius = theta_e * rng.uniform(*pop.ring_over_theta_e)
+        radius = (rng.uniform(*pop.ring_radius) if star_forming
+                  else theta_e * rng.uniform(*pop.ring_over_theta_e))
     else:
         radius = rng.uniform(*pop.ring_radius)
         truth = dict(central_mag_r=rng.uniform(19.5, 22.0))
@@ -94,15 +97,18 @@ def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
     smooth = G.chance(rng, pop.ring_smooth)
     if not smooth:
         ring *= 1 + rng.uniform(0, 0.8) * np.cos(th - rng.uniform(0, 2 * np.pi))  # lopsided
-    if hosted:  # within a few magnitudes of its host, as lensed arcs are, and of its old stars'
-        # colours, without blue knots: a blue ring (or blue knots) at the Einstein radius of an
-        # early type is what a lensed source looks like, and calling it a non-lens taught a
-        # model to miss Einstein rings
+    if hosted and not star_forming:  # within a few magnitudes of its host, as lensed arcs
+        # are, and of its old stars' colours, without blue knots: a blue ring (or blue knots)
+        # at the Einstein radius of an early type is what a lensed source looks like, and
+        # calling it a non-lens taught a model to miss Einstein rings
         mag_r = truth["central_mag_r"] + rng.uniform(*pop.ring_host_dmag)
         cv.custom(ring, G.red(rng, pop, mag_r))
         return truth
-    mag_r = rng.uniform(*pop.ring_mag_r)
-    if G.chance(rng, pop.ring_any_colour):
+    mag_r = (truth["central_mag_r"] + rng.uniform(*pop.ring_host_dmag) if star_forming
+             else rng.uniform(*pop.ring_mag_r))
+    if star_forming:
+        flux = G.blue(rng, pop, mag_r)
+    elif G.chance(rng, pop.ring_any_colour):
         flux = G.colour_fluxes(mag_r, rng.uniform(-0.2, 1.7), rng.uniform(-0.2, 0.7))
     else:
         flux = G.blue(rng, pop, mag_r)

@@ -218,6 +218,12 @@ class Population:
     ring_host_deflector: float = 0.0
     ring_over_theta_e: tuple[float, float] = (0.8, 1.25)
     ring_host_dmag: tuple[float, float] = (0.0, 3.0)  # such a ring's r mag minus its host's
+    # share of those hosted rings that are instead star-forming (collisional or polar) rings:
+    # blue, with knots unless smooth, of a radius from ring_radius whatever the host's Einstein
+    # radius, within ring_host_dmag of the host (Appleton & Struck-Marcell 1996, Fund. Cosmic
+    # Phys. 16, 111; Whitmore et al. 1990, AJ 100, 1489): every independent renderer's rings
+    # were false positives of the bundled model (issue 12)
+    ring_host_blue: float = 0.0
     merger_separation: tuple[float, float] = (0.6, 2.8)
     merger_curved: float = 0.0  # share of mergers with curved tails and shells, not straight
     merger_host_deflector: float = 0.0  # share whose primary is of the deflector population

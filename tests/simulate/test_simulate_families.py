@@ -243,3 +243,22 @@ def test_a_fixed_setting_draws_nothing():
     a, b = np.random.default_rng(3), np.random.default_rng(3)
     assert span(a, (3.0, 3.0)) == 3.0 and a.random() == b.random()
     assert 1.0 <= span(a, (1.0, 4.0)) <= 4.0 and a.random() != b.random()
+
+
+def test_star_forming_rings_around_deflector_hosts_are_blue_and_bright():
+    """``ring_host_blue``: rings around deflector-population hosts that are star-forming rings
+    (blue, knotty, any radius) instead of red rings at the Einstein radius. Every independent
+    renderer's ring galaxies were false positives of the bundled model (issue 12)."""
+    red = replace(BROAD, ring_host_deflector=1.0, ring_host_blue=0.0, neighbours_mean=0.0)
+    blue = replace(red, ring_host_blue=1.0)
+
+    def g_over_r(pop: Population) -> np.ndarray:
+        ratios = []
+        for i in range(40):
+            image, truth = K.render_object("ring", np.random.default_rng([5, i]), pop,
+                                           BROAD_COND, noiseless=True)
+            assert np.isfinite(truth["deflector_reff"])  # a galaxy of the deflector population
+            ratios.append(image[0].sum() / image[1].sum())
+        return np.array(ratios)
+
+    assert np.median(g_over_r(blue)) > 1.1 * np.median(g_over_r(red))  # 0.397 against 0.330

@@ -1,0 +1,92 @@
+"""The bundled model on a third renderer, written by a separate author (``support.thirdrender``).
+
+``support.otherrender`` was written by lensscan's own authors and may share their blind spots;
+``support.thirdrender`` was written by someone shown only the output format and a list of
+things to vary (issue 12): power-law masses deflected by FFT, knotty and shapelet sources,
+von Karman / Kolmogorov / core-halo PSFs, resampled noise, faint compact ellipticals and small
+rings among the non-lenses. These tests keep it apart from lensscan, check its lensing and its
+deflector population, and hold the bundled ensemble to floors on its images, scored as an
+outside test set is (the DeepLense ``.npy`` layout through ``import-npy``)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from support import thirdrender
+
+from lensscan.config import ScoreConfig
+from lensscan.io.npy import import_npy
+from lensscan.score.pipeline import score_survey
+from lensscan.train.metrics import recall_at_fpr, roc_auc
+
+
+def test_third_renderer_shares_no_code_with_lensscan():
+    tree = ast.parse(inspect.getsource(thirdrender))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"__future__", "argparse", "csv", "math", "time", "collections",
+                        "functools", "pathlib", "numpy", "scipy"}
+
+
+def test_an_isothermal_sphere_deflects_by_its_einstein_radius():
+    lens = {"te": 1.2, "s": 2.0, "q": 0.9999, "pa": 0.0, "a4": 0.0, "sub": False}
+    ax, ay = thirdrender.deflect(thirdrender.kappa_map(lens, 0.0, 0.0))
+    r = np.hypot(thirdrender.XO, thirdrender.YO)
+    ring = (r > 0.5) & (r < 4.0)
+    np.testing.assert_allclose(np.hypot(ax, ay)[ring], 1.2, rtol=0.01)
+    radial = (ax * thirdrender.XO + ay * thirdrender.YO)[ring] / r[ring]
+    np.testing.assert_allclose(radial, 1.2, rtol=0.01)
+
+
+def test_same_seed_same_bytes():
+    a, ta = thirdrender.make_object(2, 0, 5, "ring")
+    b, tb = thirdrender.make_object(2, 0, 5, "ring")
+    assert a.shape == (3, 64, 64) and np.isfinite(a).all()
+    assert a.tobytes() == b.tobytes() and ta == tb
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """100 lenses and 1,000 non-lenses of the third renderer, scored by the bundled model."""
+    root = tmp_path_factory.mktemp("third")
+    truth = thirdrender.write_layout(root / "npy", 100, 1000, seed=7)
+    counts = import_npy(str(root / "npy"), str(root / "shards"), progress=False)
+    assert counts["files"] == 1100 and counts["skipped"] == 0
+    score_survey(ScoreConfig(input=str(root / "shards"), output=str(root / "out"),
+                             engine="local", progress=False))
+    scores = duckdb.sql(f"select object_id, score from read_parquet('{root}/out/scores/*.parquet')"
+                        ).df()
+    frame = pd.read_csv(truth).merge(scores, on="object_id", validate="one_to_one")
+    assert len(frame) == 1100
+    return frame
+
+
+def test_its_lenses_and_ellipticals_differ_only_by_lensing(scored):
+    lenses = scored[scored["label"] == 1]
+    ellipticals = scored[scored["kind"] == "elliptical"]
+    for column in ("r_mag", "reff_arcsec", "sersic_n", "g_r"):
+        p = stats.ks_2samp(lenses[column], ellipticals[column]).pvalue
+        assert p > 1e-3, (column, p)
+
+
+def test_bundled_model_on_the_third_renderer(scored):
+    """Floors under what the bundled model (round 15) scored on this seed when the test was
+    written (AUC 0.958, recall 0.25 at FPR 1e-2; AUC 0.948 and 0.938 on seeds 1 and 2 of
+    3,300):
+    a regression guard, far from issue 12's aim."""
+    y, s = scored["label"].to_numpy(), scored["score"].to_numpy()
+    auc, recall = roc_auc(y, s), recall_at_fpr(y, s, 1e-2)
+    print(f"AUC {auc:.4f}, recall at FPR 1e-2 {recall:.3f}")
+    assert auc >= 0.93
+    assert recall >= 0.12
+    # faint, compact ellipticals (issue 12's first independent set) are not what it ranks high
+    top = scored[scored["score"] >= np.quantile(scored.loc[scored["label"] == 0, "score"], 0.99)]
+    assert (top["kind"] == "elliptical").sum() <= 2
