@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 #: Appended to every error after which rerunning the same command picks up where it stopped.
 RESUME_HINT = "rerun the same command to resume"
 
@@ -12,8 +14,8 @@ def printable(text: str) -> str:
     names from the data are untrusted, and a message is one line."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
+    return "".join(c if c.isprintable() or unicodedata.category(c) == "Zs"  # U+3000, NBSP
+                   else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class LensscanError(Exception):

@@ -83,8 +83,13 @@ def with_names(table: pa.Table, prefix: str = "") -> pa.Table:
     return table.add_column(at, "name", names)
 
 
-def to_text_table(table: pa.Table, max_rows: int = 50) -> str:
-    """A fixed-width text table (floats to 6 significant digits)."""
+#: The widest cell of a text table; longer text ends in "..." there (csv and json keep it).
+MAX_CELL = 80
+
+
+def to_text_table(table: pa.Table, max_rows: int = 50, max_cell: int | None = MAX_CELL) -> str:
+    """A fixed-width text table (floats to 6 significant digits, text cut at ``max_cell``
+    characters on a screen: one long id would pad every row to its width)."""
     cols = table.column_names
     rows = table.slice(0, max_rows).to_pylist()
 
@@ -93,7 +98,8 @@ def to_text_table(table: pa.Table, max_rows: int = 50) -> str:
             return ""
         if isinstance(v, float):
             return f"{v:.6g}"
-        return printable(str(v))
+        text = printable(str(v))
+        return text if max_cell is None or len(text) <= max_cell else text[:max_cell - 3] + "..."
 
     cells = [[fmt(r[c]) for c in cols] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
@@ -240,7 +246,7 @@ def _utc_now() -> str:
 
 def _json_safe(rows: list[dict]) -> list[dict]:
     """Strict JSON: a NaN or infinite float (no JSON number) becomes null."""
-    def safe(v):
+    def safe(v: object) -> object:
         return None if isinstance(v, float) and not math.isfinite(v) else v
 
     return [{k: safe(v) for k, v in row.items()} for row in rows]
@@ -255,7 +261,8 @@ def write(table: pa.Table, fmt: str, path: str | None = None,
     if fmt in ("parquet", "fits") and not path:
         raise ValueError(f"--format {fmt} needs --output FILE")
     if fmt == "table":
-        data = (to_text_table(table, max_rows=table.num_rows if path else 50) + "\n").encode()
+        data = (to_text_table(table, max_rows=table.num_rows if path else 50,
+                              max_cell=None if path else MAX_CELL) + "\n").encode()
     elif fmt == "csv":
         buf = io.BytesIO()
         pacsv.write_csv(table, buf)

@@ -75,6 +75,10 @@ def scale_bar(pixel_scale: float, size: int = 64) -> dict:
     return {"arcsec": arcsec, "percent": round(100 * arcsec / fov, 3)}
 
 
+def _is_text(typ: pa.DataType) -> bool:
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_string_view(typ)
+
+
 def cutouts_for(table: pa.Table, out_dir: str | None = None) -> np.ndarray:
     """Read the images of a result table's rows from their shards: (N, 3, 64, 64).
 
@@ -83,7 +87,7 @@ def cutouts_for(table: pa.Table, out_dir: str | None = None) -> np.ndarray:
     shards = table.column("shard").to_pylist()
     row = table.column("row")
     if (row.null_count or not pa.types.is_integer(row.type)
-            or None in shards or not pa.types.is_string(table.column("shard").type)):
+            or None in shards or not _is_text(table.column("shard").type)):
         raise OutputError(f"{out_dir or 'the table'}: the scores' shard and row columns must be "
                           "text and whole numbers "
                           f"without nulls (shard {table.column('shard').type}, row {row.type}, "

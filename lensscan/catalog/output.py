@@ -3,6 +3,7 @@ the input shards it points at (``shard``/``row``) are still the ones that were s
 
 from __future__ import annotations
 
+import posixpath
 import warnings
 from collections.abc import Iterable
 
@@ -42,8 +43,9 @@ def check_export(out: str, path: str | None, option: str = "--output") -> None:
         if storage.inside(path, storage.join(out, name)):
             raise ValueError(f"{option} {path}: it would write into the scoring output's own "
                              f"{name} ({out}); write it elsewhere")
-    for shard in fingerprint.read_shards(out) or {}:
-        if storage.inside(path, shard):
+    name = posixpath.basename(str(path).rstrip("/"))
+    for shard in fingerprint.read_shards(out) or {}:  # resolve only shards of that name
+        if posixpath.basename(shard) == name and storage.inside(path, shard):
             raise ValueError(f"{option} {path}: it would write over {shard}, an input shard "
                              f"of the run in {out}; write it elsewhere")
 

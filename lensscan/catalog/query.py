@@ -111,28 +111,31 @@ def query(
     if top is not None:
         sql += f" LIMIT {int(top)}"
     _check_boolean(con, ranked, preds, where)
+    return _fetch(con, out, src, sql)
+
+
+def _fetch(con, out: str, src: str, sql: str) -> pa.Table:
+    """Run a listing's SQL, after :func:`check_finite`; DuckDB's errors as one line."""
     try:
-        table = duck.fetch_arrow(con, sql)
+        check_finite(con, out, src)
+        return duck.fetch_arrow(con, sql)
+    except OutputError:
+        raise
     except Exception as exc:  # duckdb raises many types; report the SQL problem plainly
         if reading_failed(exc):
             raise unreadable(out, exc) from None
         raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
-    _check_finite(out, table)
-    return table
 
 
-def _check_finite(out: str, table: pa.Table) -> None:
-    """Refuse a listing holding a scored row whose score is not finite: lensscan never writes
-    one (NaN would rank first), so the output was edited or damaged."""
-    if "score" not in table.column_names or not table.num_rows:
-        return
-    finite = np.isfinite(table.column("score").to_numpy(zero_copy_only=False))
-    if not finite.all():
-        k = int(np.argmin(finite))
-        who = (f"object {table.column('object_id')[k].as_py()!r}"
-               if "object_id" in table.column_names else f"rank {table.column('rank')[k]}")
-        raise OutputError(f"{out}: {who} has a non-finite score; lensscan score writes none, "
-                          "so the output was edited or is damaged: rescore with --overwrite")
+def check_finite(con, out: str, src: str) -> None:
+    """Refuse an output holding a scored row whose score is not finite: lensscan never writes
+    one (NaN would rank first and shift every rank), so the output was edited or damaged."""
+    n, who = con.execute(f"SELECT count(*), any_value(CAST(object_id AS VARCHAR)) FROM {src} "
+                         f"WHERE {duck.SCORED} AND NOT isfinite(score)").fetchall()[0]
+    if n:
+        raise OutputError(f"{out}: {n} scored rows have a non-finite score (object {who!r} "
+                          "among them); lensscan score writes none, so the output was edited or "
+                          "is damaged: rescore with --overwrite")
 
 
 def _check_boolean(con, ranked: str, preds: list[str], where: str | None) -> None:

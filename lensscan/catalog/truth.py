@@ -15,12 +15,14 @@ from lensscan import duck
 from lensscan.catalog.output import check_output
 from lensscan.catalog.query import (
     angular_distance_sql,
+    check_finite,
     check_numbers,
     scores_columns,
     source_sql,
     unreadable,
 )
 from lensscan.data import grades
+from lensscan.errors import OutputError
 from lensscan.io import storage
 
 #: Column names recognised (case-insensitive) for each role, first match wins.
@@ -30,6 +32,11 @@ ALIASES = {
     "dec": ("dec", "dej2000", "decj2000", "dec_j2000", "dec_deg", "decdeg", "delta_j2000",
             "de_icrs", "dec_icrs", "_dej2000"),
 }
+
+
+#: An id compared without the white space around it (Arrow's utf8_trim_whitespace: spaces,
+#: tabs, line ends), as truth ids are read.
+_TRIMMED = r"regexp_replace(CAST({} AS VARCHAR), '^\s+|\s+$', '', 'g')"
 
 
 def _read_table(url: str, id_column: str | None = None) -> pa.Table:
@@ -71,7 +78,7 @@ def _read_table(url: str, id_column: str | None = None) -> pa.Table:
     raise ValueError(f"{url}: truth table must be .csv, .parquet, .fits or VOTable")
 
 
-def _mask(column) -> np.ndarray | None:
+def _mask(column: np.ndarray) -> np.ndarray | None:
     mask = np.ma.getmaskarray(column)
     return mask if mask.ndim == 1 and mask.any() else None
 
@@ -88,14 +95,19 @@ def _native(a: np.ndarray) -> np.ndarray | list:
 def _pick(url: str, names: list[str], role: str, given: str | None) -> str | None:
     """The column playing ``role``: the one named in ``given`` or the first known alias."""
     lower = {n.lower(): n for n in names}
-    if len(lower) < len(names):  # "ra" and "RA": which one is meant cannot be guessed
-        twice = sorted({n for n in names if sum(m.lower() == n.lower() for m in names) > 1})
-        raise ValueError(f"{url}: columns {twice} differ only by case; rename one")
     if given:
         if given.lower() not in lower:
             raise ValueError(f"{url}: no column {given!r} for {role} (columns: {names})")
-        return lower[given.lower()]
-    return next((lower[a] for a in ALIASES[role] if a in lower), None)
+        name = given.lower()
+    else:
+        name = next((a for a in ALIASES[role] if a in lower), None)
+    if name is None:
+        return None
+    same = [n for n in names if n.lower() == name]
+    if len(same) > 1:  # "ra" and "RA": which one is meant cannot be guessed
+        raise ValueError(f"{url}: columns {same} differ only by case, and either could be "
+                         f"the {role}; rename one or name it with --truth-cols")
+    return same[0]
 
 
 def read_truth(url: str, columns: str | None = None) -> pa.Table:
@@ -115,7 +127,7 @@ def read_truth(url: str, columns: str | None = None) -> pa.Table:
     B on average), one row each; a ``label`` column keeps only ``label == 1``.
     """
     given = (columns.split(",") + ["", "", ""])[:3] if columns else ["", "", ""]
-    if columns and columns.count(",") > 2:
+    if columns and any(c.strip() for c in columns.split(",")[3:]):
         raise ValueError(f"--truth-cols {columns!r}: give at most three names, ID,RA,DEC")
     try:
         table = _read_table(url, given[0].strip() or None)
@@ -267,36 +279,15 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
     duck.confine(con, out)
     src = source_sql(out)
     order = duck.rank_order(scores_columns(con, out, src))
+    try:
+        check_finite(con, out, src)
+    except OutputError:
+        raise
+    except Exception as exc:  # duckdb raises many types: a damaged part
+        raise unreadable(out, exc) from None
     ranked = duck.ranked_sql(src, "object_id, ra, dec, score", order=order)
-    if radius_arcsec is None:
-        if ("object_id" not in truth.column_names
-                or truth.column("object_id").null_count == truth.num_rows):
-            raise ValueError("truth has no object_id: give a cross-match radius")
-        sql = (f"WITH r AS ({ranked}) SELECT CAST(t.object_id AS VARCHAR) AS known_id, "
-               "r.rank, r.score, r.ra, r.dec FROM truth_in t LEFT JOIN r "
-               # truth ids are read trimmed (a spreadsheet's spaces): so are the scored ones
-               "ON trim(CAST(r.object_id AS VARCHAR)) = CAST(t.object_id AS VARCHAR) "
-               "ORDER BY r.rank NULLS LAST, known_id")
-    else:
-        if not {"ra", "dec"} <= set(truth.column_names):
-            raise ValueError("a cross-match needs ra and dec in the truth table")
-        _check_placed(truth)
-        rad = float(radius_arcsec)
-        dist = angular_distance_sql("t.ra", "t.dec", "r.ra", "r.dec")
-        where = "printf('%.6f %+.6f', t.ra, t.dec)"
-        known = (f"coalesce(CAST(t.object_id AS VARCHAR), {where})"
-                 if "object_id" in truth.column_names else where)
-        # one row per known lens (per row of the truth table: ids may be null or repeated)
-        sql = (f"WITH r AS ({ranked}), m AS (SELECT t._truth_row AS k, {known} AS known_id, "
-               # an unmatched lens (no r row) has no separation: least(1, NULL) is 1 in DuckDB
-               f"r.rank, r.score, r.ra, r.dec, CASE WHEN r.rank IS NULL THEN NULL "
-               f"ELSE {dist} END AS sep FROM truth_in t "
-               f"LEFT JOIN r ON r.dec BETWEEN t.dec - {rad / 3600!r} AND t.dec + "
-               f"{rad / 3600!r} AND {dist} <= {rad!r}) "
-               "SELECT any_value(known_id) AS known_id, arg_min(rank, sep) AS rank, "
-               "arg_min(score, sep) AS score, arg_min(ra, sep) AS ra, arg_min(dec, sep) AS dec, "
-               "min(sep) AS separation_arcsec FROM m GROUP BY k "
-               "ORDER BY rank NULLS LAST, known_id")
+    sql = (_by_id_sql(ranked, truth) if radius_arcsec is None
+           else _by_position_sql(ranked, truth, float(radius_arcsec)))
     try:
         table = duck.fetch_arrow(con, sql)
     except Exception as exc:  # duckdb raises many types: a damaged part, no part at all
@@ -306,6 +297,45 @@ def recovery(out: str, truth: pa.Table, top: int | None = None,
         scored = duck.fetch_arrow(con, f"SELECT count(*) AS n FROM {src} WHERE {duck.SCORED}")
         n_scored = scored["n"][0].as_py()
     return table, _summary(table, top, n_scored)
+
+
+def _by_id_sql(ranked: str, truth: pa.Table) -> str:
+    """The SQL matching known lenses to the ``ranked`` rows by id: one row per known lens."""
+    if ("object_id" not in truth.column_names
+            or truth.column("object_id").null_count == truth.num_rows):
+        raise ValueError("truth has no object_id: give a cross-match radius")
+    # truth ids are read trimmed (a spreadsheet's spaces), so the scored ones are compared
+    # trimmed too; one row per known lens, its best-ranked match ("a" and "a " scored)
+    return (f"WITH r AS ({ranked}), m AS (SELECT t._truth_row AS k, "
+            "CAST(t.object_id AS VARCHAR) AS known_id, r.rank, r.score, r.ra, r.dec "
+            f"FROM truth_in t LEFT JOIN r ON {_TRIMMED.format('r.object_id')} = "
+            f"{_TRIMMED.format('t.object_id')}) "
+            "SELECT any_value(known_id) AS known_id, min(rank) AS rank, "
+            "arg_min(score, rank) AS score, arg_min(ra, rank) AS ra, "
+            "arg_min(dec, rank) AS dec FROM m GROUP BY k "
+            "ORDER BY rank NULLS LAST, known_id")
+
+
+def _by_position_sql(ranked: str, truth: pa.Table, rad: float) -> str:
+    """The SQL matching each known lens to the nearest ``ranked`` row within ``rad`` arcsec."""
+    if not {"ra", "dec"} <= set(truth.column_names):
+        raise ValueError("a cross-match needs ra and dec in the truth table")
+    _check_placed(truth)
+    dist = angular_distance_sql("t.ra", "t.dec", "r.ra", "r.dec")
+    where = "printf('%.6f %+.6f', t.ra, t.dec)"
+    known = (f"coalesce(CAST(t.object_id AS VARCHAR), {where})"
+             if "object_id" in truth.column_names else where)
+    # one row per known lens (per row of the truth table: ids may be null or repeated)
+    return (f"WITH r AS ({ranked}), m AS (SELECT t._truth_row AS k, {known} AS known_id, "
+            # an unmatched lens (no r row) has no separation: least(1, NULL) is 1 in DuckDB
+            f"r.rank, r.score, r.ra, r.dec, CASE WHEN r.rank IS NULL THEN NULL "
+            f"ELSE {dist} END AS sep FROM truth_in t "
+            f"LEFT JOIN r ON r.dec BETWEEN t.dec - {rad / 3600!r} AND t.dec + "
+            f"{rad / 3600!r} AND {dist} <= {rad!r}) "
+            "SELECT any_value(known_id) AS known_id, arg_min(rank, sep) AS rank, "
+            "arg_min(score, sep) AS score, arg_min(ra, sep) AS ra, arg_min(dec, sep) AS dec, "
+            "min(sep) AS separation_arcsec FROM m GROUP BY k "
+            "ORDER BY rank NULLS LAST, known_id")
 
 
 def _summary(table: pa.Table, top: int | None, n_scored: int | None) -> dict:

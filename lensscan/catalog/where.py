@@ -117,10 +117,10 @@ def _check(expr: dict, columns: set[str], text: str, in_replace: bool = False) -
                                   "tuples are not allowed in a filter")
             raise FilterError(f"--where {_shown(text)}: function {name!r} is not allowed in a "
                               "filter (scalar arithmetic, math and string functions only)")
-        if name.lower() == "replace":
+        if name.lower() == "replace" and not _shrinks(expr):
             if in_replace:  # each level can multiply a string's length: memory without bound
-                raise FilterError(f"--where {_shown(text)}: replace() inside replace() is not "
-                                  "allowed in a filter")
+                raise FilterError(f"--where {_shown(text)}: a replace() that lengthens text "
+                                  "inside another is not allowed in a filter")
             in_replace = True
     if cls == "CAST":
         typ = _cast_type(expr)
@@ -130,6 +130,16 @@ def _check(expr: dict, columns: set[str], text: str, in_replace: bool = False) -
                               f"(allowed: {', '.join(sorted(CAST_TYPES))})")
     for child in _children(expr):
         _check(child, columns, text, in_replace)
+
+
+def _shrinks(expr: dict) -> bool:
+    """True for ``replace(x, 'pattern', 'text')`` with constant strings, the text no longer
+    than the pattern: the result is never longer than ``x``."""
+    args = [a.get("expression", {}) for a in expr.get("arguments", [])]
+    consts = [a.get("literal", {}) for a in args[1:]]
+    return (len(args) == 3 and all(a.get("class") == "CONSTANT" for a in args[1:])
+            and all(c.get("kind") == "STRING" for c in consts)
+            and len(consts[1].get("text", "")) <= len(consts[0].get("text", "")))
 
 
 def _cast_type(expr: dict) -> str:

@@ -3,6 +3,7 @@ and the scripts in ``jobs/``."""
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -34,13 +35,22 @@ def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
         except (LensscanError, FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
             print(f"lensscan {cmd}: error: {_line(exc)}", file=sys.stderr)
             status = EXIT_REFUSED
-    for w in caught:  # each on one line; a library's own (astropy's) named by its class
-        name = type(w.message).__name__
-        kind = "" if name in ("IncompleteOutputWarning", "UserWarning") else f"{name}: "
+    for w in caught:  # each on one line; another library's named by its class and module
+        ours = type(w.message).__module__.startswith("lensscan") or f"{os.sep}lensscan{os.sep}" in (
+            w.filename or "")
+        origin = "" if ours else f"{type(w.message).__name__} ({_module(w.filename)}): "
         text = str(w.message).strip()
-        first = text.splitlines()[0] if text else name
-        print(f"lensscan {cmd}: warning: {kind}{printable(first)[:400]}", file=sys.stderr)
+        first = printable(text.splitlines()[0] if text else type(w.message).__name__)
+        first = first if len(first) <= 400 else first[:397] + "..."
+        print(f"lensscan {cmd}: warning: {origin}{first}", file=sys.stderr)
     return status
+
+
+def _module(filename: str | None) -> str:
+    """Where a warning came from: the top package of its file, e.g. ``astropy``."""
+    parts = (filename or "?").replace(os.sep, "/").split("/")
+    return next((parts[k + 1] for k in range(len(parts) - 1)
+                 if parts[k] in ("site-packages", "dist-packages")), parts[-1])
 
 
 def _line(exc: BaseException) -> str:

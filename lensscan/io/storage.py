@@ -231,6 +231,8 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     """
     if not str(url).strip():
         raise ValueError("an empty path was given to write to; name a file")
+    if str(url).endswith(("/", os.sep)):
+        raise IsADirectoryError(f"{url}: names a folder; name a file to write")
     fs, path = filesystem(url)
     with failures_named(url, "write"):
         if is_local(url):

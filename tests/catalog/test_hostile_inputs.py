@@ -89,7 +89,7 @@ def test_a_masked_id_in_a_truth_table_is_null_not_its_fill_value(tmp_path, ext):
     ("/* nothing */", "the filter is empty"),
     ("score > 0.5 /*", "unterminated /* comment"),
     ("row IN ()", "empty parentheses and (a, b) tuples"),
-    ("replace(replace(object_id, 'a', 'aaaa'), 'a', 'aaaa') = ''", "replace() inside replace()"),
+    ("replace(replace(shard, 'a', 'aaaa'), 'a', 'aaaa') = ''", "lengthens text inside another"),
 ])
 def test_filters_that_are_not_one_expression_are_one_line(tmp_path, capsys, text, why):
     out, _ = _run(tmp_path)
@@ -97,6 +97,7 @@ def test_filters_that_are_not_one_expression_are_one_line(tmp_path, capsys, text
     assert why in _one_line(capsys)
     assert query(out, where="replace(shard, '1', 'x') || replace(shard, '2', 'y') "
                             "<> ''").num_rows == 40
+    assert query(out, where="replace(replace(shard, '-', ''), '_', '') <> ''").num_rows == 40
 
 
 def test_an_edited_part_with_a_non_finite_score_is_refused(tmp_path, capsys):
@@ -106,14 +107,17 @@ def test_an_edited_part_with_a_non_finite_score_is_refused(tmp_path, capsys):
     assert main(["query", out, "--top", "2", "--format", "json", "-o",
                  str(tmp_path / "a.json")]) == 0
     json.loads((tmp_path / "a.json").read_text())
+    (tmp_path / "t.csv").write_text("object_id\n1\n")
     part = next(pathlib.Path(out, commit.SCORES).glob("*.parquet"))
     t = pq.read_table(part)
     score = t.column("score").to_numpy().copy()
     score[7] = np.nan
     pq.write_table(t.set_column(t.column_names.index("score"), "score",
                                 pa.array(score, pa.float32())), part)
-    assert main(["query", out, "--top", "3"]) == 2
-    assert "object 7 has a non-finite score" in _one_line(capsys)
+    for cut in (["--top", "3"], ["--where", "score < 0.5"], ["--columns", "ra"],
+                ["--truth", str(tmp_path / "t.csv")]):
+        assert main(["query", out, *cut]) == 2
+        assert "1 scored rows have a non-finite score (object '7'" in _one_line(capsys)
 
 
 def test_edited_shard_and_row_columns_are_named(tmp_path, capsys):
@@ -149,7 +153,7 @@ def test_truth_and_column_options_that_cannot_be_meant_are_refused(tmp_path, cap
     (tmp_path / "d.csv").write_text("object_id,ra,RA\no1,1,2\n")
     (tmp_path / "bad.fits").write_bytes(b"SIMPLE  =" + b" " * 71)
     for args, why in [(["--truth", str(tmp_path / "d.csv")], "differ only by case"),
-                      (["--truth", str(tmp_path / "g.csv"), "--truth-cols", ",,,,"],
+                      (["--truth", str(tmp_path / "g.csv"), "--truth-cols", "object_id,,,x"],
                        "at most three names"),
                       (["--columns", ""], "an empty column name"),
                       (["--columns", "ra,,dec"], "an empty column name"),
@@ -157,3 +161,28 @@ def test_truth_and_column_options_that_cannot_be_meant_are_refused(tmp_path, cap
                       (["--truth", str(tmp_path / "bad.fits")], "not a readable table")]:
         assert main(["query", out, *args]) == 2
         assert why in _one_line(capsys)
+
+
+def test_a_long_id_does_not_widen_the_text_table(tmp_path, capsys):
+    out, _ = _run(tmp_path, ids=["x" * 100_000] + [f"o{k}" for k in range(1, 40)])
+    assert main(["query", out, "--top", "3", "--columns", "object_id,score"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) < 200 and "xxx..." in lines[2]
+    assert main(["query", out, "--top", "1", "--format", "csv"]) == 0
+    assert "x" * 100_000 in capsys.readouterr().out  # exports keep the whole id
+
+
+def test_what_the_review_found_stays_fixed(tmp_path, capsys):
+    """Columns differing only by case are refused only when one of them is picked (a gmag and
+    a Gmag beside the id are fine); a known lens matching "a" and "a " counts once; a path
+    ending in "/" names a folder; a trailing comma in --truth-cols is no fourth name."""
+    out, _ = _run(tmp_path, ids=["a", "a "] + [f"o{k}" for k in range(2, 40)])
+    (tmp_path / "m.csv").write_text("object_id,gmag,Gmag\na,1,2\n")
+    table, summary = recovery(out, read_truth(str(tmp_path / "m.csv")), top=2)
+    assert summary["known"] == summary["matched"] == summary["recovered"] == 1
+    assert table.column("rank").to_pylist() == [1]
+    assert read_truth(str(tmp_path / "m.csv"), "object_id,,,").num_rows == 1
+    for path in (str(tmp_path / "new") + "/", str(tmp_path / "e.csv") + "/"):
+        assert main(["query", out, "--format", "csv", "-o", path]) == 2
+        assert "names a folder" in _one_line(capsys)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "e.csv").exists()

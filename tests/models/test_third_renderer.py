@@ -78,15 +78,14 @@ def test_its_lenses_and_ellipticals_differ_only_by_lensing(scored):
 
 
 def test_bundled_model_on_the_third_renderer(scored):
-    """Floors under what the bundled model (round 15) scored on this seed when the test was
-    written (AUC 0.958, recall 0.25 at FPR 1e-2; AUC 0.948 and 0.938 on seeds 1 and 2 of
-    3,300):
-    a regression guard, far from issue 12's aim."""
+    """Floors under what the bundled model scored on this seed: AUC 0.958 and recall 0.25 at
+    FPR 1e-2 for round 15, 0.960 and 0.36 for round 18 (on seeds 1 and 2 of 3,300: AUC 0.948
+    and 0.938, then 0.953 and 0.943). A regression guard, far from issue 12's aim."""
     y, s = scored["label"].to_numpy(), scored["score"].to_numpy()
     auc, recall = roc_auc(y, s), recall_at_fpr(y, s, 1e-2)
     print(f"AUC {auc:.4f}, recall at FPR 1e-2 {recall:.3f}")
-    assert auc >= 0.93
-    assert recall >= 0.12
+    assert auc >= 0.94
+    assert recall >= 0.2
     # faint, compact ellipticals (issue 12's first independent set) are not what it ranks high
     top = scored[scored["score"] >= np.quantile(scored.loc[scored["label"] == 0, "score"], 0.99)]
     assert (top["kind"] == "elliptical").sum() <= 2
