@@ -8,14 +8,11 @@ floors on its images, scored as an outside test set is: the DeepLense ``.npy`` l
 
 from __future__ import annotations
 
-import ast
-import inspect
-
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from support import otherrender
+from support import otherrender, top_level_imports
 
 from lensscan.config import ScoreConfig
 from lensscan.io.npy import import_npy
@@ -24,12 +21,8 @@ from lensscan.train.metrics import recall_at_fpr, roc_auc
 
 
 def test_other_renderer_shares_no_code_with_the_simulator():
-    tree = ast.parse(inspect.getsource(otherrender))
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
-                for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
-                 if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"__future__", "argparse", "csv", "os", "dataclasses", "numpy"}
+    assert top_level_imports(otherrender) <= {"__future__", "argparse", "csv", "os",
+                                              "dataclasses", "numpy"}
 
 
 def test_sie_deflection_is_isothermal_and_lens_magnifies():

@@ -10,15 +10,12 @@ outside test set is (the DeepLense ``.npy`` layout through ``import-npy``)."""
 
 from __future__ import annotations
 
-import ast
-import inspect
-
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from support import thirdrender
+from support import thirdrender, top_level_imports
 
 from lensscan.config import ScoreConfig
 from lensscan.io.npy import import_npy
@@ -27,13 +24,9 @@ from lensscan.train.metrics import recall_at_fpr, roc_auc
 
 
 def test_third_renderer_shares_no_code_with_lensscan():
-    tree = ast.parse(inspect.getsource(thirdrender))
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
-                for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
-                 if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"__future__", "argparse", "csv", "math", "time", "collections",
-                        "functools", "pathlib", "numpy", "scipy"}
+    assert top_level_imports(thirdrender) <= {"__future__", "argparse", "csv", "math", "time",
+                                              "collections", "functools", "pathlib", "numpy",
+                                              "scipy"}
 
 
 def test_an_isothermal_sphere_deflects_by_its_einstein_radius():

@@ -131,3 +131,16 @@ def s3_calls(url: str) -> Iterator[collections.Counter]:
         yield calls
     finally:
         client.meta.events.unregister("before-call.s3", count)
+
+
+def top_level_imports(module) -> set[str]:
+    """The top-level packages a module's source imports (``import a.b``, ``from a.b import c``:
+    ``a``)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}
+    return imported | {n.module.split(".")[0] for n in ast.walk(tree)
+                       if isinstance(n, ast.ImportFrom) and n.module}
