@@ -90,7 +90,7 @@ def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
         truth = dict(central_mag_r=rng.uniform(19.5, 22.0))
         G.sersic_galaxy(rng, pop, cv, cx, cy, truth["central_mag_r"], rng.random() < 0.3,
                         reff=(0.2, max(0.25, radius * 0.5)), q=(0.6, 1.0))
-    q, phi = rng.uniform(0.55, 1.0), rng.uniform(0, np.pi)
+    q, phi = rng.uniform(*pop.ring_axis_ratio), rng.uniform(0, np.pi)
     r, th = polar(cv, cx, cy, q, phi)
     width = rng.uniform(*pop.ring_width)
     ring = np.exp(-0.5 * ((r - radius) / width) ** 2)

@@ -34,6 +34,17 @@ def span(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(lo) if lo == hi else float(rng.uniform(lo, hi))
 
 
+def counted_mag(rng: np.random.Generator, bounds: tuple[float, float], slope: float) -> float:
+    """A magnitude in ``bounds`` with dN/dm ~ 10**(slope * m): uniform at slope 0 (one draw
+    either way, so a population without counts consumes its random stream as before)."""
+    lo, hi = bounds
+    u = rng.uniform(lo, hi)
+    if slope <= 0 or lo == hi:
+        return float(u)
+    t = (u - lo) / (hi - lo)  # inverse of the truncated exponential's distribution
+    return float(lo + np.log10(1 + t * (10 ** (slope * (hi - lo)) - 1)) / slope)
+
+
 def colour_fluxes(mag_r: float, g_r: float, r_i: float) -> np.ndarray:
     """g, r, i fluxes from an r magnitude and two colours."""
     return mag_to_flux(np.array([mag_r + g_r, mag_r, mag_r - r_i]))
@@ -113,7 +124,7 @@ def source(rng, pop: Population, cv: Canvas, family: str, sx: float, sy: float,
     """A star-forming galaxy of ``family`` centred at (sx, sy) in the plane of ``coords``
     (ray-traced sub-pixel positions for a lensed source; the image plane when None). Returns the
     range of its components on the canvas and its unlensed r magnitude."""
-    mag_r = rng.uniform(*pop.source_mag_r) if mag_r is None else mag_r
+    mag_r = counted_mag(rng, pop.source_mag_r, pop.source_mag_counts) if mag_r is None else mag_r
     g_r, r_i = rng.uniform(*pop.blue_g_r), rng.uniform(*pop.blue_r_i)
     first = len(cv.components)
     if family == "clumpy":

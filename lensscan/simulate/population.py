@@ -169,6 +169,11 @@ class Population:
     core_radius: float = 0.03  # arcsec; isothermal core, far below the resolution
     # --- lensed sources
     source_mag_r: tuple[float, float] = (21.5, 25.5)  # unlensed r magnitude
+    # 0: source magnitudes uniform in source_mag_r; else drawn as faint galaxies are counted,
+    # dN/dm ~ 10**(source_mag_counts * m) (d log N / d m = 0.3-0.45 in r; Yasuda et al. 2001,
+    # AJ 122, 1104): most sources then lie near the faint end, and their arcs several magnitudes
+    # under a bright deflector, as in the independent renderers and the sky
+    source_mag_counts: float = 0.0
     source_reff: tuple[float, float] = (0.08, 0.5)  # arcsec
     source_n: tuple[float, float] = (0.5, 1.5)
     source_q: tuple[float, float] = (0.4, 1.0)
@@ -211,6 +216,9 @@ class Population:
     ring_mag_r: tuple[float, float] = (20.5, 24.0)
     ring_any_colour: float = 0.0  # share of rings of any colour (else blue)
     ring_smooth: float = 0.0  # share of rings that are symmetric and smooth (no lopsidedness)
+    # axis ratio of a ring as seen: ring galaxies lie at every inclination (flattened ones
+    # are seen nearly edge-on), while an Einstein ring is never much flatter than its lens
+    ring_axis_ratio: tuple[float, float] = (0.55, 1.0)
     # share of rings around a galaxy of the deflector population, at its Einstein radius times
     # ring_over_theta_e and red, of old stars (resonance rings of early-type disks lie at 1-3
     # bar radii, of the order of R_eff: Buta & Combes 1996, Fund. Cosmic Phys. 17, 95); else a

@@ -466,7 +466,7 @@ def nonlens_scene(rng: Rng, kind: str) -> tuple[Arr, dict, Arr, float, float]:
                 w = rng.lognormal(0, 0.5, nk)
                 img += fk * chain(cx + ox + a, cy + oy + b, u(0.05, 0.12, nk), w)
             add(sc, col(u(0.0, 0.5), u(-0.1, 0.3), min(d["r"] + u(0.0, 2.5), 24.0)), img)
-            info["subkind"] = f"ring_R{rr:.2f}"
+            info["subkind"] = f"ring_R{rr:.2f}_q{qr:.2f}"
         return sc, info, cf, cx, cy
     cx, cy = u(-0.5, 0.5, 2) * PIX
     if kind == "spiral":
