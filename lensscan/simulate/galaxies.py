@@ -39,10 +39,10 @@ def counted_mag(rng: np.random.Generator, bounds: tuple[float, float], slope: fl
     either way, so a population without counts consumes its random stream as before)."""
     lo, hi = bounds
     u = rng.uniform(lo, hi)
-    if slope <= 0 or lo == hi:
+    if slope == 0 or lo == hi:
         return float(u)
-    t = (u - lo) / (hi - lo)  # inverse of the truncated exponential's distribution
-    return float(lo + np.log10(1 + t * (10 ** (slope * (hi - lo)) - 1)) / slope)
+    t, k = (u - lo) / (hi - lo), slope * np.log(10)  # inverse of the truncated exponential's
+    return float(lo + np.log1p(t * np.expm1(k * (hi - lo))) / k)  # distribution, any sign
 
 
 def colour_fluxes(mag_r: float, g_r: float, r_i: float) -> np.ndarray:

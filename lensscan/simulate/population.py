@@ -170,9 +170,9 @@ class Population:
     # --- lensed sources
     source_mag_r: tuple[float, float] = (21.5, 25.5)  # unlensed r magnitude
     # 0: source magnitudes uniform in source_mag_r; else drawn as faint galaxies are counted,
-    # dN/dm ~ 10**(source_mag_counts * m) (d log N / d m = 0.3-0.45 in r; Yasuda et al. 2001,
-    # AJ 122, 1104): most sources then lie near the faint end, and their arcs several magnitudes
-    # under a bright deflector, as in the independent renderers and the sky
+    # dN/dm ~ 10**(source_mag_counts * m) (d log N / d m about 0.45 in r at r < 21, Yasuda et
+    # al. 2001, AJ 122, 1104, flattening fainter): most sources then lie near the faint end, and
+    # their arcs magnitudes under a bright deflector, as in the independent renderers and the sky
     source_mag_counts: float = 0.0
     source_reff: tuple[float, float] = (0.08, 0.5)  # arcsec
     source_n: tuple[float, float] = (0.5, 1.5)

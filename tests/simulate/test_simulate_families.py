@@ -304,6 +304,10 @@ def test_source_magnitudes_follow_galaxy_counts():
     assert kstest(mags, "uniform", args=(lo, hi - lo)).pvalue < 1e-6
     r1, r2 = np.random.default_rng(4), np.random.default_rng(4)
     assert counted_mag(r1, (lo, hi), 0.0) == r2.uniform(lo, hi)
+    counted_mag(r1, (lo, hi), a), r2.uniform()  # one draw whatever the slope
+    assert r1.bit_generator.state == r2.bit_generator.state
+    bright = [counted_mag(rng, (lo, hi), -a) for _ in range(400)]  # falling counts
+    assert np.median(bright) < (lo + hi) / 2 < np.median(mags)
 
     def contrast(pop: Population) -> float:
         """Median of the lensed source's r magnitude minus its deflector's."""
