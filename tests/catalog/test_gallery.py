@@ -365,8 +365,11 @@ def test_grades_are_kept_per_run_and_any_id_is_a_plain_key(tmp_path):
         page = str(tmp_path / "gallery-top1.html")
         write_gallery(out, page, top=1)
         driver.get("file://" + page)
-        driver.execute_script("localStorage.setItem(STORE, arguments[0])", kept)
-        driver.refresh()
+        for _ in range(5):  # until the browser keeps the store over a reload (it loses it at
+            driver.execute_script("localStorage.setItem(STORE, arguments[0])", kept)  # times)
+            driver.refresh()
+            if driver.execute_script("return localStorage.getItem(STORE)") == kept:
+                break
         assert exported() == {"__proto__": "A", "42": "not a lens"}
         assert "1 candidates \u00b7 2 graded" in driver.find_element(By.ID, "pageinfo").text
         shutil.rmtree(tmp_path / "out")
