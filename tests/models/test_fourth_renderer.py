@@ -13,16 +13,11 @@ floors on its images, scored as an outside set is (the DeepLense ``.npy`` layout
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
-from support import fourthrender, top_level_imports
+from support import fourthrender, scored_layout, top_level_imports
 
-from lensscan.config import ScoreConfig
-from lensscan.io.npy import import_npy
-from lensscan.score.pipeline import score_survey
 from lensscan.train.metrics import recall_at_fpr, roc_auc
 
 
@@ -72,15 +67,7 @@ def test_same_seed_same_bytes():
 def scored(tmp_path_factory):
     """150 lenses and 1,500 non-lenses of the fourth renderer, scored by the bundled model."""
     root = tmp_path_factory.mktemp("fourth")
-    truth = fourthrender.write_layout(root / "npy", 150, 1500, seed=7)
-    counts = import_npy(str(root / "npy"), str(root / "shards"), progress=False)
-    assert counts["files"] == 1650 and counts["skipped"] == 0
-    score_survey(ScoreConfig(input=str(root / "shards"), output=str(root / "out"),
-                             engine="local", progress=False))
-    scores = duckdb.sql(f"select object_id, score from read_parquet('{root}/out/scores/*.parquet')"
-                        ).df()
-    frame = pd.read_csv(truth).merge(scores, on="object_id", validate="one_to_one")
-    assert len(frame) == 1650
+    frame, _ = scored_layout(fourthrender.write_layout, root, 150, 1500, seed=7)
     return frame
 
 

@@ -10,16 +10,11 @@ outside test set is (the DeepLense ``.npy`` layout through ``import-npy``)."""
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
-from support import thirdrender, top_level_imports
+from support import scored_layout, thirdrender, top_level_imports
 
-from lensscan.config import ScoreConfig
-from lensscan.io.npy import import_npy
-from lensscan.score.pipeline import score_survey
 from lensscan.train.metrics import recall_at_fpr, roc_auc
 
 
@@ -50,15 +45,7 @@ def test_same_seed_same_bytes():
 def scored(tmp_path_factory):
     """100 lenses and 1,000 non-lenses of the third renderer, scored by the bundled model."""
     root = tmp_path_factory.mktemp("third")
-    truth = thirdrender.write_layout(root / "npy", 100, 1000, seed=7)
-    counts = import_npy(str(root / "npy"), str(root / "shards"), progress=False)
-    assert counts["files"] == 1100 and counts["skipped"] == 0
-    score_survey(ScoreConfig(input=str(root / "shards"), output=str(root / "out"),
-                             engine="local", progress=False))
-    scores = duckdb.sql(f"select object_id, score from read_parquet('{root}/out/scores/*.parquet')"
-                        ).df()
-    frame = pd.read_csv(truth).merge(scores, on="object_id", validate="one_to_one")
-    assert len(frame) == 1100
+    frame, _ = scored_layout(thirdrender.write_layout, root, 100, 1000, seed=7)
     return frame
 
 

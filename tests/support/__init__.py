@@ -144,3 +144,26 @@ def top_level_imports(module) -> set[str]:
                 for a in n.names}
     return imported | {n.module.split(".")[0] for n in ast.walk(tree)
                        if isinstance(n, ast.ImportFrom) and n.module}
+
+
+def scored_layout(write_layout: Callable, root, lenses: int, nonlenses: int, seed: int):
+    """A test renderer's DeepLense layout (``write_layout(out, lenses, nonlenses, seed)``),
+    imported with ``import-npy`` and scored by the bundled model as an outside set is: its truth
+    table joined one to one to the scores, and the run's manifest."""
+    import duckdb
+    import pandas as pd
+
+    from lensscan.config import ScoreConfig
+    from lensscan.io.npy import import_npy
+    from lensscan.score.pipeline import score_survey
+
+    truth = write_layout(str(root / "npy"), lenses, nonlenses, seed=seed)
+    counts = import_npy(str(root / "npy"), str(root / "shards"), progress=False)
+    assert counts["files"] == lenses + nonlenses and counts["skipped"] == 0
+    manifest = score_survey(ScoreConfig(input=str(root / "shards"), output=str(root / "out"),
+                                        engine="local", progress=False))
+    scores = duckdb.sql(f"select object_id, score from read_parquet('{root}/out/scores/*.parquet')"
+                        ).df()
+    frame = pd.read_csv(truth).merge(scores, on="object_id", validate="one_to_one")
+    assert len(frame) == lenses + nonlenses
+    return frame, manifest
