@@ -35,32 +35,72 @@ def test_an_isothermal_sphere_deflects_by_its_einstein_radius():
     np.testing.assert_allclose((ax * x + ay * y)[keep] / r[keep], 1.3, rtol=1e-6)
 
 
-def test_an_elliptical_power_law_is_a_gradient_of_twice_its_convergence():
-    """div alpha = 2 kappa and curl alpha = 0 by finite differences, off the centre."""
-    te, q, pa, gamma, h = 1.1, 0.6, 0.4, 2.2, 1e-4
+def _div_curl(alpha, x, y, h=1e-4):
+    """Divergence and curl of a deflection field alpha(x, y) by central differences."""
+    (axp, ayp), (axm, aym) = alpha(x + h, y), alpha(x - h, y)
+    (bxp, byp), (bxm, bym) = alpha(x, y + h), alpha(x, y - h)
+    return (axp - axm + byp - bym) / (2 * h), (ayp - aym - (bxp - bxm)) / (2 * h)
+
+
+def _epl_kappa(x, y, te, q, pa, gamma):
+    xr, yr = np.cos(pa) * x + np.sin(pa) * y, -np.sin(pa) * x + np.cos(pa) * y
+    return (3 - gamma) / 2 * (te * np.sqrt(q) / np.hypot(q * xr, yr)) ** (gamma - 1)
+
+
+@pytest.fixture
+def grid():
     x, y = np.meshgrid(np.linspace(-2.5, 2.5, 26), np.linspace(-2.5, 2.5, 26))
-    x, y = x[np.hypot(x, y) > 0.3], y[np.hypot(x, y) > 0.3]
+    keep = np.hypot(x, y) > 0.3
+    return x[keep], y[keep]
 
-    def alpha(dx, dy):
-        return fourthrender.deflection(x + dx, y + dy, te, q=q, pa=pa, gamma=gamma)
 
-    (axp, ayp), (axm, aym) = alpha(h, 0), alpha(-h, 0)
-    (bxp, byp), (bxm, bym) = alpha(0, h), alpha(0, -h)
-    div = (axp - axm + byp - bym) / (2 * h)
-    curl = (ayp - aym - (bxp - bxm)) / (2 * h)
-    xr = np.cos(pa) * x + np.sin(pa) * y
-    yr = -np.sin(pa) * x + np.cos(pa) * y
-    b = te * np.sqrt(q)
-    kappa = (3 - gamma) / 2 * (b / np.hypot(q * xr, yr)) ** (gamma - 1)
+def test_an_elliptical_power_law_is_the_gradient_its_convergence_asks_for(grid):
+    """div alpha = 2 kappa and curl alpha = 0 (a potential's gradient, of the stated
+    convergence); point-symmetric and homogeneous of degree 2 - gamma, which rules out the
+    harmonic fields (a constant, a shear) that div and curl cannot see."""
+    x, y = grid
+    te, q, pa, gamma = 1.1, 0.6, 0.4, 2.2
+
+    def alpha(u, v):
+        return fourthrender.deflection(u, v, te, q=q, pa=pa, gamma=gamma)
+
+    div, curl = _div_curl(alpha, x, y)
+    kappa = _epl_kappa(x, y, te, q, pa, gamma)
     np.testing.assert_allclose(div, 2 * kappa, rtol=1e-4)
+    assert np.abs(curl).max() < 1e-4 * kappa.max()
+    ax, ay = alpha(x, y)
+    bx, by = alpha(-x, -y)
+    np.testing.assert_allclose((bx, by), (-ax, -ay), atol=1e-10)
+    cx, cy = alpha(2 * x, 2 * y)
+    np.testing.assert_allclose((cx, cy), (2 ** (2 - gamma) * ax, 2 ** (2 - gamma) * ay),
+                               rtol=1e-8)
+
+
+def test_a_full_lens_adds_shear_multipoles_and_subhaloes_as_potentials(grid):
+    """The deflection of shear, m = 3, 4 multipoles and an SIS subhalo on top of the power law:
+    still curl-free, with div alpha = 2 x (power law's kappa + multipoles' am cos(m (phi -
+    phi_m)) / 2r + subhalo's b / 2r), shear adding none."""
+    x, y = grid
+    lens = dict(te=1.2, q=0.7, pa=0.3, gamma=2.0, x0=0.0, y0=0.0, g1=0.04, g2=-0.03,
+                multipoles=[(3, 0.01, 0.2), (4, 0.015, 0.9)], subhalos=[(0.06, 1.05, 0.35)])
+    keep = np.hypot(x - 1.05, y - 0.35) > 0.2
+    x, y = x[keep], y[keep]
+    div, curl = _div_curl(lambda u, v: fourthrender.lens_deflection(u, v, lens), x, y)
+    r, phi = np.hypot(x, y), np.arctan2(y, x)
+    kappa = _epl_kappa(x, y, 1.2, 0.7, 0.3, 2.0)
+    kappa += sum(am * np.cos(m * (phi - pm)) / (2 * r) for m, am, pm in lens["multipoles"])
+    kappa += 0.06 / (2 * np.hypot(x - 1.05, y - 0.35))
+    np.testing.assert_allclose(div, 2 * kappa, rtol=1e-4, atol=1e-6)
     assert np.abs(curl).max() < 1e-4 * kappa.max()
 
 
-def test_same_seed_same_bytes():
-    a, ta = fourthrender.make_object(2, 0, 5, fourthrender.nonlens_kind(2, 5))
-    b, tb = fourthrender.make_object(2, 0, 5, fourthrender.nonlens_kind(2, 5))
+@pytest.mark.parametrize("label", [0, 1])
+def test_same_seed_same_bytes(label):
+    a, ta = fourthrender.make_object(2, label, 5)
+    b, tb = fourthrender.make_object(2, label, 5)
     assert a.shape == (3, 64, 64) and np.isfinite(a).all()
     assert a.tobytes() == b.tobytes() and ta == tb
+    assert ta["kind"] == ("lens" if label else fourthrender.nonlens_kind(2, 5))
 
 
 @pytest.fixture(scope="module")

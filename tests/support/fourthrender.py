@@ -796,7 +796,9 @@ def _observe(rng, cv, obs, central, info):
                 out[b, i + k, j + k * dj] += rng.uniform(5, 30) * obs["sigma"][b]
         else:  # low bad-column segment
             out[b, i:i + int(rng.integers(3, 8)), j] -= 3.0 * obs["sigma"][b]
-    return np.nan_to_num(out).astype(np.float32)
+    if not np.isfinite(out).all():
+        raise RuntimeError("non-finite pixels")
+    return out.astype(np.float32)
 
 
 # ---------------------------------------------------------------- public API
