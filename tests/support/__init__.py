@@ -167,3 +167,13 @@ def scored_layout(write_layout: Callable, root, lenses: int, nonlenses: int, see
     frame = pd.read_csv(truth).merge(scores, on="object_id", validate="one_to_one")
     assert len(frame) == lenses + nonlenses
     return frame, manifest
+
+
+def deflector_ks_pvalues(frame) -> dict[str, float]:
+    """Two-sample KS p-value of lenses against non-lens ellipticals in each deflector column
+    of a test renderer's truth table (r_mag, reff_arcsec, sersic_n, g_r)."""
+    from scipy import stats
+
+    lenses, ellipticals = frame[frame["label"] == 1], frame[frame["kind"] == "elliptical"]
+    return {c: stats.ks_2samp(lenses[c], ellipticals[c]).pvalue
+            for c in ("r_mag", "reff_arcsec", "sersic_n", "g_r")}
