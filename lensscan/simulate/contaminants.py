@@ -76,14 +76,17 @@ def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
     red and without knots, lies where that galaxy's Einstein ring would: a ring around a
     bright, large early type is then no cue for lensing (it was, when every ring's core was a
     faint small galaxy), while its colour still is. A share ``ring_host_blue`` of those are
-    star-forming rings instead: blue, knotty, of any radius and as bright as their host."""
+    star-forming rings instead: blue, knotty, of any radius and as bright as their host; and a
+    share ``ring_host_resonance`` of the rest are resonance rings: of any radius and of any
+    colour from blue to red."""
     cx, cy = G.centre(rng, pop, cv)
     hosted = G.chance(rng, pop.ring_host_deflector)
     star_forming = hosted and G.chance(rng, pop.ring_host_blue)
+    resonance = hosted and not star_forming and G.chance(rng, pop.ring_host_resonance)
     if hosted:
         theta_e = draw_theta_e(rng, pop)
         truth = deflector_truth(G.deflector(rng, pop, cv, cx, cy, theta_e))
-        radius = (rng.uniform(*pop.ring_radius) if star_forming
+        radius = (rng.uniform(*pop.ring_radius) if star_forming or resonance
                   else theta_e * rng.uniform(*pop.ring_over_theta_e))
     else:
         radius = rng.uniform(*pop.ring_radius)
@@ -97,6 +100,11 @@ def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
     smooth = G.chance(rng, pop.ring_smooth)
     if not smooth:
         ring *= 1 + rng.uniform(0, 0.8) * np.cos(th - rng.uniform(0, 2 * np.pi))  # lopsided
+    if resonance:
+        mag_r = truth["central_mag_r"] + rng.uniform(*pop.ring_host_dmag)
+        cv.custom(ring, G.colour_fluxes(mag_r, rng.uniform(pop.blue_g_r[0], pop.red_g_r[1]),
+                                        rng.uniform(pop.blue_r_i[0], pop.red_r_i[1])))
+        return truth
     if hosted and not star_forming:  # within a few magnitudes of its host, as lensed arcs
         # are, and of its old stars' colours, without blue knots: a blue ring (or blue knots)
         # at the Einstein radius of an early type is what a lensed source looks like, and
@@ -116,7 +124,7 @@ def draw_ring(rng, pop: Population, cv: Canvas, bands) -> Truth:
     for _ in range(0 if smooth else rng.integers(0, 6)):  # knots on the ring
         ang = rng.uniform(0, 2 * np.pi)
         kx, ky = on_ellipse(cx, cy, radius, ang, q, phi)
-        G.sersic_galaxy(rng, pop, cv, kx, ky, mag_r + rng.uniform(1.0, 2.5), True,
+        G.sersic_galaxy(rng, pop, cv, kx, ky, mag_r + rng.uniform(*pop.ring_knot_dmag), True,
                         reff=(0.03, 0.1), q=(0.6, 1.0))
     return truth
 

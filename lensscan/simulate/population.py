@@ -232,6 +232,16 @@ class Population:
     # Phys. 16, 111; Whitmore et al. 1990, AJ 100, 1489): every independent renderer's rings
     # were false positives of the bundled model (issue 12)
     ring_host_blue: float = 0.0
+    # share of the other hosted rings that are outer resonance rings of early-type disks
+    # instead: of any colour between the blue sources' and the red hosts', of a radius from
+    # ring_radius whatever the host's Einstein radius, smooth or lopsided, without knots (outer
+    # rings are often bluer than their bulge and lie at 2-3 bar radii: Buta 1995, ApJS 96, 39;
+    # Comeron et al. 2014, A&A 562, A121). Bright, broad rings round bright early types were the
+    # top false positives of a renderer written apart (issue 12)
+    ring_host_resonance: float = 0.0
+    # a star-forming knot's r mag minus its ring's: up to as bright as the ring's diffuse light,
+    # as the knots of collisional rings are (the Cartwheel's: Higdon 1995, ApJ 455, 524)
+    ring_knot_dmag: tuple[float, float] = (1.0, 2.5)
     merger_separation: tuple[float, float] = (0.6, 2.8)
     merger_curved: float = 0.0  # share of mergers with curved tails and shells, not straight
     merger_host_deflector: float = 0.0  # share whose primary is of the deflector population

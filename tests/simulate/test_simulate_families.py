@@ -264,6 +264,47 @@ def test_star_forming_rings_around_deflector_hosts_are_blue_and_bright():
     assert np.median(g_over_r(blue)) > 1.1 * np.median(g_over_r(red))  # 0.397 against 0.330
 
 
+def test_resonance_rings_around_deflector_hosts_take_any_radius_and_colour():
+    """``ring_host_resonance``: rings round deflector-population hosts of any radius and of any
+    colour from blue to red, not only red ones at the host's Einstein radius. Bright, broad
+    rings round bright early types were the top false positives of a renderer written apart."""
+    red = replace(BROAD, ring_host_deflector=1.0, ring_host_blue=0.0, neighbours_mean=0.0,
+                  theta_e=(0.6, 0.6), small_theta_e_frac=0.0, ring_radius=(2.5, 3.0),
+                  ring_host_dmag=(-1.0, -1.0), rendering=Rendering())  # rings outshine hosts
+    resonance = replace(red, ring_host_resonance=1.0)
+
+    def measure(pop: Population) -> tuple[np.ndarray, np.ndarray]:
+        colours, radii = [], []
+        for i in range(30):
+            image, truth = K.render_object("ring", np.random.default_rng([9, i]), pop,
+                                           BROAD_COND, noiseless=True)
+            assert np.isfinite(truth["deflector_reff"])  # a galaxy of the deflector population
+            light = image[1]
+            y, x = np.indices(light.shape) - (light.shape[0] - 1) / 2
+            colours.append(image[0].sum() / image[1].sum())
+            radii.append(np.sqrt((light * (x**2 + y**2)).sum() / light.sum()))
+        return np.array(colours), np.array(radii)
+
+    (red_g, red_r), (res_g, res_r) = measure(red), measure(resonance)
+    assert np.median(res_r) > 1.2 * np.median(red_r), (res_r, red_r)  # 14.5 against 8.4 pixels
+    assert np.median(res_g) > 1.1 * np.median(red_g), (res_g, red_g)  # 0.420 against 0.275
+    assert res_g.max() / res_g.min() > 1.5 * red_g.max() / red_g.min()  # 4.5 against 2.2
+
+
+def test_ring_knot_brightness_is_a_setting():
+    """``ring_knot_dmag``: the knots of star-forming rings up to as bright as the ring."""
+    pop = replace(BROAD, ring_host_deflector=1.0, ring_host_blue=1.0, ring_smooth=0.0,
+                  neighbours_mean=0.0, ring_knot_dmag=(0.0, 0.0))
+    faint, bright = [], []
+    for i in range(20):
+        for dmag, out in (((4.0, 4.0), faint), ((0.0, 0.0), bright)):
+            image, _ = K.render_object("ring", np.random.default_rng([13, i]),
+                                       replace(pop, ring_knot_dmag=dmag), BROAD_COND,
+                                       noiseless=True)
+            out.append(image.sum())
+    assert np.mean(np.array(bright) > np.array(faint)) > 0.5  # where a ring has knots
+
+
 def test_ring_axis_ratio_sets_how_flat_rings_are_seen():
     """``ring_axis_ratio``: rings seen at any inclination. Lensing hardly makes a ring flatter
     than its lens, so flattened rings teach the model a cue every renderer shares."""
