@@ -236,10 +236,10 @@ class Population:
     # instead: of any colour between the blue sources' and the red hosts', of a radius from
     # ring_radius whatever the host's Einstein radius, smooth or lopsided, without knots (outer
     # rings are often bluer than their bulge and lie at 2-3 bar radii: Buta 1995, ApJS 96, 39;
-    # Comeron et al. 2014, A&A 562, A121). Bright, broad rings round bright early types were the
-    # top false positives of a renderer written apart (issue 12)
+    # Comeron et al. 2014, A&A 562, A121). Bright rings of intermediate colour round bright early
+    # types were the top false positives of a renderer written apart (issue 12)
     ring_host_resonance: float = 0.0
-    # a star-forming knot's r mag minus its ring's: up to as bright as the ring's diffuse light,
+    # a ring knot's r mag minus its ring's: up to as bright as the ring's diffuse light,
     # as the knots of collisional rings are (the Cartwheel's: Higdon 1995, ApJ 455, 524)
     ring_knot_dmag: tuple[float, float] = (1.0, 2.5)
     merger_separation: tuple[float, float] = (0.6, 2.8)

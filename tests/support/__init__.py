@@ -36,24 +36,15 @@ def driver_lines(err: str) -> str:
                      if not re.match(r"(\x1b\[[0-9;]*[A-Za-z])*\((\w+ )?pid=\d+", line.lstrip()))
 
 
-def ctrl_c(cmd: list[str], ready: Callable[[subprocess.Popen], bool],
-           unfinished: Callable[[], bool] = lambda: True) -> tuple[int, str]:
+def ctrl_c(cmd: list[str], ready: Callable[[subprocess.Popen], bool]) -> tuple[int, str]:
     """Run ``cmd`` in a process group of its own, as a terminal's foreground job, and press
     Ctrl-C (SIGINT to the whole group) once ``ready(proc)`` is true; returns the exit status and
-    stderr. ``ready`` is polled and may assert that the run is still going. The group is frozen
-    (SIGSTOP) from the moment it is ready until the signal is pending, and ``unfinished()``
-    checked meanwhile, so however fast the machine, the run cannot finish its work between the
-    check and the signal."""
+    stderr. ``ready`` is polled and may assert that the run is still going."""
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
         assert ready(proc), "the run was not ready to be interrupted"
-        os.killpg(proc.pid, signal.SIGSTOP)
-        try:
-            assert proc.poll() is None and unfinished(), "the run finished before the signal"
-            os.killpg(proc.pid, signal.SIGINT)
-        finally:
-            os.killpg(proc.pid, signal.SIGCONT)
+        os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
