@@ -276,8 +276,7 @@ def _parts(out) -> int:
 def _wait_for_parts(out, n, proc, timeout=240):
     t0 = time.time()
     while time.time() - t0 < timeout:
-        d = os.path.join(out, "scores")
-        if os.path.isdir(d) and len([p for p in os.listdir(d) if p.endswith(".parquet")]) >= n:
+        if os.path.isdir(os.path.join(out, "scores")) and _parts(out) >= n:
             return True
         if proc.poll() is not None:
             return False
