@@ -3,10 +3,13 @@ and the scripts in ``jobs/``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from lensscan.errors import LensscanError, RunInterruptedError, StorageError, printable
@@ -19,11 +22,18 @@ def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
     """Run ``fn(*args)`` as ``lensscan CMD``; returns the exit status: 0 done, 2 refused or bad
     input (one line naming the file or URL), 3 storage failed under the run (rerun the same
     command), 130 stopped by Ctrl-C (one line, not a traceback). Warnings that an output is
-    incomplete are one line too."""
-    with warnings.catch_warnings(record=True) as caught:
+    incomplete are one line too.
+
+    A Ctrl-C is counted as well as raised: Python drops the ``KeyboardInterrupt`` when its
+    handler runs inside a finalizer (a ``__del__`` or a garbage-collector callback, which
+    file-like objects of fsspec and others have), and the command would then end as if nobody
+    had pressed it. One that arrived during ``fn`` ends it with 130 either way."""
+    with warnings.catch_warnings(record=True) as caught, _sigint_counted() as pressed:
         warnings.simplefilter("always", UserWarning)
         try:
             fn(*args)
+            if pressed.is_set():  # the KeyboardInterrupt was swallowed on its way
+                raise KeyboardInterrupt
             status = EXIT_OK
         except (RunInterruptedError, KeyboardInterrupt) as exc:
             print(f"lensscan {cmd}: interrupted" + (f": {_line(exc)}" if str(exc) else ""),
@@ -44,6 +54,38 @@ def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
         first = first if len(first) <= 400 else first[:397] + "..."
         print(f"lensscan {cmd}: warning: {origin}{first}", file=sys.stderr)
     return status
+
+
+@contextlib.contextmanager
+def _sigint_counted() -> Iterator[threading.Event]:
+    """While the block runs, Ctrl-C raises ``KeyboardInterrupt`` as Python's own handler does
+    and also sets the event yielded. Only where Python's default handler is installed (the main
+    thread; a caller's own handler, or an ignored SIGINT, is left alone)."""
+    pressed = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
+    if before is not signal.default_int_handler:
+        yield pressed
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    hook = sys.unraisablehook
+
+    def quiet(u: Any) -> None:  # the dropped Ctrl-C is counted: no "Exception ignored" traceback
+        if not (pressed.is_set() and isinstance(u.exc_value, KeyboardInterrupt)):
+            hook(u)
+
+    signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = quiet
+    try:
+        yield pressed
+    finally:
+        sys.unraisablehook = hook
+        if signal.getsignal(signal.SIGINT) is handler:  # not replaced for good under us
+            signal.signal(signal.SIGINT, before)
 
 
 def _module(filename: str | None) -> str:

@@ -169,3 +169,34 @@ def test_truth_columns_option_and_positions_off_the_sky(scored, tmp_path):
     code, _, err = _cli("query", out, "--truth", str(tmp_path / "bad.parquet"), "--top", "5")
     assert code == 2
     assert "bad.parquet: row 2: ra 361, dec 0 are not degrees on the sky" in _one_line(err)
+
+
+_SWALLOWED_CTRL_C = """
+import os, signal, sys
+from lensscan.cli.exits import run_command
+
+
+class Finalized:
+    def __del__(self):  # as a file object's close-on-collect: Python drops what it raises
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100000):
+            pass
+
+
+def work():
+    Finalized()
+    print("finished")
+
+
+sys.exit(run_command("score", work))
+"""
+
+
+def test_ctrl_c_swallowed_by_a_finalizer_still_ends_the_command_with_130():
+    """Python drops a KeyboardInterrupt raised inside ``__del__``: the command would finish
+    and say 0 although the user pressed Ctrl-C."""
+    r = subprocess.run([sys.executable, "-c", _SWALLOWED_CTRL_C], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 130, (r.stdout, r.stderr)
+    assert r.stderr == "lensscan score: interrupted\n"  # one line: no "Exception ignored"
+    assert "finished" in r.stdout  # the work ran on: the signal did not stop it, the exit says it
