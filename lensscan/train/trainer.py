@@ -37,7 +37,7 @@ from lensscan.config import TrainConfig
 from lensscan.data.augment import Augment
 from lensscan.data.preprocess import Preprocessing
 from lensscan.data.readstage import read_stage
-from lensscan.data.stream import ReadUnits, plan
+from lensscan.data.stream import ReadUnits, plan_survey
 from lensscan.io import storage
 from lensscan.io.parquet import DEFAULT_BANDS
 from lensscan.models import create_model
@@ -176,14 +176,16 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
     """A Ray Data stream of labelled, preprocessed rows from shards at ``url``, without the rows
     that ``exclude`` (``COLUMN=VALUE`` pairs) names; with ``labels`` (graders' labels by
     object_id), only the graded rows, labelled so, plus with ``keep_labels`` the ungraded
-    rows that have a label of their own."""
-    units, errors = plan(url, bands=DEFAULT_BANDS)  # every model reads g, r, i in that order
-    if errors:
-        raise errors[0]
+    rows that have a label of their own. Shards with integer ids and shards with string ids
+    (a simulated set beside an imported one) are read together, every id as a string."""
+    p = plan_survey(url, bands=DEFAULT_BANDS)  # every model reads g, r, i in that order
+    if p.rejected:
+        raise p.rejected[0]
     pairs = parse_exclude(exclude or [])
     split_by = ("host_id", "paired_with") if fold is not None else ()
     keep = tuple(dict.fromkeys(keep_extra + tuple(c for c, _ in pairs) + split_by))
-    ds = read_stage(units, ReadUnits(pre.to_dict(), stage, keep=keep), read_cpus)
+    read = ReadUnits(pre.to_dict(), stage, keep=keep, ids_as_strings=p.ids_as_strings)
+    ds = read_stage(p.units, read, read_cpus)
     if labels is not None:  # grades replace the files' labels
         ds = ds.map_batches(Relabel(labels, keep_labels), batch_size=None, num_cpus=read_cpus)
     if pairs:

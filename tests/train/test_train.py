@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from support import ctrl_c, driver_lines, make_batch
 
@@ -313,3 +314,20 @@ def test_a_diverged_run_saves_no_model_and_another_models_out_is_kept(train_data
     assert "holds another model (run resnet_s0-" in capsys.readouterr().err
     assert main([*base, "--out", str(train_data / "train" / "m")]) == 2
     assert "it lies inside the data folder" in capsys.readouterr().err
+
+
+def test_training_reads_shards_of_integer_and_string_ids_together(tmp_path, ray_local):
+    """A simulated set (integer ids) beside an imported one (string ids, ``import-npy``): one
+    stream, every id as text, every row kept; Ray Data could not join the two id types."""
+    from lensscan.data.preprocess import Preprocessing
+    from lensscan.train.trainer import dataset
+
+    write_parquet(str(tmp_path / "d" / "sim.parquet"), make_batch(40, seed=5))
+    imported = make_batch(30, seed=6)
+    imported["object_id"] = np.array([f"L{i:06d}" for i in range(30)], dtype=object)
+    write_parquet(str(tmp_path / "d" / "npy.parquet"), imported)
+    rows = dataset(str(tmp_path / "d"), Preprocessing(), "normalized").take_all()
+    ids = sorted(r["object_id"] for r in rows)
+    assert ids == sorted([str(i) for i in range(40)] + [f"L{i:06d}" for i in range(30)])
+    labels = {r["object_id"]: int(r["label"]) for r in rows}
+    assert labels["L000007"] == int(imported["label"][7])
