@@ -26,14 +26,17 @@ def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
 
     A Ctrl-C is counted as well as raised: Python drops the ``KeyboardInterrupt`` when its
     handler runs inside a finalizer (a ``__del__`` or a garbage-collector callback, which
-    file-like objects of fsspec and others have), and the command would then end as if nobody
-    had pressed it. One that arrived during ``fn`` ends it with 130 either way."""
+    file-like objects of fsspec and others have), and the command would then run on and end
+    as if nobody had pressed it. One counted during ``fn`` ends it with 130 (Ray Train's own
+    handler, installed while a member trains, reports its Ctrl-C itself)."""
     with warnings.catch_warnings(record=True) as caught, _sigint_counted() as pressed:
         warnings.simplefilter("always", UserWarning)
         try:
             fn(*args)
-            if pressed.is_set():  # the KeyboardInterrupt was swallowed on its way
-                raise KeyboardInterrupt
+            if pressed:  # the KeyboardInterrupt was swallowed on its way: the work ran on
+                raise RunInterruptedError(
+                    "Ctrl-C was pressed while the command ran on to its end; rerun the same "
+                    "command to check that everything is done")
             status = EXIT_OK
         except (RunInterruptedError, KeyboardInterrupt) as exc:
             print(f"lensscan {cmd}: interrupted" + (f": {_line(exc)}" if str(exc) else ""),
@@ -57,11 +60,12 @@ def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
 
 
 @contextlib.contextmanager
-def _sigint_counted() -> Iterator[threading.Event]:
+def _sigint_counted() -> Iterator[list[bool]]:
     """While the block runs, Ctrl-C raises ``KeyboardInterrupt`` as Python's own handler does
-    and also sets the event yielded. Only where Python's default handler is installed (the main
+    and also appends to the list yielded (a plain list: a lock taken in a signal handler would
+    deadlock on a second Ctrl-C). Only where Python's default handler is installed (the main
     thread; a caller's own handler, or an ignored SIGINT, is left alone)."""
-    pressed = threading.Event()
+    pressed: list[bool] = []
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGINT) if main else None
     if before is not signal.default_int_handler:
@@ -69,13 +73,13 @@ def _sigint_counted() -> Iterator[threading.Event]:
         return
 
     def handler(signum: int, frame: object) -> None:
-        pressed.set()
+        pressed.append(True)
         raise KeyboardInterrupt
 
     hook = sys.unraisablehook
 
     def quiet(u: Any) -> None:  # the dropped Ctrl-C is counted: no "Exception ignored" traceback
-        if not (pressed.is_set() and isinstance(u.exc_value, KeyboardInterrupt)):
+        if not (pressed and isinstance(u.exc_value, KeyboardInterrupt)):
             hook(u)
 
     signal.signal(signal.SIGINT, handler)
@@ -83,7 +87,8 @@ def _sigint_counted() -> Iterator[threading.Event]:
     try:
         yield pressed
     finally:
-        sys.unraisablehook = hook
+        if sys.unraisablehook is quiet:  # another hook installed meanwhile stays
+            sys.unraisablehook = hook
         if signal.getsignal(signal.SIGINT) is handler:  # not replaced for good under us
             signal.signal(signal.SIGINT, before)
 

@@ -184,7 +184,9 @@ def dataset(url: str, pre: Preprocessing, stage: str, read_cpus: float = 0.5,
     pairs = parse_exclude(exclude or [])
     split_by = ("host_id", "paired_with") if fold is not None else ()
     keep = tuple(dict.fromkeys(keep_extra + tuple(c for c, _ in pairs) + split_by))
-    read = ReadUnits(pre.to_dict(), stage, keep=keep, ids_as_strings=p.ids_as_strings)
+    # ids as text wherever a shard has string ids (a unit of only null string ids would
+    # otherwise read as integers, and one stream holds one type)
+    read = ReadUnits(pre.to_dict(), stage, keep=keep, ids_as_strings=p.string_ids)
     ds = read_stage(p.units, read, read_cpus)
     if labels is not None:  # grades replace the files' labels
         ds = ds.map_batches(Relabel(labels, keep_labels), batch_size=None, num_cpus=read_cpus)

@@ -331,3 +331,6 @@ def test_training_reads_shards_of_integer_and_string_ids_together(tmp_path, ray_
     assert ids == sorted([str(i) for i in range(40)] + [f"L{i:06d}" for i in range(30)])
     labels = {r["object_id"]: int(r["label"]) for r in rows}
     assert labels["L000007"] == int(imported["label"][7])
+    folds = [dataset(str(tmp_path / "d"), Preprocessing(), "normalized", fold=f).take_all()
+             for f in (False, True)]  # the training and validation folds split every row
+    assert sorted(r["object_id"] for f in folds for r in f) == ids
