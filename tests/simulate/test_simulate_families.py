@@ -294,7 +294,7 @@ def test_resonance_rings_around_deflector_hosts_take_any_radius_and_colour():
 def test_ring_knot_brightness_is_a_setting():
     """``ring_knot_dmag``: the knots of star-forming rings up to as bright as the ring."""
     pop = replace(BROAD, ring_host_deflector=1.0, ring_host_blue=1.0, ring_smooth=0.0,
-                  neighbours_mean=0.0, ring_knot_dmag=(0.0, 0.0))
+                  neighbours_mean=0.0)
     faint, bright = [], []
     for i in range(20):
         for dmag, out in (((4.0, 4.0), faint), ((0.0, 0.0), bright)):
