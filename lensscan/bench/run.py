@@ -162,7 +162,14 @@ def paired(model_only: ModelOnly, local: str, workdir: str, model: str, batch: i
                 storage.remove(out)
                 a.append(model_only())
                 runs[kind][-1]["model_only"] = (a[-2] + a[-1]) / 2
-    res: dict = {"model_only_runs": a, "pairs": pairs}
+    return {**summarise(runs, a), "pairs": pairs}
+
+
+def summarise(runs: dict[str, list[dict]], a: list[float]) -> dict:
+    """Each pipeline's medians and its ratios to model-only (median and range), from its runs
+    (``rate``, ``startup_s``, ``steady``, ``model_only``: the mean of its two neighbours) and
+    the model-only runs ``a``."""
+    res: dict = {"model_only_runs": a}
     for kind, rows in runs.items():
         if not rows:
             continue

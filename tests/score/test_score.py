@@ -324,13 +324,14 @@ def test_second_writer_refused_killed_driver_rerun_gives_every_row_once(tiny_mod
 def test_ctrl_c_stops_scoring_in_one_line_and_a_rerun_resumes(tiny_model, tmp_path):
     src, out = tmp_path / "in", str(tmp_path / "out")
     src.mkdir()
-    # enough rows that the tiny model is still scoring when the signal comes (with 8 and then 16
-    # files a fast machine at times finished before it: the first unit can commit late)
+    # enough units that the tiny model is still scoring when the signal comes (with 8 and then
+    # 16 files of 30 units a fast machine at times finished before it: the first unit can commit
+    # late); a unit's commit, not its rows, is what takes the time, so the units are small
     for k in range(32):
-        write_parquet(str(src / f"p{k}.parquet"), make_batch(1500, seed=k, start_id=k * 10000),
-                      row_group_size=50)
+        write_parquet(str(src / f"p{k}.parquet"), make_batch(300, seed=k, start_id=k * 10000),
+                      row_group_size=10)
     cmd = [sys.executable, "-m", "lensscan.cli", "score", str(src), out, "--model", tiny_model,
-           "--batch-size", "25", "--rows-per-unit", "50"]
+           "--batch-size", "10", "--rows-per-unit", "10"]
     status, err = ctrl_c(cmd, lambda proc: _wait_for_parts(out, 1, proc))
     assert status == 130, err[-2000:]
     # that line, whatever warnings a loaded machine prints after it (one line each)
@@ -342,9 +343,9 @@ def test_ctrl_c_stops_scoring_in_one_line_and_a_rerun_resumes(tiny_model, tmp_pa
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     df = _read_scores(out)
-    assert len(df) == 48000 and not df.duplicated(["shard", "row"]).any()
+    assert len(df) == 9600 and not df.duplicated(["shard", "row"]).any()
     manifest = json.loads(pathlib.Path(os.path.join(out, "_manifest.json")).read_text())
-    assert manifest["counts"]["rows_scored_this_run"] == 48000 - 50 * committed
+    assert manifest["counts"]["rows_scored_this_run"] == 9600 - 10 * committed
 
 
 @pytest.mark.slow

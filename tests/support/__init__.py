@@ -147,9 +147,13 @@ def top_level_imports(module) -> set[str]:
 
 
 def scored_layout(write_layout: Callable, root, lenses: int, nonlenses: int, seed: int):
-    """A test renderer's DeepLense layout (``write_layout(out, lenses, nonlenses, seed)``),
+    """A test renderer's DeepLense layout (``write_layout(out, lenses, nonlenses, seed, mapper)``),
     imported with ``import-npy`` and scored by the bundled model as an outside set is: its truth
     table joined one to one to the scores, and the run's manifest."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
     import duckdb
     import pandas as pd
 
@@ -157,7 +161,12 @@ def scored_layout(write_layout: Callable, root, lenses: int, nonlenses: int, see
     from lensscan.io.npy import import_npy
     from lensscan.score.pipeline import score_survey
 
-    truth = write_layout(str(root / "npy"), lenses, nonlenses, seed=seed)
+    # every core renders (the renderers are numpy, one process each); each object has its
+    # own seed, so the bytes are those of a plain loop
+    with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) \
+            as pool:
+        truth = write_layout(str(root / "npy"), lenses, nonlenses, seed=seed,
+                             mapper=partial(pool.map, chunksize=25))
     counts = import_npy(str(root / "npy"), str(root / "shards"), progress=False)
     assert counts["files"] == lenses + nonlenses and counts["skipped"] == 0
     manifest = score_survey(ScoreConfig(input=str(root / "shards"), output=str(root / "out"),

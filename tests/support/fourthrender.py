@@ -844,14 +844,16 @@ def _fmt(v):
     return f"{float(v):.6g}" if isinstance(v, (float, np.floating)) else str(v)
 
 
-def write_layout(out, lenses: int, nonlenses: int, seed: int, progress: bool = False) -> Path:
-    """Write OUT/test_lenses/L*.npy, OUT/test_nonlenses/N*.npy and OUT/truth.csv (returned)."""
+def write_layout(out, lenses: int, nonlenses: int, seed: int, progress: bool = False,
+                 mapper=map) -> Path:
+    """Write OUT/test_lenses/L*.npy, OUT/test_nonlenses/N*.npy and OUT/truth.csv (returned).
+    ``mapper``: ``map`` or a process pool's, which renders the same bytes (one seed per object)."""
     out, rows, t0 = Path(out), [], time.time()
     jobs = [(1, i) for i in range(lenses)] + [(0, i) for i in range(nonlenses)]
     for d in ("test_lenses", "test_nonlenses"):
         (out / d).mkdir(parents=True, exist_ok=True)
-    for k, (label, i) in enumerate(jobs):
-        img, info = make_object(seed, label, i)
+    made = mapper(make_object, [seed] * len(jobs), *zip(*jobs, strict=True))
+    for k, (img, info) in enumerate(made):
         np.save(out / (info["object_id"] + ".npy"), img)
         rows.append(info)
         if progress and (k + 1) % 100 == 0:

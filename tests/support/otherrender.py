@@ -332,16 +332,18 @@ def draw_kinds(n: int, seed: int) -> list[str]:
     return list(rng.choice(names, size=n, p=np.array(list(NONLENS_KINDS.values()))))
 
 
-def write_layout(out: str, lenses: int, nonlenses: int, seed: int) -> str:
+def write_layout(out: str, lenses: int, nonlenses: int, seed: int, mapper=map) -> str:
     """The DeepLense test layout of ``lenses`` and ``nonlenses`` cutouts, and ``truth.csv``
-    (``object_id`` as ``lensscan import-npy`` names them); returns the truth file's path."""
+    (``object_id`` as ``lensscan import-npy`` names them); returns the truth file's path.
+    ``mapper``: ``map`` or a process pool's, which renders the same bytes (one seed per object)."""
     rows = []
     jobs = [("lens", i) for i in range(lenses)] + list(zip(draw_kinds(nonlenses, seed),
                                                            range(nonlenses), strict=True))
-    for kind, i in jobs:
+    kinds, idx = [k for k, _ in jobs], [i for _, i in jobs]
+    for kind, i, (image, truth) in zip(kinds, idx, mapper(render, kinds, [seed] * len(jobs), idx),
+                                       strict=True):
         folder = "test_lenses" if kind == "lens" else "test_nonlenses"
         os.makedirs(os.path.join(out, folder), exist_ok=True)
-        image, truth = render(kind, seed, i)
         stem = f"{'L' if kind == 'lens' else 'N'}{i:06d}"
         np.save(os.path.join(out, folder, stem + ".npy"), image)
         rows.append({"object_id": f"{folder}/{stem}", "label": int(kind == "lens"), **truth})

@@ -574,16 +574,17 @@ def nonlens_kind(seed: int, idx: int) -> str:
 
 
 def write_layout(out: str | Path, lenses: int, nonlenses: int, seed: int,
-                 progress: bool = False) -> Path:
+                 progress: bool = False, mapper: Callable = map) -> Path:
     """The DeepLense test layout of ``lenses`` and ``nonlenses`` cutouts, and ``truth.csv``
-    (``object_id`` as ``lensscan import-npy`` names them); returns the truth file's path."""
+    (``object_id`` as ``lensscan import-npy`` names them); returns the truth file's path.
+    ``mapper``: ``map`` or a process pool's, which renders the same bytes (one seed per object)."""
     out, rows, t0 = Path(out), [], time.time()
     jobs = [(1, i, "lens") for i in range(lenses)]
     jobs += [(0, i, nonlens_kind(seed, i)) for i in range(nonlenses)]
     for folder in ("test_lenses", "test_nonlenses"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    for k, (label, i, kind) in enumerate(jobs):
-        img, info = make_object(seed, label, i, kind)
+    made = mapper(make_object, [seed] * len(jobs), *zip(*jobs, strict=True))
+    for k, ((label, i, _), (img, info)) in enumerate(zip(jobs, made, strict=True)):
         oid = f"test_lenses/L{i:06d}" if label else f"test_nonlenses/N{i:06d}"
         if img.shape != (3, NPIX, NPIX) or not np.isfinite(img).all():
             raise RuntimeError(f"bad image {oid}")
