@@ -15,23 +15,27 @@ KEYS = {"model_only", "plain_loop", "pipeline_local", "pipeline_s3", "peak_pss_m
 
 @pytest.mark.slow
 def test_bench_json_keys(ray_local, tiny_model, capsys):
-    assert main(["bench", "--n", "300", "--plain-n", "30", "--model", tiny_model, "--scaling",
-                 "--json", "--batch-size", "128", "--pairs", "1"]) == 0
+    assert main(["bench", "--n", "200", "--plain-n", "30", "--model", tiny_model, "--scaling",
+                 "--json", "--batch-size", "128", "--pairs", "2"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(res) >= KEYS
     assert all(res[k] > 0 for k in KEYS - {"scaling", "cold_start"})
-    assert [row["n"] for row in res["scaling"]] == [300, 3000]
+    assert [row["n"] for row in res["scaling"]] == [200, 2000]
     assert all(row["peak_pss_mb"] > 0 and row["cutouts_s"] > 0 for row in res["scaling"])
-    # model-only and the pipelines in alternation: a c a d a e a f a (more pairs: see below)
-    assert res["pairs"] == 1 and len(res["model_only_runs"]) == 5
-    assert res["auto_engine"] == "local"  # 300 rows: a user's run stays in the process
-    for kind in ("local", "s3", "inprocess", "inprocess_s3"):
+    # model-only and the pipelines in alternation: a c a d a e a f a c a d a e a f a
+    assert res["pairs"] == 2 and len(res["model_only_runs"]) == 9
+    assert res["auto_engine"] == "local"  # 200 rows: a user's run stays in the process
+    a = res["model_only_runs"]
+    for k, kind in enumerate(("local", "s3", "inprocess", "inprocess_s3")):
         runs = res[f"pipeline_{kind}_runs"]
-        (run,) = runs
-        assert run["startup_s"] > 0
-        ratio = run["rate"] / run["model_only"]
-        assert res[f"pipeline_{kind}_over_model_only_range"] == pytest.approx([ratio, ratio])
-        assert res[f"pipeline_{kind}_over_model_only"] == pytest.approx(ratio)
+        assert len(runs) == 2 and all(r["startup_s"] > 0 for r in runs)
+        # each run's baseline is the mean of the model-only runs either side of it
+        assert [r["model_only"] for r in runs] == pytest.approx(
+            [(a[k] + a[k + 1]) / 2, (a[k + 4] + a[k + 5]) / 2])
+        ratios = sorted(r["rate"] / r["model_only"] for r in runs)
+        lo, hi = res[f"pipeline_{kind}_over_model_only_range"]
+        assert (lo, hi) == pytest.approx((ratios[0], ratios[-1]))
+        assert lo <= res[f"pipeline_{kind}_over_model_only"] <= hi
         assert res[f"pipeline_{kind}_startup_s"] > 0
         assert all(r["peak_pss_mb"] > 0 for r in runs)  # each run's own peak
     cold = res["cold_start"]  # a user's first small run: the local engine, no Ray started
@@ -40,7 +44,7 @@ def test_bench_json_keys(ray_local, tiny_model, capsys):
     assert cold["engine"] == "ray" and 0 < cold["first_commit_s"] < cold["wall_s"]
     assert cold["startup"]["ray_s"] > 0
     for kind in ("inprocess", "inprocess_s3"):
-        assert {r["devices"]["cpu"] for r in res[f"pipeline_{kind}_runs"]} == {300}
+        assert {r["devices"]["cpu"] for r in res[f"pipeline_{kind}_runs"]} == {200}
     assert res["device"] == "cpu" and "gpu" not in res
 
 

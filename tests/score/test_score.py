@@ -331,7 +331,7 @@ def test_ctrl_c_stops_scoring_in_one_line_and_a_rerun_resumes(tiny_model, tmp_pa
         write_parquet(str(src / f"p{k}.parquet"), make_batch(300, seed=k, start_id=k * 10000),
                       row_group_size=10)
     cmd = [sys.executable, "-m", "lensscan.cli", "score", str(src), out, "--model", tiny_model,
-           "--batch-size", "10", "--rows-per-unit", "10"]
+           "--batch-size", "5", "--rows-per-unit", "10"]  # two batches a unit: one may be half done
     status, err = ctrl_c(cmd, lambda proc: _wait_for_parts(out, 1, proc))
     assert status == 130, err[-2000:]
     # that line, whatever warnings a loaded machine prints after it (one line each)

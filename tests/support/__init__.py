@@ -161,12 +161,15 @@ def scored_layout(write_layout: Callable, root, lenses: int, nonlenses: int, see
     from lensscan.io.npy import import_npy
     from lensscan.score.pipeline import score_survey
 
-    # every core renders (the renderers are numpy, one process each); each object has its
-    # own seed, so the bytes are those of a plain loop
-    with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) \
-            as pool:
+    # every core this process may use renders (the renderers are numpy, one process each);
+    # each object has its own seed, so the bytes are those of a plain loop
+    pool = ProcessPoolExecutor(len(os.sched_getaffinity(0)),
+                               mp_context=multiprocessing.get_context("spawn"))
+    try:
         truth = write_layout(str(root / "npy"), lenses, nonlenses, seed=seed,
                              mapper=partial(pool.map, chunksize=25))
+    finally:  # an error or a timeout leaves no queued renders running
+        pool.shutdown(cancel_futures=True)
     counts = import_npy(str(root / "npy"), str(root / "shards"), progress=False)
     assert counts["files"] == lenses + nonlenses and counts["skipped"] == 0
     manifest = score_survey(ScoreConfig(input=str(root / "shards"), output=str(root / "out"),

@@ -117,9 +117,19 @@ def test_train_init_starts_from_a_trained_member(train_data, ray_local, monkeypa
     out = str(train_data / "ft")
     # relative paths, as a user types them: Ray Train workers run in folders of their own
     monkeypatch.chdir(train_data)
-    assert main(["train", "train", "--val", "val", "--out", "ft", "--arch", "resnet",
-                 "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "8", "--lr", "1e-9",
-                 "--init", os.path.relpath(init, train_data)]) == 0, capsys.readouterr().err[-3000:]
+
+    @ray_local.remote
+    def cwd() -> str:
+        return os.getcwd()
+
+    assert ray_local.get(cwd.remote()) != str(train_data)  # the workers' folder is not ours
+    argv = ["train", "train", "--val", "val", "--out", "ft", "--arch", "resnet", "--epochs", "1",
+            "--steps-per-epoch", "1", "--batch-size", "8", "--init",
+            os.path.relpath(init, train_data)]
+    assert main([*argv, "--lr", "1e-9"]) == 0, capsys.readouterr().err[-3000:]
+    # the same data with another learning rate is another run: its --out is not overwritten
+    assert main([*argv, "--lr", "1e-3"]) == 2
+    assert "holds another model (run resnet_s0-" in capsys.readouterr().err
     before, after = _member_params(init), _member_params(out)
     assert before.keys() == after.keys()
     for name, w in before.items():
