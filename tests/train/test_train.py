@@ -100,6 +100,14 @@ def test_ctrl_c_stops_training_in_one_line_and_keeps_its_checkpoints(train_data)
     assert _checkpoints(ckpt) and not (train_data / "model" / "card.json").exists()
 
 
+def _bundled_member() -> str:
+    """The folder of the bundled ensemble's ``resnet_s0``: a model trained elsewhere."""
+    from lensscan.io.storage import join
+    from lensscan.modelcard import default_model_url, resolve
+
+    return join(resolve(default_model_url()), "resnet_s0")
+
+
 def _member_params(url):
     from lensscan.modelcard import load_member
 
@@ -110,10 +118,8 @@ def _member_params(url):
 @pytest.mark.slow
 def test_train_init_starts_from_a_trained_member(train_data, ray_local, monkeypatch, capsys):
     from lensscan.cli import main
-    from lensscan.io.storage import join
-    from lensscan.modelcard import default_model_url, resolve
 
-    init = join(resolve(default_model_url()), "resnet_s0")
+    init = _bundled_member()
     out = str(train_data / "ft")
     # relative paths, as a user types them: Ray Train workers run in folders of their own
     monkeypatch.chdir(train_data)
@@ -309,8 +315,6 @@ def test_a_diverged_run_saves_no_model_and_another_models_out_is_kept(train_data
     """A loss that became NaN was saved as a model (all weights NaN, threshold NaN in the
     card), exit 0; an --out holding another run's model was replaced with no word."""
     from lensscan.cli import main
-    from lensscan.io.storage import join
-    from lensscan.modelcard import default_model_url, resolve
 
     base = ["train", str(train_data / "train"), "--val", str(train_data / "val"), "--arch",
             "resnet", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8"]
@@ -322,7 +326,7 @@ def test_a_diverged_run_saves_no_model_and_another_models_out_is_kept(train_data
     assert main([*base, "--out", str(train_data / "nan"), "--lr", "1e30"]) == 2
     assert "the weights diverged" in capsys.readouterr().err
     # an --out holding a model of another run (the bundled member, trained elsewhere)
-    shutil.copytree(join(resolve(default_model_url()), "resnet_s0"), train_data / "m")
+    shutil.copytree(_bundled_member(), train_data / "m")
     assert main([*base, "--out", str(train_data / "m"), "--lr", "5e-3"]) == 2
     assert "holds another model (run resnet_s0-" in capsys.readouterr().err
     assert main([*base, "--out", str(train_data / "train" / "m")]) == 2
