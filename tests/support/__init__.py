@@ -36,20 +36,23 @@ def driver_lines(err: str) -> str:
                      if not re.match(r"(\x1b\[[0-9;]*[A-Za-z])*\((\w+ )?pid=\d+", line.lstrip()))
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def ctrl_c(cmd: list[str], ready: Callable[[subprocess.Popen], bool]) -> tuple[int, str]:
     """Run ``cmd`` in a process group of its own, as a terminal's foreground job, and press
     Ctrl-C (SIGINT to the whole group) once ``ready(proc)`` is true; returns the exit status and
     stderr. ``ready`` is polled and may assert that the run is still going.
 
     The command starts with Ctrl-C's default action, as an interactive shell starts a foreground
-    job: a test worker of ``pytest -n`` ignores SIGINT (its controller takes Ctrl-C), and a
-    child inherits that; Python then installs no KeyboardInterrupt, as under ``nohup``."""
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    job, even when this test process ignores SIGINT (a suite started as a script's background
+    job: an ignored signal stays ignored across exec, and Python then installs no
+    KeyboardInterrupt, as under ``nohup``). A handled signal is reset to the default at exec,
+    so Python's own handler is put in place for the spawn (no ``preexec_fn``: this process has
+    Ray's threads)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         assert ready(proc), "the run was not ready to be interrupted"
         os.killpg(proc.pid, signal.SIGINT)
