@@ -4,10 +4,26 @@ a small simulated survey. Plain helpers (seeded batches, ports, Chromium) are in
 from __future__ import annotations
 
 import os
+import pathlib
+import subprocess
+import sys
 import uuid
 
 import pytest
 from support import free_port
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before the test workers start (``pytest -n``): Ray's token, ``~/.ray/auth_token``. Each
+    new local Ray writes one when it is missing, not atomically, and its daemons read the file:
+    two workers starting Ray at once on a fresh machine could each write their own, and one
+    cluster's daemons would then hold the other's. The token is printed on stdout, so it goes
+    nowhere."""
+    if hasattr(config, "workerinput") or (pathlib.Path.home() / ".ray" / "auth_token").exists():
+        return
+    ray_cli = pathlib.Path(sys.executable).with_name("ray")
+    subprocess.run([str(ray_cli), "get-auth-token", "--generate"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
 
 
 @pytest.fixture(scope="session")
