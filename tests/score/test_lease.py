@@ -69,8 +69,11 @@ def test_a_run_whose_lease_was_taken_over_stops_renewing_and_writing(tmp_path):
     try:
         other = {"host": "elsewhere", "pid": 7, "token": "theirs", "started": "now",
                  "expires": "later", "expires_epoch": time.time() + 60}
-        with open(os.path.join(out, LEASE), "w") as fh:
+        # in place at once, as a run's lease is written: a renewal reading a half-written file
+        # takes it for no lease and writes its own over it
+        with open(os.path.join(out, "theirs.tmp"), "w") as fh:
             json.dump(other, fh)
+        os.replace(os.path.join(out, "theirs.tmp"), os.path.join(out, LEASE))
         assert lease.lost.wait(5)
         time.sleep(0.3)  # renewals would have overwritten it by now
         with open(os.path.join(out, LEASE)) as fh:

@@ -104,7 +104,7 @@ with runtime.native_stderr_filtered():
                 b"arguments in the object store and max_restarts > 0. If ...\n")
     os.write(2, b"a real error\n")
     os.write(2, b"\r[lensscan] 5/10 rows")  # a progress line, without its end
-    time.sleep(0.3)
+    time.sleep(1.0)  # read on its own (a loaded machine may be slow to run the reader)
     print("Progress bars disabled. To enable, set ...", file=sys.stderr, flush=True)
     os.write(2, b"\n")
 print("after", file=sys.stderr)
