@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
-import sys
 import uuid
 
 import pytest
-from support import free_port
+from support import RAY, free_port
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,8 +20,7 @@ def pytest_configure(config: pytest.Config) -> None:
     nowhere."""
     if hasattr(config, "workerinput") or (pathlib.Path.home() / ".ray" / "auth_token").exists():
         return
-    ray_cli = pathlib.Path(sys.executable).with_name("ray")
-    subprocess.run([str(ray_cli), "get-auth-token", "--generate"], check=True,
+    subprocess.run([RAY, "get-auth-token", "--generate"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
 
 

@@ -12,18 +12,16 @@ import pathlib
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
-from support import free_port, make_batch
+from support import RAY, free_port, make_batch
 
 from lensscan.io import storage
 from lensscan.io.parquet import write_parquet
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-RAY = str(pathlib.Path(sys.executable).parent / "ray")
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,20 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import pathlib
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+#: Ray's command line, beside this Python (the venv's)
+RAY = str(pathlib.Path(sys.executable).parent / "ray")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
