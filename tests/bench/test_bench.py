@@ -16,22 +16,22 @@ KEYS = {"model_only", "plain_loop", "pipeline_local", "pipeline_s3", "peak_pss_m
 @pytest.mark.slow
 def test_bench_json_keys(ray_local, tiny_model, capsys):
     assert main(["bench", "--n", "200", "--plain-n", "30", "--model", tiny_model, "--scaling",
-                 "--json", "--batch-size", "128", "--pairs", "2"]) == 0
+                 "--json", "--batch-size", "128", "--pairs", "1"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(res) >= KEYS
     assert all(res[k] > 0 for k in KEYS - {"scaling", "cold_start"})
     assert [row["n"] for row in res["scaling"]] == [200, 2000]
     assert all(row["peak_pss_mb"] > 0 and row["cutouts_s"] > 0 for row in res["scaling"])
-    # model-only and the pipelines in alternation: a c a d a e a f a c a d a e a f a
-    assert res["pairs"] == 2 and len(res["model_only_runs"]) == 9
+    # model-only and the pipelines in alternation: a c a d a e a f a (one pair of each: the
+    # median and range of several pairs are checked below, on figures given)
+    assert res["pairs"] == 1 and len(res["model_only_runs"]) == 5
     assert res["auto_engine"] == "local"  # 200 rows: a user's run stays in the process
     a = res["model_only_runs"]
     for k, kind in enumerate(("local", "s3", "inprocess", "inprocess_s3")):
         runs = res[f"pipeline_{kind}_runs"]
-        assert len(runs) == 2 and all(r["startup_s"] > 0 for r in runs)
+        assert len(runs) == 1 and runs[0]["startup_s"] > 0
         # each run's baseline is the mean of the model-only runs either side of it
-        assert [r["model_only"] for r in runs] == pytest.approx(
-            [(a[k] + a[k + 1]) / 2, (a[k + 4] + a[k + 5]) / 2])
+        assert runs[0]["model_only"] == pytest.approx((a[k] + a[k + 1]) / 2)
         ratios = sorted(r["rate"] / r["model_only"] for r in runs)
         lo, hi = res[f"pipeline_{kind}_over_model_only_range"]
         assert (lo, hi) == pytest.approx((ratios[0], ratios[-1]))
