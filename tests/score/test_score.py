@@ -329,11 +329,13 @@ def test_ctrl_c_stops_scoring_in_one_line_and_a_rerun_resumes(tiny_model, tmp_pa
     # the first commit within a poll (0.2 s); a unit's commit, not its rows, takes the time, so
     # the units are small. (Earlier runs that finished before the signal had been started with
     # SIGINT ignored; `ctrl_c` now restores it.)
-    for k in range(12):
-        write_parquet(str(src / f"p{k}.parquet"), make_batch(300, seed=k, start_id=k * 10000),
-                      row_group_size=10)
+    # 360 units of 10 rows, two model batches a unit (one may be half done at the signal)
+    files, rows, unit = 12, 300, 10
+    for k in range(files):
+        write_parquet(str(src / f"p{k}.parquet"), make_batch(rows, seed=k, start_id=k * 10000),
+                      row_group_size=unit)
     cmd = [sys.executable, "-m", "lensscan.cli", "score", str(src), out, "--model", tiny_model,
-           "--batch-size", "5", "--rows-per-unit", "10"]  # two batches a unit: one may be half done
+           "--batch-size", "5", "--rows-per-unit", str(unit)]
     status, err = ctrl_c(cmd, lambda proc: _wait_for_parts(out, 1, proc))
     assert status == 130, err[-2000:]
     # that line, whatever warnings a loaded machine prints after it (one line each)
@@ -341,13 +343,13 @@ def test_ctrl_c_stops_scoring_in_one_line_and_a_rerun_resumes(tiny_model, tmp_pa
             "the same command to resume") in err.strip().splitlines(), err[-2000:]
     assert "Traceback" not in err and not os.path.exists(os.path.join(out, "_manifest.json"))
     committed = _parts(out)
-    assert 1 <= committed < 360, "the run finished before it was interrupted"
+    assert 1 <= committed < files * rows // unit, "the run finished before it was interrupted"
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     df = _read_scores(out)
-    assert len(df) == 3600 and not df.duplicated(["shard", "row"]).any()
+    assert len(df) == files * rows and not df.duplicated(["shard", "row"]).any()
     manifest = json.loads(pathlib.Path(os.path.join(out, "_manifest.json")).read_text())
-    assert manifest["counts"]["rows_scored_this_run"] == 3600 - 10 * committed
+    assert manifest["counts"]["rows_scored_this_run"] == files * rows - unit * committed
     assert manifest["resources"]["engine"] == "local"  # as the comment above assumes
 
 
