@@ -99,7 +99,9 @@ class TrainConfig:
     storage: str | None = option(None, "checkpoint root URL (default: OUT/_train)")
     max_rows: int | None = option(None, "cap training rows (quick runs and tests)", low=1)
     prior_ratio: float = option(100.0, "non-lenses per lens where the model will run", above=0)
-    augment: dict[str, Any] = option({}, "lensscan.data.augment.Augment's settings", cli=False)
+    augment: dict[str, Any] = option({}, "an augmentation setting of lensscan.data.augment."
+                                     "Augment, e.g. noise_jitter=1.0 or d4=false (the rest keep "
+                                     "their defaults); repeatable", metavar="NAME=VALUE")
     preprocessing: dict[str, Any] = option({}, "lensscan.data.preprocess.Preprocessing's settings",
                                            cli=False)
     init: str | None = option(None, "start from this trained member's weights (fine-tuning, "

@@ -7,7 +7,8 @@ and the scripts in ``jobs/`` both use them, so a setting is written once, in its
 How a field becomes an option: a required field is ``--NAME`` with ``required=True`` (or a
 positional argument where the command names it so); a boolean is a flag, ``--NAME`` when it
 defaults to False and ``--no-NAME`` when it defaults to True; a list is a repeatable option, or
-one comma-separated value per band (``per_band``); a pair is two values (``--NAME MIN MAX``).
+one comma-separated value per band (``per_band``); a pair is two values (``--NAME MIN MAX``); a
+dict is a repeatable ``--NAME KEY=VALUE`` (VALUE a number, ``true``/``false`` or text).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def _argument(name: str, hint: Any, meta: dict, default: Any, positional: bool
         kw["required"] = True
     else:
         kw["default"] = default
-    if get_origin(kind) is list:
+    if get_origin(kind) in (list, dict):
         kw["default"] = None  # from_args fills in the dataclass's
         if not meta.get("per_band"):
             kw["action"] = "append"
@@ -166,7 +167,37 @@ def _convert(hint: Any, f: Field, value: Any) -> Any:
         return _per_band_values(f, get_args(kind)[0], value)
     if get_origin(kind) is tuple:
         return tuple(value)
+    if get_origin(kind) is dict:
+        return _pairs(f, value)
     return value
+
+
+def _pairs(f: Field, items: list[str]) -> dict[str, Any]:
+    """``--NAME KEY=VALUE`` options as a dict, each value a number, a boolean (``true`` or
+    ``false``) or else text; a malformed or repeated key is one line naming the option."""
+    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = (t.strip() for t in item.partition("="))
+        if not (sep and key and text):
+            raise ValueError(f"{flag} {item!r}: give {f.metadata.get('metavar', 'KEY=VALUE')}, "
+                             "both parts non-empty")
+        if key in out:
+            raise ValueError(f"{flag}: {key} is given twice")
+        out[key] = _scalar(text)
+    return out
+
+
+def _scalar(text: str) -> Any:
+    """``true``/``false`` as booleans, a number as int or float, anything else as text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _per_band_values(f: Field, kind: type, text: str) -> list:

@@ -7,7 +7,9 @@ CPU-only version before, so CPU training is unchanged.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 
@@ -29,6 +31,23 @@ class Augment:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Augment:
+        """Settings from a dict (a card's, or ``--augment KEY=VALUE``): an unknown name, a
+        ``d4`` that is not a boolean or an amount that is not a finite number >= 0 is one
+        ValueError naming it."""
+        names = [f.name for f in fields(cls)]
+        for key, value in d.items():
+            if key not in names:
+                raise ValueError(f"augment: no setting {key!r} (settings: {', '.join(names)})")
+            if key == "d4":
+                if not isinstance(value, bool):
+                    raise ValueError(f"augment: d4 is true or false, not {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value) or value < 0:
+                raise ValueError(f"augment: {key} is a finite number >= 0, not {value!r}")
+        return cls(**{k: v if k == "d4" else float(v) for k, v in d.items()})
 
 
 def d4_maps(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:

@@ -232,7 +232,7 @@ def _setup(cfg: TrainConfig, rank: int, world: int) -> _Run:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=cfg.epochs * steps,
                                                 pct_start=0.15)
     run = _Run(cfg, rank, device, Preprocessing.from_dict(cfg.preprocessing),
-               Augment(**cfg.augment), DeviceData(x, y, device), xv, yv, pos, neg, steps,
+               Augment.from_dict(cfg.augment), DeviceData(x, y, device), xv, yv, pos, neg, steps,
                model, raw, ema, opt, sched,
                state={"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "history": [],
                       "steps": steps})

@@ -242,7 +242,7 @@ def complete(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, **urls, init=init, arch_kwargs=arch_kwargs,
                    preprocessing=Preprocessing.from_dict(cfg.preprocessing).to_dict(),
                    labels=[storage.absolute(u) for u in cfg.labels],
-                   augment=Augment(**cfg.augment).to_dict())
+                   augment=Augment.from_dict(cfg.augment).to_dict())
 
 
 def check(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, int] | None, dict | None]:

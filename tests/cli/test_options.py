@@ -71,6 +71,8 @@ def _other_value(cls: type, name: str, action: argparse.Action) -> tuple[list[st
         return [*flag, choice], choice
     if get_origin(kind) is tuple:
         return [*flag, "0.7", "2.5"], (0.7, 2.5)
+    if get_origin(kind) is dict:
+        return [*flag, "a=1", *flag, "b= x "], {"a": 1, "b": "x"}
     if get_origin(kind) is list:
         item = get_args(kind)[0]
         if f.metadata.get("per_band"):
@@ -125,8 +127,42 @@ def test_train_keeps_every_option_it_had():
     assert set(TRAIN_FLAGS) <= flags
     assert _action(p, "data").option_strings == []  # positional DATA
     every = {f.name for f in fields(TrainConfig)}
-    assert {f.name for f in options_of(TrainConfig)} == every - {"arch_kwargs", "augment",
-                                                                 "preprocessing"}
+    assert {f.name for f in options_of(TrainConfig)} == every - {"arch_kwargs", "preprocessing"}
+
+
+def test_augment_settings_from_the_command_line(tmp_path, capsys):
+    """``--augment NAME=VALUE`` trains the recipe's resnet_s2 from the command line; a setting
+    Augment does not have, or a value it cannot take, is one line before anything starts."""
+    from lensscan.data.augment import Augment
+    from lensscan.train.recipes import DEFAULT_MEMBERS
+    from lensscan.train.trainer import complete, run_name
+
+    argv = ["D", "--out", "O", "--augment", "noise_jitter=1", "--augment", "psf_jitter=0.8",
+            "--augment", "d4=False"]
+    cfg = from_args(TrainConfig, _command("train").parse_args(argv))
+    assert cfg.augment == {"noise_jitter": 1, "psf_jitter": 0.8, "d4": False}
+    done = complete(cfg).augment
+    assert done == Augment(noise_jitter=1.0, psf_jitter=0.8, d4=False).to_dict()
+    assert isinstance(done["noise_jitter"], float)
+    # the same member as the Python API's recipe: the same run, so either form resumes it
+    s2 = {k: v for k, v in DEFAULT_MEMBERS["resnet_s2"].items() if k != "augment"}
+    api = TrainConfig("D", "O", **DEFAULT_MEMBERS["resnet_s2"])
+    cli = from_args(TrainConfig, _command("train").parse_args(
+        ["D", "--out", "O", "--arch", s2["arch"], "--seed", str(s2["seed"]), "--loss", s2["loss"],
+         "--augment", "noise_jitter=1.0", "--augment", "psf_jitter=0.8"]))
+    assert run_name(complete(cli)) == run_name(complete(api))
+    out = str(tmp_path / "o")
+    for bad, said in ((["noise_jitter"], "--augment 'noise_jitter': give NAME=VALUE"),
+                      (["jitter=1"], "augment: no setting 'jitter' (settings: d4, noise_jitter"),
+                      (["d4=yes"], "augment: d4 is true or false, not 'yes'"),
+                      (["psf_jitter=-0.5"], "augment: psf_jitter is a finite number >= 0"),
+                      (["flux_jitter=nan"], "augment: flux_jitter is a finite number >= 0"),
+                      (["psf_jitter=1", "--augment", "psf_jitter=2"],
+                       "--augment: psf_jitter is given twice")):
+        assert main(["train", str(tmp_path), "--out", out, "--augment", *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+    assert not (tmp_path / "o").exists()
 
 
 def test_threshold_and_top_exclude_each_other(capsys):
