@@ -35,19 +35,36 @@ class Augment:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Augment:
         """Settings from a dict (a card's, or ``--augment KEY=VALUE``): an unknown name, a
-        ``d4`` that is not a boolean or an amount that is not a finite number >= 0 is one
-        ValueError naming it."""
+        ``d4`` that is not a boolean, an amount that is not a finite number >= 0 or a
+        ``flux_jitter`` of 1 or more (a scale of 1 +- it reaching zero) is one ValueError naming
+        it. Amounts are kept as floats (``1`` and ``1.0`` name the same training run)."""
         names = [f.name for f in fields(cls)]
+        out: dict[str, Any] = {}
         for key, value in d.items():
             if key not in names:
                 raise ValueError(f"augment: no setting {key!r} (settings: {', '.join(names)})")
             if key == "d4":
                 if not isinstance(value, bool):
                     raise ValueError(f"augment: d4 is true or false, not {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not math.isfinite(value) or value < 0:
-                raise ValueError(f"augment: {key} is a finite number >= 0, not {value!r}")
-        return cls(**{k: v if k == "d4" else float(v) for k, v in d.items()})
+                out[key] = value
+                continue
+            out[key] = amount = _amount(key, value)
+            if key == "flux_jitter" and amount >= 1:
+                raise ValueError(f"augment: flux_jitter is under 1 (a scale of 1 +- it), not "
+                                 f"{value!r}")
+        return cls(**out)
+
+
+def _amount(key: str, value: Any) -> float:
+    """``value`` as a finite float >= 0 (no negative zero), or one ValueError naming ``key``."""
+    try:
+        amount = float(value) if isinstance(value, int | float) \
+            and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int beyond float's range
+        amount = math.inf
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"augment: {key} is a finite number >= 0, not {value!r}")
+    return amount + 0.0
 
 
 def d4_maps(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:

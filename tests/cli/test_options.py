@@ -144,6 +144,7 @@ def test_augment_settings_from_the_command_line(tmp_path, capsys):
     done = complete(cfg).augment
     assert done == Augment(noise_jitter=1.0, psf_jitter=0.8, d4=False).to_dict()
     assert isinstance(done["noise_jitter"], float)
+    assert str(Augment.from_dict({"psf_jitter": -0.0}).psf_jitter) == "0.0"  # one run name
     # the same member as the Python API's recipe: the same run, so either form resumes it
     s2 = {k: v for k, v in DEFAULT_MEMBERS["resnet_s2"].items() if k != "augment"}
     api = TrainConfig("D", "O", **DEFAULT_MEMBERS["resnet_s2"])
@@ -157,6 +158,8 @@ def test_augment_settings_from_the_command_line(tmp_path, capsys):
                       (["d4=yes"], "augment: d4 is true or false, not 'yes'"),
                       (["psf_jitter=-0.5"], "augment: psf_jitter is a finite number >= 0"),
                       (["flux_jitter=nan"], "augment: flux_jitter is a finite number >= 0"),
+                      (["noise_jitter=" + "9" * 400], "augment: noise_jitter is a finite number"),
+                      (["flux_jitter=1"], "augment: flux_jitter is under 1"),
                       (["psf_jitter=1", "--augment", "psf_jitter=2"],
                        "--augment: psf_jitter is given twice")):
         assert main(["train", str(tmp_path), "--out", out, "--augment", *bad]) == 2

@@ -136,5 +136,5 @@ def test_bundled_model_on_the_fourth_renderer(scored):
     ellipticals = scored[scored["kind"] == "elliptical"]
     assert (ellipticals["score"] > threshold).mean() <= 0.002
     high = top[top["kind"] == "elliptical"]
-    assert len(high) <= 3
+    assert len(high) <= 3  # tight: round 31's count (its CPU scores are deterministic)
     assert not ((high["r_mag"] > 21) | (high["reff_arcsec"] < 0.6)).any(), high
