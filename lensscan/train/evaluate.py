@@ -23,21 +23,27 @@ SNR_BINS = (0, 10, 20, 40, 80, 1e9)
 
 
 def _by_truth(y, s, thr, extra) -> dict:
+    """The false-positive rate per non-lens kind and the recall per arc S/N bin, over the rows
+    whose truth has them: a set without those columns (an imported one) gets neither key,
+    rather than every row, lenses included, counted under one kind named "nan"."""
     out: dict = {}
     if "kind" in extra:
-        kinds = extra["kind"].astype(str)
-        out["fpr_per_kind"] = {
-            k: {"n": int((kinds == k).sum()), "fpr": float((s[kinds == k] >= thr).mean())}
-            for k in sorted(set(kinds[y == 0]))}
+        kinds = np.array([k if isinstance(k, str) else "" for k in extra["kind"]], object)
+        known = (y == 0) & (kinds != "")
+        if known.any():
+            out["fpr_per_kind"] = {
+                k: {"n": int(sel.sum()), "fpr": float((s[sel] >= thr).mean())}
+                for k in sorted(set(kinds[known])) for sel in [known & (kinds == k)]}
     if "arc_snr" in extra:
-        snr = extra["arc_snr"].astype(float)
-        bins = {}
-        for lo, hi in zip(SNR_BINS[:-1], SNR_BINS[1:], strict=True):
-            sel = (y == 1) & (snr >= lo) & (snr < hi)
-            label = f"{lo:g}-{hi:g}" if hi < 1e9 else f">={lo:g}"
-            bins[label] = {"n": int(sel.sum()),
-                           "recall": float((s[sel] >= thr).mean()) if sel.any() else None}
-        out["recall_per_arc_snr"] = bins
+        snr = np.asarray(extra["arc_snr"], dtype=float)
+        if ((y == 1) & np.isfinite(snr)).any():
+            bins = {}
+            for lo, hi in zip(SNR_BINS[:-1], SNR_BINS[1:], strict=True):
+                sel = (y == 1) & (snr >= lo) & (snr < hi)
+                label = f"{lo:g}-{hi:g}" if hi < 1e9 else f">={lo:g}"
+                bins[label] = {"n": int(sel.sum()),
+                               "recall": float((s[sel] >= thr).mean()) if sel.any() else None}
+            out["recall_per_arc_snr"] = bins
     return out
 
 

@@ -16,7 +16,7 @@ from lensscan import modelcard
 from lensscan.data.preprocess import Preprocessing, preprocess
 from lensscan.io.shards import read_shard
 from lensscan.io.storage import list_shards
-from lensscan.train.evaluate import _gradcam, evaluate
+from lensscan.train.evaluate import _by_truth, _gradcam, evaluate
 
 CONTRACT = {"roc_auc", "average_precision", "recall_at_fpr_1e-2", "recall_at_fpr_1e-3",
             "precision", "recall", "f1", "confusion", "threshold", "fp_per_lens_top_100"}
@@ -79,6 +79,19 @@ def test_evaluate_writes_metrics_and_plots(ray_local, tiny_model, sim_survey, tm
     diff = s[y == 1][:, None] - s[y == 0][None, :]
     pairwise = ((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size
     assert e["roc_auc"] == pytest.approx(pairwise, abs=1e-6)
+
+
+def test_truth_breakdowns_count_only_the_rows_that_have_that_truth():
+    """An imported set has no kinds and no arc S/N: no breakdown, where every row (lenses too)
+    used to be counted under a kind named "nan"; a kind's rate is over its non-lenses only."""
+    y, s = np.array([1, 1, 0, 0, 0]), np.array([0.9, 0.2, 0.8, 0.1, 0.7])
+    assert _by_truth(y, s, 0.5, {"kind": np.full(5, np.nan, object),
+                                 "arc_snr": np.full(5, np.nan)}) == {}
+    out = _by_truth(y, s, 0.5, {"kind": np.array([None, "lens", "ring", "ring", None], object),
+                                "arc_snr": np.array([30.0, np.nan, np.nan, np.nan, np.nan])})
+    assert out["fpr_per_kind"] == {"ring": {"n": 2, "fpr": 0.5}}
+    assert out["recall_per_arc_snr"]["20-40"] == {"n": 1, "recall": 1.0}
+    assert sum(b["n"] for b in out["recall_per_arc_snr"].values()) == 1
 
 
 def test_no_gradcam_without_positives(tmp_path):
