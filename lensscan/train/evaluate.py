@@ -22,18 +22,27 @@ from lensscan.train.trainer import dataset
 SNR_BINS = (0, 10, 20, 40, 80, 1e9)
 
 
+def _text(value) -> str:
+    """A truth string as text; "" where the row has none (null, NaN, another type)."""
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else ""
+
+
 def _by_truth(y, s, thr, extra) -> dict:
     """The false-positive rate per non-lens kind and the recall per arc S/N bin, over the rows
-    whose truth has them: a set without those columns (an imported one) gets neither key,
-    rather than every row, lenses included, counted under one kind named "nan"."""
+    whose truth has those values: a set that lacks them (an imported one, its columns null)
+    gets neither key, rather than every row, lenses included, counted under a kind "nan"."""
     out: dict = {}
     if "kind" in extra:
-        kinds = np.array([k if isinstance(k, str) else "" for k in extra["kind"]], object)
+        kinds = np.array([_text(k) for k in extra["kind"]], object)
         known = (y == 0) & (kinds != "")
-        if known.any():
-            out["fpr_per_kind"] = {
-                k: {"n": int(sel.sum()), "fpr": float((s[sel] >= thr).mean())}
-                for k in sorted(set(kinds[known])) for sel in [known & (kinds == k)]}
+        rates = {}
+        for k in sorted(set(kinds[known])):
+            sel = known & (kinds == k)
+            rates[k] = {"n": int(sel.sum()), "fpr": float((s[sel] >= thr).mean())}
+        if rates:
+            out["fpr_per_kind"] = rates
     if "arc_snr" in extra:
         snr = np.asarray(extra["arc_snr"], dtype=float)
         if ((y == 1) & np.isfinite(snr)).any():

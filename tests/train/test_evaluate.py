@@ -92,6 +92,11 @@ def test_truth_breakdowns_count_only_the_rows_that_have_that_truth():
     assert out["fpr_per_kind"] == {"ring": {"n": 2, "fpr": 0.5}}
     assert out["recall_per_arc_snr"]["20-40"] == {"n": 1, "recall": 1.0}
     assert sum(b["n"] for b in out["recall_per_arc_snr"].values()) == 1
+    only_lenses = {"kind": np.array(["lens", "lens", None, None, None], object)}
+    assert _by_truth(y, s, 0.5, only_lenses) == {}
+    as_bytes = {"kind": np.array([b"lens", b"lens", b"ring", b"star", b"ring"])}
+    assert _by_truth(y, s, 0.5, as_bytes)["fpr_per_kind"] == {
+        "ring": {"n": 2, "fpr": 1.0}, "star": {"n": 1, "fpr": 0.0}}
 
 
 def test_no_gradcam_without_positives(tmp_path):
