@@ -52,8 +52,10 @@ def _import_npy(a) -> None:
         print(f"--overwrite: removed {removed} shards of the earlier import in {a.out}",
               file=sys.stderr)
 
-    def warn(err) -> None:
-        print(printable(f"skipped {err}"), file=sys.stderr)
+    def warn(err) -> None:  # on a line of its own, not after the progress bar's
+        from tqdm import tqdm
+
+        tqdm.write(printable(f"skipped {err}"), file=sys.stderr)
 
     def note(line: str) -> None:
         print(printable(f"import-npy: {line}"), file=sys.stderr)

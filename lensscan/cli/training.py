@@ -60,8 +60,8 @@ def add_evaluate(sub) -> None:
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--out", required=True, help="local folder for metrics.json and plots")
-    p.add_argument("--also", nargs="*", default=[], metavar="NAME=MODEL",
-                   help="other models to compare side by side")
+    p.add_argument("--also", nargs="*", action="extend", default=[], metavar="NAME=MODEL",
+                   help="other models to compare side by side (repeatable)")
     p.add_argument("--tta", action="store_true",
                    help="average every model over the 8 flips and rotations of each cutout")
     p.set_defaults(fn=_evaluate)

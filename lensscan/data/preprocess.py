@@ -22,6 +22,7 @@ ulp or two (tested against the numpy implementation that served before, CPU and 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -156,11 +157,14 @@ def finite_rows(x: torch.Tensor) -> torch.Tensor:
 
 def as_tensor(images: np.ndarray) -> torch.Tensor:
     """A CPU tensor viewing ``images`` when they are native float32 or float16 (else a float32
-    copy: other types, big-endian FITS data)."""
+    copy: other types, big-endian FITS data). A read-only array (Arrow's buffers, Ray's
+    batches) is viewed as it is, without torch's warning: nothing here writes to its input."""
     images = np.asarray(images)
     if images.dtype not in (np.float32, np.float16):  # the native-order types only
         images = images.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(images))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return torch.from_numpy(np.ascontiguousarray(images))
 
 
 def preprocess(images: np.ndarray, p: Preprocessing) -> np.ndarray:

@@ -45,6 +45,8 @@ def load_npy(url: str) -> np.ndarray:
         head, size = storage.read_head(url, NPY_HEAD)
     except FileNotFoundError as exc:
         raise ShardError(url, "file not found") from exc
+    except OSError as exc:  # a link loop, no permission: this file, not the whole import
+        raise ShardError(url, f"cannot be read ({exc.strerror or exc})") from exc
     try:
         buf = io.BytesIO(head)
         shape, dtype = _header(buf)
@@ -158,9 +160,9 @@ def import_npy(
     fs, root = storage.filesystem(src)
     present = [name for name in DEEPLENSE_FOLDERS if fs.isdir(posixpath.join(root, name))]
     if not present:
-        raise FileNotFoundError(
-            f"{src}: none of the DeepLense folders {sorted(DEEPLENSE_FOLDERS)} found"
-        )
+        what = ("no such folder" if not fs.exists(root) else "not a folder" if not fs.isdir(root)
+                else f"none of the DeepLense folders {sorted(DEEPLENSE_FOLDERS)} found")
+        raise FileNotFoundError(f"{src}: {what}")
     files, others = _listing(fs, root, present)
     if others and on_note is not None:
         on_note(f"passed over {len(others)} entries that are not .npy files (links to folders "

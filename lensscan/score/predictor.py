@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import warnings
 
 import numpy as np
 import torch
@@ -175,10 +174,7 @@ class EnsemblePredictor:
         with torch.inference_mode():
             if self.cuda:
                 return self._scores_cuda(images)
-            with warnings.catch_warnings():  # Ray's batches are read-only; nothing writes them
-                warnings.simplefilter("ignore", UserWarning)
-                x = as_tensor(images)
-            s, m, f = self._forward(x)
+            s, m, f = self._forward(as_tensor(images))  # read-only batches: viewed, not copied
             return s.numpy(), m.numpy(), f.numpy()
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,6 +11,7 @@ import torch
 from lensscan import modelcard, runtime
 from lensscan.data.display import rgb_composite
 from lensscan.data.preprocess import Preprocessing
+from lensscan.errors import ModelError
 from lensscan.io import storage
 from lensscan.models.card import REPORT_KEYS
 from lensscan.train import plots
@@ -63,6 +64,8 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     the 8 dihedral views of each cutout."""
     if not storage.is_local(out):
         raise ValueError(f"--out {out}: the report is written to a local folder, not a URL")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out}: a file, not a folder; the report is a folder")
     runtime.ensure_ray()
     loaded = modelcard.load_model(model_url)
     taken = [*REPORT_KEYS, *(m.name for m in loaded.card.members or ())]
@@ -70,6 +73,7 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     if clash:  # metrics.json's keys: another model's results would replace these
         raise ValueError(f"--also {clash[0]}=...: the name is the report's own ({', '.join(taken)}"
                          "); pick another")
+    others = {name: _load_other(name, url) for name, url in (also or {}).items()}  # all, first
     loaded.module.tta = tta
     pre = Preprocessing.from_dict(loaded.preprocessing)
     keep = ("label", "kind", "arc_snr", "object_id")
@@ -94,8 +98,7 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
         report[m.name].update(_by_truth(y, ms, mcard.operating_threshold, extra))
         curves[m.name] = (y, ms)
         histories[m.name] = (mcard.training or {}).get("history", [])
-    for name, url in (also or {}).items():
-        other = modelcard.load_model(url)
+    for name, other in others.items():
         other.module.tta = tta
         oy, os_, oex = member_scores(other.module, dataset(
             data, Preprocessing.from_dict(other.preprocessing), "model", keep_extra=keep),
@@ -114,6 +117,14 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     if gradcam:
         _gradcam(loaded, ds, y, s, thr, extra, gradcam, os.path.join(out, "gradcam.png"))
     return report
+
+
+def _load_other(name: str, url: str):
+    """The ``--also`` model ``name``, loaded before anything is scored; its error names it."""
+    try:
+        return modelcard.load_model(url)
+    except ModelError as exc:
+        raise ModelError(f"--also {name}: {exc}") from None
 
 
 def _gradcam(loaded, ds, y, s, thr, extra, n, path) -> None:

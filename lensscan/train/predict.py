@@ -14,6 +14,11 @@ from lensscan.io.batch import left_out, ok_mask, skipped_note
 def require_both_classes(y: np.ndarray, rows: dict, data: str, what: str) -> None:
     """Refuse labels of one class (no AUC, no calibration) in one line naming ``data``, with
     the counts :func:`member_scores` filled in ``rows``."""
+    left = rows.get("left_out") or {}
+    if rows.get("read") and sum(left.values()) == rows["read"]:  # not a labelling problem
+        detail = ", ".join(f"{n} {reason}" for reason, n in left.items())
+        raise ValueError(f"{data}: {what} could use none of the {rows['read']} rows read: all "
+                         f"left out ({detail}; the line above gives the first reason)")
     if not ((y == 1).any() and (y == 0).any()):
         raise ValueError(f"{data}: {what} needs labelled lenses and non-lenses: "
                          f"{int((y == 1).sum())} lenses, {int((y == 0).sum())} non-lenses among "

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from support import make_batch
 
 from lensscan.data.preprocess import (
     Preprocessing,
+    as_tensor,
     normalize,
     normalize_tensor,
     preprocess,
@@ -66,3 +69,16 @@ def test_tensor_routes_agree_bit_for_bit(inputs, numpy_on_cpu):
             one = preprocess_tensor(t, p, numpy_on_cpu)
             two = stretch(normalize_tensor(t, p, numpy_on_cpu), p, numpy_on_cpu)
             assert torch.equal(one, two)
+
+
+def test_a_read_only_batch_is_viewed_without_a_warning():
+    """Arrow's buffers (a pyarrow-written shard) are read-only: torch warned on every batch of
+    the read stage, two lines on the user's stderr; nothing writes to them, so they are viewed."""
+    images = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    images.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = as_tensor(images)
+        out = preprocess(images, Preprocessing())
+    assert np.shares_memory(x.numpy(), images) and not images.flags.writeable
+    assert out.shape == (2, 3, Preprocessing().crop, Preprocessing().crop)

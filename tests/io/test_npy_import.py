@@ -96,6 +96,25 @@ def test_bad_file_named_or_skipped(tmp_path):
 def test_missing_layout_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="none of the DeepLense folders"):
         import_npy(str(tmp_path), str(tmp_path / "o"), progress=False)
+    with pytest.raises(FileNotFoundError, match=r"nosuch: no such folder$"):
+        import_npy(str(tmp_path / "nosuch"), str(tmp_path / "o"), progress=False)
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"f\.txt: not a folder$"):
+        import_npy(str(tmp_path / "f.txt"), str(tmp_path / "o"), progress=False)
+
+
+def test_a_link_loop_is_one_named_file_that_can_be_skipped(tmp_path):
+    """Two .npy links to each other stopped the whole import, even with --skip-bad."""
+    root = tmp_path / "d"
+    _layout(root, {"test_nonlenses": 2})
+    folder = root / "test_nonlenses"
+    (folder / "a.npy").symlink_to(folder / "b.npy")
+    (folder / "b.npy").symlink_to(folder / "a.npy")
+    with pytest.raises(ShardError, match=r"a\.npy: cannot be read \(Too many levels of symbolic"):
+        import_npy(str(root), str(tmp_path / "o"), progress=False)
+    skipped = []
+    counts = import_npy(str(root), str(tmp_path / "o2"), progress=False, on_error=skipped.append)
+    assert counts["test_nonlenses"] == 2 and counts["skipped"] == 2 and len(skipped) == 2
 
 
 def test_an_import_that_reads_nothing_fails_and_overflowing_pixels_are_named(tmp_path):

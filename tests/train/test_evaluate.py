@@ -124,6 +124,12 @@ def test_evaluation_needs_both_classes_and_a_local_report_folder(ray_local, tiny
     write_parquet(str(tmp_path / "e" / "a.parquet"), make_batch(4, seed=3, labels=False))
     with pytest.raises(ValueError, match=r"0 lenses, 0 non-lenses among 4 rows read \(4 "):
         evaluate(tiny_model, str(tmp_path / "e"), str(tmp_path / "rep"))
+    bad = make_batch(3, seed=4)
+    bad["image"][:] = np.nan  # every row quarantined: say so, not that labels are missing
+    write_parquet(str(tmp_path / "n" / "a.parquet"), bad)
+    with pytest.raises(ValueError, match=r"n: evaluation could use none of the 3 rows read: all "
+                                         r"left out \(3 [a-z_]+; the line above gives"):
+        evaluate(tiny_model, str(tmp_path / "n"), str(tmp_path / "rep"))
     assert not (tmp_path / "rep").exists()
 
 
@@ -153,6 +159,22 @@ def test_labels_names_and_scores_that_would_mislead_a_report(ray_local, tiny_mod
         assert main(["evaluate", tiny_model, str(tmp_path / "d"), "--out", str(tmp_path / "r3"),
                      "--also", also]) == 2
         assert "give NAME=MODEL, both parts non-empty" in capsys.readouterr().err
+    # --also given twice kept only the last list; a missing --also model or an --out that is a
+    # file was found only after the main model had scored every row
+    args = ["evaluate", tiny_model, str(tmp_path / "d"), "--out"]
+    assert main([*args, str(tmp_path / "r5"), "--also", f"a={tiny_model}",
+                 "--also", f"b={tiny_model}"]) == 0
+    assert {"a", "b"} <= set(json.loads((tmp_path / "r5" / "metrics.json").read_text()))
+    assert main([*args, str(tmp_path / "r6"), "--also", f"a={tiny_model}",
+                 "--also", f"a={tiny_model}"]) == 2
+    assert "--also: the name 'a' is given twice" in capsys.readouterr().err
+    assert main([*args, str(tmp_path / "r7"), "--also", f"b={tmp_path / 'none'}"]) == 2
+    err = capsys.readouterr().err
+    assert "--also b: " in err and "not a lensscan model folder" in err and "rows" not in err
+    (tmp_path / "file").write_text("x")
+    assert main([*args, str(tmp_path / "file"), "--also", f"b={tmp_path / 'none'}"]) == 2
+    assert "--out " in (err := capsys.readouterr().err) and "a file, not a folder" in err
+    assert not (tmp_path / "r6").exists() and not (tmp_path / "r7").exists()
     nan = tmp_path / "nan"
     shutil.copytree(tiny_model, nan)
     for card in nan.rglob("card.json"):
