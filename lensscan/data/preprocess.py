@@ -158,13 +158,25 @@ def finite_rows(x: torch.Tensor) -> torch.Tensor:
 def as_tensor(images: np.ndarray) -> torch.Tensor:
     """A CPU tensor viewing ``images`` when they are native float32 or float16 (else a float32
     copy: other types, big-endian FITS data). A read-only array (Arrow's buffers, Ray's
-    batches) is viewed as it is, without torch's warning: nothing here writes to its input."""
+    batches) is viewed as it is: nothing here writes to its input (see below)."""
     images = np.asarray(images)
     if images.dtype not in (np.float32, np.float16):  # the native-order types only
         images = images.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(images))
+
+
+def _spend_the_read_only_warning() -> None:
+    """torch warns once per process, two lines on the user's stderr from every Ray worker, the
+    first time it views a read-only array; :func:`as_tensor` views them and never writes to
+    them, so that one warning is spent here, on an array of one value, silently."""
+    one = np.zeros(1, np.float32)
+    one.flags.writeable = False
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
-        return torch.from_numpy(np.ascontiguousarray(images))
+        torch.from_numpy(one)
+
+
+_spend_the_read_only_warning()
 
 
 def preprocess(images: np.ndarray, p: Preprocessing) -> np.ndarray:

@@ -45,8 +45,8 @@ def load_npy(url: str) -> np.ndarray:
         head, size = storage.read_head(url, NPY_HEAD)
     except FileNotFoundError as exc:
         raise ShardError(url, "file not found") from exc
-    except OSError as exc:  # a link loop, no permission: this file, not the whole import
-        raise ShardError(url, f"cannot be read ({exc.strerror or exc})") from exc
+    except OSError as exc:  # a link loop, a folder named .npy: this file, not the import
+        raise ShardError(url, f"cannot be read ({exc.strerror or storage.short(exc)})") from exc
     try:
         buf = io.BytesIO(head)
         shape, dtype = _header(buf)

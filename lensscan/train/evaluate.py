@@ -62,10 +62,7 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     """Score ``data`` with the model (and ``also`` = {name: url} for comparison), write
     ``metrics.json`` and plots to the local folder ``out``. ``tta`` averages every model over
     the 8 dihedral views of each cutout."""
-    if not storage.is_local(out):
-        raise ValueError(f"--out {out}: the report is written to a local folder, not a URL")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out}: a file, not a folder; the report is a folder")
+    out = _report_folder(out)
     runtime.ensure_ray()
     loaded = modelcard.load_model(model_url)
     taken = [*REPORT_KEYS, *(m.name for m in loaded.card.members or ())]
@@ -117,6 +114,19 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     if gradcam:
         _gradcam(loaded, ds, y, s, thr, extra, gradcam, os.path.join(out, "gradcam.png"))
     return report
+
+
+def _report_folder(out: str) -> str:
+    """``--out`` as a local folder's path (``file://`` taken off), refused in one line before
+    anything is scored when it is a URL, or a file (a dangling link) or lies under one."""
+    if not storage.is_local(out):
+        raise ValueError(f"--out {out}: the report is written to a local folder, not a URL")
+    path = probe = os.path.abspath(storage.filesystem(out)[1])
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ValueError(f"--out {out}: {probe} is a file, not a folder; the report is a folder")
+    return path
 
 
 def _load_other(name: str, url: str):

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-import warnings
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +13,6 @@ from support import make_batch
 
 from lensscan.data.preprocess import (
     Preprocessing,
-    as_tensor,
     normalize,
     normalize_tensor,
     preprocess,
@@ -71,14 +71,21 @@ def test_tensor_routes_agree_bit_for_bit(inputs, numpy_on_cpu):
             assert torch.equal(one, two)
 
 
-def test_a_read_only_batch_is_viewed_without_a_warning():
-    """Arrow's buffers (a pyarrow-written shard) are read-only: torch warned on every batch of
-    the read stage, two lines on the user's stderr; nothing writes to them, so they are viewed."""
-    images = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
-    images.flags.writeable = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        x = as_tensor(images)
+def test_a_read_only_batch_is_viewed_without_a_warning_and_left_as_it_was():
+    """Arrow's buffers (a pyarrow-written shard) are read-only: torch's warning about them (once
+    per process) reached the user's stderr from every Ray worker of the read stage. A fresh
+    process, so that no earlier test has spent the warning; -W error makes it fail."""
+    code = """if True:
+        import numpy as np
+        from lensscan.data.preprocess import Preprocessing, as_tensor, preprocess
+        images = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+        images.flags.writeable = False
+        before = images.copy()
+        assert np.shares_memory(as_tensor(images).numpy(), images)
         out = preprocess(images, Preprocessing())
-    assert np.shares_memory(x.numpy(), images) and not images.flags.writeable
-    assert out.shape == (2, 3, Preprocessing().crop, Preprocessing().crop)
+        assert out.shape == (2, 3, Preprocessing().crop, Preprocessing().crop)
+        assert (images == before).all() and not images.flags.writeable
+    """
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and not done.stderr, done.stderr

@@ -170,10 +170,18 @@ def test_labels_names_and_scores_that_would_mislead_a_report(ray_local, tiny_mod
     assert "--also: the name 'a' is given twice" in capsys.readouterr().err
     assert main([*args, str(tmp_path / "r7"), "--also", f"b={tmp_path / 'none'}"]) == 2
     err = capsys.readouterr().err
-    assert "--also b: " in err and "not a lensscan model folder" in err and "rows" not in err
+    assert "--also b: " in err and "not a lensscan model folder" in err
+    assert "rows left out" not in err  # the note on d's invalid label, printed once d is read
     (tmp_path / "file").write_text("x")
     assert main([*args, str(tmp_path / "file"), "--also", f"b={tmp_path / 'none'}"]) == 2
-    assert "--out " in (err := capsys.readouterr().err) and "a file, not a folder" in err
+    assert "--out " in (err := capsys.readouterr().err) and "is a file, not a folder" in err
+    with pytest.raises(ValueError, match=r"file is a file, not a folder"):
+        evaluate(tiny_model, str(tmp_path / "d"), f"file://{tmp_path / 'file' / 'sub'}")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"gone is a file, not a folder"):
+        evaluate(tiny_model, str(tmp_path / "d"), str(tmp_path / "gone"))
+    evaluate(tiny_model, str(tmp_path / "d"), f"file://{tmp_path / 'r8'}", gradcam=0)
+    assert (tmp_path / "r8" / "metrics.json").exists()
     assert not (tmp_path / "r6").exists() and not (tmp_path / "r7").exists()
     nan = tmp_path / "nan"
     shutil.copytree(tiny_model, nan)
