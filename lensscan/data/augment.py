@@ -57,11 +57,12 @@ class Augment:
 
 def _amount(key: str, value: Any) -> float:
     """``value`` as a finite float >= 0 (no negative zero), or one ValueError naming ``key``."""
-    try:
-        amount = float(value) if isinstance(value, int | float) \
-            and not isinstance(value, bool) else math.nan
-    except OverflowError:  # an int beyond float's range
-        amount = math.inf
+    amount = math.nan  # text, a boolean, None: not an amount
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            amount = float(value)
+        except OverflowError:  # an int beyond float's range
+            amount = math.inf
     if not math.isfinite(amount) or amount < 0:
         raise ValueError(f"augment: {key} is a finite number >= 0, not {value!r}")
     return amount + 0.0
