@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -174,30 +174,41 @@ def _convert(hint: Any, f: Field, value: Any) -> Any:
 
 def _pairs(f: Field, items: list[str]) -> dict[str, Any]:
     """``--NAME KEY=VALUE`` options as a dict, each value a number, a boolean (``true`` or
-    ``false``) or else text; a malformed or repeated key is one line naming the option."""
-    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    ``false``) or else text."""
+    return key_values(items, f.metadata.get("flag") or "--" + f.name.replace("_", "-"),
+                      f.metadata.get("metavar", "KEY=VALUE"), _scalar)
+
+
+def key_values(items: list[str], flag: str, metavar: str,
+               value: Callable[[str], Any] = str) -> dict[str, Any]:
+    """Repeated ``KEY=VALUE`` items of option ``flag`` as a dict (both parts stripped, each
+    value through ``value``); a malformed item or a repeated key is one line naming the
+    option."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = (t.strip() for t in item.partition("="))
         if not (sep and key and text):
-            raise ValueError(f"{flag} {item!r}: give {f.metadata.get('metavar', 'KEY=VALUE')}, "
-                             "both parts non-empty")
+            raise ValueError(f"{flag} {item!r}: give {metavar}, both parts non-empty")
         if key in out:
             raise ValueError(f"{flag}: {key} is given twice")
-        out[key] = _scalar(text)
+        out[key] = value(text)
     return out
 
 
 def _scalar(text: str) -> Any:
-    """``true``/``false`` as booleans, a number as int or float, anything else as text."""
+    """``true``/``false`` as booleans, a finite number as int or float, anything else as text
+    (``1e400`` stays text, so a refusal quotes what was typed rather than ``inf``)."""
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
 
 
 def _per_band_values(f: Field, kind: type, text: str) -> list:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lensscan.cli.options import add_options, from_args
+from lensscan.cli.options import add_options, from_args, key_values
 from lensscan.config import TrainConfig
 
 
@@ -26,14 +26,7 @@ def _train(a) -> None:
 def _evaluate(a) -> None:
     from lensscan.train.evaluate import evaluate
 
-    also: dict[str, str] = {}
-    for item in a.also:
-        name, sep, url = item.partition("=")
-        if not (sep and name.strip() and url.strip()):
-            raise ValueError(f"--also {item!r}: give NAME=MODEL, both parts non-empty")
-        if name in also:
-            raise ValueError(f"--also: the name {name!r} is given twice")
-        also[name] = url
+    also = key_values(a.also, "--also", "NAME=MODEL")
     report = evaluate(a.model, a.data, a.out, also=also, tta=a.tta)
     e = report["ensemble"]
     print(json.dumps({k: e[k] for k in ("roc_auc", "average_precision", "recall_at_fpr_1e-3",

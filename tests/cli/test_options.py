@@ -159,6 +159,7 @@ def test_augment_settings_from_the_command_line(tmp_path, capsys):
                       (["psf_jitter=-0.5"], "augment: psf_jitter is a finite number >= 0"),
                       (["flux_jitter=nan"], "augment: flux_jitter is a finite number >= 0"),
                       (["noise_jitter=" + "9" * 400], "augment: noise_jitter is a finite number"),
+                      (["noise_jitter=1e400"], "noise_jitter is a finite number >= 0, not '1e400'"),
                       (["flux_jitter=1"], "augment: flux_jitter is under 1"),
                       (["psf_jitter=1", "--augment", "psf_jitter=2"],
                        "--augment: psf_jitter is given twice")):

@@ -59,7 +59,7 @@ def test_evaluate_writes_metrics_and_plots(ray_local, tiny_model, sim_survey, tm
     report = evaluate(model, str(data), str(tmp_path / "rep"), gradcam=2)
     saved = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert saved["rows"] == {"read": 61, "used": 60, "unlabelled": 0,
-                             "left_out": {"null_pixels": 1}}
+                             "left_out": {"null_pixels": 1}, "duplicate_object_ids": 0}
     assert saved["ensemble"]["roc_auc"] == report["ensemble"]["roc_auc"]
     for name in ("ensemble", "m0", "m1"):
         assert set(saved[name]) >= CONTRACT
@@ -167,7 +167,7 @@ def test_labels_names_and_scores_that_would_mislead_a_report(ray_local, tiny_mod
     assert {"a", "b"} <= set(json.loads((tmp_path / "r5" / "metrics.json").read_text()))
     assert main([*args, str(tmp_path / "r6"), "--also", f"a={tiny_model}",
                  "--also", f"a={tiny_model}"]) == 2
-    assert "--also: the name 'a' is given twice" in capsys.readouterr().err
+    assert "--also: a is given twice" in capsys.readouterr().err
     assert main([*args, str(tmp_path / "r7"), "--also", f"b={tmp_path / 'none'}"]) == 2
     err = capsys.readouterr().err
     assert "--also b: " in err and "not a lensscan model folder" in err
@@ -182,6 +182,15 @@ def test_labels_names_and_scores_that_would_mislead_a_report(ray_local, tiny_mod
         evaluate(tiny_model, str(tmp_path / "d"), str(tmp_path / "gone"))
     evaluate(tiny_model, str(tmp_path / "d"), f"file://{tmp_path / 'r8'}", gradcam=0)
     assert (tmp_path / "r8" / "metrics.json").exists()
+    capsys.readouterr()
+    # a shard copied twice counted every object twice, silently
+    shutil.copy(tmp_path / "d" / "a.parquet", tmp_path / "d" / "b.parquet")
+    twice = evaluate(tiny_model, str(tmp_path / "d"), str(tmp_path / "r9"), gradcam=0)
+    assert twice["rows"]["used"] == 78 and twice["rows"]["duplicate_object_ids"] == 39
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "object id" in ln]
+    assert len(warned) == 1 and "39 of the 78 rows used repeat an earlier row's object id" \
+        in warned[0] and "first: '$\\\\frac{$_1'" in warned[0], warned
+    (tmp_path / "d" / "b.parquet").unlink()
     assert not (tmp_path / "r6").exists() and not (tmp_path / "r7").exists()
     nan = tmp_path / "nan"
     shutil.copytree(tiny_model, nan)
