@@ -69,6 +69,16 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = 
     return rel.arrow()
 
 
+def fetch_batches(con: duckdb.DuckDBPyConnection, sql: str, rows: int = 65536
+                  ) -> pa.RecordBatchReader:
+    """Run ``sql`` and stream its result as Arrow record batches of up to ``rows`` rows
+    (DuckDB 1.x and 2.x): a result too large for memory is never held whole."""
+    rel = con.sql(sql)
+    if hasattr(rel, "to_arrow_reader"):
+        return rel.to_arrow_reader(rows)
+    return rel.record_batch(rows)
+
+
 def escape_glob(path: str) -> str:
     """``path`` with the characters DuckDB reads as a glob (``*``, ``?``, ``[``) written as
     one-character classes: a pattern that matches this very path."""

@@ -197,13 +197,10 @@ def check_numbers(top: int | None, min_score: float | None, cone: Cone | None) -
     Raises
     ------
     ValueError
-        For a negative ``top``, a ``min_score`` that is not finite, or a cone whose centre is
-        off the sky or whose radius is not a positive number of arcsec.
+        For a ``top`` that is negative or beyond int64, a ``min_score`` that is not finite, or
+        a cone whose centre is off the sky or whose radius is not a positive number of arcsec.
     """
-    if top is not None and top < 0:
-        raise ValueError(f"--top {top}: must be 0 or more")
-    if top is not None and top >= 2**63:
-        raise ValueError(f"--top {top}: too large (at most {2**63 - 1})")
+    commit.check_top(top)
     if min_score is not None and not math.isfinite(min_score):
         raise ValueError(f"--min-score {min_score}: must be a finite score")
     if cone is not None:

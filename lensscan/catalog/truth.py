@@ -332,9 +332,12 @@ def _by_position_sql(ranked: str, truth: pa.Table, rad: float) -> str:
             f"ELSE {dist} END AS sep FROM truth_in t "
             f"LEFT JOIN r ON r.dec BETWEEN t.dec - {rad / 3600!r} AND t.dec + "
             f"{rad / 3600!r} AND {dist} <= {rad!r}) "
-            "SELECT any_value(known_id) AS known_id, arg_min(rank, sep) AS rank, "
-            "arg_min(score, sep) AS score, arg_min(ra, sep) AS ra, arg_min(dec, sep) AS dec, "
-            "min(sep) AS separation_arcsec FROM m GROUP BY k "
+            # one nearest row for every column: ties in separation (one object under two ids
+            # in overlapping tracts) go to the better rank, not to a row per column
+            "SELECT any_value(known_id) AS known_id, arg_min(rank, row(sep, rank)) AS rank, "
+            "arg_min(score, row(sep, rank)) AS score, arg_min(ra, row(sep, rank)) AS ra, "
+            "arg_min(dec, row(sep, rank)) AS dec, min(sep) AS separation_arcsec FROM m "
+            "GROUP BY k "
             "ORDER BY rank NULLS LAST, known_id")
 
 

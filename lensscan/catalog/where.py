@@ -186,9 +186,12 @@ def where_sql(text: str, columns: Iterable[str]) -> str:
         _check(tree["statements"][0]["node"]["where_clause"], set(columns), text)
         sql = duckdb.connect().execute("SELECT json_deserialize_sql(?::JSON)",
                                        [json.dumps(tree)]).fetchone()[0]
-    except (duckdb.Error, RecursionError):  # DuckDB's nesting limit, or Python's
-        raise FilterError(f"--where {text[:60]!r}...: nested too deeply "
-                          "(write a long chain as a list of AND/OR terms)") from None
+    except (duckdb.Error, RecursionError) as exc:  # DuckDB's nesting limit, or Python's
+        if isinstance(exc, RecursionError) or "nesting depth" in str(exc):
+            raise FilterError(f"--where {text[:60]!r}...: nested too deeply "
+                              "(write a long chain as a list of AND/OR terms)") from None
+        raise FilterError(f"--where {_shown(text)}: could not be checked "
+                          f"({str(exc).splitlines()[0][:200]})") from None
     if not sql.startswith(_PREFIX):
         raise FilterError(f"--where {_shown(text)}: could not be rendered safely")
     return "(" + sql[len(_PREFIX):] + ")"

@@ -309,3 +309,11 @@ def write_parquet(
     pq.write_table(table, sink, row_group_size=row_group_size, compression=compression,
                    use_dictionary=[c for c in table.column_names if c != "image"])
     storage.write_bytes_atomic(url, sink.getvalue().to_pybytes())
+
+
+def write_table_atomic(url: str, table: pa.Table) -> None:
+    """Write an Arrow table (scores, lists: no image column) as one zstd Parquet file,
+    atomically (:func:`storage.write_bytes_atomic`)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    storage.write_bytes_atomic(url, sink.getvalue().to_pybytes())

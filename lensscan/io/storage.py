@@ -11,6 +11,7 @@ import errno
 import io
 import os
 import posixpath
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
@@ -53,11 +54,27 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
         ``/local/path``, ``file://...``, ``s3://bucket/key``, ``gs://...`` or ``memory://...``.
     """
     protocol = fsspec.core.split_protocol(str(url))[0] or "file"
+    _refuse_credentials(str(url), protocol)
     try:
         fs, path = fsspec.core.url_to_fs(str(url), **_storage_options(protocol))
     except (OSError, ImportError) as exc:  # a filesystem that connects when made (ftp://)
         raise StorageError(str(url), f"cannot open its filesystem ({short(exc)})") from None
     return fs, path
+
+
+def _refuse_credentials(url: str, protocol: str) -> None:
+    """Refuse a URL that carries a password (``ftp://user:pw@host/...``), naming it without
+    the password: credentials come from the standard chains only, and a URL is written into
+    manifests, provenance and every scored row's ``shard``."""
+    if protocol == "file" or "@" not in url:
+        return
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return
+    shown = parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}")
+    raise ValueError(f"{shown.geturl()}: the URL carries a password; lensscan takes credentials "
+                     "from the standard chains (environment, profile files, instance roles), "
+                     "never from a URL, which it writes into its outputs")
 
 
 def is_local(url: str) -> bool:
@@ -265,6 +282,22 @@ def remove(url: str) -> None:
     with failures_named(url, "remove"):
         if fs.exists(path):
             fs.rm(path, recursive=fs.isdir(path))
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(url: str) -> Iterator[None]:
+    """A local folder that does not exist yet and that the block, failing, leaves empty (a run
+    refused once it had taken the output's lease: an input that does not exist) is removed:
+    a typo leaves no empty folder behind. Object stores have no empty folders."""
+    path = filesystem(url)[1] if is_local(url) else None
+    fresh = path is not None and not os.path.lexists(path)
+    try:
+        yield
+    except BaseException:
+        if fresh:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something, keep it
+                os.rmdir(path)
+        raise
 
 
 def ensure_empty(url: str, overwrite: bool = False) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from lensscan import runtime
-from lensscan.errors import ModelError
+from lensscan.errors import LensscanError
 
 #: The worker start-up hook of ``LENSSCAN_WARM_WORKERS=1`` (:func:`warm_worker`).
 WARM_HOOK = "lensscan.score.actor.warm_worker"
@@ -21,19 +21,20 @@ class ScoringActor:
     """Ray Data callable class; arguments as
     :class:`~lensscan.score.predictor.EnsemblePredictor`.
 
-    A model that cannot be loaded (weights missing, modified, not safetensors) fails the first
-    batch with its :class:`ModelError`: the error of a call reaches the driver as itself, which
+    A model that cannot be loaded (weights missing, modified, not safetensors; or storage that
+    fails under the read) fails the first batch with its :class:`ModelError` or
+    :class:`StorageError`: the error of a call reaches the driver as itself, which
     reports it in one line, where an actor that dies in ``__init__`` reaches it as Ray's
     tracebacks."""
 
     def __init__(self, **kwargs) -> None:
         from lensscan.score.predictor import EnsemblePredictor  # torch: in the actor only
 
-        self.error: ModelError | None = None
+        self.error: LensscanError | None = None
         try:
             self.predictor = EnsemblePredictor(**kwargs)
-        except ModelError as exc:
-            self.error = exc
+        except LensscanError as exc:  # a ModelError, or a StorageError (this node's
+            self.error = exc  # credentials cannot read the model's bucket)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.error is not None:

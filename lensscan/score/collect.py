@@ -61,10 +61,6 @@ class Collector:
 
     def add(self, batch: dict[str, np.ndarray], t0: float) -> None:
         """Take one batch of scored rows; commit every unit it completes."""
-        if "device" in batch:
-            names, counts = np.unique(batch["device"].astype(str), return_counts=True)
-            for name, count in zip(names.tolist(), counts.tolist(), strict=True):
-                self.devices[name] = self.devices.get(name, 0) + count
         for i in np.unique(batch["unit"]).tolist():
             if i in self.done:  # a retried task delivered a committed unit's rows again
                 continue
@@ -78,11 +74,18 @@ class Collector:
             self.received += len(fresh)
             for col in self.carried:
                 self.pending[i][col].append(batch[col][fresh])
-            if "arithmetic" in batch:  # a unit's arithmetic is its scores': quarantined rows
-                scored = fresh[batch["status"][fresh] == OK]  # have none
+            scored = fresh[batch["status"][fresh] == OK]  # each row once, quarantined ones not
+            if "arithmetic" in batch:  # a unit's arithmetic is its scores'
                 self.arithmetic[i].update(np.unique(batch["arithmetic"][scored]).tolist())
+            if "device" in batch:
+                self._count_devices(batch["device"][scored])
             if got.all():
                 self._commit(i, t0)
+
+    def _count_devices(self, devices: np.ndarray) -> None:
+        names, counts = np.unique(devices.astype(str), return_counts=True)
+        for name, count in zip(names.tolist(), counts.tolist(), strict=True):
+            self.devices[name] = self.devices.get(name, 0) + count
 
     def _commit(self, i: int, t0: float) -> None:
         """Write unit ``i``'s part, its rows named by their shard."""
@@ -113,10 +116,11 @@ class Collector:
             if failure is None:
                 raise
             raise failure from None
-        if self.pending:
-            missing = ", ".join(sorted(self.keys[i] for i in self.pending)[:5])
-            raise RuntimeError(f"the stream ended with incomplete units ({missing}); rerun to "
-                               "finish them")
+        left = [self.keys[i] for i in range(len(self.units)) if i not in self.done]
+        if left:  # rows of a unit missing, or a whole unit that never arrived
+            raise StorageError(self.out, f"the stream ended before {len(left)} of "
+                               f"{len(self.units)} units were complete "
+                               f"({', '.join(sorted(left)[:5])})")
         return self.committed
 
 

@@ -15,9 +15,9 @@ that says why it was quarantined; rows whose id is missing or unreadable have a 
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
+from collections.abc import Callable
 
 import duckdb
 import numpy as np
@@ -28,6 +28,7 @@ from lensscan import duck
 from lensscan.errors import OutputError, StorageError
 from lensscan.io import storage
 from lensscan.io.batch import DUPLICATE_ID, OK, UNREADABLE, id_is_null, quarantine_batch
+from lensscan.io.parquet import write_table_atomic
 from lensscan.score.duplicates import flag_duplicates, is_scored
 
 SCORES = "scores"
@@ -99,7 +100,7 @@ def write_unit(out: str, key: str, rows: dict[str, np.ndarray], order: list[str]
                       for c in order})
     if arithmetic:
         table = table.replace_schema_metadata({ARITHMETIC_KEY: arithmetic})
-    _write_table(part_url(out, key), table)
+    write_table_atomic(part_url(out, key), table)
     return table.num_rows, int(np.count_nonzero(~quarantined))
 
 
@@ -114,19 +115,15 @@ def write_rejected(out: str, key: str, shard: str, rows: int, reason: str,
     return write_unit(out, key, batch, order, NO_SCORES)[0]
 
 
-def _write_table(url: str, table: pa.Table) -> None:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    storage.write_bytes_atomic(url, buf.getvalue())
-
-
-def finalize(out: str, keys: list[str], threshold: float | None, top: int | None) -> dict:
+def finalize(out: str, keys: list[str], threshold: float | None, top: int | None,
+             guard: Callable[[], None] = lambda: None) -> dict:
     """Flag duplicate ids across the committed parts of this run, count them and write
     ``candidates.parquet``.
 
     Only the parts named in ``keys`` (the units of the current input) are read, so a stale part
     of another input in the same folder is never counted. ``unreadable_parts`` lists the shards
-    with ``unreadable`` rows, their reason and rows.
+    with ``unreadable`` rows, their reason and rows. ``guard`` is called before the parts
+    are rewritten and before the candidates are written (it raises when the lease is lost).
     """
     files = [part_url(out, k) for k in keys]
     if not files:
@@ -134,13 +131,24 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
                 "rows_unreadable": 0, "duplicate_object_ids": 0, "quarantine_reasons": {},
                 "unreadable_parts": []}
     try:
-        return _finalize(out, files, threshold, top)
+        return _finalize(out, files, threshold, top, guard)
     except duckdb.Error as exc:
         bad = damaged_part(files)  # a part damaged since it was committed: name it
-        where, why = bad or (storage.join(out, SCORES), str(exc).splitlines()[0][:200])
-        raise OutputError(f"{where}: " + ("damaged part" if bad else
-                                           "a committed part cannot be read")
-                          + f" ({why}); rerun with --overwrite to score anew") from None
+        if bad:
+            raise OutputError(f"{bad[0]}: damaged part ({bad[1]}); rerun with --overwrite to "
+                              "score anew") from None
+        # the parts are sound: memory, a full spill disk... every part stays committed
+        raise StorageError(storage.join(out, SCORES), "the committed parts could not be "
+                           f"counted ({str(exc).splitlines()[0][:200]})") from None
+
+
+def check_top(top: int | None) -> None:
+    """Refuse a ``top`` that DuckDB's LIMIT cannot take (negative, or beyond int64), in one
+    line: before a survey is scored, not when its candidates are chosen."""
+    if top is not None and top < 0:
+        raise ValueError(f"--top {top}: must be 0 or more")
+    if top is not None and top >= 2**63:
+        raise ValueError(f"--top {top}: too large (at most {2**63 - 1})")
 
 
 #: a part's columns and the Parquet types they must have (what a reader ranks and filters by)
@@ -168,10 +176,12 @@ def damaged_part(urls: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def _finalize(out: str, files: list[str], threshold: float | None, top: int | None) -> dict:
+def _finalize(out: str, files: list[str], threshold: float | None, top: int | None,
+              guard: Callable[[], None]) -> dict:
     """:func:`finalize`'s work on the committed parts ``files``."""
     con = duck.connect(out)
     storage.list_into_cache(storage.join(out, SCORES))  # no HEAD per file and query
+    guard()
     if flag_duplicates(con, files):  # parts rewritten: list them again
         storage.list_into_cache(storage.join(out, SCORES))
     src = f"read_parquet([{', '.join(duck.sql_path(f) for f in files)}], union_by_name=true)"
@@ -193,7 +203,8 @@ def _finalize(out: str, files: list[str], threshold: float | None, top: int | No
     limit = f"LIMIT {int(top)}" if top is not None else ""
     table = duck.fetch_arrow(con, f"{ranked} ORDER BY rank {limit}")
     table = table.set_column(0, "rank", table.column("rank").cast(pa.int64()))
-    _write_table(storage.join(out, CANDIDATES), table)
+    guard()
+    write_table_atomic(storage.join(out, CANDIDATES), table)
     return {"rows_read": int(n_all), "rows_scored": int(n_ok),
             "rows_quarantined": int(n_all - n_ok), "candidates": table.num_rows,
             "rows_unreadable": int(reasons.get(UNREADABLE, 0)),

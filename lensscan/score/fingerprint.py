@@ -17,7 +17,6 @@ naming what differs, unless ``overwrite`` clears the old output first.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import MISSING, asdict, dataclass, field
 
@@ -26,6 +25,7 @@ import pyarrow.parquet as pq
 
 from lensscan.errors import OutputError
 from lensscan.io import storage
+from lensscan.io.parquet import write_table_atomic
 from lensscan.io.storage import Stamp
 
 RUN = "_run.json"
@@ -72,9 +72,7 @@ def write(out: str, rec: RunRecord) -> None:
     urls = sorted(rec.shards)
     table = pa.table({"shard": urls, "size": [rec.shards[u].size for u in urls],
                       "version": [rec.shards[u].version for u in urls]})
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    storage.write_bytes_atomic(storage.join(out, SHARDS), buf.getvalue())
+    write_table_atomic(storage.join(out, SHARDS), table)
     doc = {"input": rec.input, **rec.settings(), "fingerprint": rec.fingerprint,
            "shard_count": len(urls)}
     storage.write_bytes_atomic(storage.join(out, RUN), json.dumps(doc, indent=2).encode())

@@ -4,6 +4,8 @@ the ranked candidates (:func:`lensscan.score.commit.finalize`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from lensscan.config import ScoreConfig
 from lensscan.errors import NothingReadableError
 from lensscan.io import storage
@@ -11,9 +13,11 @@ from lensscan.score import commit
 from lensscan.score.plan import RunPlan
 
 
-def commit_run(cfg: ScoreConfig, plan: RunPlan, threshold: float, columns: list[str]) -> dict:
+def commit_run(cfg: ScoreConfig, plan: RunPlan, threshold: float, columns: list[str],
+               guard: Callable[[], None] = lambda: None) -> dict:
     """Commit what the stream does not into ``cfg.output`` and finalize it; returns the counts
-    (:func:`lensscan.score.commit.finalize`).
+    (:func:`lensscan.score.commit.finalize`). ``guard`` is called before each write (it
+    raises when the output's lease is lost or about to expire).
 
     Raises
     ------
@@ -22,11 +26,13 @@ def commit_run(cfg: ScoreConfig, plan: RunPlan, threshold: float, columns: list[
     """
     for key, (unit, reason) in plan.rejected.items():
         if key not in plan.done:
+            guard()
             commit.write_rejected(cfg.output, key, unit.url, unit.rows, reason, columns,
                                   plan.survey.string_ids)
-    counts = commit.finalize(cfg.output, plan.parts, threshold, cfg.top)
+    counts = commit.finalize(cfg.output, plan.parts, threshold, cfg.top, guard)
     plan.unreadable = unreadable_shards(plan, counts.pop("unreadable_parts"))
     if plan.unreadable:
+        guard()
         commit.write_json(storage.join(cfg.output, commit.QUARANTINE),
                           {"shards": plan.unreadable})
     if counts["rows_read"] - counts["rows_unreadable"] == 0:

@@ -19,7 +19,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from lensscan.errors import OutputError
+from lensscan.errors import OutputError, StorageError
 from lensscan.io import storage
 
 LEASE = "_lease.json"
@@ -65,7 +65,12 @@ class Lease:
         self.started = time.time()
         self._stop = threading.Event()
         self.lost = threading.Event()  # another run took the lease over: stop writing
+        self.renewed = 0.0  # when the lease was last written (taken or renewed)
+        self.renew_error = ""  # why the renewals since then failed
         self._thread: threading.Thread | None = None
+
+    def _period(self) -> float:
+        return min(RENEW_S, self.ttl_s / 4)
 
     def _doc(self) -> dict:
         now = time.time()
@@ -75,20 +80,26 @@ class Lease:
 
     def _read(self) -> dict | None:
         try:
-            return json.loads(storage.read_bytes(self.url))
+            doc = json.loads(storage.read_bytes(self.url))
         except FileNotFoundError:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None  # a torn or foreign file: not a live lease
+        return doc if isinstance(doc, dict) else None  # JSON of another shape: foreign too
 
     def holder(self) -> dict | None:
-        """The live lease of another run, or None."""
+        """The live lease of another run, or None (a file of another shape is no live
+        lease)."""
         held = self._read()
         if not held or held.get("token") == self.token:
             return None
-        if time.time() > float(held.get("expires_epoch", 0)):
+        try:
+            if time.time() > float(held.get("expires_epoch", 0)):
+                return None
+            pid = int(held.get("pid") or 0)
+        except (TypeError, ValueError, OverflowError):
             return None
-        if held.get("host") == socket.gethostname() and not _alive(int(held.get("pid", 0))):
+        if held.get("host") == socket.gethostname() and (pid <= 0 or not _alive(pid)):
             return None
         return held
 
@@ -104,6 +115,7 @@ class Lease:
         if held:
             raise self._refuse(held)
         storage.write_bytes_atomic(self.url, json.dumps(self._doc()).encode())
+        self.renewed = time.time()
         time.sleep(SETTLE_S)
         now = self._read()
         if not now or now.get("token") != self.token:
@@ -113,25 +125,34 @@ class Lease:
         return self
 
     def _renew(self) -> None:
-        while not self._stop.wait(min(RENEW_S, self.ttl_s / 4)):
+        while not self._stop.wait(self._period()):
             try:
                 held = self._read()
                 if held and held.get("token") != self.token:  # ours expired and was taken
                     self.lost.set()
                     return
                 storage.write_bytes_atomic(self.url, json.dumps(self._doc()).encode())
-            except Exception:  # noqa: BLE001 - a missed renewal only shortens the lease
-                continue
+                self.renewed = time.time()
+            except Exception as exc:  # noqa: BLE001 - a missed renewal shortens the lease,
+                # and check() stops the run before it expires
+                self.renew_error = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
     def check(self) -> None:
         """Raise :class:`OutputError` when another run has taken the lease over (this run's
-        renewals stopped for longer than its lifetime): this run must not write further."""
+        renewals stopped for longer than its lifetime), and :class:`StorageError` when the
+        renewals have failed for so long that the lease is about to expire (storage failing,
+        credentials expired): this run must not write further."""
         if self.lost.is_set():
             held = self._read() or {}
             raise OutputError(
                 f"{self.out}: this run's lease expired and another run took the folder over "
                 f"(host {held.get('host')}, pid {held.get('pid')}); this run stops without "
                 "committing")
+        age = time.time() - self.renewed
+        if self.renewed and age > self.ttl_s - self._period():
+            raise StorageError(self.url, f"this run's lease could not be renewed for "
+                               f"{age:.0f} s ({self.renew_error or 'no renewal ran'}); the run "
+                               "stops before it expires and another run could take the folder")
 
     def release(self) -> None:
         """Stop renewing and remove the lease if it is still ours."""

@@ -24,7 +24,7 @@ from lensscan.errors import ModelError
 from lensscan.io import storage
 from lensscan.models import calibration
 from lensscan.score import fingerprint, inprocess
-from lensscan.score.commit import committed_units
+from lensscan.score.commit import check_top, committed_units
 from lensscan.score.finish import commit_run
 from lensscan.score.lease import Lease
 from lensscan.score.manifest import build_manifest, now, write_manifest
@@ -62,7 +62,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
     cfg = replace(cfg, prior=prior)  # the actors calibrate p_lens to the resolved prior
     columns = output_columns(info.member_names)
     local = inprocess.use_local(cfg)  # the options checked before the output is touched
-    with Lease(cfg.output) as lease, Progress(enabled=cfg.progress) as progress:
+    with (storage.removed_if_left_empty(cfg.output), Lease(cfg.output) as lease,
+          Progress(enabled=cfg.progress) as progress):
         progress.begin("listing the input" if local else "listing the input, starting Ray")
         plan = plan_run(cfg, info, threshold, columns, progress.say)
         try:
@@ -73,8 +74,8 @@ def score_survey(cfg: ScoreConfig) -> dict:
         except ModelError:
             release_unused(cfg.output)
             raise
-        lease.check()  # the catalog and the manifest are written by the lease's holder only
-        counts = commit_run(cfg, plan, threshold, columns)
+        # the catalog and the manifest are written by the lease's holder only
+        counts = commit_run(cfg, plan, threshold, columns, guard=lease.check)
         manifest = build_manifest(cfg, info, plan, streamed, counts, started, t0, cal,
                                   prior_from)
         lease.check()
@@ -89,13 +90,13 @@ def check_cut(cfg: ScoreConfig) -> None:
     Raises
     ------
     ValueError
-        For a threshold outside [0, 1], a negative ``top``, ``rows_per_unit`` or ``batch_size``
-        under 1, or an output inside the folder its input reads.
+        For a threshold outside [0, 1], a ``top`` that is negative or beyond int64,
+        ``rows_per_unit`` or ``batch_size`` under 1, or an output inside the folder its input
+        reads.
     """
     if cfg.threshold is not None and not 0 <= cfg.threshold <= 1:
         raise ValueError(f"--threshold {cfg.threshold}: must be a score from 0 to 1")
-    if cfg.top is not None and cfg.top < 0:
-        raise ValueError(f"--top {cfg.top}: must be 0 or more")
+    check_top(cfg.top)
     if cfg.rows_per_unit < 1:
         raise ValueError(f"--rows-per-unit {cfg.rows_per_unit}: must be 1 or more")
     if cfg.batch_size is not None and cfg.batch_size < 1:

@@ -87,6 +87,11 @@ def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     assert err.startswith("lensscan import-npy: error:") and "Traceback" not in err
     assert main(["score", str(tmp_path / "missing"), str(tmp_path / "o")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # a typo left an empty output folder behind
+    (tmp_path / "mine").mkdir()  # a folder that was there stays
+    assert main(["score", str(tmp_path / "missing"), str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir()
+    capsys.readouterr()
     assert main(["score", str(tmp_path), str(tmp_path.with_name(tmp_path.name + "_o")), "--model",
                  str(tmp_path / "nomodel")]) == 2
     assert "not a lensscan model folder" in capsys.readouterr().err

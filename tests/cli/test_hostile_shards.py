@@ -155,7 +155,7 @@ def test_shard_of_other_bands_is_quarantined_before_the_model_reads_it(tmp_path)
 
 @pytest.mark.parametrize("option", [["--threshold", "nan"], ["--threshold", "inf"],
                                     ["--threshold", "7"], ["--top", "-3"],
-                                    ["--rows-per-unit", "0"]])
+                                    ["--top", str(2**63)], ["--rows-per-unit", "0"]])
 def test_cut_that_selects_nothing_meaningful_is_refused_before_the_output(tmp_path, option,
                                                                          tiny_model):
     src = tmp_path / "in"

@@ -126,3 +126,18 @@ def test_disk_full_mid_run(tiny_model, tmp_path):
     assert r.returncode == 3, r.stderr[-3000:]
     last = _one_line_failure(r.stderr, str(out / "run" / "scores" / "part-"))
     assert "No space left on device" in last
+
+
+def test_an_actor_that_cannot_read_the_model_fails_its_first_batch_with_the_url(monkeypatch):
+    """Storage that fails while an actor reads the model (a node whose own credentials cannot
+    read the bucket, an endpoint down) killed the actor in its constructor: Ray restarted it
+    and printed tracebacks, where the run reports a StorageError in one line (exit 3)."""
+    from lensscan.errors import StorageError
+    from lensscan.score.actor import ScoringActor
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    actor = ScoringActor(model_url="s3://models/round31", preprocessing={}, threads=1,
+                         tta=False, precision="fp32", compile=False, prior=None)
+    with pytest.raises(StorageError, match=rf"s3://models/round31/card.json: .*{RESUME}"):
+        actor({})

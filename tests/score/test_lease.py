@@ -104,3 +104,40 @@ def test_a_killed_writer_not_yet_reaped_holds_no_lease():
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_run_whose_renewals_keep_failing_stops_before_its_lease_expires(tmp_path):
+    """Renewals that fail (storage down, credentials expired) were skipped silently: the lease
+    expired, another run could take the folder while this one went on committing."""
+    from lensscan.errors import StorageError
+
+    out = str(tmp_path / "out")
+    lease = Lease(out, ttl_s=0.8).acquire()  # renews every 0.2 s
+    try:
+        lease.check()  # renewed: fine
+        os.remove(os.path.join(out, LEASE))
+        os.mkdir(os.path.join(out, LEASE))  # every renewal now fails to read or write it
+        time.sleep(1.0)
+        with pytest.raises(StorageError, match=r"_lease.json: this run's lease could not be "
+                                               r"renewed for \d+ s \(.+\); the run stops"):
+            lease.check()
+    finally:
+        lease.release()
+
+
+@pytest.mark.parametrize("doc", ['"x"', "[1, 2]", '{"pid": null, "expires_epoch": 1e12}',
+                                 '{"expires_epoch": "x"}', '{"pid": "x", "expires_epoch": 1e12}',
+                                 '{"pid": 0, "expires_epoch": 1e12}'])
+def test_a_lease_file_of_another_shape_is_no_live_lease(tmp_path, doc):
+    """JSON of another shape in _lease.json (a foreign or hand-edited file) raised a traceback
+    in score, query and gallery; a missing pid counted as a live process (pid 0 signals the
+    caller's own group)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    held = json.loads(doc)
+    if isinstance(held, dict):
+        held["host"] = socket.gethostname()
+        doc = json.dumps(held)
+    (out / LEASE).write_text(doc)
+    assert Lease(str(out)).holder() is None
+    Lease(str(out)).acquire().release()

@@ -113,12 +113,12 @@ def test_local_pipeline_contract_and_direct_scores(ray_local, tiny_model, tmp_pa
         assert manifest["resources"] == {
             "engine": "ray", "actors": 2, "gpus_per_actor": 0.0, "cpus_per_actor": 0.75,
             "threads": 1, "read_tasks": 2, "batch_size": 64, "row_bytes": 3 * 64 * 64 * 4,
-            "object_store_bytes": MIN_STORE_MB * 2**20, "devices": {"cpu": 450}}
+            "object_store_bytes": MIN_STORE_MB * 2**20, "devices": {"cpu": 448}}
     else:  # one model with every core's threads, one reader thread
         cpus = os.cpu_count()
         assert manifest["resources"] == {
             "engine": "local", "actors": 1, "gpus_per_actor": 0.0, "cpus_per_actor": cpus,
-            "threads": cpus, "read_tasks": 1, "batch_size": 64, "devices": {"cpu": 450}}
+            "threads": cpus, "read_tasks": 1, "batch_size": 64, "devices": {"cpu": 448}}
     assert set(manifest["startup"]) >= {"list_s", "ray_s", "plan_s"}
 
 

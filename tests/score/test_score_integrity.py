@@ -102,6 +102,21 @@ def test_duplicate_ids_across_shards_flagged(bad_rows_run):
     assert (cand["status"] == "ok").all() and not cand["object_id"].duplicated().any()
 
 
+def test_later_occurrences_stream_one_file_at_a_time():
+    """The later occurrences of repeated ids came back as one table turned into a dict per row
+    (a survey listed twice: half its rows, out of memory after scoring); they now stream by
+    file, and a file's rows that span batches stay one group."""
+    from lensscan.score.duplicates import _by_file
+
+    names = ["a", "a", "a", "b", "c", "c", "c", "c", "d"]
+    table = pa.table({"filename": names, "row": list(range(len(names)))})
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=2))
+    got = [(name, t.column("row").to_pylist()) for name, t in _by_file(reader)]
+    assert got == [("a", [0, 1, 2]), ("b", [3]), ("c", [4, 5, 6, 7]), ("d", [8])]
+    empty = pa.RecordBatchReader.from_batches(table.schema, [])
+    assert list(_by_file(empty)) == []
+
+
 def test_overflowing_pixels_quarantined_not_null_ok(bad_rows_run):
     """Pixels near the float32 maximum overflow the preprocessing: the row is quarantined,
     never 'ok' with a null score."""

@@ -15,7 +15,7 @@ from support import make_batch
 from lensscan import modelcard
 from lensscan.config import ScoreConfig
 from lensscan.data.stream import plan_survey
-from lensscan.errors import NothingReadableError, OutputError
+from lensscan.errors import NothingReadableError, OutputError, StorageError
 from lensscan.io.parquet import write_parquet
 from lensscan.io.shards import Unit
 from lensscan.score import commit, fingerprint
@@ -58,10 +58,15 @@ def test_collector_names_each_units_shard_and_keeps_each_row_once(tmp_path):
     b = pq.read_table(commit.part_url(out, "kb")).to_pydict()
     assert a["row"] == [0, 1, 2, 3] and set(a["shard"]) == {"s3://b/a.parquet"}
     assert b["row"] == [10, 11, 12] and set(b["shard"]) == {"s3://b/b.parquet"}
-    assert list(a) == COLUMNS and col.devices == {"cpu": 10}  # retried rows scored twice
-    with pytest.raises(RuntimeError, match=r"incomplete units \(kb\)"):
-        Collector(out, units, ["ka", "kb"], COLUMNS).run([_scored(1, [10])], 0.0,
-                                                         Progress(enabled=False))
+    # rows scored per device: each row once (retried rows were counted twice, 10)
+    assert list(a) == COLUMNS and col.devices == {"cpu": 7}
+    # a unit with rows missing, or one of which no row arrived (it was not noticed): one line,
+    # the run resumable (exit 3), not a RuntimeError's traceback
+    for delivered in ([_scored(0, [0, 1, 2, 3]), _scored(1, [10])], [_scored(0, [0, 1, 2, 3])]):
+        with pytest.raises(StorageError, match=r"ended before 1 of 2 units were complete "
+                                               r"\(kb\); rerun the same command"):
+            Collector(str(tmp_path / "o2"), units, ["ka", "kb"], COLUMNS).run(
+                delivered, 0.0, Progress(enabled=False))
 
 
 def test_collector_commits_nothing_once_its_guard_refuses(tmp_path):

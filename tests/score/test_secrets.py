@@ -71,3 +71,26 @@ def test_secret_key_in_no_log_output_or_console(s3_bucket, tiny_model, tmp_path)
 
 def _all_files(root: str) -> list[str]:
     return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+
+
+def test_a_url_that_carries_a_password_is_refused_without_showing_it(tiny_model, tmp_path,
+                                                                   capsys):
+    """A password in a URL (which fsspec would use) reached _run.json, the manifest, the
+    provenance of every export and the ``shard`` of every scored row."""
+    from lensscan.cli import main
+
+    password = f"pw-{uuid.uuid4().hex}"
+    write_parquet(str(tmp_path / "in" / "p.parquet"), make_batch(4, seed=3))
+    runs = (["score", f"ftp://bob:{password}@127.0.0.1:1/in", str(tmp_path / "o1"),
+             "--model", tiny_model],
+            ["score", str(tmp_path / "in"), f"s3://KEY:{password}@bucket/o2",
+             "--model", tiny_model],
+            ["score", str(tmp_path / "in"), str(tmp_path / "o3"),
+             "--model", f"gs://KEY:{password}@models/round31"])
+    for argv in runs:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert password not in err and ":***@" in err and "carries a password" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert not any((tmp_path / o).exists() for o in ("o1", "o3"))
+    assert storage.filesystem("s3://bucket/a@b/c")[1] == "bucket/a@b/c"  # an @ in a key
