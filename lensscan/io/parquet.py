@@ -25,6 +25,7 @@ from lensscan.io.arrowbatch import (  # noqa: F401  (decode_images, extra_column
     table_to_batch,
 )
 from lensscan.io.batch import CUTOUT_SHAPE, Batch
+from lensscan.io.spanfile import SpanFile
 
 BANDS_KEY = b"lensscan.bands"
 PIXEL_SCALE_KEY = b"lensscan.pixel_scale"  # arcsec per pixel
@@ -162,7 +163,7 @@ def read_parquet(
             # read it before
             fs, path = storage.filesystem(url)
             try:
-                span = storage.SpanFile(fs.open(path, "rb", cache_type="none"))
+                span = SpanFile(fs.open(path, "rb", cache_type="none"))
             except FileNotFoundError as exc:
                 raise ShardError(url, "file not found") from exc
             pf = _open_file(url, span, span.raw)
@@ -173,7 +174,7 @@ def read_parquet(
                 span.close()
 
 
-def _read(url: str, pf: pq.ParquetFile, span: storage.SpanFile | None,
+def _read(url: str, pf: pq.ParquetFile, span: SpanFile | None,
           row_groups: list[int] | None, columns: list[str] | None,
           half: bool = False) -> Batch:
     info = parquet_info(url, pf)
@@ -221,7 +222,7 @@ def _byte_span(pf: pq.ParquetFile, groups: list[int]) -> tuple[int, int]:
 
 
 def _plain_images(url: str, pf: pq.ParquetFile, groups: list[int],
-                  span: storage.SpanFile | None = None) -> np.ndarray | None:
+                  span: SpanFile | None = None) -> np.ndarray | None:
     """The image column by the PLAIN-page fast path (:mod:`plainpages`), or None."""
     if not plainpages.plan(pf, groups):
         return None
