@@ -7,6 +7,8 @@ generates the options of ``lensscan`` and of ``jobs/`` from it.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
@@ -31,23 +33,57 @@ def option(default: Any = MISSING, help: str = "", *, choices: list[str] | None 
            metavar: str | tuple[str, ...] | None = None, flag: str | None = None,
            per_band: bool = False, exclusive: str | None = None, cli: bool = True,
            low: float | None = None, high: float | None = None,
-           above: float | None = None) -> Any:
+           above: float | None = None, below: float | None = None) -> Any:
     """A dataclass field with its default and what its command-line option shows.
 
     ``help`` describes the option as typed: for a boolean that defaults to True, its
     ``--no-NAME`` flag. ``flag`` replaces the ``--NAME`` derived from the field's name;
     ``per_band``: a list written as one comma-separated value per band (``g,r,i``);
     ``exclusive``: options with the same group name cannot be given together; ``cli=False``: a
-    setting of the library only (no option). ``low``/``high`` (inclusive) and ``above``
-    (exclusive) bound a number: the option refuses others. No ``default``: the field is
+    setting of the library only (no option). ``low``/``high`` (inclusive) and ``above``/
+    ``below`` (exclusive) bound a number: the option refuses others, and so does
+    :func:`check_bounds` for the Python API. No ``default``: the field is
     required. A list or dict default is copied for every instance."""
     meta = {"help": help, "choices": choices, "metavar": metavar, "flag": flag,
             "per_band": per_band, "exclusive": exclusive, "cli": cli, "low": low,
-            "high": high, "above": above}
+            "high": high, "above": above, "below": below}
     meta = {k: v for k, v in meta.items() if v is not None and v is not False} | {"cli": cli}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+BOUNDS = ("low", "high", "above", "below")
+
+
+def out_of_bounds(value: float, bounds: Mapping[str, float]) -> str | None:
+    """Why a number breaks ``bounds`` (:data:`BOUNDS`: ``low``/``high`` inclusive,
+    ``above``/``below`` exclusive; a float must be finite), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    low, high, above, below = (bounds.get(k) for k in BOUNDS)
+    if low is not None and value < low:
+        return f"must be {low:g} or more"
+    if above is not None and value <= above:
+        return f"must be more than {above:g}"
+    if high is not None and value > high:
+        return f"must be {high:g} or less"
+    if below is not None and value >= below:
+        return f"must be less than {below:g}"
+    return None
+
+
+def check_bounds(obj: Any) -> None:
+    """Refuse a number of a config dataclass outside its field's bounds, in one line naming
+    the option: the command line refuses them as typed, the Python API here."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        why = out_of_bounds(value, f.metadata)
+        if why:
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            raise ValueError(f"{flag}: {why}, not {value!r}")
 
 
 def _from_dict(cls, d: dict[str, Any]):
@@ -76,7 +112,8 @@ class TrainConfig:
     epochs: int = option(12, "maximum epochs", low=1)
     steps_per_epoch: int | None = option(None, "training steps per epoch (default: one pass over "
                                          "the training rows)", low=1)
-    batch_size: int = option(128, "cutouts per batch, per worker", low=1)
+    batch_size: int = option(128, "cutouts per batch, per worker (a lens and a non-lens at "
+                             "least)", low=2)
     lr: float = option(2e-3, "AdamW peak learning rate (one-cycle schedule)", above=0)
     lr_batch: int | None = option(None, "the batch size --lr is tuned for: the peak learning rate "
                                   "is scaled by sqrt(batch-size x workers / B) (larger GPU "
@@ -87,7 +124,7 @@ class TrainConfig:
                        choices=["focal", "bce"])
     focal_gamma: float = option(2.0, "focusing parameter of the focal loss", low=0)
     lens_fraction: float = option(0.3, "share of lenses in every batch (balanced sampling)",
-                                  above=0, high=1)
+                                  above=0, below=1)
     patience: int = option(4, "stop after this many epochs without a better validation AUC "
                            "(counted from the schedule's second half)", low=0)
     seed: int = option(0, "seeds weights, sampling and augmentation", low=0)

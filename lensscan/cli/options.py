@@ -20,27 +20,25 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from lensscan.config import BOUNDS, out_of_bounds
+
 
 def number(kind: type = int, low: float | None = None, high: float | None = None,
-           above: float | None = None):
-    """An argparse ``type`` for a number within bounds (``low``/``high`` inclusive, ``above``
-    exclusive; floats finite): a value out of range is one line naming the option, before the
-    command does anything."""
+           above: float | None = None, below: float | None = None):
+    """An argparse ``type`` for a number within bounds (``low``/``high`` inclusive,
+    ``above``/``below`` exclusive; floats finite): a value out of range is one line naming the
+    option, before the command does anything."""
     what = "a whole number" if kind is int else "a number"
+    bounds = {"low": low, "high": high, "above": above, "below": below}
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-        if low is not None and value < low:
-            raise argparse.ArgumentTypeError(f"must be {low:g} or more, not {text}")
-        if above is not None and value <= above:
-            raise argparse.ArgumentTypeError(f"must be more than {above:g}, not {text}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"must be {high:g} or less, not {text}")
+        why = out_of_bounds(value, bounds)
+        if why:
+            raise argparse.ArgumentTypeError(f"{why}, not {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -119,7 +117,7 @@ def _argument(name: str, hint: Any, meta: dict, default: Any, positional: bool
     if "metavar" in meta:
         kw["metavar"] = meta["metavar"]
     kind = _bare(hint)
-    bounds = {k: meta[k] for k in ("low", "high", "above") if k in meta}
+    bounds = {k: meta[k] for k in BOUNDS if k in meta}
     typed = number(kind, **bounds) if bounds and kind in (int, float) else kind
     if positional:
         return [name], kw | ({"type": typed} if kind in (int, float) else {})
@@ -215,7 +213,7 @@ def _per_band_values(f: Field, kind: type, text: str) -> list:
     """The values of a per-band option, each within the option's bounds (numbers: finite), in
     one line naming the option."""
     flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-    bounds = {k: f.metadata[k] for k in ("low", "high", "above") if k in f.metadata}
+    bounds = {k: f.metadata[k] for k in BOUNDS if k in f.metadata}
     parse = number(kind, **bounds) if kind in (int, float) else kind
     try:
         return [parse(v) for v in _per_band(text)]

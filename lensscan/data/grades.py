@@ -90,7 +90,9 @@ def grade_rows(url: str, ids: list, grades: list, graders: list | None = None,
     when = text(times, "")
     for i, t in enumerate(when):
         instant(url, i, t)
-    return {"object_id": names, "value": values, "grader": text(graders, url), "time": when}
+    named = text(graders, "") != ""
+    return {"object_id": names, "value": values, "grader": text(graders, url), "time": when,
+            "named": named.astype(bool)}
 
 
 def grade_values(url: str, ids: np.ndarray, grades: list, first_row: int = 2,
@@ -122,23 +124,25 @@ def instant(url: str, i: int, text: str) -> float:
 
 
 def latest(grades: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """All graders' rows together, one per (object, grader): the latest by time, else the last;
-    the same grade of an object at the same time in several files is one grading event."""
+    """All graders' rows together, one per (object, grader): the latest by time, else the last.
+    Then one grading event exported twice by a grader without a name (two files, so two
+    "graders" named by their files: the same grade of an object at the same time) counts once;
+    graders with names are never merged, whatever they graded when."""
     rows = {k: np.concatenate([g[k] for g in grades]) for k in grades[0]}
     when = np.array([instant("", i, str(t)) for i, t in enumerate(rows["time"])])
-    order = np.lexsort((np.arange(len(when)), when))
     keep: dict[tuple[str, str], int] = {}
-    events: set[tuple[str, int, str]] = set()
-    for i in order:
-        # one grading event in two exports (a grader without a name exporting twice: two
-        # files, so two "graders") counts once
-        event = (rows["object_id"][i], int(rows["value"][i]), str(rows["time"][i]))
-        if event[2] and event in events:
-            continue
-        events.add(event)
+    for i in np.lexsort((np.arange(len(when)), when)):
         keep[(rows["object_id"][i], rows["grader"][i])] = i
-    idx = np.array(sorted(keep.values()), dtype=np.int64)
-    return {k: v[idx] for k, v in rows.items()}
+    events: set[tuple[str, int, str]] = set()
+    idx = []
+    for i in sorted(keep.values()):
+        event = (rows["object_id"][i], int(rows["value"][i]), str(rows["time"][i]))
+        if not rows["named"][i] and event[2]:
+            if event in events:
+                continue
+            events.add(event)
+        idx.append(i)
+    return {k: v[np.array(idx, dtype=np.int64)] for k, v in rows.items()}
 
 
 def combine(rows: dict[str, np.ndarray], grade_c: str = "drop") -> Combined:

@@ -79,7 +79,8 @@ def build_ensemble(out: str, member_urls: list[str], val: str, prior_ratio: floa
     z = member_z @ w + b
     score = calibration.sigmoid(z)
     threshold = choose_threshold(y, score, prior_ratio)
-    per_member = {c.name: summary(y, member_p[:, i], choose_threshold(y, member_p[:, i],
+    member_s = calibration.sigmoid(member_z)  # unclipped: no ties at the top
+    per_member = {c.name: summary(y, member_s[:, i], choose_threshold(y, member_s[:, i],
                                                                           prior_ratio))
                   for i, c in enumerate(cards)}
     card = modelcard.ModelCard(

@@ -175,5 +175,6 @@ def _gradcam(loaded, ds, y, s, thr, extra, n, path) -> None:
     x = torch.from_numpy(np.stack(imgs).astype(np.float32))
     cams = grad_cam(member, x)
     # the model sees the stretched crop; show it back as a composite (its linear-ish inverse)
-    rgb = [rgb_composite(np.sinh(im) * 3.0, stretch=3.0, q=4.0) for im in x.numpy()]
+    soft = Preprocessing.from_dict(loaded.preprocessing).softening
+    rgb = [rgb_composite(np.sinh(im) * soft, stretch=soft, q=4.0) for im in x.numpy()]
     plots.gradcam_plot(path, rgb, list(cams), titles)

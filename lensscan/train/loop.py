@@ -138,7 +138,7 @@ def autocast(device: torch.device, precision: str):
 
 def _balanced_indices(pos: np.ndarray, neg: np.ndarray, steps: int, batch: int, frac: float,
                       rng: np.random.Generator) -> np.ndarray:
-    n_pos = max(1, round(batch * frac))
+    n_pos = min(batch - 1, max(1, round(batch * frac)))  # a lens and a non-lens at least
     p = rng.choice(pos, size=(steps, n_pos), replace=True)
     q = rng.choice(neg, size=(steps, batch - n_pos), replace=True)
     return np.concatenate([p, q], axis=1)

@@ -28,10 +28,18 @@ def roc_curve(y, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.r_[0.0, fp / n], np.r_[0.0, tp / p], np.r_[np.inf, thr]
 
 
+def _has(y, positives: bool = True, negatives: bool = True) -> bool:
+    y = np.asarray(y).astype(bool)
+    return bool((not positives or y.any()) and (not negatives or (~y).any()))
+
+
 def roc_auc(y, s) -> float:
-    """Area under the ROC curve."""
+    """Area under the ROC curve; NaN without both classes (it is undefined, not 0)."""
+    if not _has(y):
+        return float("nan")
     fpr, tpr, _ = roc_curve(y, s)
-    return float(np.trapezoid(tpr, fpr))
+    # the trapezoid rule written out (np.trapezoid is NumPy 2's; NumPy 1.26 is supported)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
 def pr_curve(y, s, w_neg: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,13 +51,18 @@ def pr_curve(y, s, w_neg: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def average_precision(y, s) -> float:
-    """Average precision: sum over thresholds of (R_k - R_{k-1}) P_k."""
+    """Average precision: sum over thresholds of (R_k - R_{k-1}) P_k; NaN without lenses."""
+    if not _has(y, negatives=False):
+        return float("nan")
     precision, recall, _ = pr_curve(y, s)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def recall_at_fpr(y, s, fpr_max: float) -> float:
-    """Highest recall reachable with a false-positive rate <= ``fpr_max``."""
+    """Highest recall reachable with a false-positive rate <= ``fpr_max``; NaN without
+    lenses."""
+    if not _has(y, negatives=False):
+        return float("nan")
     fpr, tpr, _ = roc_curve(y, s)
     ok = fpr <= fpr_max + 1e-12
     return float(tpr[ok].max()) if ok.any() else 0.0

@@ -9,6 +9,7 @@ import torch
 
 from lensscan.errors import ModelError
 from lensscan.io.batch import left_out, ok_mask, skipped_note
+from lensscan.models import calibration
 
 
 def require_both_classes(y: np.ndarray, rows: dict, data: str, what: str) -> None:
@@ -29,7 +30,8 @@ def require_both_classes(y: np.ndarray, rows: dict, data: str, what: str) -> Non
 def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
                   extra: tuple[str, ...] = (), rows: dict | None = None
                   ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Labels, lens probabilities and extra columns of the ``ok`` rows of a model-stage dataset.
+    """Labels, lens probabilities (float64, from the logits) and extra columns of the ``ok``
+    rows of a model-stage dataset; batches without such rows are not scored.
 
     ``model`` maps (N, 3, H, W) to logits (N, 1) or, for an ensemble, returns (score, members).
     ``rows``, when given, is filled with the counts: ``read``, ``used``, ``unlabelled`` (ok rows
@@ -39,11 +41,10 @@ def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         keep = ok_mask(batch["status"]) & (batch["label"] >= 0)
         statuses.append(batch["status"])
+        if not keep.any():  # a batch of quarantined or unlabelled rows: nothing to score
+            continue
         x = torch.from_numpy(np.ascontiguousarray(batch["image"][keep], dtype=np.float32))
-        out = model(x)
-        score = out[0] if isinstance(out, tuple) else torch.sigmoid(out.float().reshape(-1))
-        ss.append(score.numpy() if not isinstance(out, tuple) else
-                  np.concatenate([score.numpy()[:, None], out[1].numpy()], axis=1))
+        ss.append(_scores(model, x))
         ys.append(batch["label"][keep])
         for k in extra:
             ex[k].append(batch[k][keep])
@@ -59,6 +60,23 @@ def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
         return np.zeros(0, np.int64), np.zeros(0), {k: np.zeros(0) for k in extra}
     return _finite_only(np.concatenate(ys), np.concatenate(ss),
                         {k: np.concatenate(v) for k, v in ex.items()}, rows)
+
+
+def _scores(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """A member's probabilities (N,), or an ensemble's (N, 1 + M): its score, then its
+    members'; logits instead where the ensemble was asked for them (``output_logits``).
+    Probabilities are taken from the logits in float64: float32's sigmoid is exactly 1 from a
+    logit of about 16.6 (and coarse well before), which would tie the top of a ranking."""
+    if not hasattr(model, "output_logits"):  # one member: logits (N, 1)
+        return calibration.sigmoid(model(x).double().reshape(-1).numpy())
+    asked = model.output_logits
+    model.output_logits = True
+    try:
+        combined, members = model(x)
+    finally:
+        model.output_logits = asked
+    z = np.concatenate([combined.double().numpy()[:, None], members.double().numpy()], axis=1)
+    return z if asked else calibration.sigmoid(z)
 
 
 def _finite_only(y: np.ndarray, s: np.ndarray, ex: dict, rows: dict | None

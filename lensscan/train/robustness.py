@@ -25,7 +25,7 @@ from lensscan.simulate.population import ALL_FAMILIES, Rendering, preset, with_f
 from lensscan.simulate.survey import SurveySpec, simulate_survey
 from lensscan.train.ensemble import member_config
 from lensscan.train.metrics import average_precision, recall_at_fpr, roc_auc
-from lensscan.train.predict import member_scores
+from lensscan.train.predict import member_scores, require_both_classes
 from lensscan.train.trainer import complete, dataset, run_name, train
 
 #: The recipe of every member of the matrix: the bundled ensemble's first member.
@@ -86,7 +86,9 @@ def _scores(model_url: str, test: str) -> tuple[float, ...]:
     """Lenses, non-lenses, AUC, AP and recall at FPR 1e-3 of one model on one test set."""
     loaded = modelcard.load_model(model_url)
     ds = dataset(test, Preprocessing.from_dict(loaded.preprocessing), "model")
-    y, s, _ = member_scores(loaded.module, ds)
+    rows: dict = {}
+    y, s, _ = member_scores(loaded.module, ds, rows=rows)
+    require_both_classes(y, rows, test, "the robustness matrix")
     s = s[:, 0]
     return (int(y.sum()), int((y == 0).sum()), roc_auc(y, s), average_precision(y, s),
             recall_at_fpr(y, s, 1e-3))

@@ -33,7 +33,7 @@ from ray.train import (
 from ray.train.torch import TorchTrainer
 
 from lensscan import modelcard, runtime
-from lensscan.config import TrainConfig
+from lensscan.config import TrainConfig, check_bounds
 from lensscan.data.augment import Augment
 from lensscan.data.preprocess import Preprocessing
 from lensscan.data.readstage import read_stage
@@ -251,6 +251,7 @@ def check(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, int] | None, dict | 
     if cfg.keep_labels and not cfg.labels:
         raise ValueError("--keep-labels keeps ungraded rows beside graded ones: give --labels")
     cfg = complete(cfg)
+    check_bounds(cfg)  # as the command line's options do
     check_precision(cfg.precision)
     pairs = parse_exclude(cfg.exclude)
     check_columns(cfg.data, [c for c, _ in pairs])

@@ -206,3 +206,40 @@ def test_labels_names_and_scores_that_would_mislead_a_report(ray_local, tiny_mod
         card.write_text(json.dumps(raw))
     with pytest.raises(modelcard.ModelError, match="scores are not finite for any of the 39"):
         evaluate(str(nan), str(tmp_path / "d"), str(tmp_path / "r4"))
+
+
+def test_scores_skip_batches_without_usable_rows_and_keep_the_top_apart(ray_local, tiny_model,
+                                                                        tmp_path):
+    """A batch whose rows were all unlabelled or quarantined crashed `evaluate --tta` (an empty
+    batch of 8 views cannot be reshaped); probabilities were float32, exactly 1 from a logit of
+    about 16.6, which tied the top of a ranking across classes."""
+    from lensscan.io.parquet import write_parquet
+    from lensscan.models.ensemble import Ensemble
+    from lensscan.train.predict import _scores, member_scores
+    from lensscan.train.trainer import dataset
+
+    batch = make_batch(8, seed=2)
+    batch["label"][:] = [-1, -1, -1, -1, 0, 1, 0, 1]  # the first batch of 4: no label
+    write_parquet(str(tmp_path / "d" / "a.parquet"), batch)
+    loaded = modelcard.load_model(tiny_model)
+    loaded.module.tta = True
+    ds = dataset(str(tmp_path / "d"), Preprocessing.from_dict(loaded.preprocessing), "model")
+    rows: dict = {}
+    y, s, _ = member_scores(loaded.module, ds, batch_size=4, rows=rows)
+    assert y.tolist() == [0, 1, 0, 1] and s.shape == (4, 3) and s.dtype == np.float64
+    assert rows["unlabelled"] == 4 and rows["used"] == 4
+
+    class Fixed(torch.nn.Module):  # logits where float32's sigmoid is 1 for all three
+        def forward(self, x):
+            return torch.tensor([[17.0], [25.0], [33.0]])
+
+    x = torch.zeros(3, 3, 48, 48)
+    member = _scores(Fixed(), x)
+    assert member[0] < member[1] < member[2] < 1.0
+    assert torch.sigmoid(torch.tensor([17.0, 33.0])).tolist() == [1.0, 1.0]  # float32's
+    ens = Ensemble([Fixed()], [1.0])
+    both = _scores(ens, x)
+    assert both.shape == (3, 2) and both[0, 0] < both[1, 0] < both[2, 0] < 1.0
+    assert not ens.output_logits  # put back as it was
+    ens.output_logits = True
+    assert _scores(ens, x)[:, 0].tolist() == [17.0, 25.0, 33.0]  # logits, as asked

@@ -7,7 +7,15 @@ import pytest
 from support import make_batch
 
 from lensscan.cli import main
-from lensscan.data.grades import agreement, combine, describe, graded_labels, latest, read_grades
+from lensscan.data.grades import (
+    agreement,
+    combine,
+    describe,
+    graded,
+    graded_labels,
+    latest,
+    read_grades,
+)
 from lensscan.data.preprocess import Preprocessing
 from lensscan.errors import ModelError
 from lensscan.io.parquet import write_parquet
@@ -65,6 +73,25 @@ def test_the_latest_grade_of_a_grader_counts(tmp_path):
                                              "1,B,bob,,0.9\n"))
     rows = latest([g])
     assert sorted(zip(rows["grader"], rows["value"], strict=True)) == [("ann", 3), ("bob", 2)]
+
+
+def test_named_graders_are_never_merged_and_the_order_of_files_does_not_matter(tmp_path):
+    """Two named graders giving the same grade at the same time were taken for one grading
+    event exported twice: one was dropped, or (in the other order of files) a grader's stale
+    grade counted instead of its latest; the label hung on the order of the CSVs."""
+    x = _csv(tmp_path / "x.csv", "object_id,grade,grader,time\n1,not a lens,X,2026-01-01\n"
+                                 "1,A,X,2026-01-02\n")
+    y = _csv(tmp_path / "y.csv", "object_id,grade,grader,time\n1,A,Y,2026-01-02\n")
+    z = _csv(tmp_path / "z.csv", "object_id,grade,grader,time\n1,not a lens,Z,2026-01-03\n")
+    for order in ([x, y, z], [y, x, z], [z, y, x]):
+        combined, report = graded(order)
+        assert combined.mean.tolist() == [2.0] and combined.labels() == {"1": 1}
+        assert report["graders"] == 3
+    # one unnamed grader's export given as two files is still one grading event
+    a = _csv(tmp_path / "a.csv", "object_id,grade,time\n1,B,2026-01-05\n")
+    b = _csv(tmp_path / "b.csv", "object_id,grade,time\n1,B,2026-01-05\n")
+    combined, _ = graded([x, a, b])
+    assert combined.graders.tolist() == [2] and combined.mean.tolist() == [2.5]
 
 
 def test_relabel_keeps_graded_rows_with_their_grades():

@@ -65,3 +65,16 @@ def test_summary_confusion_and_top_n():
     assert out["confusion"] == {"tp": 2, "fp": 1, "fn": 1, "tn": 2}
     assert out["precision"] == pytest.approx(2 / 3) and out["recall"] == pytest.approx(2 / 3)
     assert out["fp_per_lens_top_3"] == pytest.approx(0.5)
+
+
+def test_metrics_without_both_classes_are_undefined_not_zero():
+    """One class gave AUC and AP 0.0 (a robustness cell of a set without lenses read as the
+    worst model), and no rows an IndexError."""
+    s = np.array([0.9, 0.1, 0.5])
+    for y in (np.array([0, 0, 0]), np.array([], int)):
+        ss = s[:len(y)]
+        assert np.isnan(M.roc_auc(y, ss)) and np.isnan(M.average_precision(y, ss))
+        assert np.isnan(M.recall_at_fpr(y, ss, 1e-3))
+    assert np.isnan(M.roc_auc(np.array([1, 1, 1]), s))
+    assert M.average_precision(np.array([1, 1, 1]), s) == 1.0  # lenses only: all precise
+    assert M.roc_auc(np.array([1, 0, 0]), s) == 1.0 and M.roc_auc(np.array([0, 1, 1]), s) == 0.0

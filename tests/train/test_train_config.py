@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import os
 
+import numpy as np
+
 from lensscan.config import TrainConfig
 from lensscan.data.augment import Augment
 from lensscan.data.preprocess import Preprocessing
@@ -24,6 +26,35 @@ def test_check_completes_a_copy(tmp_path, monkeypatch):
     assert done.preprocessing == Preprocessing().to_dict()
     assert done.augment == Augment().to_dict()
     assert complete(done) == done  # completing a complete config changes nothing
+
+
+def test_numbers_out_of_bounds_are_refused_by_the_api_as_by_the_command_line(tmp_path,
+                                                                           monkeypatch, capsys):
+    """A batch of lenses only (lens_fraction 1, or a batch of 1) trained with a loss of exactly
+    0 (class-weighted BCE) or learned "everything is a lens"; the Python API took any number
+    the command line refuses (a negative size reached the workers as a traceback)."""
+    import pytest
+
+    from lensscan.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for field, value, said in (("lens_fraction", 1.0, "--lens-fraction: must be less than 1"),
+                               ("lens_fraction", 1.5, "--lens-fraction: must be less than 1"),
+                               ("batch_size", 1, "--batch-size: must be 2 or more, not 1"),
+                               ("lr", float("nan"), "--lr: must be a finite number"),
+                               ("workers", 0, "--workers: must be 1 or more, not 0")):
+        with pytest.raises(ValueError, match=said):
+            check(TrainConfig(data="train", out="model", **{field: value}))
+    for argv, said in ((["--lens-fraction", "1"], "must be less than 1, not 1"),
+                       (["--batch-size", "1"], "must be 2 or more, not 1")):
+        with pytest.raises(SystemExit):
+            main(["train", "train", "--out", "model", *argv])
+        assert said in capsys.readouterr().err
+    from lensscan.train.loop import _balanced_indices
+
+    rng = np.random.default_rng(0)
+    idx = _balanced_indices(np.arange(5), np.arange(5, 10), 3, 2, 0.9, rng)
+    assert (idx[:, 0] < 5).all() and (idx[:, 1] >= 5).all()  # a lens and a non-lens each
 
 
 def test_lenses_painted_on_one_host_share_its_validation_fold():
