@@ -25,6 +25,10 @@ LOCAL_MAX_ROWS = 50_000
 #: error, which would scale every stamp to nothing or to overflow
 ZEROPOINT_RANGE = (10.0, 45.0)
 
+#: The most rows one command makes (simulate, inject): 10^8 cutouts are 5 TB of float32
+#: pixels; a larger count is a typo, which would fill memory with its job list
+MAX_ROWS = 10**8
+
 #: How shards can store their pixels: float32, or float16 (half the bytes: 24 KiB a cutout)
 PIXEL_TYPES = ("float32", "float16")
 
@@ -63,14 +67,19 @@ def out_of_bounds(value: float, bounds: Mapping[str, float]) -> str | None:
         return "must be a finite number"
     low, high, above, below = (bounds.get(k) for k in BOUNDS)
     if low is not None and value < low:
-        return f"must be {low:g} or more"
+        return f"must be {_shown(low)} or more"
     if above is not None and value <= above:
-        return f"must be more than {above:g}"
+        return f"must be more than {_shown(above)}"
     if high is not None and value > high:
-        return f"must be {high:g} or less"
+        return f"must be {_shown(high)} or less"
     if below is not None and value >= below:
-        return f"must be less than {below:g}"
+        return f"must be less than {_shown(below)}"
     return None
+
+
+def _shown(bound: float) -> str:
+    """A bound as a person writes it: 100,000,000 rather than 1e+08."""
+    return f"{int(bound):,}" if float(bound).is_integer() and abs(bound) >= 1e5 else f"{bound:g}"
 
 
 def check_bounds(obj: Any) -> None:
@@ -248,7 +257,7 @@ class CutoutConfig:
     psf_fwhm: list[float] | None = option(None, "PSF FWHM (arcsec) per band for every row, as "
                                           "the psf_fwhm column (default: the catalogue's "
                                           "psf_fwhm or psf_fwhm_<band>, if any)",
-                                          metavar="G,R,I", per_band=True, above=0)
+                                          metavar="G,R,I", per_band=True, above=0, high=60)
     shard_size: int = option(4096, "rows per shard at most", low=1)
     pixels: str = option("float32", "how the shards store pixels: float16 halves the bytes "
                          "(24 KiB a cutout; what GPU clusters should read), float32 keeps "
@@ -273,8 +282,10 @@ class InjectConfig:
     survey: str = option(help="the survey's shards, where hosts and negatives come from (e.g. "
                          "the output of lensscan cutout)")
     out: str = option(help="folder of training shards to write")
-    lenses: int = option(help="lensed sources to paint (hosts are reused when fewer match)")
-    negatives: int = option(help="survey cutouts (not hosts) as non-lenses")
+    lenses: int = option(help="lensed sources to paint (hosts are reused when fewer match)",
+                         low=0, high=MAX_ROWS)
+    negatives: int = option(help="survey cutouts (not hosts) as non-lenses", low=0,
+                            high=MAX_ROWS)
     hosts: str | None = option(None, "the hosts: a filter over the survey's columns (\"mag_r < 21 "
                                "AND kind = 'red'\": comparisons, AND, OR, NOT, parentheses) or a "
                                "catalogue of ids, CSV/Parquet/FITS/VOTable (default: every row)",
@@ -289,16 +300,17 @@ class InjectConfig:
                                      "(default: from the host's brightness)")
     theta_e_ref: float = option(1.0, "Einstein radius (arcsec) of a host as bright as "
                                 "--host-mag-ref", above=0)
-    host_mag_ref: float = option(21.0, "r magnitude inside the aperture of a 1\" lens")
-    theta_e_slope: float = option(0.5, "theta_E ~ L^slope")
+    host_mag_ref: float = option(21.0, "r magnitude inside the aperture of a 1\" lens", low=0,
+                                 high=40)
+    theta_e_slope: float = option(0.5, "theta_E ~ L^slope", low=0, high=2)
     theta_e_scatter: float = option(0.15, "scatter (dex) of the Einstein radius at a given "
-                                    "brightness", low=0)
+                                    "brightness", low=0, high=1)
     theta_e_range: tuple[float, float] = option((0.5, 3.0), "Einstein radii (arcsec) are clipped "
                                                 "to this range", metavar=("MIN", "MAX"))
     aperture: float = option(2.0, "arcsec radius of the host's aperture magnitude", above=0)
     psf_fwhm: list[float] | None = option(None, "PSF FWHM (arcsec) per band for rows without a "
                                           "psf_fwhm column", metavar="G,R,I", per_band=True,
-                                          above=0)
+                                          above=0, high=60)
     psf_fwhm_cols: list[str] | None = option(None, "take the PSF FWHM from these columns (e.g. "
                                              "seeing_g,seeing_r,seeing_i)",
                                              metavar="COL_G,COL_R,COL_I", per_band=True)
@@ -316,8 +328,9 @@ class InjectConfig:
                                 "noise are left untouched", low=0)
     preset: str = option("broad", "the simulator's population of sources and masses",
                          choices=["hsc", "broad"])
-    supersample: int = option(2, "sub-pixels per pixel side where the source is ray-traced", low=1)
-    seed: int = option(0, "injection k uses default_rng([seed, k])")
+    supersample: int = option(2, "sub-pixels per pixel side where the source is ray-traced", low=1,
+                              high=16)
+    seed: int = option(0, "injection k uses default_rng([seed, k])", low=0)
     shard_size: int = option(2048, "rows per output shard, about", low=1)
     overwrite: bool = option(False, "clear a non-empty --out first")
 

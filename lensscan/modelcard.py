@@ -40,8 +40,12 @@ def default_model_url() -> str:
 
 
 def resolve(url: str) -> str:
-    """``default`` -> the bundled ensemble; anything else is a URL."""
-    return default_model_url() if url in ("default", "", None) else url
+    """``default`` (or None, a setting left unset) -> the bundled ensemble; anything else is a
+    URL. An empty name is refused: a blank shell variable would otherwise name the bundled
+    model, which ``calibrate`` rewrites."""
+    if url is not None and not str(url).strip():
+        raise ModelError(f"model {url!r}: an empty name; give 'default' or a model folder")
+    return default_model_url() if url in ("default", None) else url
 
 
 def read_card(url: str) -> ModelCard:

@@ -7,6 +7,7 @@ import json
 import sys
 
 from lensscan.cli.options import number
+from lensscan.config import MAX_ROWS
 from lensscan.errors import printable
 
 
@@ -68,8 +69,8 @@ def add_demo(sub) -> None:
     """``lensscan demo``: the whole loop on a small simulated survey."""
     p = sub.add_parser("demo", help="simulate a small survey, score it, query, gallery")
     p.add_argument("--workdir", default="lensscan-demo")
-    p.add_argument("--lenses", type=number(int, low=0), default=30)
-    p.add_argument("--nonlenses", type=number(int, low=0), default=2970)
+    p.add_argument("--lenses", type=number(int, low=0, high=MAX_ROWS), default=30)
+    p.add_argument("--nonlenses", type=number(int, low=0, high=MAX_ROWS), default=2970)
     p.add_argument("--model", default="default")
     p.add_argument("--no-gallery", action="store_true")
     p.set_defaults(fn=_demo)
@@ -79,8 +80,8 @@ def add_simulate(sub) -> None:
     """``lensscan simulate``: a mock survey with known truth."""
     p = sub.add_parser("simulate", help="write a mock survey with known truth")
     p.add_argument("out")
-    p.add_argument("--lenses", type=number(int, low=0), required=True)
-    p.add_argument("--nonlenses", type=number(int, low=0), required=True)
+    p.add_argument("--lenses", type=number(int, low=0, high=MAX_ROWS), required=True)
+    p.add_argument("--nonlenses", type=number(int, low=0, high=MAX_ROWS), required=True)
     p.add_argument("--seed", type=number(int, low=0), default=0)
     p.add_argument("--format", choices=["parquet", "fits", "npy"], default="parquet")
     p.add_argument("--shard-size", type=number(int, low=1), default=1000)

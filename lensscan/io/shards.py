@@ -258,6 +258,7 @@ def claim_survey_folder(url: str, overwrite: bool = False) -> int:
     FileExistsError
         When shards are there and ``overwrite`` is not set.
     """
+    storage.check_folder(url)
     try:
         old = storage.list_shards(url)
     except FileNotFoundError:

@@ -52,6 +52,8 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     url : str
         ``/local/path``, ``file://...``, ``s3://bucket/key``, ``gs://...`` or ``memory://...``.
     """
+    if not str(url).strip():  # fsspec reads it as the current folder, which --overwrite clears
+        raise ValueError(f"{str(url)!r}: an empty path; give a file or folder")
     protocol = fsspec.core.split_protocol(str(url))[0] or "file"
     _refuse_credentials(str(url), protocol)
     try:
@@ -299,9 +301,26 @@ def removed_if_left_empty(url: str) -> Iterator[None]:
         raise
 
 
+def check_folder(url: str) -> str:
+    """``url`` as given, or a local folder's absolute path (``file://`` taken off), for a
+    folder to write into: refused in one line (``ValueError``) when it is a file (a dangling
+    link) or lies under one, before anything is written (``--overwrite`` would delete it)."""
+    fs, path = filesystem(url)
+    if not is_local(url):
+        return url
+    path = probe = os.path.abspath(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ValueError(f"{url} is a file, not a folder" if probe == path else
+                         f"{url}: {probe} is a file, not a folder")
+    return path
+
+
 def ensure_empty(url: str, overwrite: bool = False) -> None:
     """Make sure the output folder ``url`` is empty: clear it when ``overwrite``, else refuse
-    (``ValueError``) when it holds anything."""
+    (``ValueError``) when it holds anything; a file is refused, never cleared."""
+    check_folder(url)
     fs, path = filesystem(url)
     if fs.exists(path) and fs.ls(path):
         if not overwrite:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+
 import numpy as np
 
 from lensscan.data.display import composite_grid
@@ -17,6 +19,8 @@ def kind_mosaic(
     """Draw ``per_kind`` objects of every kind (asinh g, r, i composites of
     :func:`lensscan.data.display.rgb_composite`) into one PNG grid (rows = kinds)."""
     kinds = kinds or tuple(KINDS)
+    folder = posixpath.dirname(str(out_png).rstrip("/"))
+    storage.check_folder(folder or ".")  # before drawing: a folder that is a file is refused
     images = [render_object(kind, np.random.default_rng([seed, r, c]), pop, cond)[0]
               for r, kind in enumerate(kinds) for c in range(per_kind)]
     storage.write_bytes_atomic(out_png, composite_grid(images, per_kind, row_labels=kinds,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lensscan.config import MAX_ROWS
 from lensscan.io import storage
 from lensscan.io.shards import write_shard
 from lensscan.simulate.kinds import NONLENS_KINDS, TRUTH_COLUMNS, render_object
@@ -127,6 +128,10 @@ def _write_npy(out: str, batch: dict) -> None:
         storage.write_bytes_atomic(storage.join(out, folder, f"{stem}.npy"), buf.getvalue())
 
 
+#: Shards one survey may have: its jobs are listed before any runs
+MAX_SHARDS = 100_000
+
+
 def simulate_survey(
     out: str,
     spec: SurveySpec,
@@ -158,6 +163,11 @@ def simulate_survey(
         raise ValueError(f"format must be parquet, fits or npy, not {fmt!r}")
     if spec.total <= 0:
         raise ValueError("simulate at least one object")
+    if spec.total > MAX_ROWS:
+        raise ValueError(f"{spec.total} objects: at most {MAX_ROWS:,} per survey")
+    if -(-spec.total // shard_size) > MAX_SHARDS:  # the job list is built up front
+        raise ValueError(f"{spec.total} objects in shards of {shard_size}: at most "
+                         f"{MAX_SHARDS:,} shards; give a larger --shard-size")
     jobs = [(k, s, min(s + shard_size, spec.total))
             for k, s in enumerate(range(0, spec.total, shard_size))]
     workers = workers or min(os.cpu_count() or 1, len(jobs))

@@ -25,7 +25,7 @@ import numpy as np
 import ray
 
 from lensscan import runtime
-from lensscan.config import InjectConfig
+from lensscan.config import InjectConfig, check_bounds
 from lensscan.data.grades import graded
 from lensscan.data.select import columns as filter_columns
 from lensscan.data.select import parse, select
@@ -279,8 +279,15 @@ def inject_survey(cfg: InjectConfig, progress: bool = True) -> dict:
     if cfg.lenses < 0 or cfg.negatives < 0 or cfg.lenses + cfg.negatives == 0:
         raise ValueError(f"--lenses {cfg.lenses} --negatives {cfg.negatives}: give counts of 0 "
                          "or more, not both 0")
+    check_bounds(cfg)  # as the command line's options do (NaN reached the workers)
     for key in ("survey", "out"):  # Ray workers run in other folders
         setattr(cfg, key, storage.absolute(getattr(cfg, key)))
+    if storage.inside(cfg.survey, cfg.out):
+        raise ValueError(f"{cfg.survey}: the survey lies inside --out {cfg.out}, which the run "
+                         "clears; write the training set elsewhere")
+    if storage.inside(cfg.out, cfg.survey):
+        raise ValueError(f"--out {cfg.out}: it lies inside the survey {cfg.survey}, whose shards "
+                         "the next run would read as survey rows; write it elsewhere")
     shards = storage.list_shards(cfg.survey)
     info = survey_meta(cfg.survey)
     meta = ((info.bands, info.pixel_scale, info.zeropoint) if info else (DEFAULT_BANDS, 0.168,

@@ -140,12 +140,10 @@ def _report_folder(out: str) -> str:
     anything is scored when it is a URL, or a file (a dangling link) or lies under one."""
     if not storage.is_local(out):
         raise ValueError(f"--out {out}: the report is written to a local folder, not a URL")
-    path = probe = os.path.abspath(storage.filesystem(out)[1])
-    while not os.path.lexists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise ValueError(f"--out {out}: {probe} is a file, not a folder; the report is a folder")
-    return path
+    try:
+        return storage.check_folder(out)
+    except ValueError as exc:
+        raise ValueError(f"--out {exc}; the report is a folder") from None
 
 
 def _load_other(name: str, url: str):

@@ -158,3 +158,47 @@ def test_demo_end_to_end(tmp_path):
     assert manifest["counts"]["rows_read"] == 3000 == manifest["counts"]["rows_scored"]
     assert (run / "candidates.parquet").exists() and (run / "gallery.html").exists()
     assert str(run / "gallery.html") in out
+
+
+def test_outputs_that_are_files_empty_or_the_input_are_refused_before_any_write(
+        tmp_path, capsys, monkeypatch):
+    """Found by probing: --overwrite deleted a file given as OUT; an empty path was the current
+    folder (simulate --overwrite removed its shards; calibrate '' rewrote the bundled model's
+    card); inject --out SURVEY --overwrite emptied the survey; huge counts filled memory."""
+    monkeypatch.chdir(tmp_path)
+    write_parquet("survey/p.parquet", make_batch(6, seed=1))
+    write_parquet("here.parquet", make_batch(2, seed=2))
+    pathlib.Path("afile").write_text("keep me")
+    inject = ["inject", "survey", "--lenses", "2", "--negatives", "1", "--psf-fwhm",
+              "0.8,0.7,0.6", "--overwrite", "--out"]
+    for argv, said in (
+            (["simulate", "afile", "--lenses", "1", "--nonlenses", "1", "--overwrite"],
+             "afile is a file, not a folder"),
+            (["simulate", "afile/sub", "--lenses", "1", "--nonlenses", "1"],
+             f"afile/sub: {tmp_path / 'afile'} is a file, not a folder"),
+            (["simulate", "", "--lenses", "1", "--nonlenses", "1", "--overwrite"],
+             "'': an empty path"),
+            (["simulate", "s", "--lenses", "10", "--nonlenses", "2", "--shard-size", "0"], None),
+            (["simulate", "s", "--lenses", "200000", "--nonlenses", "0", "--shard-size", "1"],
+             "at most 100,000 shards; give a larger --shard-size"),
+            (["mosaic", "afile/m.png"], "afile is a file, not a folder"),
+            (["calibrate", "", "survey"], "model '': an empty name"),
+            (["calibrate", "default", ""], "'': an empty path"),
+            ([*inject, "survey"], "the survey lies inside --out"),
+            ([*inject, "survey/sub"], "lies inside the survey"),
+            ([*inject, "afile"], "afile is a file, not a folder")):
+        if said is None:
+            with pytest.raises(SystemExit):
+                main(argv)
+            capsys.readouterr()
+            continue
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], (argv, err)
+    for count in ("--lenses", "--nonlenses"):
+        with pytest.raises(SystemExit):
+            main(["simulate", "s", "--lenses", "1", "--nonlenses", "1", count, "10" * 10])
+        assert "must be 100,000,000 or less" in capsys.readouterr().err
+    assert pathlib.Path("afile").read_text() == "keep me"
+    assert sorted(p.name for p in pathlib.Path("survey").iterdir()) == ["p.parquet"]
+    assert pathlib.Path("here.parquet").exists() and not pathlib.Path("s").exists()
