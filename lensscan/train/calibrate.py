@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from lensscan import modelcard
+from lensscan import modelcard, runtime
 from lensscan.data.preprocess import Preprocessing
 from lensscan.models import calibration
-from lensscan.train.predict import member_scores, require_both_classes
+from lensscan.train.predict import member_scores, require_both_classes, warn_duplicates
 from lensscan.train.trainer import dataset
 
 
@@ -24,10 +24,13 @@ def calibrate_model(model: str, val: str, prior: float = calibration.DEFAULT_PRI
     url = modelcard.resolve(model)
     loaded = modelcard.load_model(url)
     loaded.module.output_logits = True
-    ds = dataset(val, Preprocessing.from_dict(loaded.preprocessing), "model")
+    runtime.ensure_ray()  # quietly, before Ray Data would start it with its log
+    ds = dataset(val, Preprocessing.from_dict(loaded.preprocessing), "model",
+                 keep_extra=("label", "object_id"))
     rows: dict = {}
-    y, s, _ = member_scores(loaded.module.eval(), ds, rows=rows)
+    y, s, extra = member_scores(loaded.module.eval(), ds, extra=("object_id",), rows=rows)
     require_both_classes(y, rows, val, "calibration")
+    warn_duplicates(extra["object_id"], val)
     cal = calibration.calibrate(s[:, 0], y, prior, val).to_dict()
     modelcard.update_card(url, calibration=cal)
     return cal

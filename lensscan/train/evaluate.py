@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from lensscan.models.card import REPORT_KEYS
 from lensscan.train import plots
 from lensscan.train.gradcam import grad_cam
 from lensscan.train.metrics import summary
-from lensscan.train.predict import member_scores, require_both_classes
+from lensscan.train.predict import member_scores, require_both_classes, warn_duplicates
 from lensscan.train.trainer import dataset
 
 SNR_BINS = (0, 10, 20, 40, 80, 1e9)
@@ -80,7 +79,7 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     y, s_all, extra = member_scores(loaded.module, ds, extra=("kind", "arc_snr", "object_id"),
                                     rows=rows)
     require_both_classes(y, rows, data, "evaluation")
-    rows["duplicate_object_ids"] = _duplicates(extra["object_id"], data)
+    rows["duplicate_object_ids"] = warn_duplicates(extra["object_id"], data)
     os.makedirs(out, exist_ok=True)
     s = s_all[:, 0]
     thr = loaded.threshold
@@ -116,23 +115,6 @@ def evaluate(model_url: str, data: str, out: str, also: dict[str, str] | None = 
     if gradcam:
         _gradcam(loaded, ds, y, s, thr, extra, gradcam, os.path.join(out, "gradcam.png"))
     return report
-
-
-def _duplicates(ids: np.ndarray, data: str) -> int:
-    """How many of the rows used repeat an earlier row's object id (a shard copied twice, a
-    set joined with itself): each still counts in the metrics, so a warning line says so,
-    naming the first repeated id."""
-    text = np.array([_text(i) if isinstance(i, str | bytes | np.bytes_) else str(i) for i in ids],
-                    object)
-    seen, first = np.unique(text, return_index=True)
-    repeated = len(text) - len(seen)
-    if repeated:
-        rest = np.ones(len(text), bool)
-        rest[first] = False
-        print(f"lensscan: warning: {data}: {repeated} of the {len(text)} rows used repeat an "
-              f"earlier row's object id (first: {text[rest][0][:80]!r}); each counts in the "
-              "metrics", file=sys.stderr)
-    return repeated
 
 
 def _report_folder(out: str) -> str:

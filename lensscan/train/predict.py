@@ -52,14 +52,41 @@ def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
     note = skipped_note(status, "lensscan")
     if note:
         print(note, file=sys.stderr)
+    used = sum(len(y) for y in ys)
+    unlabelled = int(ok_mask(status).sum()) - used
+    if unlabelled:
+        print(f"lensscan: {unlabelled} of the {len(status)} rows read have no label (-1 or "
+              "null): left out", file=sys.stderr)
     if rows is not None:
-        used = sum(len(y) for y in ys)
         rows.update(read=len(status), used=used, left_out=left_out(status),
-                    unlabelled=int(ok_mask(status).sum()) - used)
+                    unlabelled=unlabelled)
     if not ys:  # nothing read: empty arrays, which require_both_classes refuses in one line
         return np.zeros(0, np.int64), np.zeros(0), {k: np.zeros(0) for k in extra}
     return _finite_only(np.concatenate(ys), np.concatenate(ss),
                         {k: np.concatenate(v) for k, v in ex.items()}, rows)
+
+
+def warn_duplicates(ids: np.ndarray, data: str) -> int:
+    """How many of the rows used repeat an earlier row's object id (a shard copied twice, a
+    set joined with itself): each still counts, so a warning line says so, naming the first
+    repeated id."""
+    text = np.array([_id_text(i) for i in ids], object)
+    seen, first = np.unique(text, return_index=True)
+    repeated = len(text) - len(seen)
+    if repeated:
+        rest = np.ones(len(text), bool)
+        rest[first] = False
+        print(f"lensscan: warning: {data}: {repeated} of the {len(text)} rows used repeat an "
+              f"earlier row's object id (first: {text[rest][0][:80]!r}); each counts",
+              file=sys.stderr)
+    return repeated
+
+
+def _id_text(value) -> str:
+    """An object id or truth string as text ("" for a null); bytes decoded."""
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
 
 
 def _scores(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:

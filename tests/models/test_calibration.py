@@ -120,6 +120,32 @@ def test_calibrate_fits_the_ensemble_logits_of_labelled_rows(ray_local, tiny_mod
     assert (cal.a, cal.b) == pytest.approx((a, b), rel=1e-3, abs=1e-5)
 
 
+def test_calibrate_says_what_it_left_out_or_counted_twice(ray_local, tiny_model, tmp_path,
+                                                         capsys):
+    """Found by probing: a validation set joined with itself counted every row twice, and rows
+    without a label were left out, both without a word."""
+    import shutil
+
+    from support import make_batch
+
+    from lensscan.cli import main
+    from lensscan.io.parquet import write_parquet
+
+    model = str(tmp_path / "model")
+    shutil.copytree(tiny_model, model)
+    batch = make_batch(20, seed=4)
+    batch["label"][:] = np.arange(20) % 2
+    batch["label"][0] = -1
+    write_parquet(str(tmp_path / "v" / "a.parquet"), batch)
+    write_parquet(str(tmp_path / "v" / "b.parquet"), batch)  # the same rows again
+    assert main(["calibrate", model, str(tmp_path / "v")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("2 of the 40 rows read have no label" in line for line in err), err
+    assert any("19 of the 38 rows used repeat an earlier row's object id" in line
+               for line in err), err
+    assert len(err) == 2, err  # and nothing of Ray's log
+
+
 def test_ensemble_fit_writes_a_calibration_of_the_scoring_logit(ray_local, tiny_model,
                                                                sim_survey, tmp_path):
     """Fitting an ensemble's weights on labelled validation data also calibrates it, on the
