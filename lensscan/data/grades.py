@@ -103,7 +103,9 @@ def grade_values(url: str, ids: np.ndarray, grades: list, first_row: int = 2,
     values = np.empty(len(grades), np.int8)
     for i, g in enumerate(grades):
         key = str(g or "").strip().lower()
-        if key not in VALUES or (need_id and not ids[i]):
+        if need_id and not ids[i]:
+            raise ValueError(f"{url}: row {i + first_row}: the object id is empty (grade {g!r})")
+        if key not in VALUES:
             raise ValueError(f"{url}: row {i + first_row}: grade {g!r} of object {ids[i]!r} is "
                              "not one of A, B, C, not a lens")
         values[i] = VALUES[key]

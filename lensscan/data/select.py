@@ -144,6 +144,10 @@ def evaluate(node: Compare | Bool, table: dict[str, np.ndarray]) -> np.ndarray:
         raise ValueError(f"the filter names column {node.column!r}, which the data lacks "
                          f"(columns: {', '.join(sorted(table))})")
     col = np.asarray(table[node.column])
+    if col.ndim > 1 or (col.dtype == object and len(col)
+                        and isinstance(col[0], list | tuple | np.ndarray)):
+        raise ValueError(f"column {node.column!r} holds an array per row (pixels, one value per "
+                         "band): filter on a column of one value per row")
     if isinstance(node.value, str):
         if col.dtype.kind in "iufb":
             raise ValueError(f"column {node.column!r} holds numbers: compare it with a number, "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -58,10 +59,21 @@ def survey_index(cfg: InjectConfig, shards: list[str]) -> dict[str, np.ndarray]:
         cols |= filter_columns(parse(cfg.hosts))
     if cfg.theta_e_col:
         cols.add(cfg.theta_e_col)
+    cols |= set(cfg.psf_fwhm_cols or ())
     with ThreadPoolExecutor(max(1, min(8, len(shards)))) as pool:
         parts = list(pool.map(lambda u: read_columns(u, sorted(cols)), shards))
     index = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+    for c in cfg.psf_fwhm_cols or ():  # checked here: the workers would fail one by one
+        if np.asarray(index[c]).dtype.kind not in "iuf":
+            raise ValueError(f"{cfg.survey}: --psf-fwhm-cols: column {c!r} holds "
+                             f"{np.asarray(index[c]).dtype.name} values, not FWHMs in arcsec")
     index["id_text"] = index["object_id"].astype(str).astype(object)
+    if not len(index["id_text"]):
+        raise ValueError(f"{cfg.survey}: the survey has no rows")
+    repeated = len(index["id_text"]) - len(np.unique(index["id_text"].astype(str)))
+    if repeated:  # a cutout listed twice can be a host and a negative at once
+        warnings.warn(f"{cfg.survey}: {repeated} rows repeat an earlier row's object id; each "
+                      "is drawn as a row of its own", stacklevel=2)
     index["shard"] = np.concatenate([np.full(len(p["object_id"]), s) for s, p in
                                      enumerate(parts)])
     index["row"] = np.concatenate([np.arange(len(p["object_id"])) for p in parts])
@@ -75,8 +87,13 @@ def host_mask(cfg: InjectConfig, index: dict[str, np.ndarray]) -> np.ndarray:
     if is_catalog(cfg.hosts):
         # ids read as text, as typed: 00123 stays 00123
         table = read_table(cfg.hosts, text=cfg.host_id_col.lower())
-        ids = column(cfg.hosts, table, cfg.host_id_col)
-        return np.isin(index["id_text"].astype(str), np.asarray(ids).astype(str))
+        ids = np.asarray(column(cfg.hosts, table, cfg.host_id_col)).astype(str)
+        known = np.isin(ids, index["id_text"].astype(str))
+        if not known.all():
+            warnings.warn(f"{cfg.hosts}: {int((~known).sum())} of its {len(ids)} ids are not in "
+                          f"the survey (first: {ids[~known][0][:80]!r}); they host nothing",
+                          stacklevel=2)
+        return np.isin(index["id_text"].astype(str), ids)
     return select(cfg.hosts, index)
 
 
@@ -89,7 +106,8 @@ def choose(cfg: InjectConfig, index: dict[str, np.ndarray], hosts: np.ndarray,
     taken = false_pos if graded_lens is None else false_pos | graded_lens  # no host, no negative
     pool = np.flatnonzero(hosts & ~taken)
     if cfg.lenses and not len(pool):
-        raise ValueError(f"no survey row passes --hosts {cfg.hosts!r}")
+        raise ValueError(f"no survey row passes --hosts {cfg.hosts!r}" if cfg.hosts else
+                         f"no survey row can host a lens: all {len(hosts)} are graded")
     reps = -(-cfg.lenses // max(1, len(pool)))
     lens_at = np.concatenate([rng.permutation(pool) for _ in range(reps)] or
                              [np.zeros(0, np.int64)])[:cfg.lenses]

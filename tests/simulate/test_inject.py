@@ -138,6 +138,15 @@ def test_tasks_and_psf_columns():
     (["--host-negatives", "nan"], "must be a finite number"),
     (["--theta-e-col", "mag_r"], ": mag_r = 20.3 is not an Einstein radius in (0, 5.38] "
                                  "arcsec"),  # a magnitude column given by mistake
+    # found by probing: these reached the Ray workers and came back as their tracebacks
+    (["--theta-e-slope", "nan"], "--theta-e-slope: must be a finite number, not nan"),
+    (["--host-mag-ref", "nan"], "--host-mag-ref: must be a finite number, not nan"),
+    (["--theta-e-scatter", "1e300"], "--theta-e-scatter: must be 1 or less"),
+    (["--supersample", "100000"], "--supersample: must be 16 or less"),
+    (["--seed", "-1"], "--seed: must be 0 or more, not -1"),
+    (["--psf-fwhm-cols", "kind,kind,kind"], "--psf-fwhm-cols: column 'kind' holds object "
+                                            "values, not FWHMs"),
+    (["--hosts", "image > 0"], "column 'image' holds an array per row"),
 ])
 def test_options_that_cannot_paint_an_arc_are_one_line(tmp_path, capsys, args, message):
     _survey(f"{tmp_path}/survey")
@@ -236,6 +245,33 @@ def test_a_survey_that_gives_no_row_fails(tmp_path, ray_local, capsys):
                  "--negatives", "1"]) == 2
     err = capsys.readouterr().err
     assert "no lens could be painted (2 hosts unusable" in err
+
+
+def test_hosts_not_in_the_survey_and_repeated_ids_are_said(tmp_path, ray_local, capsys):
+    """Found by probing: host ids the survey lacks were dropped, and a survey listing its rows
+    twice was drawn from, both without a word; an empty survey was said to have no row passing
+    a --hosts that was not given."""
+    _survey(f"{tmp_path}/survey")
+    (tmp_path / "hosts.csv").write_text("object_id\n100\n9992\nabc\n")
+    args = ["--lenses", "1", "--negatives", "1", "--hosts", str(tmp_path / "hosts.csv")]
+    assert main(["inject", f"{tmp_path}/survey", "--out", f"{tmp_path}/o", *args]) == 0
+    err = capsys.readouterr().err
+    assert "hosts.csv: 2 of its 3 ids are not in the survey (first: '9992')" in err
+    write_parquet(f"{tmp_path}/twice/a.parquet", read_shard(f"{tmp_path}/survey/s0.parquet"),
+                  metadata=flux_metadata(0.168, 27.0))
+    write_parquet(f"{tmp_path}/twice/b.parquet", read_shard(f"{tmp_path}/survey/s0.parquet"),
+                  metadata=flux_metadata(0.168, 27.0))
+    assert main(["inject", f"{tmp_path}/twice", "--out", f"{tmp_path}/o2", "--lenses", "1",
+                 "--negatives", "1"]) == 0
+    assert "6 rows repeat an earlier row's object id" in capsys.readouterr().err
+    import pyarrow.parquet as pq
+
+    (tmp_path / "empty").mkdir()
+    pq.write_table(pq.read_table(f"{tmp_path}/survey/s0.parquet").slice(0, 0),
+                   f"{tmp_path}/empty/a.parquet")
+    assert main(["inject", f"{tmp_path}/empty", "--out", f"{tmp_path}/o3", "--lenses", "1",
+                 "--negatives", "1"]) == 2
+    assert "empty: the survey has no rows" in capsys.readouterr().err
 
 
 def test_objects_graded_c_like_are_kept_out_of_both_pools(tmp_path):

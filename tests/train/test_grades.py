@@ -275,3 +275,9 @@ def test_one_grades_file_given_twice_is_refused(tmp_path):
             graded_labels([a, twice])
     b = _csv(tmp_path / "b.csv", "object_id,grade\n7,A\n")
     assert graded_labels([a, b])[1]["graders"] == 2
+
+
+def test_a_grade_without_an_object_id_says_so(tmp_path):
+    """An empty id was reported as a grade that is not one of A, B, C, not a lens."""
+    with pytest.raises(ValueError, match=r"row 3: the object id is empty \(grade 'not a lens'\)"):
+        read_grades(_csv(tmp_path / "g.csv", "object_id,grade\n7,A\n,not a lens\n"))
