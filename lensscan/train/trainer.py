@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 import zlib
 from dataclasses import replace
 
@@ -265,13 +266,23 @@ def check(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, int] | None, dict | 
 
 
 def check_out(cfg: TrainConfig) -> None:
-    """Refuse an ``--out`` inside the training or validation data (the model's files would be
-    among the shards) or holding another run's model, which training would replace with no
+    """Refuse a ``--val`` that overlaps the training data (validation rows trained on), an
+    ``--out`` inside the training or validation data (the model's files would be among the
+    shards) or holding another run's model, which training would replace with no
     word (the same command rerun is the same run: it resumes or rewrites its own model)."""
     for what, url in (("data", cfg.data), ("--val", cfg.val)):
         if url and storage.inside(cfg.out, url):
             raise ValueError(f"--out {cfg.out}: it lies inside the {what} folder {url}; write "
                              "the model elsewhere")
+    inside, holds = (cfg.val and storage.inside(cfg.val, cfg.data),
+                     cfg.val and storage.inside(cfg.data, cfg.val))
+    if inside and holds:  # the same set, on purpose (a few graded rows): said, not refused
+        warnings.warn(f"--val {cfg.val} is the training data: the validation figures and the "
+                      "threshold are of rows the model was trained on", stacklevel=2)
+    elif inside or holds:  # a folder beside the training shards, listed with them
+        raise ValueError(f"--val {cfg.val}: it {'lies inside' if inside else 'holds'} the "
+                         f"training data {cfg.data}, whose shards are all trained on; give "
+                         "folders apart")
     if not storage.exists(storage.join(cfg.out, modelcard.CARD)):
         return
     theirs = (modelcard.read_card(cfg.out).training or {}).get("run")

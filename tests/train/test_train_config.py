@@ -57,6 +57,25 @@ def test_numbers_out_of_bounds_are_refused_by_the_api_as_by_the_command_line(tmp
     assert (idx[:, 0] < 5).all() and (idx[:, 1] >= 5).all()  # a lens and a non-lens each
 
 
+def test_a_validation_folder_among_the_training_shards_is_refused(tmp_path):
+    """--val data/val beside --data data: the validation shards were listed with the training
+    ones and trained on, and the validation figures were of rows the model had seen."""
+    import pytest
+    from support import make_batch
+
+    from lensscan.io.parquet import write_parquet
+
+    write_parquet(str(tmp_path / "d" / "a.parquet"), make_batch(4, seed=1))
+    write_parquet(str(tmp_path / "d" / "val" / "b.parquet"), make_batch(4, seed=2))
+    data, val, out = str(tmp_path / "d"), str(tmp_path / "d" / "val"), str(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"--val .*/d/val: it lies inside the training data"):
+        check(TrainConfig(data=data, out=out, val=val))
+    with pytest.raises(ValueError, match=r"--val .*/d: it holds the training data .*/d/val"):
+        check(TrainConfig(data=val, out=out, val=data))
+    with pytest.warns(UserWarning, match="is the training data: the validation figures"):
+        check(TrainConfig(data=data, out=out, val=data))  # a few graded rows, on purpose
+
+
 def test_lenses_painted_on_one_host_share_its_validation_fold():
     """inject paints several lenses on one host and keeps the host as a negative: split by
     object_id, one host fell on both sides (seen in training, judged in validation)."""
