@@ -131,10 +131,12 @@ def load_member(url: str, card: ModelCard | None = None) -> tuple[nn.Module, Mod
         state = st_load(blob)
     except (SafetensorError, ValueError) as exc:
         raise ModelError(f"{wurl}: not a valid safetensors file ({exc})") from None
-    try:
+    try:  # arch_kwargs are the card's, untrusted: an empty or huge width fails in many ways
         model = create_model(card.arch, **(card.arch_kwargs or {}))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"{url}: card describes an unknown architecture ({exc})") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+            RuntimeError, MemoryError) as exc:
+        raise ModelError(f"{url}: card describes an architecture that cannot be built "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)

@@ -70,6 +70,9 @@ class Calibration:
         """Read a card's ``calibration``; a ValueError when it is not one this version knows."""
         if d.get("method") != METHOD:
             raise ValueError(f"calibration method {d.get('method')!r} is not {METHOD!r}")
+        for key in ("a", "b", "val_prevalence", "prior"):  # a card is untrusted
+            if isinstance(d.get(key), bool) or not isinstance(d.get(key), int | float):
+                raise ValueError(f"calibration {key}={d.get(key)!r}: not a number")
         known = set(cls.__dataclass_fields__)
         cal = cls(**{k: v for k, v in d.items() if k in known})
         check_prior(cal.val_prevalence, "calibration val_prevalence")

@@ -79,6 +79,11 @@ def _check_types(kw: dict[str, Any]) -> None:
             raise TypeError(f"{key!r} must be a finite number, not {kw[key]}")
     if kw.get("preprocessing") is not None:
         _check_preprocessing(kw["preprocessing"])
+    for key, want in (("file", str), ("sha256", str), ("dtype", str), ("bytes", int)):
+        value = (kw.get("weights") or {}).get(key)
+        if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
+            raise TypeError(f"weights {key!r} must be {_JSON_NAMES[want]}, not "
+                            f"{type(value).__name__}")
 
 
 #: The preprocessing settings a card may give: (JSON kind, lowest, highest) of each; a 64 x 64

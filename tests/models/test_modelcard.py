@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+import re
 import shutil
 
 import pytest
@@ -130,3 +131,32 @@ def test_a_members_weights_file_stays_in_its_folder(tiny_model, tmp_path, file):
     member.write_text(json.dumps(raw))
     with pytest.raises(ModelError, match="must be a file name in the model's folder"):
         modelcard.load_model(str(root))
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (lambda c: c["weights"].update(sha256=12), "weights 'sha256' must be text, not int"),
+    (lambda c: c["weights"].update(bytes="many"), "weights 'bytes' must be a number, not str"),
+    (lambda c: c.update(arch_kwargs={"widths": []}), "an architecture that cannot be built"),
+    (lambda c: c.update(arch_kwargs={"widths": "x"}), "an architecture that cannot be built"),
+])
+def test_tampered_member_cards_are_one_line(tiny_model, tmp_path, edit, why):
+    """A member card's weights of the wrong JSON type and arch_kwargs that build no network
+    were tracebacks (AttributeError, IndexError), not one line naming the card."""
+    root = tmp_path / "m"
+    shutil.copytree(tiny_model, root)
+    member = next(p for p in root.rglob("card.json") if p.parent != root)
+    raw = json.loads(member.read_text())
+    edit(raw)
+    member.write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=re.escape(why)):
+        modelcard.load_model(str(root))
+
+
+def test_a_calibration_that_holds_no_numbers_is_one_line():
+    from lensscan.models.calibration import Calibration
+
+    for key in ("a", "prior"):
+        d = {"method": "platt", "a": 1.0, "b": 0.0, "val_prevalence": 0.1, "prior": 1e-4,
+             key: "x"}
+        with pytest.raises(ValueError, match=f"calibration {key}='x': not a number"):
+            Calibration.from_dict(d)
