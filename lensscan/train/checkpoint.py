@@ -3,8 +3,8 @@
 A checkpoint folder holds ``model.safetensors`` (current weights), ``best.safetensors`` (weights
 with the best validation AUC so far), ``optimizer.safetensors`` (flattened optimizer tensors) and
 ``state.json`` (epoch, history, optimizer hyper-parameters, scheduler state). A run whose data
-cannot train reports, in place of weights, a folder holding only ``data_problem.txt`` (Ray
-Train keeps a run's metrics only with a checkpoint).
+cannot train reports a folder holding ``data_problem.txt`` (Ray Train keeps a run's metrics only
+with a checkpoint), beside the weights of its last checkpoint when it had one.
 """
 
 from __future__ import annotations
@@ -83,9 +83,20 @@ def read_problem(path: str, diverged: bool = False) -> str | None:
         return None
 
 
+def has_weights(path: str) -> bool:
+    """True for a checkpoint folder a run can resume from: weights and state, not diverged (a
+    data problem's folder carries the weights of the checkpoint before it, if any)."""
+    return (read_problem(path, diverged=True) is None
+            and os.path.exists(os.path.join(path, "state.json")))
+
+
 def report_problem(rank: int, problem: str, diverged: bool = False) -> None:
     """End a Ray Train worker's run with a report of why it cannot train (rank 0's, as a
-    checkpoint folder, :func:`save_problem`), not a failure Ray would retry."""
+    checkpoint folder, :func:`save_problem`), not a failure Ray would retry. A data problem's
+    folder also carries the run's last weights: it becomes the latest checkpoint, and a rerun
+    whose data can train resumes from them rather than from nothing (with only two kept, the
+    next report would have rotated them out)."""
+    import shutil
     import tempfile
 
     import ray.train
@@ -93,6 +104,11 @@ def report_problem(rank: int, problem: str, diverged: bool = False) -> None:
     if rank:
         ray.train.report({})
         return
+    before = None if diverged else ray.train.get_checkpoint()
     with tempfile.TemporaryDirectory() as d:
+        if before is not None:
+            with before.as_directory() as last:
+                if has_weights(last):
+                    shutil.copytree(last, d, dirs_exist_ok=True)
         save_problem(d, problem, diverged)
         ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(d))

@@ -246,8 +246,8 @@ def _resume(run: _Run) -> None:
     if not resume:
         return
     with resume.as_directory() as d:
-        if ckpt_io.read_problem(d) is not None or ckpt_io.read_problem(d, diverged=True):
-            return  # an earlier start's data could not train, or its weights diverged: afresh
+        if not ckpt_io.has_weights(d):
+            return  # an earlier start's data could not train at once, or it diverged: afresh
         m_state, run.best, o_state, run.state, s_state = ckpt_io.load(d)
     run.raw.load_state_dict({k: v for k, v in m_state.items() if not k.startswith("ema.")})
     run.ema.load_state_dict({k[4:]: v for k, v in m_state.items() if k.startswith("ema.")})

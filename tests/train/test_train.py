@@ -351,3 +351,26 @@ def test_training_reads_shards_of_integer_and_string_ids_together(tmp_path, ray_
     folds = [dataset(str(tmp_path / "d"), Preprocessing(), "normalized", fold=f).take_all()
              for f in (False, True)]  # the training and validation folds split every row
     assert sorted(r["object_id"] for f in folds for r in f) == ids
+
+
+def test_a_data_problem_checkpoint_that_carries_weights_is_resumable(tmp_path):
+    """A data problem reported after good epochs (a rerun with more --workers than the data
+    allows) became the latest checkpoint with no weights: the next rerun started afresh, and
+    its first report rotated the good checkpoint out. It now carries them."""
+    import shutil
+
+    import torch
+
+    from lensscan.train import checkpoint as ckpt
+
+    good, bad, carried, diverged = (str(tmp_path / n) for n in ("g", "b", "c", "d"))
+    w = {"w": torch.zeros(2)}
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    ckpt.save(good, w, w, opt.state_dict(), {"epoch": 3}, {})
+    ckpt.save_problem(bad, "0 lenses on every worker (give fewer --workers)")
+    shutil.copytree(good, carried)
+    ckpt.save_problem(carried, "0 lenses on every worker (give fewer --workers)")
+    ckpt.save_problem(diverged, "the training loss became nan", diverged=True)
+    assert [ckpt.has_weights(p) for p in (good, bad, carried, diverged)] == [
+        True, False, True, False]
+    assert ckpt.read_problem(carried) and ckpt.load(carried)[3]["epoch"] == 3
