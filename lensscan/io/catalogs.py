@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -254,17 +255,33 @@ def _ids(url: str, raw: np.ndarray, name: str) -> np.ndarray:
 def _psf_fwhm(url: str, table: dict[str, np.ndarray], bands: tuple[str, ...]
               ) -> np.ndarray | None:
     if "psf_fwhm" in table and np.ndim(column(url, table, "psf_fwhm")) == 2:
-        psf = np.asarray(table["psf_fwhm"], dtype=np.float32)
+        psf = np.asarray(table["psf_fwhm"], dtype=np.float64)
         if psf.shape[1] != len(bands):
             raise ValueError(f"{url}: column 'psf_fwhm' holds {psf.shape[1]} values a row; "
                              f"give one per band ({', '.join(bands)})")
-        return psf
+        return _float32_psf(url, psf, "psf_fwhm")
     names = [f"psf_fwhm_{b.lower()}" for b in bands]
     if all(n in table for n in names):
         cols = [column(url, table, n) for n in names]
         try:
-            return np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=1)
+            psf = np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1)
         except (TypeError, ValueError):
             raise ValueError(f"{url}: columns {names} must hold numbers (FWHM in arcsec)"
                              ) from None
+        return _float32_psf(url, psf, "psf_fwhm_<band>")
     return None
+
+
+def _float32_psf(url: str, psf: np.ndarray, name: str) -> np.ndarray:
+    """The FWHMs as float32; a value beyond float32's range (1e300: no seeing) is kept as
+    unknown (NaN), with a warning naming its row, rather than as infinity."""
+    with np.errstate(over="ignore"):
+        out = psf.astype(np.float32)
+    huge = np.isfinite(psf) & ~np.isfinite(out)
+    if huge.any():
+        row, band = np.argwhere(huge)[0]
+        warnings.warn(f"{url}: {int(huge.any(axis=1).sum())} rows' {name} values are beyond "
+                      f"float32 (first: row {row + 1}, {psf[row, band]:g}); kept as unknown",
+                      stacklevel=3)
+        out[huge] = np.nan
+    return out

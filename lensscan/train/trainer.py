@@ -337,7 +337,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> modelcard.ModelCard:
     )
     best, state = _fit(trainer, cfg)
     model = create_model(cfg.arch, **cfg.arch_kwargs)
-    model.load_state_dict(best)
+    # the weights as the member folder stores them (float16): the card's metrics and threshold
+    # are those of the model a user loads
+    model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                           for k, v in best.items()})
     model.eval()
 
     y_val, s_val, _ = member_scores(model, ds_val_for_scoring(cfg, pre, labels))

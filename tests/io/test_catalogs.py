@@ -54,6 +54,13 @@ def test_per_band_psf_columns(tmp_path):
     pq.write_table(pa.table({"object_id": IDS, "ra": RA, "dec": DEC, "psf_fwhm_g": [0.9] * 3,
                              "psf_fwhm_r": [0.8] * 3, "psf_fwhm_i": [0.7] * 3}), path)
     np.testing.assert_allclose(read_catalog(str(path))["psf_fwhm"][0], [0.9, 0.8, 0.7])
+    # a value beyond float32 became inf in the shards, with a warning naming no row
+    pq.write_table(pa.table({"object_id": IDS, "ra": RA, "dec": DEC, "psf_fwhm_g": [0.9] * 3,
+                             "psf_fwhm_r": [0.8, 1e300, 0.8], "psf_fwhm_i": [0.7] * 3}), path)
+    with pytest.warns(UserWarning, match=r"c.parquet: 1 rows' psf_fwhm_<band> values are beyond "
+                                         r"float32 \(first: row 2, 1e\+300\); kept as unknown"):
+        psf = read_catalog(str(path))["psf_fwhm"]
+    assert np.isnan(psf[1, 1]) and np.isfinite(psf[[0, 2]]).all()
 
 
 def test_bad_catalogues_are_refused(tmp_path):
