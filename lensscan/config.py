@@ -8,6 +8,7 @@ generates the options of ``lensscan`` and of ``jobs/`` from it.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
@@ -87,12 +88,13 @@ def check_bounds(obj: Any) -> None:
     the option: the command line refuses them as typed, the Python API here."""
     for f in fields(obj):
         value = getattr(obj, f.name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        why = out_of_bounds(value, f.metadata)
-        if why:
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-            raise ValueError(f"{flag}: {why}, not {value!r}")
+        for v in value if isinstance(value, list | tuple) else [value]:  # per band: each
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                continue
+            why = out_of_bounds(v if isinstance(v, numbers.Integral) else float(v), f.metadata)
+            if why:
+                flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+                raise ValueError(f"{flag}: {why}, not {v!r}")
 
 
 def _from_dict(cls, d: dict[str, Any]):

@@ -21,16 +21,18 @@ def _demo(a) -> None:
 def _simulate(a) -> None:
     from lensscan.io.shards import claim_survey_folder
     from lensscan.simulate.population import preset, with_families, with_theta_e
-    from lensscan.simulate.survey import SurveySpec, simulate_survey
+    from lensscan.simulate.survey import SurveySpec, check_size, simulate_survey
 
-    removed = claim_survey_folder(a.out, a.overwrite)
-    if removed:
-        print(f"--overwrite: removed {removed} shards of the earlier survey in {a.out}",
-              file=sys.stderr)
+    # every option checked before --overwrite removes the survey this one would replace
     conditions, population = preset(a.preset)
     population = with_theta_e(with_families(population, a.family or []), a.theta_e)
     spec = SurveySpec(a.lenses, a.nonlenses, seed=a.seed, test_fraction=a.test_fraction,
                       population=population, conditions=conditions)
+    check_size(spec.total, a.shard_size)
+    removed = claim_survey_folder(a.out, a.overwrite)
+    if removed:
+        print(f"--overwrite: removed {removed} shards of the earlier survey in {a.out}",
+              file=sys.stderr)
     print(json.dumps(simulate_survey(a.out, spec, a.format, a.shard_size, a.workers)))
 
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 import ray
 
 from lensscan import runtime
-from lensscan.config import ZEROPOINT_RANGE, CutoutConfig
+from lensscan.config import ZEROPOINT_RANGE, CutoutConfig, check_bounds
 from lensscan.data import placement as P
 from lensscan.data.resample import read_half, require_reproject, resample_stamp
 from lensscan.errors import LensscanError, NothingReadableError
@@ -52,6 +52,7 @@ PIXEL_ERRORS = (TypeError, ValueError, OSError, EOFError, zlib.error)
 def check_options(cfg: CutoutConfig) -> None:
     """Refuse settings that cannot give cutouts, before anything is read (the command line
     checks them too; this holds for calls from Python)."""
+    check_bounds(cfg)
     for name, bands in (("--bands", cfg.bands), ("--band-names", cfg.band_names)):
         if bands is not None and len(set(bands)) != len(bands):
             raise ValueError(f"{name} {','.join(bands)}: each band once (one image would be "

@@ -52,8 +52,7 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     url : str
         ``/local/path``, ``file://...``, ``s3://bucket/key``, ``gs://...`` or ``memory://...``.
     """
-    if not str(url).strip():  # fsspec reads it as the current folder, which --overwrite clears
-        raise ValueError(f"{str(url)!r}: an empty path; give a file or folder")
+    _refuse_empty(str(url))
     protocol = fsspec.core.split_protocol(str(url))[0] or "file"
     _refuse_credentials(str(url), protocol)
     try:
@@ -63,19 +62,29 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     return fs, path
 
 
+def _refuse_empty(url: str) -> None:
+    """An empty path is the current folder to fsspec and to ``os.path``: which --overwrite
+    would clear."""
+    if not url.strip() or url.strip() in ("file://", "file:"):
+        raise ValueError(f"{url!r}: an empty path; give a file or folder")
+
+
 def _refuse_credentials(url: str, protocol: str) -> None:
     """Refuse a URL that carries a password (``ftp://user:pw@host/...``), naming it without
     the password: credentials come from the standard chains only, and a URL is written into
     manifests, provenance and every scored row's ``shard``."""
     if protocol == "file" or "@" not in url:
         return
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return
-    shown = parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}")
-    raise ValueError(f"{shown.geturl()}: the URL carries a password; lensscan takes credentials "
-                     "from the standard chains (environment, profile files, instance roles), "
-                     "never from a URL, which it writes into its outputs")
+    segments = url.split("::")  # a chained URL (simplecache::s3://...): each part its own URL
+    for i, segment in enumerate(segments):
+        parts = urllib.parse.urlsplit(segment)
+        if parts.password is None:
+            continue
+        segments[i] = parts._replace(
+            netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}").geturl()
+        raise ValueError(f"{'::'.join(segments)}: the URL carries a password; lensscan takes "
+                         "credentials from the standard chains (environment, profile files, "
+                         "instance roles), never from a URL, which it writes into its outputs")
 
 
 def is_local(url: str) -> bool:
@@ -96,6 +105,7 @@ def absolute(url: str) -> str:
     """Local paths made absolute (Ray workers do not share the driver's working directory);
     object-store URLs unchanged."""
     url = str(url)
+    _refuse_empty(url)
     if is_local(url):
         return os.path.abspath(url.removeprefix("file://"))
     return url
@@ -319,9 +329,12 @@ def check_folder(url: str) -> str:
 
 def ensure_empty(url: str, overwrite: bool = False) -> None:
     """Make sure the output folder ``url`` is empty: clear it when ``overwrite``, else refuse
-    (``ValueError``) when it holds anything; a file is refused, never cleared."""
+    (``ValueError``) when it holds anything; a file (an object, on a store) is refused, never
+    cleared."""
     check_folder(url)
     fs, path = filesystem(url)
+    if not is_local(url) and fs.isfile(path):
+        raise ValueError(f"{url} is a file, not a folder")
     if fs.exists(path) and fs.ls(path):
         if not overwrite:
             raise ValueError(f"{url}: the output folder is not empty (--overwrite clears it)")

@@ -137,9 +137,13 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
         if bad:
             raise OutputError(f"{bad[0]}: damaged part ({bad[1]}); rerun with --overwrite to "
                               "score anew") from None
-        # the parts are sound: memory, a full spill disk... every part stays committed
-        raise StorageError(storage.join(out, SCORES), "the committed parts could not be "
-                           f"counted ({str(exc).splitlines()[0][:200]})") from None
+        # the parts are sound: every part stays committed. Memory or a full spill disk pass
+        # (a rerun resumes); another failure would come back, so it is no storage error
+        why = f"the committed parts could not be counted ({str(exc).splitlines()[0][:200]})"
+        if isinstance(exc, duckdb.IOException | getattr(duckdb, "OutOfMemoryException",
+                                                        duckdb.IOException)):
+            raise StorageError(storage.join(out, SCORES), why) from None
+        raise OutputError(f"{storage.join(out, SCORES)}: {why}") from None
 
 
 def check_top(top: int | None) -> None:

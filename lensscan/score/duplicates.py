@@ -59,6 +59,8 @@ def _by_file(batches: pa.RecordBatchReader) -> Iterator[tuple[str, pa.Table]]:
     rows in memory at a time."""
     current, held = None, []
     for batch in batches:
+        if not batch.num_rows:
+            continue
         names = batch.column("filename").to_numpy(zero_copy_only=False)
         starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]]).tolist()
         for a, b in zip(starts, [*starts[1:], len(names)], strict=True):

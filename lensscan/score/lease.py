@@ -65,7 +65,7 @@ class Lease:
         self.started = time.time()
         self._stop = threading.Event()
         self.lost = threading.Event()  # another run took the lease over: stop writing
-        self.renewed = 0.0  # when the lease was last written (taken or renewed)
+        self.expires = 0.0  # expiry of the lease as last written (taken or renewed)
         self.renew_error = ""  # why the renewals since then failed
         self._thread: threading.Thread | None = None
 
@@ -114,8 +114,7 @@ class Lease:
         held = self.holder()
         if held:
             raise self._refuse(held)
-        storage.write_bytes_atomic(self.url, json.dumps(self._doc()).encode())
-        self.renewed = time.time()
+        self._write()
         time.sleep(SETTLE_S)
         now = self._read()
         if not now or now.get("token") != self.token:
@@ -124,18 +123,25 @@ class Lease:
         self._thread.start()
         return self
 
+    def _write(self) -> None:
+        doc = self._doc()
+        storage.write_bytes_atomic(self.url, json.dumps(doc).encode())
+        self.expires, self.renew_error = doc["expires_epoch"], ""
+
     def _renew(self) -> None:
-        while not self._stop.wait(self._period()):
+        wait = self._period()
+        while not self._stop.wait(wait):
             try:
                 held = self._read()
                 if held and held.get("token") != self.token:  # ours expired and was taken
                     self.lost.set()
                     return
-                storage.write_bytes_atomic(self.url, json.dumps(self._doc()).encode())
-                self.renewed = time.time()
-            except Exception as exc:  # noqa: BLE001 - a missed renewal shortens the lease,
-                # and check() stops the run before it expires
+                self._write()
+                wait = self._period()
+            except Exception as exc:  # noqa: BLE001 - a missed renewal shortens the lease:
+                # tried again soon, and check() stops the run before the lease expires
                 self.renew_error = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                wait = self._period() / 5
 
     def check(self) -> None:
         """Raise :class:`OutputError` when another run has taken the lease over (this run's
@@ -148,11 +154,12 @@ class Lease:
                 f"{self.out}: this run's lease expired and another run took the folder over "
                 f"(host {held.get('host')}, pid {held.get('pid')}); this run stops without "
                 "committing")
-        age = time.time() - self.renewed
-        if self.renewed and age > self.ttl_s - self._period():
-            raise StorageError(self.url, f"this run's lease could not be renewed for "
-                               f"{age:.0f} s ({self.renew_error or 'no renewal ran'}); the run "
-                               "stops before it expires and another run could take the folder")
+        left = self.expires - time.time()
+        if self.expires and left < self._period():
+            why = self.renew_error or "a renewal has not returned"
+            raise StorageError(self.url, f"this run's lease could not be renewed ({why}) and "
+                               f"expires in {max(left, 0):.0f} s; the run stops before another "
+                               "could take the folder")
 
     def release(self) -> None:
         """Stop renewing and remove the lease if it is still ours."""

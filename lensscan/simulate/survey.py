@@ -132,6 +132,19 @@ def _write_npy(out: str, batch: dict) -> None:
 MAX_SHARDS = 100_000
 
 
+def check_size(total: int, shard_size: int) -> None:
+    """Refuse a survey of no object, of more than :data:`MAX_ROWS`, or of more than
+    :data:`MAX_SHARDS` shards (its job list is built up front), in one line: before an
+    ``--overwrite`` removes the survey it would replace."""
+    if total <= 0:
+        raise ValueError("simulate at least one object")
+    if total > MAX_ROWS:
+        raise ValueError(f"{total} objects: at most {MAX_ROWS:,} per survey")
+    if -(-total // shard_size) > MAX_SHARDS:
+        raise ValueError(f"{total} objects in shards of {shard_size}: at most {MAX_SHARDS:,} "
+                         "shards; give a larger --shard-size")
+
+
 def simulate_survey(
     out: str,
     spec: SurveySpec,
@@ -161,13 +174,7 @@ def simulate_survey(
 
     if fmt not in ("parquet", "fits", "npy"):
         raise ValueError(f"format must be parquet, fits or npy, not {fmt!r}")
-    if spec.total <= 0:
-        raise ValueError("simulate at least one object")
-    if spec.total > MAX_ROWS:
-        raise ValueError(f"{spec.total} objects: at most {MAX_ROWS:,} per survey")
-    if -(-spec.total // shard_size) > MAX_SHARDS:  # the job list is built up front
-        raise ValueError(f"{spec.total} objects in shards of {shard_size}: at most "
-                         f"{MAX_SHARDS:,} shards; give a larger --shard-size")
+    check_size(spec.total, shard_size)
     jobs = [(k, s, min(s + shard_size, spec.total))
             for k, s in enumerate(range(0, spec.total, shard_size))]
     workers = workers or min(os.cpu_count() or 1, len(jobs))

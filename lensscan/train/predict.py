@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ def member_scores(model: torch.nn.Module, ds, batch_size: int = 1024,
         print(note, file=sys.stderr)
     used = sum(len(y) for y in ys)
     unlabelled = int(ok_mask(status).sum()) - used
-    if unlabelled:
+    if unlabelled and rows is not None:  # the model whose counts are reported: said once
         print(f"lensscan: {unlabelled} of the {len(status)} rows read have no label (-1 or "
               "null): left out", file=sys.stderr)
     if rows is not None:
@@ -76,9 +77,9 @@ def warn_duplicates(ids: np.ndarray, data: str) -> int:
     if repeated:
         rest = np.ones(len(text), bool)
         rest[first] = False
-        print(f"lensscan: warning: {data}: {repeated} of the {len(text)} rows used repeat an "
-              f"earlier row's object id (first: {text[rest][0][:80]!r}); each counts",
-              file=sys.stderr)
+        warnings.warn(f"{data}: {repeated} of the {len(text)} rows used repeat an earlier "
+                      f"row's object id (first: {text[rest][0][:80]!r}); each counts",
+                      stacklevel=2)
     return repeated
 
 

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import warnings
 import zlib
 from dataclasses import replace
 
@@ -274,11 +273,11 @@ def check_out(cfg: TrainConfig) -> None:
         if url and storage.inside(cfg.out, url):
             raise ValueError(f"--out {cfg.out}: it lies inside the {what} folder {url}; write "
                              "the model elsewhere")
-    inside, holds = (cfg.val and storage.inside(cfg.val, cfg.data),
-                     cfg.val and storage.inside(cfg.data, cfg.val))
-    if inside and holds:  # the same set, on purpose (a few graded rows): said, not refused
-        warnings.warn(f"--val {cfg.val} is the training data: the validation figures and the "
-                      "threshold are of rows the model was trained on", stacklevel=2)
+    inside, holds = (bool(cfg.val) and storage.inside(u, v) for u, v in
+                     ((cfg.val, cfg.data), (cfg.data, cfg.val)))
+    if inside and holds:  # the same set, on purpose (a few graded rows): said now, not refused
+        print(f"[lensscan] warning: --val {cfg.val} is the training data: the validation "
+              "figures and the threshold are of rows it trained on", file=sys.stderr, flush=True)
     elif inside or holds:  # a folder beside the training shards, listed with them
         raise ValueError(f"--val {cfg.val}: it {'lies inside' if inside else 'holds'} the "
                          f"training data {cfg.data}, whose shards are all trained on; give "

@@ -181,6 +181,12 @@ def test_outputs_that_are_files_empty_or_the_input_are_refused_before_any_write(
             (["simulate", "s", "--lenses", "10", "--nonlenses", "2", "--shard-size", "0"], None),
             (["simulate", "s", "--lenses", "200000", "--nonlenses", "0", "--shard-size", "1"],
              "at most 100,000 shards; give a larger --shard-size"),
+            (["simulate", "survey", "--lenses", "200000", "--nonlenses", "0", "--shard-size",
+              "1", "--overwrite"], "at most 100,000 shards"),  # checked before the removal
+            (["inject", "survey", "--out", "", "--lenses", "1", "--negatives", "1",
+              "--overwrite"], "'': an empty path"),
+            (["cutout", "cat.csv", "img-{band}.fits", "--out", "", "--overwrite"],
+             "'': an empty path"),
             (["mosaic", "afile/m.png"], "afile is a file, not a folder"),
             (["calibrate", "", "survey"], "model '': an empty name"),
             (["calibrate", "default", ""], "'': an empty path"),

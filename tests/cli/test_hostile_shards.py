@@ -474,9 +474,14 @@ def test_a_step_that_leaves_rows_out_says_how_many_and_why():
 
 
 def test_inject_counts_and_an_empty_cutout_catalogue_are_refused(tmp_path):
-    code, _, err = _cli("inject", str(tmp_path), "--out", str(tmp_path / "t"), "--lenses", "-1",
-                        "--negatives", "5")
-    assert code == 2 and "--lenses -1 --negatives 5: give counts of 0 or more" in _last(err)
+    with pytest.raises(SystemExit) as stop:  # the option's own bound, as argparse refuses
+        _cli("inject", str(tmp_path), "--out", str(tmp_path / "t"), "--lenses", "-1",
+             "--negatives", "5")
+    assert stop.value.code == 2
+    code, _, err = _cli("inject", str(tmp_path), "--out", str(tmp_path / "t"), "--lenses", "0",
+                        "--negatives", "0")
+    assert code == 2 and "--lenses 0 --negatives 0: give counts of 0 or more, not both 0" in \
+        _last(err)
     (tmp_path / "cat.csv").write_text("object_id,ra,dec\n")
     code, _, err = _cli("cutout", str(tmp_path / "cat.csv"), str(tmp_path / "{band}.fits"),
                         "--out", str(tmp_path / "s"))

@@ -112,14 +112,15 @@ def test_a_run_whose_renewals_keep_failing_stops_before_its_lease_expires(tmp_pa
     from lensscan.errors import StorageError
 
     out = str(tmp_path / "out")
-    lease = Lease(out, ttl_s=0.8).acquire()  # renews every 0.2 s
+    lease = Lease(out, ttl_s=4.0).acquire()  # renews every second; stops with 1 s left
     try:
         lease.check()  # renewed: fine
         os.remove(os.path.join(out, LEASE))
         os.mkdir(os.path.join(out, LEASE))  # every renewal now fails to read or write it
-        time.sleep(1.0)
+        time.sleep(3.5)
         with pytest.raises(StorageError, match=r"_lease.json: this run's lease could not be "
-                                               r"renewed for \d+ s \(.+\); the run stops"):
+                                               r"renewed \(.+\) and expires in \d+ s; the run "
+                                               r"stops"):
             lease.check()
     finally:
         lease.release()

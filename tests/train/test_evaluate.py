@@ -185,11 +185,12 @@ def test_labels_names_and_scores_that_would_mislead_a_report(ray_local, tiny_mod
     capsys.readouterr()
     # a shard copied twice counted every object twice, silently
     shutil.copy(tmp_path / "d" / "a.parquet", tmp_path / "d" / "b.parquet")
-    twice = evaluate(tiny_model, str(tmp_path / "d"), str(tmp_path / "r9"), gradcam=0)
+    with pytest.warns(UserWarning) as warned:
+        twice = evaluate(tiny_model, str(tmp_path / "d"), str(tmp_path / "r9"), gradcam=0)
     assert twice["rows"]["used"] == 78 and twice["rows"]["duplicate_object_ids"] == 39
-    warned = [ln for ln in capsys.readouterr().err.splitlines() if "object id" in ln]
-    assert len(warned) == 1 and "39 of the 78 rows used repeat an earlier row's object id" \
-        in warned[0] and "first: '$\\\\frac{$_1'" in warned[0], warned
+    said = [str(w.message) for w in warned if "object id" in str(w.message)]
+    assert len(said) == 1 and "39 of the 78 rows used repeat an earlier row's object id" \
+        in said[0] and "first: '$\\\\frac{$_1'" in said[0], said
     (tmp_path / "d" / "b.parquet").unlink()
     assert not (tmp_path / "r6").exists() and not (tmp_path / "r7").exists()
     nan = tmp_path / "nan"
