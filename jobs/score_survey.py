@@ -15,8 +15,10 @@ scores through the same code and reports the same lines. Rerun the same command 
 interruption: the committed units are kept and the rest is scored. Exit status 0 when done, 2
 when refused (bad input, another run in the output without ``--overwrite``, a live writer), 3 when
 storage failed (rerun to resume); the reason is one line on stderr. Under ``ray job submit``
-credentials reach the job through the cluster's own chain or
-``--runtime-env-json '{"env_vars": {...}}'``; the driver adds no environment of its own.
+secrets reach the job through the nodes' own credential chain (instance profile, service
+account), never ``--runtime-env-json``: Ray logs runtime envs on every node. Settings that are
+not secret (``AWS_ENDPOINT_URL``, a region) may go in its ``env_vars``; the driver adds no
+environment of its own.
 """
 
 from __future__ import annotations

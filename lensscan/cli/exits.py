@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from lensscan.errors import LensscanError, RunInterruptedError, StorageError, printable
+from lensscan.errors import RESUME_HINT, LensscanError, RunInterruptedError, StorageError, printable
 
 #: Exit statuses (README, "Exit status"); 130 is the shell's for a run stopped by Ctrl-C.
 EXIT_OK, EXIT_REFUSED, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 130
@@ -48,6 +48,13 @@ def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
         except (LensscanError, FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
             print(f"lensscan {cmd}: error: {_line(exc)}", file=sys.stderr)
             status = EXIT_REFUSED
+        except Exception as exc:  # Ray's own (an actor or node lost past its retries, memory)
+            if not type(exc).__module__.startswith("ray."):
+                raise
+            first = (_line(exc).split("\\n") or [""])[0][:300]
+            print(f"lensscan {cmd}: error: Ray: {type(exc).__name__}: {first}; "
+                  f"{RESUME_HINT}", file=sys.stderr)
+            status = EXIT_STORAGE
     for w in caught:  # each on one line; another library's named by its class and module
         ours = type(w.message).__module__.startswith("lensscan") or f"{os.sep}lensscan{os.sep}" in (
             w.filename or "")

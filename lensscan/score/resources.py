@@ -22,6 +22,9 @@ CPU_BATCH, GPU_BATCH = 512, 8192  # default cutouts per model call
 #: H200, fp16 and channels-last, batch 8192 (237,800/s). With the measured decode rate of a read
 #: task it sets how many reads feed the GPUs.
 GPU_ACTOR_RATE = 240_000
+#: Concurrent reads per GPU actor when the GPU nodes are still to come (autoscaling from 0):
+#: the CPUs they bring are unknown until they join, and the head's alone would allow one read
+READS_PER_COMING_ACTOR = 2
 GPU_TASKS_IN_FLIGHT = 4  # inputs queued at a GPU actor (fetched while it computes)
 GPU_CALLS = 2  # calls running at once in a GPU actor (one's copies overlap another's kernels)
 DECODED_CUTOUT = 3 * 64 * 64  # values of one decoded cutout (3, 64, 64)
@@ -69,8 +72,10 @@ def resources(cfg: ScoreConfig, blocks: int | None = None, read_rate: float | No
         actors = min(most, cfg.actors or max(1, int(gpus // gpa)))
         cpa = cfg.cpus_per_actor or 1.0
         threads = cfg.torch_threads or 1
-        free = max(1, math.floor(cpus - actors * cpa))  # decode-only reads are CPU-bound
-        need = math.ceil(actors * GPU_ACTOR_RATE / read_rate) if read_rate else free
+        free = math.floor(cpus - actors * cpa)  # decode-only reads are CPU-bound
+        if free < 1 and gpus < actors * gpa:  # GPU nodes still to come (autoscaling from 0):
+            free = READS_PER_COMING_ACTOR * actors  # each brings CPUs; one read would feed all
+        need = math.ceil(actors * GPU_ACTOR_RATE / read_rate) if read_rate else max(1, free)
         reads = min(most, cfg.read_tasks or max(1, min(free, need)))
     else:
         # one single-threaded actor per core (up to MAX_CPU_ACTORS): batch-level parallelism

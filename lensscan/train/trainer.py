@@ -377,7 +377,7 @@ def _fit(trainer: TorchTrainer, cfg: TrainConfig) -> tuple[dict, dict]:
         if before is not None:
             signal.signal(signal.SIGINT, before)
     if result.checkpoint is None:
-        raise RuntimeError(f"training {cfg.member_name} ended without a checkpoint")
+        raise TrainingError(f"training {cfg.member_name} ended without a checkpoint")
     with result.checkpoint.as_directory() as d:
         diverged = ckpt_io.read_problem(d, diverged=True)
         if diverged is not None:

@@ -206,3 +206,25 @@ def test_ctrl_c_swallowed_by_a_finalizer_still_ends_the_command_with_130():
                         "on to its end; rerun the same command to check that everything is "
                         "done\n"), r.stderr
     assert "finished" in r.stdout  # the work ran on: the signal did not stop it, the exit says it
+
+
+def test_an_error_of_ray_itself_is_one_line_to_rerun(capsys):
+    """Ray's own errors (an actor or node lost past its retries, out of memory) were a
+    traceback and exit status 1; other unexpected errors still raise (a bug shows itself)."""
+    from ray.exceptions import ActorDiedError
+
+    from lensscan.cli.exits import EXIT_STORAGE, run_command
+
+    def lost() -> None:
+        raise ActorDiedError()
+
+    assert run_command("score", lost) == EXIT_STORAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lensscan score: error: Ray: ActorDiedError: ")
+    assert err[0].endswith("rerun the same command to resume")
+
+    def bug() -> None:
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_command("score", bug)

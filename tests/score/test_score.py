@@ -401,6 +401,11 @@ def test_gpu_reads_sized_from_measured_rates():
     res = resources(ScoreConfig(input="x", output="y", read_tasks=3, batch_size=100),
                     read_rate=1.0, cpus=16, gpus=1)
     assert (res.read_tasks, res.batch_size) == (3, 100)
+    # autoscaling from 0 (the README's aws-gpu run): the head alone, no GPU yet; one read task
+    # fed all 16 GPU actors for the whole run
+    coming = ScoreConfig(input="x", output="y", gpus_per_actor=1.0, actors=16)
+    assert resources(coming, cpus=8, gpus=0).read_tasks == 32
+    assert resources(coming, cpus=8, gpus=16).read_tasks == 1  # there, and the CPUs all taken
 
 
 #: A calibration written into a copy of the tiny model (a Platt map fitted at 1 lens in 4).
