@@ -21,14 +21,18 @@ import sys
 
 from lensscan.cli.exits import run_command
 from lensscan.cli.options import add_options, number, values
-from lensscan.config import TrainConfig
+from lensscan.config import MAX_ROWS, TrainConfig
+from lensscan.io import storage
+from lensscan.simulate.population import ALL_FAMILIES
 from lensscan.train.robustness import (
+    COMPLETE,
     MATRIX_SCHEDULE,
     families,
     hsc_families,
     make_test_sets,
     markdown,
     robustness_matrix,
+    test_set_url,
 )
 
 #: The settings of :class:`~lensscan.config.TrainConfig` that the job gives every member.
@@ -41,13 +45,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--val", required=True, help="URL of labelled validation shards")
     ap.add_argument("--tests", required=True, help="URL of the per-family test sets")
     ap.add_argument("--out", required=True, help="URL of the folder of matrix members")
-    ap.add_argument("--choices", nargs="*", help="only these choices (psf, noise, ...)")
+    ap.add_argument("--choices", nargs="*", choices=sorted(ALL_FAMILIES), metavar="CHOICE",
+                    help="only these choices (psf, noise, ...)")
     ap.add_argument("--reference-only", action="store_true",
                     help="train and keep only the member trained on every family")
     ap.add_argument("--make-tests", action="store_true", help="write missing test sets first")
-    ap.add_argument("--test-lenses", type=int, default=200)
-    ap.add_argument("--test-nonlenses", type=int, default=5000)
-    ap.add_argument("--test-seed", type=int, default=30)
+    ap.add_argument("--test-lenses", type=number(int, low=1, high=MAX_ROWS), default=200)
+    ap.add_argument("--test-nonlenses", type=number(int, low=1, high=MAX_ROWS), default=5000)
+    ap.add_argument("--test-seed", type=number(int, low=0), default=30)
     add_options(ap, TrainConfig, only=MEMBER_OPTIONS, defaults=MATRIX_SCHEDULE,
                 why="the matrix's schedule")
     ap.add_argument("--init-saw-hsc", action="store_true",
@@ -63,6 +68,11 @@ def run(a: argparse.Namespace) -> None:
     pairs = [] if a.reference_only else families(a.choices)
     if a.make_tests:
         make_test_sets(a.tests, pairs, a.test_lenses, a.test_nonlenses, a.test_seed)
+    missing = [test_set_url(a.tests, c, f) for c, f in pairs
+               if not storage.exists(storage.join(test_set_url(a.tests, c, f), COMPLETE))]
+    if missing:  # before hours of training, not after
+        raise ValueError(f"{missing[0]}: no complete test set ({len(missing)} of {len(pairs)} "
+                         "missing); give --make-tests to write them")
     cells = robustness_matrix(a.train, a.val, a.tests, a.out, pairs,
                               init_saw=hsc_families() if a.init_saw_hsc else None,
                               **values(TrainConfig, a, MEMBER_OPTIONS),

@@ -111,7 +111,11 @@ def test_job_script_runs_under_plain_python(tiny_model, tmp_path):
 @pytest.mark.parametrize("script,args,message", [
     ("train_ensemble.py", ["--prior", "2"], "--prior 2.0: a prevalence must lie strictly"),
     ("train_ensemble.py", ["--init-from", "nowhere"], "nowhere: not a lensscan model folder"),
-    ("robustness.py", ["--tests", "t", "--init", "nowhere"], "not a lensscan model folder"),
+    ("robustness.py", ["--tests", "t", "--init", "nowhere", "--reference-only"],
+     "not a lensscan model folder"),
+    # found by review: found only after hours of training, or silently dropped
+    ("robustness.py", ["--tests", "t"], "no complete test set (22 of 22 missing); give "
+                                        "--make-tests"),
 ])
 def test_training_jobs_refuse_in_one_line(tmp_path, script, args, message):
     """The jobs end as ``lensscan`` commands do: exit 2, one line naming the problem."""

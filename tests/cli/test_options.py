@@ -228,6 +228,20 @@ def test_the_matrix_job_gives_every_member_its_schedule():
                                                                "precision": "auto", "init": "M"}
 
 
+def test_the_matrix_job_refuses_a_misspelled_choice_and_empty_test_sets(capsys):
+    """Found by review: a misspelled --choices was dropped silently (the job ran the reference
+    only, printed an empty table and exited 0); --test-lenses 0 failed after hours of training."""
+    job = _job("robustness")
+    base = ["--train", "t", "--val", "v", "--tests", "x", "--out", "o"]
+    for extra, said in ((["--choices", "neighbors"], "invalid choice: 'neighbors'"),
+                        (["--test-lenses", "0"], "--test-lenses: must be 1 or more, not 0"),
+                        (["--test-seed", "-1"], "--test-seed: must be 0 or more, not -1")):
+        with pytest.raises(SystemExit):
+            job.parse([*base, *extra])
+        assert said in capsys.readouterr().err
+    assert job.parse([*base, "--choices", "neighbours", "psf"]).choices == ["neighbours", "psf"]
+
+
 def test_the_matrix_job_passes_a_background_jitter_to_every_member():
     job = _job("robustness")
     base = ["--train", "t", "--val", "v", "--tests", "x", "--out", "o"]
