@@ -29,6 +29,7 @@ def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
     file-like objects of fsspec and others have), and the command would then run on and end
     as if nobody had pressed it. One counted during ``fn`` ends it with 130 (Ray Train's own
     handler, installed while a member trains, reports its Ctrl-C itself)."""
+    line = ""
     with warnings.catch_warnings(record=True) as caught, _sigint_counted() as pressed:
         warnings.simplefilter("always", UserWarning)
         try:
@@ -38,23 +39,12 @@ def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
                     "Ctrl-C was pressed while the command ran on to its end; rerun the same "
                     "command to check that everything is done")
             status = EXIT_OK
-        except (RunInterruptedError, KeyboardInterrupt) as exc:
-            print(f"lensscan {cmd}: interrupted" + (f": {_line(exc)}" if str(exc) else ""),
-                  file=sys.stderr)
-            status = EXIT_INTERRUPTED
-        except StorageError as exc:
-            print(f"lensscan {cmd}: error: {_line(exc)}", file=sys.stderr)
-            status = EXIT_STORAGE
-        except (LensscanError, FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
-            print(f"lensscan {cmd}: error: {_line(exc)}", file=sys.stderr)
-            status = EXIT_REFUSED
+        except (KeyboardInterrupt, LensscanError, ValueError, OSError) as exc:
+            status, line = _ending(cmd, exc)
         except Exception as exc:  # Ray's own (an actor or node lost past its retries, memory)
             if not type(exc).__module__.startswith("ray."):
                 raise
-            first = (_line(exc).split("\\n") or [""])[0][:300]
-            print(f"lensscan {cmd}: error: Ray: {type(exc).__name__}: {first}; "
-                  f"{RESUME_HINT}", file=sys.stderr)
-            status = EXIT_STORAGE
+            status, line = _ending(cmd, exc)
     for w in caught:  # each on one line; another library's named by its class and module
         ours = type(w.message).__module__.startswith("lensscan") or f"{os.sep}lensscan{os.sep}" in (
             w.filename or "")
@@ -63,7 +53,22 @@ def run_command(cmd: str, fn: Callable[..., Any], *args: Any) -> int:
         first = printable(text.splitlines()[0] if text else type(w.message).__name__)
         first = first if len(first) <= 400 else first[:397] + "..."
         print(f"lensscan {cmd}: warning: {origin}{first}", file=sys.stderr)
+    if line:  # last: the line that says what went wrong and what to do
+        print(line, file=sys.stderr)
     return status
+
+
+def _ending(cmd: str, exc: BaseException) -> tuple[int, str]:
+    """The exit status and the one line of a command that ended with ``exc``."""
+    if isinstance(exc, RunInterruptedError | KeyboardInterrupt):
+        return EXIT_INTERRUPTED, f"lensscan {cmd}: interrupted" + (
+            f": {_line(exc)}" if str(exc) else "")
+    if isinstance(exc, StorageError):
+        return EXIT_STORAGE, f"lensscan {cmd}: error: {_line(exc)}"
+    if isinstance(exc, LensscanError | ValueError | OSError):
+        return EXIT_REFUSED, f"lensscan {cmd}: error: {_line(exc)}"
+    first = (_line(exc).split("\\n") or [""])[0][:300]  # Ray's: its first line
+    return EXIT_STORAGE, f"lensscan {cmd}: error: Ray: {type(exc).__name__}: {first}; {RESUME_HINT}"
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ try:
 except ImportError:  # Ray Train V1 (RAY_TRAIN_V2_ENABLED=0): its errors carry no worker map
     ControllerError = WorkerGroupError = ()  # type: ignore[assignment,misc]
 
-from lensscan.errors import RESUME_HINT, LensscanError, RunInterruptedError
+from lensscan.errors import RESUME_HINT, LensscanError, RunInterruptedError, StorageError
 
 
 class TrainingError(LensscanError):
@@ -42,9 +42,11 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def training_failure(member: str, exc: TrainingFailedError, retries: int) -> TrainingError:
+def training_failure(member: str, exc: TrainingFailedError, retries: int
+                     ) -> TrainingError | StorageError:
     """The one-line error for ``exc``, raised by ``fit()`` of ``member``'s run after ``retries``
-    restarts from its last checkpoint."""
+    restarts from its last checkpoint: a :class:`StorageError` (exit status 3, rerun) when
+    storage failed under the workers, as for every other command."""
     if isinstance(exc, WorkerGroupError) and exc.worker_failures:
         ranks = sorted(exc.worker_failures)
         where = f"worker {ranks[0]}" + (f" (and {len(ranks) - 1} more)" if len(ranks) > 1 else "")
@@ -54,6 +56,8 @@ def training_failure(member: str, exc: TrainingFailedError, retries: int) -> Tra
         where, cause = "Ray Train's controller", root_cause(exc.controller_failure)
     else:
         where, cause = "Ray Train", root_cause(exc)
+    if isinstance(cause, StorageError):
+        return StorageError(cause.url, f"training {member} failed on {where}: {cause.reason}")
     return TrainingError(
         f"training {member} failed on {where}: {one_line(cause)} (tracebacks in Ray's log "
         f"above); fix the cause and {RESUME_HINT} from its last checkpoint")

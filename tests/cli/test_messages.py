@@ -228,3 +228,22 @@ def test_an_error_of_ray_itself_is_one_line_to_rerun(capsys):
 
     with pytest.raises(RuntimeError, match="a bug"):
         run_command("score", bug)
+
+
+def test_the_error_line_comes_after_the_warnings(capsys):
+    """Warnings were printed after the error, so the last line on stderr (the README's place
+    for the URL and what to do) was a warning."""
+    import warnings
+
+    from lensscan.cli.exits import run_command
+    from lensscan.errors import StorageError
+
+    def fails() -> None:
+        warnings.warn("3 rows repeat an object id", UserWarning, stacklevel=1)
+        raise StorageError("s3://b/p.parquet", "cannot read")
+
+    assert run_command("score", fails) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lensscan score: warning: 3 rows repeat an object id",
+                   "lensscan score: error: s3://b/p.parquet: cannot read; rerun the same "
+                   "command to resume"]

@@ -156,3 +156,11 @@ def test_a_failed_training_run_is_one_line_naming_the_worker_and_its_error():
     assert "rerun the same command to resume" in text
     ctrl = str(training_failure("cnn", ControllerError(KeyError("epoch")), 2))
     assert "Ray Train's controller" in ctrl and "KeyError: 'epoch'" in ctrl and "\n" not in ctrl
+    # storage failing under the workers is exit status 3, as for every command (it was 2)
+    from lensscan.errors import StorageError
+
+    lost = StorageError("s3://b/train/p.parquet", "cannot read (endpoint lost)")
+    err = training_failure("cnn", WorkerGroupError("Worker 0 failed", {0: lost}), 2)
+    assert isinstance(err, StorageError) and str(err) == (
+        "s3://b/train/p.parquet: training cnn failed on worker 0 after 2 restarts: cannot read "
+        "(endpoint lost); rerun the same command to resume")
