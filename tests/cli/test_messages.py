@@ -244,6 +244,7 @@ def test_the_error_line_comes_after_the_warnings(capsys):
 
     assert run_command("score", fails) == 3
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["lensscan score: warning: 3 rows repeat an object id",
+    assert err == ["lensscan score: warning: UserWarning (test_messages.py): 3 rows repeat an "
+                   "object id",
                    "lensscan score: error: s3://b/p.parquet: cannot read; rerun the same "
                    "command to resume"]
