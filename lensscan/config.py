@@ -93,8 +93,12 @@ def check_bounds(obj: Any) -> None:
                 continue
             why = out_of_bounds(v if isinstance(v, numbers.Integral) else float(v), f.metadata)
             if why:
-                flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-                raise ValueError(f"{flag}: {why}, not {v!r}")
+                raise ValueError(f"{option_flag(f)}: {why}, not {v!r}")
+
+
+def option_flag(f: Any) -> str:
+    """The command-line flag of a config field (``--NAME``, or the field's own ``flag``)."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def _from_dict(cls, d: dict[str, Any]):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from lensscan.config import BOUNDS, out_of_bounds
+from lensscan.config import BOUNDS, option_flag, out_of_bounds
 
 
 def number(kind: type = int, low: float | None = None, high: float | None = None,
@@ -173,8 +173,7 @@ def _convert(hint: Any, f: Field, value: Any) -> Any:
 def _pairs(f: Field, items: list[str]) -> dict[str, Any]:
     """``--NAME KEY=VALUE`` options as a dict, each value a number, a boolean (``true`` or
     ``false``) or else text."""
-    return key_values(items, f.metadata.get("flag") or "--" + f.name.replace("_", "-"),
-                      f.metadata.get("metavar", "KEY=VALUE"), _scalar)
+    return key_values(items, option_flag(f), f.metadata.get("metavar", "KEY=VALUE"), _scalar)
 
 
 def key_values(items: list[str], flag: str, metavar: str,
@@ -212,7 +211,7 @@ def _scalar(text: str) -> Any:
 def _per_band_values(f: Field, kind: type, text: str) -> list:
     """The values of a per-band option, each within the option's bounds (numbers: finite), in
     one line naming the option."""
-    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    flag = option_flag(f)
     bounds = {k: f.metadata[k] for k in BOUNDS if k in f.metadata}
     parse = number(kind, **bounds) if kind in (int, float) else kind
     try:

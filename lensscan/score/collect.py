@@ -61,6 +61,7 @@ class Collector:
 
     def add(self, batch: dict[str, np.ndarray], t0: float) -> None:
         """Take one batch of scored rows; commit every unit it completes."""
+        scored_rows = []  # of every unit in the batch: the devices counted once per batch
         for i in np.unique(batch["unit"]).tolist():
             if i in self.done:  # a retried task delivered a committed unit's rows again
                 continue
@@ -77,15 +78,14 @@ class Collector:
             scored = fresh[batch["status"][fresh] == OK]  # each row once, quarantined ones not
             if "arithmetic" in batch:  # a unit's arithmetic is its scores'
                 self.arithmetic[i].update(np.unique(batch["arithmetic"][scored]).tolist())
-            if "device" in batch:
-                self._count_devices(batch["device"][scored])
+            scored_rows.append(scored)
             if got.all():
                 self._commit(i, t0)
-
-    def _count_devices(self, devices: np.ndarray) -> None:
-        names, counts = np.unique(devices.astype(str), return_counts=True)
-        for name, count in zip(names.tolist(), counts.tolist(), strict=True):
-            self.devices[name] = self.devices.get(name, 0) + count
+        if "device" in batch and scored_rows:
+            names, counts = np.unique(batch["device"][np.concatenate(scored_rows)].astype(str),
+                                      return_counts=True)
+            for name, count in zip(names.tolist(), counts.tolist(), strict=True):
+                self.devices[name] = self.devices.get(name, 0) + count
 
     def _commit(self, i: int, t0: float) -> None:
         """Write unit ``i``'s part, its rows named by their shard."""

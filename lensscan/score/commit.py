@@ -140,10 +140,14 @@ def finalize(out: str, keys: list[str], threshold: float | None, top: int | None
         # the parts are sound: every part stays committed. Memory or a full spill disk pass
         # (a rerun resumes); another failure would come back, so it is no storage error
         why = f"the committed parts could not be counted ({str(exc).splitlines()[0][:200]})"
-        if isinstance(exc, duckdb.IOException | getattr(duckdb, "OutOfMemoryException",
-                                                        duckdb.IOException)):
+        if isinstance(exc, RESUMABLE):
             raise StorageError(storage.join(out, SCORES), why) from None
         raise OutputError(f"{storage.join(out, SCORES)}: {why}") from None
+
+
+#: DuckDB failures that pass (I/O, memory: a full spill disk): a rerun resumes
+RESUMABLE = tuple(getattr(duckdb, name) for name in ("IOException", "OutOfMemoryException")
+                  if hasattr(duckdb, name))
 
 
 def check_top(top: int | None) -> None:
